@@ -1,0 +1,163 @@
+#include <dspex/bridge/protocol.hpp>
+
+namespace dspex::bridge {
+
+const char* to_string(protocol_errc code) noexcept {
+  switch (code) {
+    case protocol_errc::frame_too_large: return "frame_too_large";
+    case protocol_errc::truncated_frame: return "truncated_frame";
+    case protocol_errc::invalid_utf8: return "invalid_utf8";
+    case protocol_errc::invalid_json: return "invalid_json";
+    case protocol_errc::bad_envelope: return "bad_envelope";
+    case protocol_errc::unknown_id: return "unknown_id";
+  }
+  return "unknown";
+}
+
+std::string encode_request(const request& req) {
+  json j = {{"id", req.id}, {"command", req.command}, {"args", req.args}};
+  j["session_id"] = req.session_id ? json(*req.session_id) : json(nullptr);
+  return j.dump();
+}
+
+std::string encode_reply(const reply& rep) {
+  json j = {{"id", rep.id}, {"success", rep.success}};
+  if (rep.success) {
+    j["result"] = rep.result;
+  } else {
+    json e = {{"type", rep.error.type}, {"message", rep.error.message}};
+    if (!rep.error.traceback.empty())
+      e["traceback"] = rep.error.traceback;
+    j["error"] = std::move(e);
+  }
+  return j.dump();
+}
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  auto p = reinterpret_cast<const unsigned char*>(s.data());
+  auto end = p + s.size();
+  while (p < end) {
+    unsigned char c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    std::size_t len;
+    std::uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (static_cast<std::size_t>(end - p) < len)
+      return false;
+    for (std::size_t i = 1; i < len; ++i) {
+      if ((p[i] & 0xC0) != 0x80)
+        return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    static constexpr std::uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    p += len;
+  }
+  return true;
+}
+
+namespace {
+
+// Parses and checks the encoding; on failure fills `err`.
+std::optional<json> parse_body(std::string_view body, protocol_error& err) {
+  if (!is_valid_utf8(body)) {
+    err = {protocol_errc::invalid_utf8, "frame body is not valid UTF-8"};
+    return std::nullopt;
+  }
+  auto j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded()) {
+    std::string head(body.substr(0, 80));
+    err = {protocol_errc::invalid_json, "frame body is not JSON: '" + head + "'"};
+    return std::nullopt;
+  }
+  if (!j.is_object()) {
+    err = {protocol_errc::bad_envelope, "frame body is not a JSON object"};
+    return std::nullopt;
+  }
+  return j;
+}
+
+bool read_id(const json& j, std::uint64_t& id, protocol_error& err) {
+  auto it = j.find("id");
+  if (it == j.end() || !it->is_number_unsigned()) {
+    err = {protocol_errc::bad_envelope, "missing or non-integer \"id\""};
+    return false;
+  }
+  id = it->get<std::uint64_t>();
+  return true;
+}
+
+std::string string_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null())
+    return {};
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+} // namespace
+
+std::variant<reply, protocol_error> parse_reply(std::string_view body) {
+  protocol_error err{protocol_errc::bad_envelope, {}};
+  auto j = parse_body(body, err);
+  if (!j)
+    return err;
+  reply rep;
+  if (!read_id(*j, rep.id, err))
+    return err;
+  auto ok = j->find("success");
+  if (ok == j->end() || !ok->is_boolean())
+    return protocol_error{protocol_errc::bad_envelope, "missing or non-boolean \"success\""};
+  rep.success = ok->get<bool>();
+  if (rep.success) {
+    auto res = j->find("result");
+    rep.result = res == j->end() ? json(nullptr) : std::move(*res);
+    return rep;
+  }
+  auto e = j->find("error");
+  if (e == j->end() || !e->is_object())
+    return protocol_error{protocol_errc::bad_envelope, "failed reply without an \"error\" object"};
+  rep.error.type = string_field(*e, "type");
+  rep.error.message = string_field(*e, "message");
+  rep.error.traceback = string_field(*e, "traceback");
+  if (rep.error.type.empty())
+    rep.error.type = "Error";
+  return rep;
+}
+
+std::variant<request, protocol_error> parse_request(std::string_view body) {
+  protocol_error err{protocol_errc::bad_envelope, {}};
+  auto j = parse_body(body, err);
+  if (!j)
+    return err;
+  request req;
+  if (!read_id(*j, req.id, err))
+    return err;
+  auto cmd = j->find("command");
+  if (cmd == j->end() || !cmd->is_string())
+    return protocol_error{protocol_errc::bad_envelope, "missing or non-string \"command\""};
+  req.command = cmd->get<std::string>();
+  auto args = j->find("args");
+  if (args != j->end() && !args->is_null())
+    req.args = std::move(*args);
+  auto sid = j->find("session_id");
+  if (sid != j->end() && sid->is_string())
+    req.session_id = sid->get<std::string>();
+  return req;
+}
+
+} // namespace dspex::bridge

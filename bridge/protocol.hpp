@@ -1,0 +1,75 @@
+// The request/reply envelopes of the wire protocol (DESIGN.md "Wire protocol"):
+//   request: {"id": uint, "command": str, "args": {...}, "session_id": str|null}
+//   reply:   {"id", "success": true, "result": ...}
+//         or {"id", "success": false, "error": {"type", "message", "traceback"?}}
+// Parsing a reply never throws: a body that is not a valid reply comes back
+// as a classified protocol_error, so the caller can fail the worker cleanly.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json.hpp>
+
+namespace dspex::bridge {
+
+using json = nlohmann::json;
+
+/// What went wrong on the wire. Each is fatal for the stream it came from:
+/// a worker that produced one cannot be trusted with the next request.
+enum class protocol_errc {
+  frame_too_large,  ///< a length prefix above max_frame_bytes
+  truncated_frame,  ///< the stream ended (or stalled) inside a frame
+  invalid_utf8,     ///< the body is not UTF-8
+  invalid_json,     ///< the body is UTF-8 but not JSON
+  bad_envelope,     ///< JSON, but not a reply object (missing/ill-typed id, success, result or error)
+  unknown_id,       ///< a well-formed reply to a request nobody is waiting for
+};
+
+const char* to_string(protocol_errc code) noexcept;
+
+struct protocol_error {
+  protocol_errc code;
+  std::string detail;
+};
+
+struct request {
+  std::uint64_t id = 0;
+  std::string command;
+  json args = json::object();
+  std::optional<std::string> session_id;
+};
+
+/// An error raised on the Python side, as the worker reported it.
+struct python_error {
+  std::string type;
+  std::string message;
+  std::string traceback;  ///< empty when the worker sent none
+};
+
+struct reply {
+  std::uint64_t id = 0;
+  bool success = false;
+  json result;         ///< when success
+  python_error error;  ///< when !success
+};
+
+/// The JSON body of a request frame.
+std::string encode_request(const request& req);
+
+/// The JSON body of a reply frame (used by tests and by in-process peers).
+std::string encode_reply(const reply& rep);
+
+/// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+bool is_valid_utf8(std::string_view s) noexcept;
+
+/// Parses a frame body as a reply; never throws.
+std::variant<reply, protocol_error> parse_reply(std::string_view body);
+
+/// Parses a frame body as a request (the worker's side; used by tests); never throws.
+std::variant<request, protocol_error> parse_request(std::string_view body);
+
+} // namespace dspex::bridge
