@@ -1,0 +1,419 @@
+#include <dspex/bridge/python_process.hpp>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/process/args.hpp>
+#include <boost/process/async_pipe.hpp>
+#include <boost/process/child.hpp>
+#include <boost/process/env.hpp>
+#include <boost/process/environment.hpp>
+#include <boost/process/exe.hpp>
+#include <boost/process/extend.hpp>
+#include <boost/process/io.hpp>
+#include <boost/process/search_path.hpp>
+#include <boost/process/start_dir.hpp>
+
+#include <array>
+#include <atomic>
+#include <csignal>
+#include <deque>
+#include <fcntl.h>
+#include <iostream>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <system_error>
+#include <unistd.h>
+
+namespace bp = boost::process;
+namespace asio = boost::asio;
+
+namespace dspex::bridge {
+
+namespace {
+
+// Runs in the child between fork and exec: only async-signal-safe calls.
+struct child_setup : bp::extend::handler {
+  pid_t parent;
+  template <class Executor>
+  void on_exec_setup(Executor&) const {
+    sigset_t none;  // the loop thread blocks SIGPIPE; the child must not inherit that
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)  // the host died before prctl took effect
+      _exit(127);
+  }
+};
+
+void set_cloexec(int fd) {
+  int flags = ::fcntl(fd, F_GETFD);
+  if (flags >= 0)
+    ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+// A pipe whose both ends are close-on-exec. Created on the loop thread,
+// which is also the only thread that forks our children, so no fork of ours
+// can happen between pipe() and fcntl().
+bp::async_pipe make_pipe(asio::io_context& ctx) {
+  bp::async_pipe p(ctx);
+  set_cloexec(p.native_source());
+  set_cloexec(p.native_sink());
+  return p;
+}
+
+constexpr std::size_t read_chunk = 64 * 1024;
+constexpr auto eof_grace = std::chrono::milliseconds(200);
+
+} // namespace
+
+struct python_process::impl : std::enable_shared_from_this<impl> {
+  impl(io_loop& loop, process_options opts, process_callbacks cbs)
+    : loop(loop), opts(std::move(opts)), cbs(std::move(cbs)),
+      in(make_pipe(loop.context())), out(make_pipe(loop.context())),
+      err(make_pipe(loop.context())), pidfd(loop.context()), decoder(this->opts.max_frame_bytes),
+      stop_timer(loop.context()), eof_timer(loop.context()) {
+  }
+
+  ~impl() {
+    // Last line of defence: whatever happened to the loop, never leave a
+    // live or zombie child behind.
+    if (pid > 0 && !reaped.load()) {
+      ::kill(pid, SIGKILL);
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+    }
+  }
+
+  io_loop& loop;
+  process_options opts;
+  process_callbacks cbs;
+  bp::async_pipe in, out, err;
+  asio::posix::stream_descriptor pidfd;
+  frame_decoder decoder;
+  asio::steady_timer stop_timer, eof_timer;
+  pid_t pid = -1;
+
+  std::atomic<bool> reaped{false};
+  exit_status status;
+  bool stdout_done = false;
+  bool stderr_done = false;
+  bool exit_reported = false;
+
+  std::deque<std::string> write_queue;
+  bool writing = false;
+  bool close_after_drain = false;
+  bool input_closed = false;
+
+  std::array<char, read_chunk> out_buf;
+  std::array<char, 4096> err_buf;
+  std::string err_line, out_line;
+  std::vector<std::string> frames;
+
+  void start_reading() {
+    read_stdout();
+    read_stderr();
+    watch_exit();
+  }
+
+  void read_stdout() {
+    auto self = shared_from_this();
+    out.async_read_some(asio::buffer(out_buf), [self](const boost::system::error_code& ec,
+                                                      std::size_t n) {
+      if (n > 0)
+        self->on_stdout(n);
+      if (ec) {
+        self->stdout_done = true;
+        if (self->opts.framed && self->decoder.mid_frame() && !self->decoder.failed())
+          self->protocol_failure({protocol_errc::truncated_frame,
+                                  "the stream ended inside a frame"});
+        if (!self->opts.framed)
+          self->flush_line(self->out_line);
+        self->maybe_report_exit();
+        return;
+      }
+      self->read_stdout();
+    });
+  }
+
+  void on_stdout(std::size_t n) {
+    if (!opts.framed) {
+      split_lines(out_line, out_buf.data(), n);
+      return;
+    }
+    if (decoder.failed())
+      return;  // drain and discard: the stream cannot be resynchronised
+    frames.clear();
+    auto st = decoder.feed(out_buf.data(), n, frames);
+    for (auto& f : frames)
+      if (cbs.on_frame)
+        cbs.on_frame(std::move(f));
+    if (st == frame_decoder::status::too_large)
+      protocol_failure({protocol_errc::frame_too_large,
+                        "frame of " + std::to_string(decoder.rejected_length())
+                          + " bytes announced; the maximum is "
+                          + std::to_string(decoder.max_frame_bytes())});
+  }
+
+  void protocol_failure(protocol_error e) {
+    if (cbs.on_protocol_error)
+      cbs.on_protocol_error(std::move(e));
+  }
+
+  void read_stderr() {
+    auto self = shared_from_this();
+    err.async_read_some(asio::buffer(err_buf), [self](const boost::system::error_code& ec,
+                                                      std::size_t n) {
+      if (n > 0)
+        self->split_lines(self->err_line, self->err_buf.data(), n);
+      if (ec) {
+        self->flush_line(self->err_line);
+        self->stderr_done = true;
+        return;
+      }
+      self->read_stderr();
+    });
+  }
+
+  void split_lines(std::string& pending, const char* data, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (data[i] == '\n')
+        flush_line(pending);
+      else if (pending.size() < 64 * 1024)  // a line without end must not grow forever
+        pending.push_back(data[i]);
+    }
+  }
+
+  void flush_line(std::string& line) {
+    if (line.empty())
+      return;
+    if (cbs.on_output)
+      cbs.on_output(line);
+    else
+      std::cerr << '[' << opts.executable << ' ' << pid << "] " << line << '\n';
+    line.clear();
+  }
+
+  void watch_exit() {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) {
+      poll_exit();  // kernels before 5.3: poll instead
+      return;
+    }
+    pidfd.assign(fd);
+    auto self = shared_from_this();
+    pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
+                     [self](const boost::system::error_code&) { self->try_reap(); });
+  }
+
+  void poll_exit() {
+    auto self = shared_from_this();
+    auto t = std::make_shared<asio::steady_timer>(loop.context(), std::chrono::milliseconds(5));
+    t->async_wait([self, t](const boost::system::error_code&) {
+      if (!self->try_reap())
+        self->poll_exit();
+    });
+  }
+
+  bool try_reap() {
+    if (reaped.load())
+      return true;
+    int st = 0;
+    pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == 0) {
+      if (pidfd.is_open()) {  // spurious wake-up: keep watching
+        auto self = shared_from_this();
+        pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
+                         [self](const boost::system::error_code&) { self->try_reap(); });
+      }
+      return false;
+    }
+    status.raw = r == pid ? st : 0;
+    reaped.store(true);
+    boost::system::error_code ignore;
+    pidfd.close(ignore);
+    stop_timer.cancel();
+    write_queue.clear();
+    in.close(ignore);
+    input_closed = true;
+    if (stdout_done) {
+      maybe_report_exit();
+    } else {
+      // Normally EOF is already queued; a grandchild holding the pipe open
+      // must not delay the exit report forever.
+      auto self = shared_from_this();
+      eof_timer.expires_after(eof_grace);
+      eof_timer.async_wait([self](const boost::system::error_code& ec) {
+        if (ec)
+          return;
+        boost::system::error_code ignore;
+        self->out.close(ignore);
+        self->stdout_done = true;
+        self->maybe_report_exit();
+      });
+    }
+    return true;
+  }
+
+  void maybe_report_exit() {
+    if (exit_reported || !reaped.load() || !stdout_done)
+      return;
+    exit_reported = true;
+    eof_timer.cancel();
+    boost::system::error_code ignore;
+    err.close(ignore);
+    flush_line(err_line);
+    auto cb = std::move(cbs.on_exit);
+    // Break the cycle owner -> process -> callbacks -> owner.
+    cbs = process_callbacks{};
+    if (cb)
+      cb(status);
+  }
+
+  void enqueue(std::string frame) {
+    if (input_closed || close_after_drain)
+      return;
+    write_queue.push_back(std::move(frame));
+    if (!writing)
+      write_next();
+  }
+
+  void write_next() {
+    if (write_queue.empty()) {
+      writing = false;
+      if (close_after_drain)
+        close_stdin();
+      return;
+    }
+    writing = true;
+    auto self = shared_from_this();
+    asio::async_write(in, asio::buffer(write_queue.front()),
+                      [self](const boost::system::error_code& ec, std::size_t) {
+                        if (ec) {  // EPIPE: the reader is gone; its exit is reported elsewhere
+                          self->write_queue.clear();
+                          self->writing = false;
+                          self->close_stdin();
+                          return;
+                        }
+                        self->write_queue.pop_front();
+                        self->write_next();
+                      });
+  }
+
+  void close_stdin() {
+    if (input_closed)
+      return;
+    if (writing) {
+      close_after_drain = true;
+      return;
+    }
+    input_closed = true;
+    boost::system::error_code ignore;
+    in.close(ignore);
+  }
+
+  void send_signal(int sig) {
+    // Only while not reaped: after waitpid the pid may belong to a stranger.
+    if (!reaped.load())
+      ::kill(pid, sig);
+  }
+
+  void run_stop(stop_plan plan) {
+    if (reaped.load())
+      return;
+    if (plan.ask_frame_body)
+      enqueue(encode_frame(*plan.ask_frame_body));
+    close_stdin();
+    auto self = shared_from_this();
+    stop_timer.expires_after(plan.grace);
+    stop_timer.async_wait([self, plan](const boost::system::error_code& ec) {
+      if (ec || self->reaped.load())
+        return;
+      self->send_signal(SIGTERM);
+      self->stop_timer.expires_after(plan.term_grace);
+      self->stop_timer.async_wait([self](const boost::system::error_code& ec) {
+        if (!ec)
+          self->send_signal(SIGKILL);
+      });
+    });
+  }
+};
+
+std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_options opts,
+                                                       process_callbacks cbs) {
+  return loop.run_sync([&]() -> std::shared_ptr<python_process> {
+    auto im = std::make_shared<impl>(loop, std::move(opts), std::move(cbs));
+    auto& o = im->opts;
+    boost::filesystem::path exe = o.executable;
+    if (o.executable.find('/') == std::string::npos) {
+      exe = bp::search_path(o.executable);
+      if (exe.empty())
+        throw std::system_error(std::make_error_code(std::errc::no_such_file_or_directory),
+                                "cannot find '" + o.executable + "' in PATH");
+    }
+    bp::environment env = boost::this_process::environment();
+    for (auto& [k, v] : o.env)
+      env[k] = v;
+    std::error_code ec;
+    bp::child child;
+    child_setup setup;
+    setup.parent = ::getpid();
+    if (o.working_dir.empty())
+      child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,
+                        bp::std_out > im->out, bp::std_err > im->err, env, setup, ec);
+    else
+      child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,
+                        bp::std_out > im->out, bp::std_err > im->err, env,
+                        bp::start_dir = o.working_dir, setup, ec);
+    if (ec)
+      throw std::system_error(ec, "cannot start '" + o.executable + "'");
+    im->pid = child.id();
+    child.detach();  // we are the only reaper; ~child must not kill or wait
+    im->start_reading();
+    auto p = std::shared_ptr<python_process>(new python_process());
+    p->pid_ = im->pid;
+    p->impl_ = std::move(im);
+    return p;
+  });
+}
+
+python_process::~python_process() {
+  if (!impl_)
+    return;
+  // Dropping the handle of a live process kills it; the loop still reaps it.
+  auto im = impl_;
+  im->loop.post([im] { im->send_signal(SIGKILL); });
+}
+
+bool python_process::send(std::string body) {
+  if (body.size() > impl_->opts.max_frame_bytes)
+    return false;
+  auto frame = encode_frame(body);
+  auto im = impl_;
+  impl_->loop.post([im, f = std::move(frame)]() mutable { im->enqueue(std::move(f)); });
+  return true;
+}
+
+void python_process::close_input() {
+  auto im = impl_;
+  impl_->loop.post([im] { im->close_stdin(); });
+}
+
+void python_process::signal(int sig) {
+  auto im = impl_;
+  impl_->loop.post([im, sig] { im->send_signal(sig); });
+}
+
+void python_process::stop(stop_plan plan) {
+  auto im = impl_;
+  impl_->loop.post([im, plan = std::move(plan)]() mutable { im->run_stop(std::move(plan)); });
+}
+
+bool python_process::reaped() const noexcept {
+  return impl_->reaped.load();
+}
+
+} // namespace dspex::bridge
