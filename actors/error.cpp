@@ -1,0 +1,77 @@
+#include <dspex/actors/error.hpp>
+
+#include <caf/message.hpp>
+#include <caf/sec.hpp>
+
+namespace dspex {
+
+const char* to_string(errc code) noexcept {
+  switch (code) {
+    case errc::checkout_timeout: return "checkout_timeout";
+    case errc::command_timeout: return "command_timeout";
+    case errc::pool_saturated: return "pool_saturated";
+    case errc::worker_crashed: return "worker_crashed";
+    case errc::protocol_error: return "protocol_error";
+    case errc::python_error: return "python_error";
+    case errc::shutting_down: return "shutting_down";
+    case errc::circuit_open: return "circuit_open";
+    case errc::init_failed: return "init_failed";
+    case errc::process_exited: return "process_exited";
+    case errc::invalid_request: return "invalid_request";
+    case errc::unknown_session: return "unknown_session";
+    case errc::duplicate_session: return "duplicate_session";
+    case errc::invalid_config: return "invalid_config";
+    case errc::unavailable: return "unavailable";
+  }
+  return "unknown";
+}
+
+caf::error make_error(errc code, std::string detail) {
+  return caf::error(static_cast<std::uint8_t>(code), error_category,
+                    caf::make_message(std::move(detail)));
+}
+
+std::optional<errc> code_of(const caf::error& err) noexcept {
+  if (!err || err.category() != error_category)
+    return std::nullopt;
+  return static_cast<errc>(err.code());
+}
+
+std::string detail_of(const caf::error& err) {
+  if (!code_of(err))
+    return {};
+  auto& ctx = err.context();
+  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return {};
+}
+
+caf::error make_python_error(const bridge::python_error& e) {
+  nlohmann::json j = {{"type", e.type}, {"message", e.message}, {"traceback", e.traceback}};
+  return make_error(errc::python_error, j.dump());
+}
+
+std::optional<bridge::python_error> python_error_of(const caf::error& err) {
+  if (!is(err, errc::python_error))
+    return std::nullopt;
+  auto j = nlohmann::json::parse(detail_of(err), nullptr, false);
+  if (!j.is_object())
+    return std::nullopt;
+  return bridge::python_error{j.value("type", ""), j.value("message", ""),
+                              j.value("traceback", "")};
+}
+
+std::string describe(const caf::error& err) {
+  if (!err)
+    return "none";
+  if (auto code = code_of(err)) {
+    std::string out = to_string(*code);
+    if (auto pe = python_error_of(err))
+      return out + ": " + pe->type + ": " + pe->message;
+    auto d = detail_of(err);
+    return d.empty() ? out : out + ": " + d;
+  }
+  return caf::to_string(err);
+}
+
+} // namespace dspex

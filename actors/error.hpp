@@ -1,0 +1,59 @@
+// The classified errors every dspex caller can receive, as in DSPex V2. They
+// travel as caf::error in the "dspex" category; the context carries one
+// string of detail (for python_error: a JSON object with type, message and
+// traceback).
+#pragma once
+
+#include <dspex/bridge/protocol.hpp>
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace dspex {
+
+enum class errc : std::uint8_t {
+  checkout_timeout = 1,  ///< no worker became free before the checkout deadline
+  command_timeout,       ///< the worker did not reply in time; it is replaced
+  pool_saturated,        ///< the wait queue is full; retry later
+  worker_crashed,        ///< the worker's process died while the request was in flight
+  protocol_error,        ///< the worker broke the wire protocol; it is replaced
+  python_error,          ///< the Python code raised; detail has type, message, traceback
+  shutting_down,         ///< the pool or tree is stopping and takes no new work
+  circuit_open,          ///< the circuit breaker is open: failing fast
+  init_failed,           ///< a worker did not answer its init ping in time
+  process_exited,        ///< exit reason of a worker whose process ended on its own
+  invalid_request,       ///< the request itself is malformed (empty command, bad args)
+  unknown_session,       ///< no such session in the session registry
+  duplicate_session,     ///< a session with this id exists already
+  invalid_config,        ///< the configuration was rejected
+  unavailable,           ///< no bridge is running (disabled mode)
+};
+
+inline constexpr caf::atom_value error_category = caf::atom("dspex");
+
+const char* to_string(errc code) noexcept;
+
+caf::error make_error(errc code, std::string detail = {});
+
+/// The errc of a dspex error, nothing for errors of other categories.
+std::optional<errc> code_of(const caf::error& err) noexcept;
+
+inline bool is(const caf::error& err, errc code) noexcept { return code_of(err) == code; }
+
+/// The detail string of a dspex error (empty otherwise).
+std::string detail_of(const caf::error& err);
+
+/// The Python exception carried by a python_error.
+std::optional<bridge::python_error> python_error_of(const caf::error& err);
+
+caf::error make_python_error(const bridge::python_error& e);
+
+/// "python_error: ValueError: bad input" and so on; renders errors of any
+/// category without needing the actor system.
+std::string describe(const caf::error& err);
+
+} // namespace dspex

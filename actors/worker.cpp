@@ -1,0 +1,388 @@
+#include <dspex/actors/worker.hpp>
+
+#include <dspex/actors/error.hpp>
+#include <dspex/bridge/host_run.hpp>
+#include <dspex/bridge/protocol.hpp>
+#include <dspex/bridge/python_process.hpp>
+
+#include <dspex_build_paths.hpp>
+
+#include <caf/all.hpp>
+
+#include <cstdlib>
+#include <set>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <unordered_map>
+
+static_assert(!std::is_convertible<nlohmann::json, caf::error>::value,
+              "a json result must never be delivered as an error");
+
+namespace dspex {
+
+namespace {
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return !p.empty() && ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// DSPEX_PYTHON_PATH, then the source tree of this build, then the install
+// prefix, then share/dspex/python beside the running executable.
+std::string locate_python_dir() {
+  if (auto env = std::getenv("DSPEX_PYTHON_PATH"); env && is_dir(env))
+    return env;
+  if (is_dir(DSPEX_SOURCE_PYTHON_DIR))
+    return DSPEX_SOURCE_PYTHON_DIR;
+  if (is_dir(DSPEX_INSTALL_PYTHON_DIR))
+    return DSPEX_INSTALL_PYTHON_DIR;
+  char buf[4096];
+  auto n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string exe(buf, static_cast<std::size_t>(n));
+    auto dir = exe.substr(0, exe.rfind('/'));
+    auto candidate = dir + "/../share/dspex/python";
+    if (is_dir(candidate))
+      return candidate;
+  }
+  return DSPEX_SOURCE_PYTHON_DIR;
+}
+
+enum class phase { starting, ready, busy, degraded, terminating };
+
+const char* to_string(phase p) {
+  switch (p) {
+    case phase::starting: return "starting";
+    case phase::ready: return "ready";
+    case phase::busy: return "busy";
+    case phase::degraded: return "degraded";
+    case phase::terminating: return "terminating";
+  }
+  return "?";
+}
+
+using clock_type = std::chrono::steady_clock;
+
+struct inflight_request {
+  caf::response_promise rp;
+  bool is_init = false;
+};
+
+struct worker_state {
+  worker_config cfg;
+  std::shared_ptr<bridge::io_loop> loop;
+  std::shared_ptr<bridge::python_process> proc;
+  phase ph = phase::starting;
+  std::uint64_t next_id = 1;
+  std::unordered_map<std::uint64_t, inflight_request> inflight;
+  std::vector<caf::response_promise> ready_waiters;
+  caf::error stop_reason;  // why we were asked to stop
+  caf::error init_error;   // set when init failed
+  std::uint64_t shutdown_id = 0;  // the shutdown command's id: its reply is expected, not awaited
+
+  // -- stats --
+  clock_type::time_point started = clock_type::now();
+  clock_type::time_point last_activity = clock_type::now();
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t consecutive_errors = 0;
+  std::set<std::string> sessions;
+
+  static inline const char* name = "dspex.worker";
+
+  const char* health() const {
+    if (consecutive_errors >= 3)
+      return "unhealthy";
+    return consecutive_errors > 0 ? "degraded" : "healthy";
+  }
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+void fail_all(worker_actor* self, const caf::error& err) {
+  auto pending = std::move(self->state.inflight);
+  self->state.inflight.clear();
+  for (auto& [id, req] : pending)
+    req.rp.deliver(err);
+}
+
+void fail_ready_waiters(worker_actor* self, const caf::error& err) {
+  for (auto& rp : self->state.ready_waiters)
+    rp.deliver(err);
+  self->state.ready_waiters.clear();
+}
+
+// The worker can no longer be trusted: fail everyone, stop the process (the
+// state's destructor drops the handle, which kills and reaps it) and exit so
+// the supervisor replaces us.
+void give_up(worker_actor* self, caf::error caller_error, caf::error exit_reason) {
+  fail_all(self, caller_error);
+  fail_ready_waiters(self, exit_reason);
+  if (self->state.proc)
+    self->state.proc->kill();
+  self->quit(std::move(exit_reason));
+}
+
+void update_phase(worker_actor* self) {
+  auto& st = self->state;
+  if (st.ph == phase::starting || st.ph == phase::terminating)
+    return;
+  if (!st.inflight.empty())
+    st.ph = phase::busy;
+  else
+    st.ph = st.consecutive_errors > 0 ? phase::degraded : phase::ready;
+}
+
+std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
+                           std::optional<std::string> session, std::chrono::milliseconds timeout,
+                           caf::response_promise rp, bool is_init) {
+  auto& st = self->state;
+  auto id = st.next_id++;
+  bridge::request req{id, command, std::move(args), std::move(session)};
+  if (!st.proc->send(bridge::encode_request(req))) {
+    rp.deliver(make_error(errc::invalid_request, "request above max_frame_bytes ("
+                                                   + std::to_string(st.cfg.max_frame_bytes)
+                                                   + ")"));
+    return 0;
+  }
+  st.inflight.emplace(id, inflight_request{std::move(rp), is_init});
+  self->delayed_send(self, timeout, timeout_atom::value, id);
+  update_phase(self);
+  return id;
+}
+
+void on_frame(worker_actor* self, const std::string& body) {
+  auto& st = self->state;
+  auto parsed = bridge::parse_reply(body);
+  if (auto perr = std::get_if<bridge::protocol_error>(&parsed)) {
+    auto detail = std::string(bridge::to_string(perr->code)) + ": " + perr->detail;
+    give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
+    return;
+  }
+  auto& rep = std::get<bridge::reply>(parsed);
+  auto it = st.inflight.find(rep.id);
+  if (it == st.inflight.end() && rep.id == st.shutdown_id && st.shutdown_id != 0)
+    return;
+  if (it == st.inflight.end()) {
+    auto detail = "unknown_id: reply to request " + std::to_string(rep.id)
+                  + " that nobody is waiting for";
+    give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
+    return;
+  }
+  auto req = std::move(it->second);
+  st.inflight.erase(it);
+  st.last_activity = clock_type::now();
+  if (req.is_init) {
+    if (!rep.success) {
+      auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message);
+      give_up(self, err, err);
+      return;
+    }
+    st.ph = phase::ready;
+    for (auto& rp : st.ready_waiters)
+      rp.deliver(caf::unit);
+    st.ready_waiters.clear();
+    return;
+  }
+  ++st.requests;
+  if (rep.success) {
+    st.consecutive_errors = 0;
+    req.rp.deliver(std::move(rep.result));
+  } else {
+    ++st.errors;
+    ++st.consecutive_errors;
+    req.rp.deliver(make_python_error(rep.error));
+  }
+  update_phase(self);
+}
+
+void on_process_exit(worker_actor* self, int raw) {
+  auto& st = self->state;
+  bridge::exit_status status{raw};
+  auto what = "python process " + std::to_string(st.proc ? st.proc->pid() : -1) + " ended: "
+              + status.describe();
+  if (st.ph == phase::terminating) {
+    fail_all(self, make_error(errc::shutting_down, what));
+    fail_ready_waiters(self, make_error(errc::shutting_down, what));
+    self->quit(st.stop_reason);
+    return;
+  }
+  auto crashed = make_error(errc::worker_crashed, what);
+  if (st.ph == phase::starting) {
+    auto err = make_error(errc::init_failed, what);
+    fail_all(self, err);
+    fail_ready_waiters(self, err);
+    self->quit(err);
+    return;
+  }
+  fail_all(self, crashed);
+  if (status.clean())
+    self->quit(caf::exit_reason::normal);
+  else
+    self->quit(make_error(errc::process_exited, status.describe()));
+}
+
+json stats_of(worker_actor* self) {
+  auto& st = self->state;
+  auto now = clock_type::now();
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  return json{
+    {"id", st.cfg.id},
+    {"os_pid", st.proc ? st.proc->pid() : -1},
+    {"state", to_string(st.ph)},
+    {"health", st.health()},
+    {"requests", st.requests},
+    {"errors", st.errors},
+    {"sessions_served", st.sessions.size()},
+    {"inflight", st.inflight.size()},
+    {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
+    {"last_activity_ms_ago", duration_cast<milliseconds>(now - st.last_activity).count()},
+  };
+}
+
+caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> loop,
+                          worker_config cfg) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.loop = std::move(loop);
+
+  bridge::process_options opts;
+  opts.executable = st.cfg.python;
+  opts.args = worker_command_line(st.cfg);
+  opts.args.erase(opts.args.begin());  // the executable itself
+  auto pydir = st.cfg.python_path.empty() ? locate_python_dir() : st.cfg.python_path;
+  std::string pythonpath = pydir;
+  if (auto old = std::getenv("PYTHONPATH"); old && *old)
+    pythonpath += std::string(":") + old;
+  opts.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
+  for (auto& kv : st.cfg.env)
+    opts.env.push_back(kv);
+  opts.max_frame_bytes = st.cfg.max_frame_bytes;
+
+  // The io thread holds only a weak address: a dead worker must not be kept
+  // alive by its own process's callbacks.
+  caf::actor_addr weak = self->address();
+  auto tell = [weak](auto... xs) {
+    if (auto hdl = caf::actor_cast<caf::actor>(weak))
+      caf::anon_send(hdl, xs...);
+  };
+  bridge::process_callbacks cbs;
+  cbs.on_frame = [tell](std::string body) { tell(frame_atom::value, std::move(body)); };
+  cbs.on_protocol_error = [tell](bridge::protocol_error e) {
+    tell(proto_err_atom::value, std::string(bridge::to_string(e.code)) + ": " + e.detail);
+  };
+  auto wid = st.cfg.id;
+  cbs.on_output = [wid](std::string_view line) {
+    std::fprintf(stderr, "[%s] %.*s\n", wid.c_str(), static_cast<int>(line.size()), line.data());
+  };
+  cbs.on_exit = [tell](bridge::exit_status s) { tell(proc_exit_atom::value, s.raw); };
+
+  try {
+    st.proc = bridge::python_process::spawn(*st.loop, std::move(opts), std::move(cbs));
+  } catch (const std::exception& e) {
+    st.init_error = make_error(errc::init_failed, e.what());
+    self->quit(st.init_error);
+    return {};
+  }
+  send_request(self, "ping", json::object(), std::nullopt, st.cfg.init_timeout,
+               self->make_response_promise(), true);
+
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    if (st.ph == phase::terminating)
+      return;
+    st.ph = phase::terminating;
+    st.stop_reason = msg.reason;
+    st.shutdown_id = st.next_id++;
+    bridge::request bye{st.shutdown_id, "shutdown", json::object(), std::nullopt};
+    st.proc->stop(
+      bridge::stop_plan{bridge::encode_request(bye), st.cfg.stop_grace, st.cfg.term_grace});
+  });
+
+  return {
+    [self](ready_atom) -> caf::result<void> {
+      auto& st = self->state;
+      if (st.ph == phase::starting) {
+        st.ready_waiters.push_back(self->make_response_promise());
+        return caf::delegated<void>();
+      }
+      if (st.ph == phase::terminating)
+        return make_error(errc::shutting_down, "worker is stopping");
+      return caf::unit;
+    },
+    [self](exec_atom, command_request& req) -> caf::result<json> {
+      auto& st = self->state;
+      if (st.ph == phase::terminating)
+        return make_error(errc::shutting_down, "worker " + st.cfg.id + " is stopping");
+      if (req.command.empty())
+        return make_error(errc::invalid_request, "empty command");
+      if (req.session_id)
+        st.sessions.insert(*req.session_id);
+      auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
+      auto rp = self->make_response_promise();
+      send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
+                   rp, false);
+      return caf::delegated<json>();
+    },
+    [self](stats_atom) -> json { return stats_of(self); },
+    [self](frame_atom, std::string& body) { on_frame(self, body); },
+    [self](proto_err_atom, std::string& detail) {
+      give_up(self, make_error(errc::protocol_error, detail),
+              make_error(errc::protocol_error, detail));
+    },
+    [self](proc_exit_atom, int raw) { on_process_exit(self, raw); },
+    [self](timeout_atom, std::uint64_t id) {
+      auto& st = self->state;
+      auto it = st.inflight.find(id);
+      if (it == st.inflight.end())
+        return;  // answered in time: a stale timer
+      if (it->second.is_init) {
+        auto err = make_error(errc::init_failed,
+                              "no reply to the init ping within "
+                                + std::to_string(st.cfg.init_timeout.count()) + " ms");
+        give_up(self, err, err);
+        return;
+      }
+      auto late = std::move(it->second);
+      st.inflight.erase(it);
+      ++st.errors;
+      late.rp.deliver(make_error(errc::command_timeout, "worker " + st.cfg.id + " did not reply in time; it is replaced"));
+      auto reason = make_error(errc::command_timeout, "request " + std::to_string(id) + " timed out");
+      give_up(self, make_error(errc::worker_crashed, "worker replaced after a timeout"), reason);
+    },
+  };
+}
+
+} // namespace
+
+std::vector<std::string> worker_command_line(const worker_config& cfg) {
+  std::vector<std::string> args{cfg.python, "-u", "-m", cfg.module, "--worker-id", cfg.id,
+                                "--run-id", cfg.run_id.empty() ? bridge::host_run_id() : cfg.run_id,
+                                "--mode", cfg.mode,
+                                "--max-frame-bytes", std::to_string(cfg.max_frame_bytes)};
+  if (!cfg.handler_modules.empty()) {
+    std::string mods;
+    for (auto& m : cfg.handler_modules)
+      mods += (mods.empty() ? "" : ",") + m;
+    args.push_back("--handlers");
+    args.push_back(mods);
+  }
+  if (cfg.fault_injection)
+    args.push_back("--fault-injection");
+  for (auto& a : cfg.extra_args)
+    args.push_back(a);
+  return args;
+}
+
+caf::actor spawn_worker(caf::actor_system& sys, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg) {
+  return sys.spawn(worker_impl, std::move(loop), std::move(cfg));
+}
+
+caf::actor spawn_worker(caf::local_actor* ctx, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg) {
+  return ctx->spawn(worker_impl, std::move(loop), std::move(cfg));
+}
+
+} // namespace dspex

@@ -1,0 +1,71 @@
+// The worker: one supervised Python process behind a CAF actor.
+//
+// States:  starting -> ready <-> busy,  degraded (errors piling up),
+//          terminating (asked to stop).
+// Health:  healthy | degraded | unhealthy, from consecutive failed requests.
+//
+// Contract:
+// - (ready) -> unit once the init ping answered within init_timeout; when it
+//   does not, the worker exits with init_failed and every waiter gets that.
+//   A supervisor's await_ready uses exactly this.
+// - (exec, command_request) -> json result, or a classified dspex error.
+//   Requests are correlated by id and each has its own timeout. A timeout
+//   fails that caller with command_timeout and replaces the worker (it missed
+//   a reply and can't be trusted); so does any protocol error.
+// - The process dying at any moment fails every in-flight caller at once with
+//   worker_crashed, and the actor exits with a reason naming the exit code or
+//   signal: exit code 0 is a normal exit, anything else an abnormal one, so
+//   restart types apply as in OTP.
+// - An exit message (a supervisor's shutdown) starts the staged stop: the
+//   shutdown command, EOF, SIGTERM, SIGKILL; the actor exits once the process
+//   was reaped, with the reason it was given.
+// - (stats) -> json: requests, errors, checkouts, sessions served, uptime,
+//   last activity, os pid, state, health.
+#pragma once
+
+#include <dspex/actors/messages.hpp>
+#include <dspex/bridge/frame.hpp>
+#include <dspex/bridge/io_loop.hpp>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/local_actor.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dspex {
+
+struct worker_config {
+  std::string id = "worker";        ///< shown in stats, passed to Python as --worker-id
+  std::string python = "python3";   ///< the interpreter: a path or a name in PATH
+  std::string module = "dspex_worker";
+  std::string python_path;          ///< directory holding the module; empty: located
+  std::vector<std::string> handler_modules;  ///< user command modules (--handlers)
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> extra_args;
+  std::string run_id;               ///< empty: this host's run id
+  std::chrono::milliseconds init_timeout{10000};
+  std::chrono::milliseconds request_timeout{30000};
+  std::size_t max_frame_bytes = bridge::default_max_frame_bytes;
+  bool fault_injection = false;     ///< enables the worker's fault_* commands
+  std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
+  std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
+  std::string mode = "pool";        ///< passed to Python as --mode
+};
+
+/// The command line a worker runs (for tests and for `dspex status`).
+std::vector<std::string> worker_command_line(const worker_config& cfg);
+
+/// Spawns a worker. The io_loop must outlive it (it is shared for that).
+caf::actor spawn_worker(caf::actor_system& sys, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg);
+
+/// The same, spawned from inside another actor (a supervisor's start function).
+caf::actor spawn_worker(caf::local_actor* ctx, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg);
+
+} // namespace dspex

@@ -1,0 +1,91 @@
+#include <dspex/bridge/host_run.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+#include <vector>
+
+namespace dspex::bridge {
+
+namespace {
+
+// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+std::string start_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line))
+    return {};
+  auto close = line.rfind(')');  // the command name may contain spaces
+  if (close == std::string::npos)
+    return {};
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && (rest >> field); ++i)
+    if (i == 22)
+      return field;
+  return {};
+}
+
+std::vector<std::string> cmdline(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0'))
+    args.push_back(arg);
+  return args;
+}
+
+} // namespace
+
+const std::string& host_run_id() {
+  static const std::string id = "h" + std::to_string(::getpid()) + "-" + start_ticks(::getpid());
+  return id;
+}
+
+bool run_is_alive(const std::string& run_id) {
+  if (run_id.size() < 4 || run_id[0] != 'h')
+    return false;
+  auto dash = run_id.find('-');
+  if (dash == std::string::npos)
+    return false;
+  char* end = nullptr;
+  long pid = std::strtol(run_id.c_str() + 1, &end, 10);
+  if (end != run_id.c_str() + dash || pid <= 0)
+    return false;
+  auto ticks = start_ticks(static_cast<pid_t>(pid));
+  return !ticks.empty() && ticks == run_id.substr(dash + 1);
+}
+
+int reap_leftovers(const std::string& marker) {
+  int stopped = 0;
+  DIR* proc = ::opendir("/proc");
+  if (!proc)
+    return 0;
+  while (auto* ent = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(ent->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == ::getpid())
+      continue;
+    auto args = cmdline(static_cast<pid_t>(pid));
+    bool ours = false;
+    std::string run;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i].find(marker) != std::string::npos)
+        ours = true;
+      if (args[i] == "--run-id" && i + 1 < args.size())
+        run = args[i + 1];
+    }
+    if (!ours || run.empty() || run == host_run_id() || run_is_alive(run))
+      continue;
+    if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0)
+      ++stopped;
+  }
+  ::closedir(proc);
+  return stopped;
+}
+
+} // namespace dspex::bridge

@@ -1,0 +1,25 @@
+// A run id names one host run: "h<pid>-<start ticks>". Every worker carries
+// it on its command line, so a later run can tell its own workers from the
+// leftovers of a host that died (say by SIGKILL before the parent-death
+// signal existed, or when a worker escaped it) and stop only those.
+#pragma once
+
+#include <string>
+#include <sys/types.h>
+
+namespace dspex::bridge {
+
+/// This process's run id (computed once).
+const std::string& host_run_id();
+
+/// True when `run_id` names a host process that is still alive (same pid
+/// and same start time, so a recycled pid does not count).
+bool run_is_alive(const std::string& run_id);
+
+/// Finds processes whose command line contains `marker` (e.g. "dspex_worker")
+/// and "--run-id R" where R is not a live run, and SIGKILLs them. Returns how
+/// many were stopped. Processes of live runs (other hosts, tests in
+/// parallel) are never touched.
+int reap_leftovers(const std::string& marker = "dspex_worker");
+
+} // namespace dspex::bridge

@@ -1,0 +1,249 @@
+// The worker actor against real Python processes: init handshake, requests,
+// timeouts, protocol errors, process death in every shape, graceful stop.
+#include <doctest/doctest.h>
+
+#include "support/actor_fixture.hpp"
+#include "support/wait.hpp"
+
+#include <dspex/bridge/host_run.hpp>
+#include <dspex/bridge/python_process.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+
+namespace {
+
+bool pid_alive(pid_t pid) {
+  // A zombie still answers kill(0); the worker reaps, so this turns false.
+  return pid > 0 && ::kill(pid, 0) == 0;
+}
+
+} // namespace
+
+TEST_SUITE("worker") {
+
+TEST_CASE_FIXTURE(actor_fixture, "init handshake, ping and stats") {
+  auto w = spawn(test_worker_config("alpha"));
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "ping");
+  REQUIRE(r);
+  CHECK((*r)["status"] == "ok");
+  CHECK((*r)["worker_id"] == "alpha");
+  CHECK((*r)["pid"].get<int>() > 0);
+  auto s = stats(w);
+  CHECK(s["id"] == "alpha");
+  CHECK(s["os_pid"] == (*r)["pid"]);
+  CHECK(s["requests"] == 1);
+  CHECK(s["health"] == "healthy");
+  CHECK(s["state"] == "ready");
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "1 MiB payloads both ways") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  std::string big(1 << 20, 'q');
+  auto r = exec(w, "echo", json{{"payload", big}});
+  REQUIRE(r);
+  CHECK((*r)["payload"].get<std::string>() == big);
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "a Python exception is a python_error with type, message and traceback") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "execute_program", json{{"program_id", "nope"}, {"inputs", json::object()}});
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::python_error));
+  auto pe = python_error_of(r.error());
+  REQUIRE(pe);
+  CHECK_FALSE(pe->type.empty());
+  CHECK_FALSE(pe->message.empty());
+  CHECK(pe->traceback.find("Traceback") != std::string::npos);
+  // The worker is fine afterwards.
+  CHECK(exec(w, "ping"));
+  auto u = exec(w, "no_such_command");
+  REQUIRE_FALSE(u);
+  CHECK(python_error_of(u.error())->message.find("no_such_command") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "user print() does not corrupt the stream") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "fault_print", json{{"text", "\x00\x00\x00\x05hello I am not a frame"}});
+  CHECK(r);
+  CHECK(exec(w, "ping"));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "a request timeout fails the caller and replaces the worker") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "fault_sleep", json{{"seconds", 30}}, 200ms);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::command_timeout));
+  auto reason = await_down(w);
+  CHECK(is(reason, errc::command_timeout));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "garbage from the worker is a protocol error and the worker goes") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "fault_garbage", json{{"bytes", 64}});
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::protocol_error));
+  CHECK(is(await_down(w), errc::protocol_error));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "an oversized frame from the worker is a protocol error") {
+  auto c = test_worker_config();
+  c.max_frame_bytes = 1 << 20;
+  auto w = spawn(c);
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "fault_oversized", json{{"length", 4294967295u}});
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::protocol_error));
+  CHECK(detail_of(r.error()).find("frame_too_large") != std::string::npos);
+  CHECK(is(await_down(w), errc::protocol_error));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "the worker dies in the middle of a reply") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto r = exec(w, "fault_partial");
+  REQUIRE_FALSE(r);
+  // The truncated frame or the death is seen first; either way it is classified.
+  CHECK((is(r.error(), errc::protocol_error) || is(r.error(), errc::worker_crashed)));
+  auto reason = await_down(w);
+  CHECK((is(reason, errc::protocol_error) || is(reason, errc::process_exited)));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "process death: the in-flight caller hears at once, the reason names it") {
+  SUBCASE("SIGKILL while serving") {
+    auto w = spawn(test_worker_config());
+    REQUIRE_FALSE(await_ready(w));
+    auto pid = stats(w)["os_pid"].get<pid_t>();
+    std::thread killer([pid] {
+      std::this_thread::sleep_for(100ms);
+      ::kill(pid, SIGKILL);
+    });
+    // The request would time out only after 20 s; the death answers it now.
+    auto r = exec(w, "fault_hang");
+    killer.join();
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::worker_crashed));
+    CHECK(detail_of(r.error()).find("SIGKILL") != std::string::npos);
+    auto reason = await_down(w);
+    CHECK(is(reason, errc::process_exited));
+    CHECK(detail_of(reason) == "signal 9 (SIGKILL)");
+    CHECK_FALSE(pid_alive(pid));
+  }
+  SUBCASE("exit(3)") {
+    auto w = spawn(test_worker_config());
+    REQUIRE_FALSE(await_ready(w));
+    auto r = exec(w, "fault_exit", json{{"code", 3}});
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::worker_crashed));
+    auto reason = await_down(w);
+    CHECK(detail_of(reason) == "exit code 3");
+  }
+  SUBCASE("exit(0) is a normal exit") {
+    auto w = spawn(test_worker_config());
+    REQUIRE_FALSE(await_ready(w));
+    auto r = exec(w, "fault_exit", json{{"code", 0}});
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::worker_crashed));
+    CHECK(await_down(w) == caf::exit_reason::normal);
+  }
+  SUBCASE("abort") {
+    auto w = spawn(test_worker_config());
+    REQUIRE_FALSE(await_ready(w));
+    CHECK_FALSE(exec(w, "fault_abort"));
+    auto reason = await_down(w);
+    CHECK(detail_of(reason).find("SIGABRT") != std::string::npos);
+  }
+  SUBCASE("segfault") {
+    auto w = spawn(test_worker_config());
+    REQUIRE_FALSE(await_ready(w));
+    auto pid = stats(w)["os_pid"].get<pid_t>();
+    ::kill(pid, SIGSEGV);
+    auto reason = await_down(w);
+    CHECK(detail_of(reason).find("SIGSEGV") != std::string::npos);
+  }
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "an init ping that never answers fails the start with init_failed") {
+  auto c = test_worker_config();
+  c.init_timeout = 300ms;
+  // A module that never reads its input: the ping stays unanswered.
+  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/silent_module";
+  ::mkdir(dir.c_str(), 0755);
+  std::ofstream(dir + "/silent_worker.py") << "import time\ntime.sleep(60)\n";
+  c.python_path = dir;
+  c.module = "silent_worker";
+  auto w = spawn(c);
+  auto err = await_ready(w);
+  CHECK(is(err, errc::init_failed));
+  CHECK(detail_of(err).find("init ping") != std::string::npos);
+  CHECK(is(await_down(w), errc::init_failed));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "a worker whose interpreter cannot start fails its init") {
+  auto c = test_worker_config();
+  c.module = "dspex_no_such_module";
+  auto w = spawn(c);
+  auto err = await_ready(w);
+  CHECK(is(err, errc::init_failed));
+  CHECK(detail_of(err).find("exit code 1") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "graceful stop: shutdown command, the process is reaped, the reason kept") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto pid = stats(w)["os_pid"].get<pid_t>();
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  CHECK(await_down(w) == caf::exit_reason::user_shutdown);
+  CHECK_FALSE(pid_alive(pid));
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "graceful stop of a hung worker escalates to SIGKILL") {
+  auto c = test_worker_config();
+  c.stop_grace = 100ms;
+  c.term_grace = 100ms;
+  auto w = spawn(c);
+  REQUIRE_FALSE(await_ready(w));
+  auto pid = stats(w)["os_pid"].get<pid_t>();
+  // Python's SIGTERM handler cannot run while the main thread is blocked in C? It can: make sure
+  // the worker is busy, then stop; whatever it does, the process is gone at the end.
+  self->send(w, exec_atom::value, command_request{"fault_hang", json::object(), std::nullopt, 0ms});
+  self->send_exit(w, caf::exit_reason::user_shutdown);
+  CHECK(await_down(w) == caf::exit_reason::user_shutdown);
+  CHECK_FALSE(pid_alive(pid));
+}
+
+TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
+  bridge::io_loop loop;
+  auto spawn_fake = [&](const std::string& run) {
+    bridge::process_options o;
+    o.executable = "python3";
+    o.framed = false;
+    o.args = {"-c", "import time; time.sleep(60)", "dspex_worker", "--run-id", run};
+    return bridge::python_process::spawn(loop, o, {});
+  };
+  auto dead = spawn_fake("h999999999-1");
+  auto live = spawn_fake(bridge::host_run_id());
+  // Give the exec time to replace the command line.
+  REQUIRE(wait_until([&] {
+    std::ifstream in("/proc/" + std::to_string(dead->pid()) + "/cmdline");
+    std::string s((std::istreambuf_iterator<char>(in)), {});
+    return s.find("--run-id") != std::string::npos;
+  }));
+  CHECK(bridge::reap_leftovers() >= 1);
+  CHECK(wait_until([&] { return dead->reaped(); }));
+  CHECK_FALSE(live->reaped());
+  CHECK(bridge::run_is_alive(bridge::host_run_id()));
+  CHECK_FALSE(bridge::run_is_alive("h999999999-1"));
+}
+
+} // TEST_SUITE
