@@ -1,0 +1,16 @@
+"""dspex_worker: the Python side of dspex, run as `python3 -m dspex_worker`.
+
+User modules loaded with --handlers add commands through the decorator
+exported here:
+
+    from dspex_worker import command
+
+    @command("greet")
+    def greet(args, ctx):
+        return {"hello": args.get("name", "world"), "worker": ctx.worker_id}
+"""
+
+from .registry import CommandContext, command
+
+__all__ = ["command", "CommandContext"]
+__version__ = "0.1.0"

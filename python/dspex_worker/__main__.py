@@ -1,0 +1,126 @@
+"""Entry point: python3 -m dspex_worker --worker-id ID --run-id RUNID [options].
+
+Exit codes: 0 clean stop (EOF, SIGTERM, shutdown command, host gone);
+1 internal error; 2 bad command line or an inbound frame above
+--max-frame-bytes; 3 a --handlers module failed to load or clashed with a
+built-in command. Fault injection exits with whatever it was asked for.
+"""
+
+import os
+import sys
+
+# Read before anything slow: if the host dies during our start-up we are
+# re-parented, and only a ppid taken this early can show it.
+_PPID_AT_START = os.getppid()
+
+EXIT_INTERNAL_ERROR = 1
+EXIT_STARTUP_FAILED = 3
+
+
+def parse_args(argv):
+    import argparse
+
+    from dspex_worker.protocol import DEFAULT_MAX_FRAME_BYTES
+
+    parser = argparse.ArgumentParser(prog="python3 -m dspex_worker",
+                                     description="dspex Python worker")
+    parser.add_argument("--worker-id", required=True)
+    # Unused by the worker: it sits in argv so the host can find leftover
+    # processes of one run with pgrep -f.
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--handlers", action="append", default=[],
+                        help="comma-separated modules that register commands")
+    parser.add_argument("--fault-injection", action="store_true",
+                        help="enable the fault_* commands")
+    parser.add_argument("--max-frame-bytes", type=positive_int,
+                        default=DEFAULT_MAX_FRAME_BYTES)
+    parser.add_argument("--mode", choices=("pool", "single"), default="pool")
+    parser.add_argument("--parent-pid", type=positive_int, default=None,
+                        help="exit at once unless this is our parent")
+    options = parser.parse_args(argv)
+    options.handlers = [name.strip() for item in options.handlers
+                        for name in item.split(",") if name.strip()]
+    return options
+
+
+def positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def build_registry(options):
+    import importlib
+
+    from dspex_worker.commands import BUILTIN_COMMANDS
+    from dspex_worker.lm import LM_COMMANDS
+    from dspex_worker.programs import PROGRAM_COMMANDS
+    from dspex_worker.registry import CommandRegistry, user_registry
+
+    registry = CommandRegistry()
+    registry.include(BUILTIN_COMMANDS)
+    registry.include(PROGRAM_COMMANDS)
+    registry.include(LM_COMMANDS)
+    if options.fault_injection:
+        from dspex_worker.faults import FAULT_COMMANDS
+        registry.include(FAULT_COMMANDS)
+
+    if options.handlers:
+        # -m puts the cwd on sys.path, but not under -P / PYTHONSAFEPATH.
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        for module in options.handlers:
+            importlib.import_module(module)
+    # Shadowing a built-in (say, ping, which health checks rely on) is refused.
+    registry.include(user_registry)
+    return registry
+
+
+def main(argv=None):
+    from dspex_worker import hygiene
+    from dspex_worker.log import log, set_worker_id
+
+    # First, before any user code can print: make the protocol fds private.
+    try:
+        in_fd, out_fd = hygiene.isolate_stdio()
+    except OSError as exc:
+        log(f"cannot take over stdin/stdout: {exc}")
+        return EXIT_INTERNAL_ERROR
+    hygiene.install_signal_handlers()
+    hygiene.set_parent_death_signal()
+
+    options = parse_args(argv)
+    set_worker_id(options.worker_id)
+    if hygiene.parent_is_gone(_PPID_AT_START, options.parent_pid):
+        log("parent died before start-up finished; exiting")
+        return 0
+
+    try:
+        registry = build_registry(options)
+    except Exception:
+        import traceback
+        log("failed to load command handlers:\n" + traceback.format_exc().rstrip())
+        return EXIT_STARTUP_FAILED
+
+    from dspex_worker.protocol import Channel
+    from dspex_worker.worker import Worker
+    worker = Worker(worker_id=options.worker_id, run_id=options.run_id,
+                    mode=options.mode,
+                    channel=Channel(in_fd, out_fd, options.max_frame_bytes),
+                    registry=registry, fault_injection=options.fault_injection)
+    try:
+        code = worker.serve()
+    except SystemExit as exc:  # SIGTERM
+        code = exc.code if isinstance(exc.code, int) else 0
+    except Exception:
+        import traceback
+        log("internal error:\n" + traceback.format_exc().rstrip())
+        code = EXIT_INTERNAL_ERROR
+    hygiene.prepare_exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

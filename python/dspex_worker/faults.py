@@ -1,0 +1,135 @@
+"""Fault injection: commands that make this worker fail in one precise way each.
+
+Registered only when the worker starts with --fault-injection; otherwise
+they are unknown commands, so a production pool cannot be crashed by a
+request. The host's chaos tests and benchmarks drive them to prove that each
+failure is detected, classified and recovered from.
+"""
+
+import os
+import sys
+import time
+
+from .protocol import encode_success
+from .registry import NO_REPLY, CommandRegistry
+
+FAULT_COMMANDS = CommandRegistry()
+fault = FAULT_COMMANDS.command
+
+_GARBAGE = b"\xff\xfe garbage "
+_MIB = 1024 * 1024
+
+
+def _int_arg(args, key, default, low, high):
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _number_arg(args, key, default, low):
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ValueError(f"{key} must be a number >= {low}, got {value!r}")
+    return value
+
+
+@fault("fault_exit")
+def fault_exit(args, ctx):
+    # os._exit: no reply, no cleanup, exactly the requested status.
+    os._exit(_int_arg(args, "code", 1, 0, 255))
+
+
+@fault("fault_abort")
+def fault_abort(args, ctx):
+    _disable_core_dumps()
+    os.abort()
+
+
+def _disable_core_dumps():
+    # A chaos run aborts workers by the hundred; core files would fill the disk.
+    try:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+@fault("fault_hang")
+def fault_hang(args, ctx):
+    # time.sleep is interrupted by our SIGTERM handler (it raises), so a hung
+    # worker still stops on SIGTERM, and of course on SIGKILL.
+    while True:
+        time.sleep(3600)
+
+
+@fault("fault_sleep")
+def fault_sleep(args, ctx):
+    seconds = _number_arg(args, "seconds", 1.0, 0)
+    time.sleep(seconds)
+    return {"slept_s": seconds}
+
+
+@fault("fault_garbage")
+def fault_garbage(args, ctx):
+    """Write raw bytes that are not a frame, then reply as usual.
+
+    The garbage comes first, so the host reads it as a frame header (0xfffe...
+    announces ~4 GiB: a FrameTooLarge on any sane limit).
+    """
+    count = _int_arg(args, "bytes", 64, 1, 64 * _MIB)
+    garbage = (_GARBAGE * (count // len(_GARBAGE) + 1))[:count]
+    ctx.worker.channel.write_raw(garbage)
+    return {"garbage_bytes": count}
+
+
+@fault("fault_oversized")
+def fault_oversized(args, ctx):
+    """Announce a frame of `length` bytes, send a few, and never finish it."""
+    length = _int_arg(args, "length", 0xFFFFFFFF, 0, 0xFFFFFFFF)
+    ctx.worker.channel.write_raw(length.to_bytes(4, "big") + b"x" * min(16, length))
+    return NO_REPLY
+
+
+@fault("fault_print")
+def fault_print(args, ctx):
+    """Write to stdout every way user code might; the stream must survive."""
+    text = str(args.get("text", "fault_print"))
+    print(text)
+    print(text, file=sys.__stdout__, flush=True)
+    os.write(1, (text + "\n").encode("utf-8", "replace"))
+    return {"printed": text}
+
+
+@fault("fault_alloc")
+def fault_alloc(args, ctx):
+    """Allocate and touch `mb` MiB; with "hold": true, keep it (a leak)."""
+    mb = _int_arg(args, "mb", 1, 0, 1 << 20)
+    block = bytearray(mb * _MIB)
+    # bytearray(n) may map zero pages lazily; touch one byte per page so the
+    # memory is really resident.
+    block[::4096] = b"\x01" * len(range(0, len(block), 4096))
+    if args.get("hold"):
+        ctx.worker.held_memory.append(block)
+    return {"allocated_mb": mb,
+            "held_mb": sum(len(b) for b in ctx.worker.held_memory) // _MIB}
+
+
+@fault("fault_partial")
+def fault_partial(args, ctx):
+    """Die in the middle of writing a reply: half a valid frame, then exit(1)."""
+    payload = encode_success(ctx.request_id, {"partial": "x" * 256})
+    frame = len(payload).to_bytes(4, "big") + payload
+    ctx.worker.channel.write_raw(frame[:len(frame) // 2])
+    os._exit(1)
+
+
+@fault("fault_raise")
+def fault_raise(args, ctx):
+    raise RuntimeError(str(args.get("message", "injected failure")))
+
+
+@fault("fault_echo")
+def fault_echo(args, ctx):
+    return {"payload": args.get("payload")}

@@ -1,0 +1,220 @@
+"""LM clients: a deterministic mock and an OpenAI-compatible HTTP client.
+
+One LM per worker, set by configure_lm, as dspy.settings holds one LM per
+process. A client takes an LMRequest (chat messages plus the structured
+inputs/outputs they were built from) and returns the completion text; the
+predictor parses that text, so the mock exercises the same parsing path as a
+real model.
+"""
+
+import json
+import os
+
+from . import dspy_backend
+from .registry import CommandRegistry
+
+LM_COMMANDS = CommandRegistry()
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_MAX_TOKENS = 1000
+DEFAULT_TIMEOUT_S = 60.0
+_ERROR_BODY_CHARS = 2000
+
+
+# -- errors: their class names are what the host sees in a failed reply ------
+
+class LMHTTPError(RuntimeError):
+    """The endpoint answered with an HTTP error status."""
+
+
+class LMConnectionError(ConnectionError):
+    """The endpoint could not be reached."""
+
+
+class LMTimeoutError(TimeoutError):
+    """The endpoint did not answer within the configured timeout."""
+
+
+class LMResponseError(ValueError):
+    """The endpoint answered 2xx with a body that is not a chat completion."""
+
+
+class LMRequest:
+    __slots__ = ("messages", "inputs", "output_fields")
+
+    def __init__(self, messages, inputs, output_fields):
+        self.messages = messages            # [{"role", "content"}]
+        self.inputs = inputs                # {name: value}
+        self.output_fields = output_fields  # [name]
+
+
+class MockLM:
+    """Deterministic stand-in: no network, no randomness.
+
+    Each output field gets responses[field] when configured, else
+    "mock <field> for <inputs as sorted JSON>", so equal inputs always give
+    equal outputs and different inputs give different ones.
+    """
+
+    provider = "mock"
+    dspy_lm = None
+
+    def __init__(self, model="mock", responses=None):
+        if responses is not None and not isinstance(responses, dict):
+            raise TypeError("responses must be an object mapping output field -> text")
+        self.model = model
+        self.responses = dict(responses or {})
+        self.calls = 0
+
+    @property
+    def name(self):
+        return f"{self.provider}/{self.model}"
+
+    def complete(self, request):
+        self.calls += 1
+        inputs_json = json.dumps(request.inputs, sort_keys=True,
+                                 ensure_ascii=False, default=str)
+        lines = []
+        for field in request.output_fields:
+            value = self.responses.get(field)
+            if value is None:
+                value = f"mock {field} for {inputs_json}"
+            elif not isinstance(value, str):
+                value = json.dumps(value, ensure_ascii=False)
+            lines.append(f"{field}: {value}")
+        return "\n".join(lines)
+
+
+class OpenAICompatibleLM:
+    """POSTs to {base_url}/chat/completions of any OpenAI-compatible server."""
+
+    provider = "openai"
+
+    def __init__(self, model=DEFAULT_OPENAI_MODEL, api_key=None,
+                 base_url=DEFAULT_OPENAI_BASE_URL,
+                 temperature=DEFAULT_TEMPERATURE, max_tokens=DEFAULT_MAX_TOKENS,
+                 timeout_s=DEFAULT_TIMEOUT_S):
+        self.model = model
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.calls = 0
+        self.dspy_lm = None  # set when dspy is importable
+
+    @property
+    def name(self):
+        return f"{self.provider}/{self.model}"
+
+    @property
+    def url(self):
+        return self.base_url + "/chat/completions"
+
+    def complete(self, request):
+        # Imported here: urllib.request costs tens of ms, and most workers
+        # (mock LM, plain handlers) never need it.
+        import socket
+        import urllib.error
+        import urllib.request
+
+        self.calls += 1
+        body = json.dumps({"model": self.model, "messages": request.messages,
+                           "temperature": self.temperature,
+                           "max_tokens": self.max_tokens}).encode("utf-8")
+        headers = {"Content-Type": "application/json",
+                   "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        http_request = urllib.request.Request(self.url, data=body,
+                                              headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(http_request, timeout=self.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = _read_error_body(exc)
+            raise LMHTTPError(f"POST {self.url} failed with HTTP {exc.code} "
+                              f"{exc.reason}: {detail}") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+                raise LMTimeoutError(f"POST {self.url} timed out after "
+                                     f"{self.timeout_s} s") from None
+            raise LMConnectionError(f"cannot reach {self.url}: {exc.reason}") from None
+        except (socket.timeout, TimeoutError):
+            raise LMTimeoutError(f"POST {self.url} timed out after "
+                                 f"{self.timeout_s} s") from None
+        except OSError as exc:  # connection reset mid-response, etc.
+            raise LMConnectionError(f"POST {self.url} failed: {exc}") from None
+        return _completion_text(raw, self.url)
+
+
+def _read_error_body(exc):
+    try:
+        text = exc.read(_ERROR_BODY_CHARS).decode("utf-8", "replace")
+    except Exception:
+        return "(no body)"
+    return text.strip() or "(empty body)"
+
+
+def _completion_text(raw, url):
+    try:
+        reply = json.loads(raw)
+        content = reply["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        snippet = raw[:200].decode("utf-8", "replace")
+        raise LMResponseError(f"{url} did not return a chat completion: "
+                              f"{snippet!r}") from None
+    if not isinstance(content, str):
+        raise LMResponseError(f"{url} returned a non-text message content")
+    return content
+
+
+# -- configuration -------------------------------------------------------------
+
+def lm_from_args(args):
+    """Build a client from configure_lm's args (validated here, not later)."""
+    provider = args.get("provider", "mock")
+    if provider == "mock":
+        return MockLM(model=_opt_str(args, "model", "mock"),
+                      responses=args.get("responses"))
+    if provider == "openai":
+        api_key = args.get("api_key") or os.environ.get("OPENAI_API_KEY")
+        return OpenAICompatibleLM(
+            model=_opt_str(args, "model", DEFAULT_OPENAI_MODEL),
+            api_key=api_key,
+            base_url=_opt_str(args, "base_url", DEFAULT_OPENAI_BASE_URL),
+            temperature=_opt_number(args, "temperature", DEFAULT_TEMPERATURE),
+            max_tokens=int(_opt_number(args, "max_tokens", DEFAULT_MAX_TOKENS)),
+            timeout_s=_opt_number(args, "timeout_s",
+                                  _opt_number(args, "timeout", DEFAULT_TIMEOUT_S)))
+    raise ValueError(f"unknown LM provider {provider!r} (expected 'mock' or 'openai')")
+
+
+def _opt_str(args, key, default):
+    value = args.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{key} must be a non-empty string")
+    return value
+
+
+def _opt_number(args, key, default):
+    value = args.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} must be a number")
+    return value
+
+
+@LM_COMMANDS.command("configure_lm")
+def configure_lm(args, ctx):
+    lm = lm_from_args(args)
+    if lm.provider != "mock" and dspy_backend.available():
+        lm.dspy_lm = dspy_backend.make_lm(lm)
+    ctx.worker.lm = lm
+    return {"status": "configured", "provider": lm.provider, "model": lm.model,
+            "backend": "dspy" if lm.dspy_lm is not None else "builtin"}

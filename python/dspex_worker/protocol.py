@@ -1,0 +1,175 @@
+"""Wire protocol: 4-byte big-endian length frames carrying UTF-8 JSON.
+
+Request: {"id": uint, "command": str, "args": {...}, "session_id": str|null}
+Reply:   {"id", "success": true, "result": any}
+      or {"id", "success": false, "error": {"type", "message", "traceback"}}
+
+The reader keeps one growing bytearray and reads large chunks into a reused
+buffer, so a small request costs one read syscall and no per-read allocation;
+the benchmark's trivial "echo" is dominated by this loop.
+"""
+
+import json
+import os
+
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+HEADER_BYTES = 4
+# Larger than the default Linux pipe capacity (64 KiB), so one read drains
+# whatever the pipe holds.
+READ_CHUNK_BYTES = 256 * 1024
+
+# allow_nan=False: NaN/Infinity are not JSON and would break the host's
+# parser; failing here turns them into a classified error reply instead.
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                            allow_nan=False)
+_encode = _encoder.encode
+_decode = json.JSONDecoder().decode
+
+
+class FrameTooLarge(Exception):
+    """An inbound header announced more bytes than --max-frame-bytes.
+
+    The stream cannot be resynchronised after this: the bytes that follow are
+    of unknown meaning, so the worker reports and exits.
+    """
+
+    def __init__(self, length, limit):
+        super().__init__(
+            f"frame of {length} bytes exceeds the limit of {limit} bytes")
+        self.length = length
+        self.limit = limit
+
+
+class TruncatedFrame(EOFError):
+    """The input ended in the middle of a frame (host died mid-write)."""
+
+    def __init__(self, buffered):
+        super().__init__(f"input ended inside a frame ({buffered} bytes buffered)")
+        self.buffered = buffered
+
+
+class ProtocolError(Exception):
+    """A frame arrived intact but is not a valid request.
+
+    request_id is the request's id when it could be read, else 0, so the host
+    can still match the failure to its pending request where possible.
+    """
+
+    def __init__(self, message, request_id=0):
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class Channel:
+    """The worker's end of the protocol: a private input and output fd.
+
+    The fds are blocking; EINTR is retried by Python itself (PEP 475) unless a
+    signal handler raises, which is exactly how SIGTERM interrupts a read.
+    """
+
+    def __init__(self, in_fd, out_fd, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._chunk = bytearray(READ_CHUNK_BYTES)
+        self._chunk_view = memoryview(self._chunk)
+
+    # -- input ---------------------------------------------------------------
+
+    def read_frame(self):
+        """Return the next frame's payload (a bytearray), or None on a clean EOF.
+
+        Raises FrameTooLarge or TruncatedFrame.
+        """
+        buf = self._buf
+        while True:
+            size = len(buf)
+            if size >= HEADER_BYTES:
+                length = int.from_bytes(buf[:HEADER_BYTES], "big")
+                if length > self.max_frame_bytes:
+                    raise FrameTooLarge(length, self.max_frame_bytes)
+                end = HEADER_BYTES + length
+                if size >= end:
+                    # A bytearray slice: one copy, where bytes() would add a
+                    # second (1 MiB payloads are a benchmark case).
+                    payload = buf[HEADER_BYTES:end]
+                    # Deleting a bytearray's prefix is O(1) in CPython.
+                    del buf[:end]
+                    return payload
+            n = os.readv(self.in_fd, [self._chunk])
+            if n == 0:
+                if buf:
+                    raise TruncatedFrame(len(buf))
+                return None
+            buf += self._chunk_view[:n]
+
+    # -- output --------------------------------------------------------------
+
+    def write_frame(self, payload):
+        self._write_all([len(payload).to_bytes(HEADER_BYTES, "big"), payload])
+
+    def write_raw(self, data):
+        """Write bytes that are not a frame: only fault injection wants this."""
+        self._write_all([data])
+
+    def _write_all(self, parts):
+        total = sum(len(p) for p in parts)
+        written = os.writev(self.out_fd, parts)
+        if written == total:
+            return
+        # A pipe accepts a large write piecewise; finish the remainder.
+        rest = memoryview(b"".join(parts))[written:]
+        while rest:
+            rest = rest[os.write(self.out_fd, rest):]
+
+
+# -- encoding ----------------------------------------------------------------
+
+def decode_request(payload):
+    """Parse one request frame into (id, command, args, session_id)."""
+    try:
+        message = _decode(payload.decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ProtocolError(f"request is not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("request JSON is nested too deeply") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("request must be a JSON object")
+    request_id = message.get("id")
+    # bool is an int subclass; true/false is not an id.
+    if type(request_id) is not int or request_id < 0:
+        raise ProtocolError("request needs a non-negative integer \"id\"")
+    command = message.get("command")
+    if not isinstance(command, str):
+        raise ProtocolError("request needs a string \"command\"", request_id)
+    args = message.get("args")
+    if args is None:
+        args = {}
+    elif not isinstance(args, dict):
+        raise ProtocolError("request \"args\" must be a JSON object", request_id)
+    session_id = message.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise ProtocolError("request \"session_id\" must be a string or null",
+                            request_id)
+    return request_id, command, args, session_id
+
+
+def encode_success(request_id, result):
+    """Raises TypeError/ValueError when result is not representable as JSON."""
+    return _encode({"id": request_id, "success": True,
+                    "result": result}).encode("utf-8")
+
+
+def encode_failure(request_id, error_type, message, traceback_text=""):
+    error = {"type": _clean(error_type), "message": _clean(message),
+             "traceback": _clean(traceback_text)}
+    return _encode({"id": request_id, "success": False,
+                    "error": error}).encode("utf-8")
+
+
+def _clean(text):
+    # Lone surrogates (e.g. from surrogateescape-decoded bytes) cannot be
+    # UTF-8 encoded, and a "\udcxx" escape is rejected by strict JSON parsers;
+    # spell them out so the error path itself can never fail.
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,0 +1,116 @@
+"""Command registry: the names a worker answers to, and the @command decorator.
+
+Users add commands from their own modules (loaded with --handlers):
+
+    from dspex_worker import command
+
+    @command("add")
+    def add(args, ctx):
+        return {"sum": args["a"] + args["b"]}
+
+A handler takes (args, ctx) and returns a JSON-able result. Any exception it
+raises becomes a failed reply carrying the exception's class name, message and
+traceback; the worker keeps serving.
+"""
+
+
+class CommandRegistry:
+    """A table of command name -> handler(args, ctx).
+
+    Each built-in module keeps its own table; the worker merges the tables it
+    enables (fault commands only with --fault-injection) and then the user
+    table, refusing a user command that would shadow a built-in.
+    """
+
+    def __init__(self):
+        self._handlers = {}
+
+    def command(self, name=None):
+        """Decorator registering a handler; bare @command uses the function name."""
+        if callable(name):
+            return self.command(None)(name)
+
+        def register(fn):
+            self.register(name or fn.__name__, fn)
+            return fn
+        return register
+
+    def register(self, name, handler):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"command name must be a non-empty string, got {name!r}")
+        if not callable(handler):
+            raise TypeError(f"handler for command {name!r} is not callable")
+        existing = self._handlers.get(name)
+        if existing is not None and existing is not handler:
+            raise ValueError(
+                f"command {name!r} is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}")
+        self._handlers[name] = handler
+
+    def include(self, other):
+        """Add every command of another registry; a name clash is an error."""
+        for name, handler in other._handlers.items():
+            self.register(name, handler)
+
+    def get(self, name):
+        return self._handlers.get(name)
+
+    def names(self):
+        return sorted(self._handlers)
+
+    def __contains__(self, name):
+        return name in self._handlers
+
+    def __len__(self):
+        return len(self._handlers)
+
+
+# Where @command (the public decorator) puts user commands. A worker is one
+# process serving one host, so one user table per process is the natural scope.
+user_registry = CommandRegistry()
+
+
+def command(name=None):
+    """Register a user command: @command("name") def handler(args, ctx): ..."""
+    return user_registry.command(name)
+
+
+class CommandContext:
+    """What a handler knows about its call.
+
+    worker_id, session_id and request_id describe the call; state is a dict
+    private to this worker that handlers may keep data in between calls;
+    session_state is a dict for this session only, dropped by cleanup_session.
+    """
+
+    __slots__ = ("worker", "request_id", "session_id")
+
+    def __init__(self, worker, request_id, session_id):
+        self.worker = worker
+        self.request_id = request_id
+        self.session_id = session_id
+
+    @property
+    def worker_id(self):
+        return self.worker.worker_id
+
+    @property
+    def state(self):
+        return self.worker.user_state
+
+    @property
+    def session_state(self):
+        return self.worker.session_state(self.session_id)
+
+
+class _NoReply:
+    """Returned by a handler that has already written (or will never write)
+    its reply itself; only fault injection needs this."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "NO_REPLY"
+
+
+NO_REPLY = _NoReply()

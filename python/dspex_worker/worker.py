@@ -1,0 +1,173 @@
+"""The request loop and the state one worker process keeps between requests.
+
+Requests are served strictly one at a time, in arrival order: read a frame,
+run its handler, write its reply. Nothing a handler does (raise, sys.exit,
+return something unencodable) may break the loop; only SIGTERM, EOF, the
+shutdown command and an unrecoverable framing error end it.
+"""
+
+import os
+import time
+
+from . import hygiene
+from .log import log
+from .programs import ProgramStore
+from .protocol import (FrameTooLarge, ProtocolError, TruncatedFrame,
+                       decode_request, encode_failure, encode_success)
+from .registry import NO_REPLY, CommandContext
+
+# Exit codes, as the host sees them.
+EXIT_OK = 0
+EXIT_FRAME_TOO_LARGE = 2
+
+
+class Worker:
+    def __init__(self, *, worker_id, run_id, mode, channel, registry,
+                 fault_injection=False):
+        self.worker_id = worker_id
+        self.run_id = run_id
+        self.mode = mode
+        self.channel = channel
+        self.registry = registry
+        self.fault_injection = fault_injection
+        self.pid = os.getpid()
+
+        self.programs = ProgramStore()
+        self.lm = None                # set by configure_lm; global, like dspy.settings
+        self.user_state = {}          # ctx.state
+        self._session_states = {}     # session_id -> ctx.session_state
+        self.held_memory = []         # fault_alloc with "hold": a deliberate leak
+
+        self.requests = 0
+        self.errors = 0
+        self.started_monotonic = time.monotonic()
+        self.last_activity = time.time()
+        self.stop_after_reply = False  # set by the shutdown command
+
+    # -- state helpers used by commands ---------------------------------------
+
+    def uptime_s(self):
+        return time.monotonic() - self.started_monotonic
+
+    def session_state(self, session_id):
+        state = self._session_states.get(session_id)
+        if state is None:
+            state = self._session_states[session_id] = {}
+        return state
+
+    def drop_session(self, session_id):
+        """Forget a session's programs and state; returns programs removed."""
+        self._session_states.pop(session_id, None)
+        return self.programs.drop_session(session_id)
+
+    def session_count(self):
+        ids = set(self.programs.session_ids())
+        ids.update(sid for sid, state in self._session_states.items() if state)
+        ids.discard(None)
+        return len(ids)
+
+    # -- the loop ------------------------------------------------------------
+
+    def serve(self):
+        """Serve until EOF, shutdown or a fatal framing error; returns the exit code."""
+        channel = self.channel
+        read_frame = channel.read_frame
+        write_frame = channel.write_frame
+        handle = self.handle
+        while True:
+            try:
+                payload = read_frame()
+            except FrameTooLarge as exc:
+                log(f"fatal: {exc}; exiting")
+                self._write_quietly(encode_failure(0, "FrameTooLarge", str(exc)))
+                return EXIT_FRAME_TOO_LARGE
+            except TruncatedFrame as exc:
+                log(f"{exc}; host gone, exiting")
+                return EXIT_OK
+            if payload is None:
+                return EXIT_OK
+
+            reply = handle(payload)
+            if reply is not None:
+                try:
+                    write_frame(reply)
+                except BrokenPipeError:
+                    log("protocol output closed by the host; exiting")
+                    return EXIT_OK
+            if self.stop_after_reply or hygiene.termination_requested():
+                return EXIT_OK
+
+    def handle(self, payload):
+        """Turn one request frame into one reply frame (None: no reply)."""
+        self.requests += 1
+        self.last_activity = time.time()
+        try:
+            request_id, name, args, session_id = decode_request(payload)
+        except ProtocolError as exc:
+            self.errors += 1
+            log(f"protocol error: {exc}")
+            return encode_failure(exc.request_id, "ProtocolError", str(exc))
+
+        handler = self.registry.get(name)
+        if handler is None:
+            self.errors += 1
+            return encode_failure(request_id, "UnknownCommand",
+                                  self._unknown_message(name))
+
+        try:
+            result = handler(args, CommandContext(self, request_id, session_id))
+        except BaseException as exc:
+            # SIGTERM arrives as SystemExit and must still end the worker; any
+            # other SystemExit/KeyboardInterrupt is the handler's own doing and
+            # is reported like any exception (SIGINT is ignored, so it cannot
+            # be a real Ctrl-C).
+            if hygiene.termination_requested():
+                raise
+            self.errors += 1
+            return _failure_from_exception(request_id, exc)
+
+        if result is NO_REPLY:
+            return None
+        try:
+            reply = encode_success(request_id, result)
+        except Exception as exc:
+            self.errors += 1
+            return _failure_from_exception(
+                request_id, exc,
+                f"result of command {name!r} cannot be sent as JSON: {exc}")
+        if len(reply) > self.channel.max_frame_bytes:
+            # The host would refuse it and lose the stream; a small classified
+            # error keeps both sides in step.
+            self.errors += 1
+            return encode_failure(
+                request_id, "FrameTooLarge",
+                f"reply of {len(reply)} bytes to {name!r} exceeds the limit of "
+                f"{self.channel.max_frame_bytes} bytes")
+        return reply
+
+    def _unknown_message(self, name):
+        message = f"unknown command {name!r}"
+        if name.startswith("fault_") and not self.fault_injection:
+            message += " (fault commands need --fault-injection)"
+        return message
+
+    def _write_quietly(self, frame):
+        try:
+            self.channel.write_frame(frame)
+        except OSError:
+            pass
+
+
+def _failure_from_exception(request_id, exc, message=None):
+    import traceback  # only failures pay for it
+    if message is None:
+        message = _exception_message(exc)
+    return encode_failure(request_id, type(exc).__name__, message,
+                          traceback.format_exc())
+
+
+def _exception_message(exc):
+    # str(KeyError("x")) is "'x'": show the message itself, not its repr.
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
