@@ -29,15 +29,40 @@ using output_atom = caf::atom_constant<caf::atom("output")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using init_atom = caf::atom_constant<caf::atom("init")>;
 
+// -- pool <-> worker ------------------------------------------------------------
+using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow)
+using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome)
+using checkout_atom = caf::atom_constant<caf::atom("checkout")>;
+using checkin_atom = caf::atom_constant<caf::atom("checkin")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using circuit_atom = caf::atom_constant<caf::atom("circuit")>;
+
 /// One command for a worker. A zero timeout means the worker's default.
 struct command_request {
   std::string command;
   json args = json::object();
   std::optional<std::string> session_id;
   std::chrono::milliseconds timeout{0};
+  /// Set by the pool when it delegates: the worker then reports (done, ...)
+  /// to its pool once it replied, which is how the pool learns it is free
+  /// without ever standing on the reply path.
+  bool pooled = false;
 };
+
+inline command_request make_command(std::string name, json args = json::object(),
+                                    std::optional<std::string> session = std::nullopt,
+                                    std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) {
+  command_request r;
+  r.command = std::move(name);
+  r.args = std::move(args);
+  r.session_id = std::move(session);
+  r.timeout = timeout;
+  return r;
+}
 
 } // namespace dspex
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nlohmann::json)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dspex::command_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::optional<std::string>)

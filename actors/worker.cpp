@@ -66,6 +66,7 @@ using clock_type = std::chrono::steady_clock;
 struct inflight_request {
   caf::response_promise rp;
   bool is_init = false;
+  bool pooled = false;
 };
 
 struct worker_state {
@@ -85,6 +86,7 @@ struct worker_state {
   clock_type::time_point last_activity = clock_type::now();
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
+  std::uint64_t checkouts = 0;
   std::uint64_t consecutive_errors = 0;
   std::set<std::string> sessions;
 
@@ -135,7 +137,7 @@ void update_phase(worker_actor* self) {
 
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
                            std::optional<std::string> session, std::chrono::milliseconds timeout,
-                           caf::response_promise rp, bool is_init) {
+                           caf::response_promise rp, bool is_init, bool pooled = false) {
   auto& st = self->state;
   auto id = st.next_id++;
   bridge::request req{id, command, std::move(args), std::move(session)};
@@ -145,7 +147,7 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
                                                    + ")"));
     return 0;
   }
-  st.inflight.emplace(id, inflight_request{std::move(rp), is_init});
+  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled});
   self->delayed_send(self, timeout, timeout_atom::value, id);
   update_phase(self);
   return id;
@@ -179,6 +181,8 @@ void on_frame(worker_actor* self, const std::string& body) {
       return;
     }
     st.ph = phase::ready;
+    if (st.cfg.pool)
+      self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow);
     for (auto& rp : st.ready_waiters)
       rp.deliver(caf::unit);
     st.ready_waiters.clear();
@@ -187,13 +191,20 @@ void on_frame(worker_actor* self, const std::string& body) {
   ++st.requests;
   if (rep.success) {
     st.consecutive_errors = 0;
-    req.rp.deliver(std::move(rep.result));
   } else {
     ++st.errors;
     ++st.consecutive_errors;
-    req.rp.deliver(make_python_error(rep.error));
   }
   update_phase(self);
+  // Tell the pool before the caller: a caller that sends its next request
+  // the moment it has this reply then finds the worker already free (the
+  // pool's mailbox has our (done) first), so session affinity holds.
+  if (req.pooled && st.cfg.pool)
+    self->send(st.cfg.pool, done_atom::value, rep.success);
+  if (rep.success)
+    req.rp.deliver(std::move(rep.result));
+  else
+    req.rp.deliver(make_python_error(rep.error));
 }
 
 void on_process_exit(worker_actor* self, int raw) {
@@ -234,6 +245,8 @@ json stats_of(worker_actor* self) {
     {"health", st.health()},
     {"requests", st.requests},
     {"errors", st.errors},
+    {"checkouts", st.checkouts},
+    {"overflow", st.cfg.overflow},
     {"sessions_served", st.sessions.size()},
     {"inflight", st.inflight.size()},
     {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
@@ -321,8 +334,10 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
         st.sessions.insert(*req.session_id);
       auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
       auto rp = self->make_response_promise();
+      if (req.pooled)
+        ++st.checkouts;
       send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
-                   rp, false);
+                   rp, false, req.pooled);
       return caf::delegated<json>();
     },
     [self](stats_atom) -> json { return stats_of(self); },

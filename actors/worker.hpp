@@ -55,6 +55,10 @@ struct worker_config {
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
   std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
   std::string mode = "pool";        ///< passed to Python as --mode
+  /// The pool this worker serves: told (worker_up) once ready and (done)
+  /// after every pooled request. Invalid: a worker on its own.
+  caf::actor pool;
+  bool overflow = false;            ///< started on demand beyond pool_size
 };
 
 /// The command line a worker runs (for tests and for `dspex status`).

@@ -216,7 +216,7 @@ TEST_CASE_FIXTURE(actor_fixture, "graceful stop of a hung worker escalates to SI
   auto pid = stats(w)["os_pid"].get<pid_t>();
   // Python's SIGTERM handler cannot run while the main thread is blocked in C? It can: make sure
   // the worker is busy, then stop; whatever it does, the process is gone at the end.
-  self->send(w, exec_atom::value, command_request{"fault_hang", json::object(), std::nullopt, 0ms});
+  self->send(w, exec_atom::value, make_command("fault_hang"));
   self->send_exit(w, caf::exit_reason::user_shutdown);
   CHECK(await_down(w) == caf::exit_reason::user_shutdown);
   CHECK_FALSE(pid_alive(pid));

@@ -235,6 +235,9 @@ class ProgramStore:
                              f"exists in {_describe_session(program.session_id)}")
         programs[program.program_id] = program
 
+    def has(self, session_id, program_id):
+        return program_id in self._sessions.get(session_id, {})
+
     def get(self, session_id, program_id):
         program = self._sessions.get(session_id, {}).get(program_id)
         if program is None:
@@ -296,10 +299,29 @@ def create_program(args, ctx):
             "signature": signature.to_json()}
 
 
+def _restore(args, ctx):
+    """Re-create what a fresh worker lacks, from what the pool attached.
+
+    The host keeps a session's program definitions and the last LM
+    configuration; when the worker that built them died, the next one gets
+    them with the request ("definition", "lm") and the session loses nothing.
+    """
+    worker = ctx.worker
+    program_id = _program_id_arg(args)
+    definition = args.get("definition")
+    if isinstance(definition, dict) and not worker.programs.has(ctx.session_id, program_id):
+        create_program(dict(definition, id=program_id), ctx)
+    lm_args = args.get("lm")
+    if isinstance(lm_args, dict) and worker.lm is None:
+        from .lm import configure_lm
+        configure_lm(lm_args, ctx)
+    return program_id
+
+
 @PROGRAM_COMMANDS.command("execute_program")
 def execute_program(args, ctx):
     worker = ctx.worker
-    program = worker.programs.get(ctx.session_id, _program_id_arg(args))
+    program = worker.programs.get(ctx.session_id, _restore(args, ctx))
     inputs = args.get("inputs")
     if inputs is None:
         inputs = {}
@@ -340,6 +362,7 @@ def list_programs(args, ctx):
 
 @PROGRAM_COMMANDS.command("get_program_info")
 def get_program_info(args, ctx):
+    _restore(args, ctx)
     return ctx.worker.programs.get(ctx.session_id, _program_id_arg(args)).info()
 
 

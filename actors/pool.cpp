@@ -1,0 +1,685 @@
+#include <dspex/actors/pool.hpp>
+
+#include <dspex/actors/error.hpp>
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+namespace dspex {
+
+const char* to_string(idle_order o) noexcept {
+  return o == idle_order::lifo ? "lifo" : "fifo";
+}
+
+const char* to_string(affinity_mode m) noexcept {
+  return m == affinity_mode::hint ? "hint" : "strict";
+}
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+using touch_atom = caf::atom_constant<caf::atom("touch")>;
+using prog_put_atom = caf::atom_constant<caf::atom("prog_put")>;
+using prog_del_atom = caf::atom_constant<caf::atom("prog_del")>;
+using programs_atom = caf::atom_constant<caf::atom("programs")>;
+
+enum class wstate { idle, busy, leased, retiring };
+
+struct worker_entry {
+  caf::actor hdl;
+  std::string id;
+  bool overflow = false;
+  wstate st = wstate::idle;
+  caf::actor_addr lease_holder;
+  int consecutive_failures = 0;
+  clock_type::time_point idle_since = clock_type::now();
+  std::uint64_t served = 0;
+};
+
+struct waiter {
+  std::uint64_t id = 0;
+  bool lease = false;
+  command_request req;
+  std::optional<std::string> session;
+  caf::response_promise rp;
+  caf::actor_addr holder;  // lease: who asked
+  clock_type::time_point enqueued = clock_type::now();
+};
+
+struct pool_state {
+  pool_config cfg;
+  std::shared_ptr<bridge::io_loop> loop;
+  std::shared_ptr<pool_links> links;
+  std::unordered_map<caf::actor_addr, worker_entry> workers;
+  std::deque<caf::actor_addr> idle;
+  std::deque<waiter> queue;
+  std::unordered_map<std::string, caf::actor_addr> affinity;
+  // Program definitions by session, so a session survives its worker:
+  // execute_program carries the definition and a fresh worker re-creates it.
+  std::map<std::string, std::map<std::string, json>> programs;
+  json lm_config;  // the last configure_lm arguments
+  std::vector<caf::response_promise> ready_waiters;
+  std::vector<caf::response_promise> drain_waiters;
+  bool ready = false;
+  bool draining = false;
+  std::uint64_t next_waiter = 1;
+  std::uint64_t next_worker = 1;    // names for lazy and overflow workers
+  std::size_t starting = 0;         // lazy workers asked for, not yet up
+  std::size_t overflow_starting = 0;
+  std::uint64_t next_program = 1;
+  circuit_breaker breaker;
+
+  // -- metrics --
+  std::uint64_t checkouts = 0;
+  std::uint64_t wait_total_us = 0;
+  std::uint64_t wait_max_us = 0;
+  std::uint64_t restarts = 0;
+  std::uint64_t completed = 0;
+  std::map<std::string, std::uint64_t> errors;
+
+  static inline const char* name = "dspex.pool";
+
+  std::size_t count(wstate s, bool overflow_only = false) const {
+    std::size_t n = 0;
+    for (auto& [a, w] : workers)
+      if (w.st == s && (!overflow_only || w.overflow))
+        ++n;
+    return n;
+  }
+  std::size_t overflow_count() const {
+    std::size_t n = 0;
+    for (auto& [a, w] : workers)
+      if (w.overflow)
+        ++n;
+    return n;
+  }
+  std::size_t regular_count() const { return workers.size() - overflow_count(); }
+};
+
+using pool_actor = caf::stateful_actor<pool_state>;
+
+void count_error(pool_actor* self, errc code) {
+  ++self->state.errors[to_string(code)];
+}
+
+void fail(pool_actor* self, caf::response_promise& rp, errc code, std::string detail) {
+  count_error(self, code);
+  rp.deliver(make_error(code, std::move(detail)));
+}
+
+void remove_idle(pool_state& st, const caf::actor_addr& a) {
+  auto it = std::find(st.idle.begin(), st.idle.end(), a);
+  if (it != st.idle.end())
+    st.idle.erase(it);
+}
+
+// Records the definition of a program a session creates, and attaches a
+// known definition to execute_program so that any worker can serve it.
+void track_programs(pool_state& st, command_request& req) {
+  if (!req.args.is_object())
+    return;
+  // The LM is configured per worker process; the pool remembers the last
+  // configuration and lets every program execution carry it, so a worker
+  // that never saw configure_lm (a new or replaced one) configures itself.
+  if (req.command == "configure_lm") {
+    st.lm_config = req.args;
+    return;
+  }
+  if ((req.command == "execute_program") && !st.lm_config.is_null())
+    req.args["lm"] = st.lm_config;
+  if (!req.session_id)
+    return;
+  auto& sid = *req.session_id;
+  if (req.command == "create_program") {
+    if (!req.args.contains("id") && !req.args.contains("program_id"))
+      req.args["id"] = "prog_" + std::to_string(st.next_program++);
+    auto pid = req.args.contains("id") ? req.args["id"] : req.args["program_id"];
+    if (pid.is_string()) {
+      st.programs[sid][pid.get<std::string>()] = req.args;
+      if (st.cfg.registry)
+        caf::anon_send(st.cfg.registry, prog_put_atom::value, sid, pid.get<std::string>(),
+                       req.args);
+    }
+  } else if (req.command == "execute_program" || req.command == "get_program_info") {
+    auto pid = req.args.value("program_id", json());
+    if (!pid.is_string())
+      return;
+    auto s = st.programs.find(sid);
+    if (s == st.programs.end())
+      return;
+    auto p = s->second.find(pid.get<std::string>());
+    if (p != s->second.end())
+      req.args["definition"] = p->second;
+  } else if (req.command == "delete_program") {
+    auto pid = req.args.value("program_id", json());
+    if (!pid.is_string())
+      return;
+    auto s = st.programs.find(sid);
+    if (s != st.programs.end())
+      s->second.erase(pid.get<std::string>());
+    if (st.cfg.registry)
+      caf::anon_send(st.cfg.registry, prog_del_atom::value, sid, pid.get<std::string>());
+  }
+}
+
+void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
+  auto& st = self->state;
+  auto waited = duration_cast<std::chrono::microseconds>(clock_type::now() - wt.enqueued).count();
+  ++st.checkouts;
+  st.wait_total_us += static_cast<std::uint64_t>(waited);
+  st.wait_max_us = std::max(st.wait_max_us, static_cast<std::uint64_t>(waited));
+  ++w.served;
+  if (wt.session)
+    st.affinity[*wt.session] = w.hdl.address();
+  if (wt.lease) {
+    w.st = wstate::leased;
+    w.lease_holder = wt.holder;
+    if (wt.holder)
+      self->monitor(wt.holder);
+    wt.rp.deliver(w.hdl);
+    return;
+  }
+  w.st = wstate::busy;
+  if (wt.session && st.cfg.registry)
+    caf::anon_send(st.cfg.registry, touch_atom::value, *wt.session);
+  wt.req.pooled = true;
+  wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+}
+
+// Whether waiter `wt` may take worker `a` (strict affinity binds a session
+// to its worker while that worker lives).
+bool may_take(pool_state& st, const waiter& wt, const caf::actor_addr& a) {
+  if (st.cfg.affinity != affinity_mode::strict || !wt.session)
+    return true;
+  auto it = st.affinity.find(*wt.session);
+  if (it == st.affinity.end() || st.workers.count(it->second) == 0)
+    return true;
+  return it->second == a;
+}
+
+caf::actor_addr pick_idle(pool_state& st, const waiter& wt) {
+  if (wt.session) {
+    auto it = st.affinity.find(*wt.session);
+    if (it != st.affinity.end()) {
+      auto w = st.workers.find(it->second);
+      if (w != st.workers.end() && w->second.st == wstate::idle) {
+        remove_idle(st, it->second);
+        return it->second;
+      }
+      if (st.cfg.affinity == affinity_mode::strict && w != st.workers.end())
+        return {};
+    }
+  }
+  if (st.idle.empty())
+    return {};
+  caf::actor_addr a;
+  if (st.cfg.strategy == idle_order::lifo) {
+    a = st.idle.back();
+    st.idle.pop_back();
+  } else {
+    a = st.idle.front();
+    st.idle.pop_front();
+  }
+  return a;
+}
+
+void start_worker(pool_actor* self, bool overflow) {
+  auto& st = self->state;
+  auto sup = st.links->worker_sup();
+  if (!sup)
+    return;
+  auto id = std::string(overflow ? "overflow" : "w") + std::to_string(st.next_worker++)
+            + (overflow ? "" : "-lazy");
+  auto spec = worker_child_spec(id, st.cfg, st.loop, st.links, overflow);
+  if (overflow)
+    ++st.overflow_starting;
+  else
+    ++st.starting;
+  self->request(sup, caf::infinite, supervision::start_child_atom::value, std::move(spec))
+    .then([](caf::actor&) {},
+          [self, overflow](caf::error&) {
+            auto& st = self->state;
+            if (overflow && st.overflow_starting > 0)
+              --st.overflow_starting;
+            else if (!overflow && st.starting > 0)
+              --st.starting;
+          });
+}
+
+// More hands are needed for the queue: lazy workers first, then overflow.
+void grow_if_needed(pool_actor* self) {
+  auto& st = self->state;
+  if (st.queue.empty() || st.draining)
+    return;
+  auto waiting = st.queue.size();
+  auto coming = st.starting + st.overflow_starting;
+  if (waiting <= coming)
+    return;
+  if (st.cfg.lazy && st.regular_count() + st.starting < st.cfg.size) {
+    start_worker(self, false);
+    return;
+  }
+  if (st.overflow_count() + st.overflow_starting < st.cfg.max_overflow)
+    start_worker(self, true);
+}
+
+void check_drained(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.draining || st.drain_waiters.empty())
+    return;
+  if (st.count(wstate::busy) == 0 && st.count(wstate::leased) == 0) {
+    for (auto& rp : st.drain_waiters)
+      rp.deliver(caf::unit);
+    st.drain_waiters.clear();
+  }
+}
+
+void retire(pool_actor* self, worker_entry& w, caf::error reason) {
+  w.st = wstate::retiring;
+  remove_idle(self->state, w.hdl.address());
+  self->send_exit(w.hdl, std::move(reason));
+}
+
+// A worker became free: give it to the first waiter that may take it, or
+// park it (or stop it, when it is an overflow worker nobody needs).
+void worker_free(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  w.st = wstate::idle;
+  w.lease_holder = caf::actor_addr{};
+  w.idle_since = clock_type::now();
+  if (st.cfg.max_consecutive_failures > 0
+      && w.consecutive_failures >= st.cfg.max_consecutive_failures) {
+    retire(self, w, make_error(errc::worker_crashed,
+                               std::to_string(w.consecutive_failures)
+                                 + " failed requests in a row; replaced"));
+    return;
+  }
+  auto a = w.hdl.address();
+  for (auto it = st.queue.begin(); it != st.queue.end(); ++it) {
+    if (!may_take(st, *it, a))
+      continue;
+    auto wt = std::move(*it);
+    st.queue.erase(it);
+    hand_over(self, w, wt);
+    return;
+  }
+  if (w.overflow && !st.draining) {
+    auto sup = st.links->worker_sup();
+    w.st = wstate::retiring;
+    if (sup)  // a request, so the supervisor's answer does not land in our mailbox unasked
+      self->request(sup, caf::infinite, supervision::terminate_child_atom::value, w.hdl)
+        .then([] {}, [](caf::error&) {});
+    else
+      self->send_exit(w.hdl, caf::exit_reason::user_shutdown);
+    return;
+  }
+  st.idle.push_back(a);
+  check_drained(self);
+}
+
+void submit(pool_actor* self, waiter wt) {
+  auto& st = self->state;
+  if (st.draining) {
+    fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+    return;
+  }
+  if (!st.breaker.allow(clock_type::now())) {
+    fail(self, wt.rp, errc::circuit_open,
+         "pool " + st.cfg.name + ": too many worker failures; failing fast");
+    return;
+  }
+  if (!wt.lease)
+    track_programs(st, wt.req);
+  if (st.queue.empty()) {
+    auto a = pick_idle(st, wt);
+    if (a) {
+      hand_over(self, st.workers[a], wt);
+      return;
+    }
+  }
+  if (st.queue.size() >= st.cfg.max_queue) {
+    fail(self, wt.rp, errc::pool_saturated,
+         "pool " + st.cfg.name + ": " + std::to_string(st.queue.size())
+           + " requests already waiting");
+    return;
+  }
+  wt.id = st.next_waiter++;
+  self->delayed_send(self, st.cfg.checkout_timeout, timeout_atom::value, wt.id);
+  st.queue.push_back(std::move(wt));
+  grow_if_needed(self);
+}
+
+void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  auto it = st.workers.find(dm.source);
+  if (it == st.workers.end())
+    return;
+  auto& w = it->second;
+  bool expected = w.st == wstate::retiring || st.draining;
+  if (!expected) {
+    ++st.restarts;
+    st.breaker.record_failure(clock_type::now());
+    if (auto code = code_of(dm.reason))
+      count_error(self, *code == errc::process_exited ? errc::worker_crashed : *code);
+    else if (dm.reason != caf::exit_reason::normal)
+      count_error(self, errc::worker_crashed);
+  }
+  remove_idle(st, dm.source);
+  for (auto a = st.affinity.begin(); a != st.affinity.end();)
+    a = a->second == dm.source ? st.affinity.erase(a) : std::next(a);
+  st.workers.erase(it);
+  // Strict waiters bound to the dead worker may now take any worker.
+  if (!st.idle.empty() && !st.queue.empty()) {
+    auto a = st.idle.back();
+    st.idle.pop_back();
+    worker_free(self, st.workers[a]);
+  }
+  grow_if_needed(self);
+  check_drained(self);
+}
+
+void on_holder_down(pool_actor* self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  for (auto& [a, w] : st.workers) {
+    if (w.st != wstate::leased || w.lease_holder != dm.source)
+      continue;
+    // Ask the worker whether a request is still pending: if so, the
+    // reply would go nowhere and the worker is replaced; else it is simply
+    // taken back.
+    auto hdl = w.hdl;
+    self->request(hdl, std::chrono::seconds(5), stats_atom::value)
+      .then(
+        [self, hdl](json& s) {
+          auto it = self->state.workers.find(hdl.address());
+          if (it == self->state.workers.end())
+            return;
+          if (s.value("inflight", 0) > 0)
+            retire(self, it->second,
+                   make_error(errc::worker_crashed, "lease holder died mid-request"));
+          else
+            worker_free(self, it->second);
+        },
+        [self, hdl](caf::error&) {
+          auto it = self->state.workers.find(hdl.address());
+          if (it != self->state.workers.end())
+            retire(self, it->second, make_error(errc::worker_crashed, "lease holder died"));
+        });
+  }
+}
+
+json status_of(pool_actor* self) {
+  auto& st = self->state;
+  json workers = json::array();
+  for (auto& [a, w] : st.workers) {
+    const char* s = w.st == wstate::idle     ? "idle"
+                    : w.st == wstate::busy   ? "busy"
+                    : w.st == wstate::leased ? "leased"
+                                             : "retiring";
+    workers.push_back({{"id", w.id}, {"state", s}, {"overflow", w.overflow}, {"served", w.served},
+                       {"consecutive_failures", w.consecutive_failures}});
+  }
+  auto now = clock_type::now();
+  return json{
+    {"name", st.cfg.name},
+    {"size", st.cfg.size},
+    {"max_overflow", st.cfg.max_overflow},
+    {"ready", st.ready},
+    {"draining", st.draining},
+    {"workers", st.workers.size()},
+    {"idle", st.count(wstate::idle)},
+    {"busy", st.count(wstate::busy)},
+    {"leased", st.count(wstate::leased)},
+    {"overflow", st.overflow_count()},
+    {"queue", st.queue.size()},
+    {"in_flight", st.count(wstate::busy)},
+    {"checkouts", st.checkouts},
+    {"completed", st.completed},
+    {"checkout_wait_ms_avg",
+     st.checkouts ? static_cast<double>(st.wait_total_us) / st.checkouts / 1000.0 : 0.0},
+    {"checkout_wait_ms_max", static_cast<double>(st.wait_max_us) / 1000.0},
+    {"restarts", st.restarts},
+    {"errors", st.errors},
+    {"sessions", st.affinity.size()},
+    {"circuit", to_string(st.breaker.current(now))},
+    {"circuit_opened", st.breaker.opened_count()},
+    {"worker_list", std::move(workers)},
+  };
+}
+
+void idle_pings(pool_actor* self) {
+  auto& st = self->state;
+  auto now = clock_type::now();
+  std::vector<caf::actor_addr> due;
+  for (auto a : st.idle)
+    if (now - st.workers[a].idle_since >= st.cfg.worker_idle_timeout)
+      due.push_back(a);
+  for (auto& a : due) {
+    auto& w = st.workers[a];
+    remove_idle(st, a);
+    w.st = wstate::busy;
+    command_request ping{"ping", json::object(), std::nullopt, st.cfg.worker.init_timeout, true};
+    // The (done) report returns the worker; a failed ping kills it, which
+    // the down message handles.
+    self->request(w.hdl, caf::infinite, exec_atom::value, std::move(ping))
+      .then([](json&) {}, [](caf::error&) {});
+  }
+}
+
+caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
+                        std::shared_ptr<pool_links> links) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.loop = std::move(loop);
+  st.links = std::move(links);
+  st.breaker = circuit_breaker(st.cfg.circuit);
+  st.ready = st.cfg.lazy || st.cfg.size == 0;
+  self->set_down_handler([self](caf::down_msg& dm) {
+    if (self->state.workers.count(dm.source))
+      on_worker_down(self, dm);
+    else
+      on_holder_down(self, dm);
+  });
+  // Program definitions outlive a pool restart in the registry.
+  if (st.cfg.registry)
+    self->request(st.cfg.registry, std::chrono::seconds(5), programs_atom::value)
+      .then(
+        [self](json& all) {
+          if (!all.is_object())
+            return;
+          for (auto& [sid, progs] : all.items())
+            for (auto& [pid, def] : progs.items())
+              self->state.programs[sid].emplace(pid, def);
+        },
+        [](caf::error&) {});
+  if (st.cfg.worker_idle_timeout.count() > 0)
+    self->delayed_send(self, st.cfg.worker_idle_timeout, tick_atom::value);
+
+  return {
+    [self](ready_atom) -> caf::result<void> {
+      if (self->state.ready)
+        return caf::unit;
+      self->state.ready_waiters.push_back(self->make_response_promise());
+      return caf::delegated<void>();
+    },
+    [self](exec_atom, command_request& req) -> caf::result<json> {
+      waiter wt;
+      wt.session = req.session_id;
+      wt.req = std::move(req);
+      wt.rp = self->make_response_promise();
+      submit(self, std::move(wt));
+      return caf::delegated<json>();
+    },
+    [self](checkout_atom, std::optional<std::string>& session) -> caf::result<caf::actor> {
+      waiter wt;
+      wt.lease = true;
+      wt.session = std::move(session);
+      wt.holder = self->current_sender() ? caf::actor_cast<caf::actor_addr>(self->current_sender())
+                                         : caf::actor_addr{};
+      wt.rp = self->make_response_promise();
+      submit(self, std::move(wt));
+      return caf::delegated<caf::actor>();
+    },
+    [self](checkin_atom, caf::actor& worker, bool ok) {
+      auto it = self->state.workers.find(worker.address());
+      if (it == self->state.workers.end() || it->second.st != wstate::leased)
+        return;
+      if (it->second.lease_holder)
+        self->demonitor(it->second.lease_holder);
+      it->second.consecutive_failures = ok ? 0 : it->second.consecutive_failures + 1;
+      worker_free(self, it->second);
+    },
+    [self](worker_up_atom, std::string& id, bool overflow) {
+      auto& st = self->state;
+      auto hdl = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!hdl || st.workers.count(hdl.address()))
+        return;
+      self->monitor(hdl);
+      if (overflow && st.overflow_starting > 0)
+        --st.overflow_starting;
+      else if (!overflow && st.starting > 0)
+        --st.starting;
+      auto& w = st.workers[hdl.address()];
+      w.hdl = hdl;
+      w.id = std::move(id);
+      w.overflow = overflow;
+      if (st.draining) {
+        w.st = wstate::idle;
+        st.idle.push_back(hdl.address());
+        return;
+      }
+      if (!st.ready && st.regular_count() >= st.cfg.size) {
+        st.ready = true;
+        for (auto& rp : st.ready_waiters)
+          rp.deliver(caf::unit);
+        st.ready_waiters.clear();
+      }
+      worker_free(self, w);
+    },
+    [self](done_atom, bool ok) {
+      auto& st = self->state;
+      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it == st.workers.end() || it->second.st != wstate::busy)
+        return;
+      ++st.completed;
+      st.breaker.record_success(clock_type::now());
+      if (!ok)
+        count_error(self, errc::python_error);
+      it->second.consecutive_failures = ok ? 0 : it->second.consecutive_failures + 1;
+      worker_free(self, it->second);
+      check_drained(self);
+    },
+    [self](timeout_atom, std::uint64_t waiter_id) {
+      auto& st = self->state;
+      auto it = std::find_if(st.queue.begin(), st.queue.end(),
+                             [&](const waiter& w) { return w.id == waiter_id; });
+      if (it == st.queue.end())
+        return;
+      auto wt = std::move(*it);
+      st.queue.erase(it);
+      fail(self, wt.rp, errc::checkout_timeout,
+           "no worker of pool " + st.cfg.name + " became free within "
+             + std::to_string(st.cfg.checkout_timeout.count()) + " ms");
+    },
+    [self](tick_atom) {
+      if (!self->state.draining)
+        idle_pings(self);
+      self->delayed_send(self, self->state.cfg.worker_idle_timeout, tick_atom::value);
+    },
+    [self](drain_atom) -> caf::result<void> {
+      auto& st = self->state;
+      st.draining = true;
+      auto queued = std::move(st.queue);
+      st.queue.clear();
+      for (auto& wt : queued)
+        fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+      if (st.count(wstate::busy) == 0 && st.count(wstate::leased) == 0)
+        return caf::unit;
+      st.drain_waiters.push_back(self->make_response_promise());
+      self->delayed_send(self, st.cfg.drain_timeout, drain_atom::value, true);
+      return caf::delegated<void>();
+    },
+    [self](drain_atom, bool) {
+      // The drain timeout: stop waiting for stragglers.
+      for (auto& rp : self->state.drain_waiters)
+        rp.deliver(caf::unit);
+      self->state.drain_waiters.clear();
+    },
+    [self](status_atom) -> json { return status_of(self); },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_pool(caf::local_actor* ctx, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
+                      std::shared_ptr<pool_links> links) {
+  return ctx->spawn(pool_impl, std::move(cfg), std::move(loop), std::move(links));
+}
+
+supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg,
+                                          std::shared_ptr<bridge::io_loop> loop,
+                                          std::shared_ptr<pool_links> links, bool overflow) {
+  supervision::child_spec spec;
+  spec.id = id;
+  auto wcfg = cfg.worker;
+  wcfg.id = id;
+  wcfg.overflow = overflow;
+  spec.start = [wcfg, loop, links](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+    auto c = wcfg;
+    c.pool = links->pool();
+    return spawn_worker(ctx, loop, std::move(c));
+  };
+  // Overflow and lazy workers come and go on demand; the fixed ones are permanent.
+  spec.restart = overflow ? supervision::restart_type::temporary
+                          : supervision::restart_type::permanent;
+  spec.shutdown = supervision::shutdown_spec::timeout(cfg.worker_shutdown);
+  return spec;
+}
+
+supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
+                                             std::shared_ptr<bridge::io_loop> loop,
+                                             std::function<void(caf::actor)> on_pool) {
+  auto links = std::make_shared<pool_links>();
+  supervision::child_spec pool_spec;
+  pool_spec.id = "pool";
+  pool_spec.start = [cfg, loop, links, on_pool](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+    auto p = spawn_pool(ctx, cfg, loop, links);
+    links->set_pool(p);
+    if (on_pool)
+      on_pool(p);
+    return p;
+  };
+  pool_spec.shutdown = supervision::shutdown_spec::timeout(cfg.drain_timeout);
+
+  std::vector<supervision::child_spec> workers;
+  if (!cfg.lazy)
+    for (std::size_t i = 1; i <= cfg.size; ++i)
+      workers.push_back(worker_child_spec("w" + std::to_string(i), cfg, loop, links, false));
+  supervision::supervisor_flags wflags;
+  wflags.strat = supervision::strategy::one_for_one;
+  wflags.intensity = cfg.worker_intensity > 0 ? cfg.worker_intensity
+                                              : static_cast<int>(std::max<std::size_t>(3, cfg.size));
+  wflags.period = cfg.worker_period;
+  auto worker_sup = supervision::supervisor_child("workers", wflags, std::move(workers));
+  auto inner = worker_sup.start;
+  worker_sup.start = [inner, links](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+    auto r = inner(ctx);
+    if (r)
+      links->set_worker_sup(*r);
+    return r;
+  };
+
+  supervision::supervisor_flags flags;
+  flags.strat = supervision::strategy::rest_for_one;
+  flags.intensity = 3;
+  flags.period = std::chrono::milliseconds(5000);
+  return supervision::supervisor_child(std::move(id), flags, {pool_spec, worker_sup});
+}
+
+} // namespace dspex

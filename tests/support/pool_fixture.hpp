@@ -1,0 +1,68 @@
+// A pool under its own supervisor tree, with real Python workers.
+#pragma once
+
+#include <dspex/actors/pool.hpp>
+#include <dspex/supervision/supervisor.hpp>
+
+#include "support/actor_fixture.hpp"
+#include "support/wait.hpp"
+
+#include <mutex>
+
+namespace dspex::test {
+
+struct pool_fixture : actor_fixture {
+  caf::actor root;
+  std::mutex mx;
+  caf::actor current_pool;
+
+  static pool_config test_pool_config(std::size_t size = 2) {
+    pool_config c;
+    c.size = size;
+    c.worker = test_worker_config("w");
+    c.checkout_timeout = 10s;
+    return c;
+  }
+
+  caf::actor pool() {
+    std::lock_guard<std::mutex> g(mx);
+    return current_pool;
+  }
+
+  /// Starts root(one_for_one) -> pool_sup; returns the start error, if any.
+  caf::error start(pool_config c, std::vector<caf::actor> subscribers = {}) {
+    supervision::supervisor_options opts;
+    opts.subscribers = std::move(subscribers);
+    supervision::supervisor_flags flags;
+    auto spec = pool_supervisor_spec("pool_sup", std::move(c), loop, [this](caf::actor p) {
+      std::lock_guard<std::mutex> g(mx);
+      current_pool = std::move(p);
+    });
+    auto r = supervision::start_supervisor(sys, flags, {spec}, opts);
+    if (!r)
+      return r.error();
+    root = *r;
+    return {};
+  }
+
+  caf::error await_pool_ready() {
+    return await_ready(pool());
+  }
+
+  json status() {
+    json out;
+    self->request(pool(), std::chrono::seconds(30), status_atom::value)
+      .receive([&](json& j) { out = std::move(j); }, [&](caf::error&) {});
+    return out;
+  }
+
+  ~pool_fixture() {
+    if (root) {
+      self->send_exit(root, caf::exit_reason::user_shutdown);
+      self->monitor(root);
+      self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(30)) >> [] {});
+    }
+  }
+};
+
+} // namespace dspex::test

@@ -1,0 +1,321 @@
+// The pool with real Python workers: concurrency, checkout timeout,
+// saturation, crashes, affinity, leases, overflow, drain.
+#include <doctest/doctest.h>
+
+#include "support/pool_fixture.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <set>
+
+using namespace dspex;
+using namespace dspex::test;
+
+namespace {
+
+// Outcomes of many asynchronous requests, recorded by client actors.
+struct ledger {
+  std::mutex mx;
+  std::map<std::string, int> answers;  // request key -> times answered
+  std::map<std::string, std::string> errors;
+  std::atomic<int> total{0};
+
+  void record(const std::string& key, const caf::error* err) {
+    std::lock_guard<std::mutex> g(mx);
+    ++answers[key];
+    if (err)
+      errors[key] = describe(*err);
+    ++total;
+  }
+};
+
+// A client actor that runs `n` requests one after another in `session`.
+void session_client(caf::event_based_actor* self, caf::actor pool, std::string session, int n,
+                    ledger* out, int i = 0) {
+  if (i == n)
+    return;
+  auto key = session + "#" + std::to_string(i);
+  command_request req{"echo", json{{"payload", key}}, session, 0ms};
+  self->request(pool, std::chrono::seconds(60), exec_atom::value, std::move(req))
+    .then(
+      [=](json& r) {
+        out->record(r["payload"] == key ? key : key + "!mismatch", nullptr);
+        session_client(self, pool, session, n, out, i + 1);
+      },
+      [=](caf::error& e) {
+        out->record(key, &e);
+        session_client(self, pool, session, n, out, i + 1);
+      });
+}
+
+pid_t pid_of(actor_fixture& f, const caf::actor& target, std::optional<std::string> session = {}) {
+  auto r = f.exec(target, "ping", json::object(), 0ms, std::move(session));
+  REQUIRE(r);
+  return (*r)["pid"].get<pid_t>();
+}
+
+} // namespace
+
+TEST_SUITE("pool") {
+
+TEST_CASE_FIXTURE(pool_fixture, "64 concurrent sessions on 4 workers: every request answered exactly once") {
+  REQUIRE_FALSE(start(test_pool_config(4)));
+  REQUIRE_FALSE(await_pool_ready());
+  auto st = status();
+  CHECK(st["workers"] == 4);
+  CHECK(st["ready"] == true);
+  ledger led;
+  constexpr int sessions = 64, per_session = 10;
+  for (int s = 0; s < sessions; ++s)
+    sys.spawn(session_client, pool(), "s" + std::to_string(s), per_session, &led, 0);
+  REQUIRE(wait_until([&] { return led.total.load() >= sessions * per_session; }, 60s));
+  std::lock_guard<std::mutex> g(led.mx);
+  CHECK(led.answers.size() == sessions * per_session);
+  for (auto& [k, n] : led.answers) {
+    CHECK_MESSAGE(n == 1, k);
+    CHECK_MESSAGE(k.find("!mismatch") == std::string::npos, k);
+  }
+  CHECK(led.errors.empty());
+  CHECK(status()["completed"] == sessions * per_session);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "checkout timeout when no worker frees up in time") {
+  auto c = test_pool_config(1);
+  c.checkout_timeout = 200ms;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  self->send(pool(), exec_atom::value, make_command("fault_sleep", json{{"seconds", 3}}));
+  auto r = exec(pool(), "ping");
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::checkout_timeout));
+  CHECK(status()["errors"]["checkout_timeout"] == 1);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a full wait queue answers pool_saturated at once") {
+  auto c = test_pool_config(1);
+  c.max_queue = 1;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  self->send(pool(), exec_atom::value, make_command("fault_sleep", json{{"seconds", 3}}));
+  self->send(pool(), exec_atom::value, make_command("ping"));
+  REQUIRE(wait_until([&] { return status()["queue"] == 1; }));
+  auto r = exec(pool(), "ping");
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::pool_saturated));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "SIGKILL a worker while it serves: its caller hears worker_crashed, others are fine, the pool refills") {
+  REQUIRE_FALSE(start(test_pool_config(2)));
+  REQUIRE_FALSE(await_pool_ready());
+  // Lease one worker to learn its pid, give it back, then hang it.
+  caf::actor victim;
+  self->request(pool(), 10s, checkout_atom::value, std::optional<std::string>{})
+    .receive([&](caf::actor& w) { victim = w; }, [&](caf::error& e) { FAIL(describe(e)); });
+  auto pid = stats(victim)["os_pid"].get<pid_t>();
+  self->send(pool(), checkin_atom::value, victim, true);
+  std::thread killer([pid] {
+    std::this_thread::sleep_for(300ms);
+    ::kill(pid, SIGKILL);
+  });
+  // lifo: the worker just checked in serves the next request.
+  auto hung = exec(pool(), "fault_hang");
+  killer.join();
+  REQUIRE_FALSE(hung);
+  CHECK(is(hung.error(), errc::worker_crashed));
+  CHECK(exec(pool(), "ping"));
+  REQUIRE(wait_until([&] { return status()["workers"] == 2; }));
+  CHECK(status()["restarts"] == 1);
+  CHECK(status()["errors"]["worker_crashed"] == 1);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "session affinity: a session returns to the worker that served it") {
+  REQUIRE_FALSE(start(test_pool_config(3)));
+  REQUIRE_FALSE(await_pool_ready());
+  auto a = pid_of(*this, pool(), std::string("alpha"));
+  for (int i = 0; i < 5; ++i) {
+    CHECK(exec(pool(), "ping"));  // anonymous traffic in between
+    CHECK(pid_of(*this, pool(), std::string("alpha")) == a);
+  }
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a session's program survives the death of its worker") {
+  REQUIRE_FALSE(start(test_pool_config(1)));
+  REQUIRE_FALSE(await_pool_ready());
+  std::optional<std::string> s{"sess"};
+  REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}}));
+  auto created = exec(pool(), "create_program", json{{"signature", "question -> answer"}}, 0ms, s);
+  REQUIRE(created);
+  auto prog = (*created)["program_id"].get<std::string>();
+  auto first = exec(pool(), "execute_program",
+                    json{{"program_id", prog}, {"inputs", {{"question", "why?"}}}}, 0ms, s);
+  REQUIRE(first);
+  auto pid = pid_of(*this, pool(), s);
+  ::kill(pid, SIGKILL);
+  REQUIRE(wait_until([&] {
+    auto st = status();
+    return st["restarts"] == 1 && st["workers"] == 1;
+  }));
+  auto again = exec(pool(), "execute_program",
+                    json{{"program_id", prog}, {"inputs", {{"question", "why?"}}}}, 0ms, s);
+  REQUIRE_MESSAGE(again, describe(again.error()));
+  CHECK((*again)["outputs"] == (*first)["outputs"]);
+  CHECK(pid_of(*this, pool(), s) != pid);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "leases: several commands on one worker, then checkin") {
+  REQUIRE_FALSE(start(test_pool_config(2)));
+  REQUIRE_FALSE(await_pool_ready());
+  caf::actor w;
+  self->request(pool(), 10s, checkout_atom::value, std::optional<std::string>{"s"})
+    .receive([&](caf::actor& x) { w = x; }, [&](caf::error& e) { FAIL(describe(e)); });
+  auto p1 = pid_of(*this, w);
+  CHECK(pid_of(*this, w) == p1);
+  CHECK(status()["leased"] == 1);
+  self->send(pool(), checkin_atom::value, w, true);
+  REQUIRE(wait_until([&] { return status()["leased"] == 0; }));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a lease holder that dies gives its worker back") {
+  REQUIRE_FALSE(start(test_pool_config(1)));
+  REQUIRE_FALSE(await_pool_ready());
+  auto p = pool();
+  sys.spawn([p](caf::event_based_actor* a) {
+    a->request(p, std::chrono::seconds(10), checkout_atom::value, std::optional<std::string>{})
+      .then([a](caf::actor&) { a->quit(); });
+  });
+  REQUIRE(wait_until([&] { return status()["checkouts"] == 1; }));
+  REQUIRE(wait_until([&] { return status()["idle"] == 1; }));
+  CHECK(exec(pool(), "ping"));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "three failed requests in a row replace the worker") {
+  REQUIRE_FALSE(start(test_pool_config(1)));
+  REQUIRE_FALSE(await_pool_ready());
+  auto before = pid_of(*this, pool());
+  for (int i = 0; i < 3; ++i)
+    CHECK_FALSE(exec(pool(), "fault_raise", json{{"message", "boom"}}));
+  REQUIRE(wait_until([&] {
+    auto r = exec(pool(), "ping");
+    return r && (*r)["pid"].get<pid_t>() != before;
+  }));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "overflow workers come and go") {
+  auto c = test_pool_config(1);
+  c.max_overflow = 2;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  ledger led;
+  auto p = pool();
+  for (int i = 0; i < 3; ++i)
+    sys.spawn([p, &led, i](caf::event_based_actor* a) {
+      auto req = make_command("fault_sleep", json{{"seconds", 1.0}});
+      a->request(p, std::chrono::seconds(30), exec_atom::value, std::move(req))
+        .then([&led, i](json&) { led.record(std::to_string(i), nullptr); },
+              [&led, i](caf::error& e) { led.record(std::to_string(i), &e); });
+    });
+  REQUIRE(wait_until([&] { return status()["overflow"].get<int>() >= 1; }));
+  REQUIRE(wait_until([&] { return led.total.load() == 3; }));
+  CHECK(led.errors.empty());
+  REQUIRE(wait_until([&] { return status()["overflow"] == 0 && status()["workers"] == 1; }));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "lazy pool starts workers on demand") {
+  auto c = test_pool_config(2);
+  c.lazy = true;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  CHECK(status()["workers"] == 0);
+  CHECK(exec(pool(), "ping"));
+  CHECK(status()["workers"] == 1);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "drain: in-flight requests finish, new ones get shutting_down") {
+  REQUIRE_FALSE(start(test_pool_config(1)));
+  REQUIRE_FALSE(await_pool_ready());
+  ledger led;
+  auto p = pool();
+  sys.spawn([p, &led](caf::event_based_actor* a) {
+    a->request(p, std::chrono::seconds(30), exec_atom::value,
+               make_command("fault_sleep", json{{"seconds", 0.5}}))
+      .then([&led](json&) { led.record("slow", nullptr); },
+            [&led](caf::error& e) { led.record("slow", &e); });
+  });
+  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
+  bool drained = false;
+  self->request(p, 30s, drain_atom::value).receive([&] { drained = true; }, [](caf::error&) {});
+  CHECK(drained);
+  REQUIRE(wait_until([&] { return led.total.load() == 1; }));
+  CHECK(led.errors.empty());
+  auto r = exec(p, "ping");
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::shutting_down));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "strict affinity waits for the session's worker") {
+  auto c = test_pool_config(2);
+  c.affinity = affinity_mode::strict;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  std::optional<std::string> s{"strict"};
+  auto home = pid_of(*this, pool(), s);
+  auto p = pool();
+  // Keep the session's worker busy; the session's next request waits for it
+  // although another worker is idle.
+  sys.spawn([p, s](caf::event_based_actor* a) {
+    a->request(p, std::chrono::seconds(30), exec_atom::value,
+               make_command("fault_sleep", json{{"seconds", 0.5}}, s))
+      .then([](json&) {}, [](caf::error&) {});
+  });
+  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
+  CHECK(pid_of(*this, pool(), s) == home);
+}
+
+} // TEST_SUITE
+
+TEST_SUITE("circuit_breaker") {
+
+TEST_CASE("opens after the threshold, fails fast, half-opens, closes on success") {
+  circuit_config cfg;
+  cfg.failure_threshold = 3;
+  cfg.window = std::chrono::seconds(10);
+  cfg.open_for = std::chrono::seconds(5);
+  circuit_breaker cb(cfg);
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  CHECK(cb.allow(t));
+  cb.record_failure(t);
+  cb.record_failure(t);
+  CHECK(cb.current(t) == circuit_breaker::state::closed);
+  cb.record_failure(t);
+  CHECK(cb.current(t) == circuit_breaker::state::open);
+  CHECK_FALSE(cb.allow(t + std::chrono::seconds(1)));
+  auto later = t + std::chrono::seconds(6);
+  CHECK(cb.current(later) == circuit_breaker::state::half_open);
+  CHECK(cb.allow(later));
+  CHECK_FALSE(cb.allow(later));  // one trial at a time
+  cb.record_success(later);
+  CHECK(cb.current(later) == circuit_breaker::state::closed);
+  CHECK(cb.opened_count() == 1);
+}
+
+TEST_CASE("failures outside the window do not add up; a failed trial reopens") {
+  circuit_config cfg;
+  cfg.failure_threshold = 2;
+  cfg.window = std::chrono::seconds(1);
+  cfg.open_for = std::chrono::seconds(1);
+  circuit_breaker cb(cfg);
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  cb.record_failure(t);
+  cb.record_failure(t + std::chrono::seconds(5));
+  CHECK(cb.current(t + std::chrono::seconds(5)) == circuit_breaker::state::closed);
+  cb.record_failure(t + std::chrono::milliseconds(5500));
+  CHECK(cb.current(t + std::chrono::milliseconds(5500)) == circuit_breaker::state::open);
+  auto later = t + std::chrono::seconds(7);
+  CHECK(cb.allow(later));
+  cb.record_failure(later);
+  CHECK(cb.current(later) == circuit_breaker::state::open);
+  CHECK(cb.opened_count() == 2);
+}
+
+} // TEST_SUITE
