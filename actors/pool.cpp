@@ -25,10 +25,6 @@ using clock_type = std::chrono::steady_clock;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-using touch_atom = caf::atom_constant<caf::atom("touch")>;
-using prog_put_atom = caf::atom_constant<caf::atom("prog_put")>;
-using prog_del_atom = caf::atom_constant<caf::atom("prog_del")>;
-using programs_atom = caf::atom_constant<caf::atom("programs")>;
 
 enum class wstate { idle, busy, leased, retiring };
 
@@ -488,6 +484,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
   });
   // Program definitions outlive a pool restart in the registry.
   if (st.cfg.registry)
+    self->send(st.cfg.registry, pool_up_atom::value);
+  if (st.cfg.registry)
     self->request(st.cfg.registry, std::chrono::seconds(5), programs_atom::value)
       .then(
         [self](json& all) {
@@ -612,6 +610,17 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       self->state.drain_waiters.clear();
     },
     [self](status_atom) -> json { return status_of(self); },
+    [self](stats_atom) -> json { return status_of(self); },
+    [self](cleanup_atom, const std::string& sid) {
+      // A session ended: forget it here and in every worker.
+      auto& st = self->state;
+      st.programs.erase(sid);
+      st.affinity.erase(sid);
+      for (auto& [a, w] : st.workers)
+        self->request(w.hdl, std::chrono::seconds(30), exec_atom::value,
+                      make_command("cleanup_session", json{{"session_id", sid}}, sid))
+          .then([](json&) {}, [](caf::error&) {});
+    },
   };
 }
 
@@ -644,12 +653,17 @@ supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg
 
 supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                                              std::shared_ptr<bridge::io_loop> loop,
-                                             std::function<void(caf::actor)> on_pool) {
+                                             std::function<void(caf::actor)> on_pool,
+                                             std::function<caf::actor()> registry) {
   auto links = std::make_shared<pool_links>();
   supervision::child_spec pool_spec;
   pool_spec.id = "pool";
-  pool_spec.start = [cfg, loop, links, on_pool](caf::local_actor* ctx) -> caf::expected<caf::actor> {
-    auto p = spawn_pool(ctx, cfg, loop, links);
+  pool_spec.start = [cfg, loop, links, on_pool,
+                     registry](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+    auto c = cfg;
+    if (registry)
+      c.registry = registry();
+    auto p = spawn_pool(ctx, std::move(c), loop, links);
     links->set_pool(p);
     if (on_pool)
       on_pool(p);

@@ -104,10 +104,12 @@ private:
 /// The child spec of a pool supervisor (rest_for_one): the pool actor, then
 /// a worker supervisor (one_for_one) with `size` workers (none when lazy).
 /// Workers pre-warm in parallel; the pool answers (ready) once all are up.
-/// `on_pool` is told the pool actor each time it (re)starts (may be empty).
+/// `on_pool` is told the pool actor each time it (re)starts; `registry`, when
+/// set, looks up the current session registry at each (re)start.
 supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                                              std::shared_ptr<bridge::io_loop> loop,
-                                             std::function<void(caf::actor)> on_pool = {});
+                                             std::function<void(caf::actor)> on_pool = {},
+                                             std::function<caf::actor()> registry = {});
 
 /// The spec of worker number `n` ("w<n>") of a pool.
 supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg,

@@ -1,1 +1,175 @@
-int main() { return 0; }
+// dspex: run supervised pools of Python workers from a config, watch them,
+// benchmark them. Subcommands: run, config, status, exec (bench and chaos
+// are wired in bench/).
+#include "commands.hpp"
+#include "control.hpp"
+
+#include <dspex/actors/config.hpp>
+#include <dspex/actors/node.hpp>
+
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+using namespace dspex;
+
+namespace {
+
+// CAF's own options (--caf#..., --config-file=...) go to CAF, the rest to us.
+void split_args(int argc, char** argv, std::vector<std::string>& ours,
+                std::vector<std::string>& cafs) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--caf#", 0) == 0 || a.rfind("--config-file=", 0) == 0)
+      cafs.push_back(a);
+    else
+      ours.push_back(a);
+  }
+}
+
+int fail(const std::string& msg, int code = 2) {
+  std::fprintf(stderr, "dspex: %s\n", msg.c_str());
+  return code;
+}
+
+int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
+            const std::string& config_path, bool demo, const std::string& events_path,
+            const std::string& control_path) {
+  caf::expected<tree_config> cfg = config_path.empty() ? parse_config(default_config())
+                                                       : load_config(config_path);
+  if (!cfg)
+    return fail("invalid config:\n" + detail_of(cfg.error()));
+
+  // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
+  // exists so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  caf::actor_system_config sys_cfg;
+  std::vector<char*> caf_argv{argv[0]};
+  for (auto& a : cafs)
+    caf_argv.push_back(const_cast<char*>(a.c_str()));
+  (void)argc;
+  if (auto err = sys_cfg.parse(static_cast<int>(caf_argv.size()), caf_argv.data()))
+    return fail("CAF configuration: " + caf::to_string(err));
+  caf::actor_system sys{sys_cfg};
+
+  node_options opts;
+  if (!events_path.empty())
+    opts.subscribers.push_back(cli::spawn_event_log(sys, events_path));
+  auto n = node::start(sys, std::move(*cfg), opts);
+  if (!n) {
+    for (auto& s : opts.subscribers)
+      caf::anon_send_exit(s, caf::exit_reason::kill);
+    return fail("the tree did not start: " + describe(n.error()), 1);
+  }
+  if (!(*n)->mode_message().empty())
+    std::fprintf(stderr, "dspex: %s\n", (*n)->mode_message().c_str());
+  int rc = 0;
+  if (demo) {
+    rc = cli::run_demo(sys, **n);
+  } else {
+    cli::control_server control(**n, control_path.empty() ? cli::default_control_path()
+                                                          : control_path);
+    std::fprintf(stderr, "dspex: running (mode %s, control %s); SIGTERM or Ctrl-C stops\n",
+                 to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    std::fprintf(stderr, "dspex: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  }
+  (*n)->stop();
+  n->reset();
+  for (auto& s : opts.subscribers)
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  if (demo)
+    std::printf("\nshut down cleanly.\n");
+  return rc;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> ours, cafs;
+  split_args(argc, argv, ours, cafs);
+
+  CLI::App app{"dspex: supervised pools of Python workers under an OTP-style tree"};
+  app.require_subcommand(1);
+
+  auto run = app.add_subcommand("run", "start the tree and serve until SIGTERM/SIGINT");
+  std::string config_path, events_path, control_path;
+  bool demo = false;
+  run->add_option("config", config_path, "JSON config file (default: the built-in config)");
+  run->add_flag("--demo", demo, "run the demo workload once the tree is up, then shut down");
+  run->add_option("--events", events_path, "append every supervision event as a JSON line");
+  run->add_option("--control", control_path, "control socket path (default /tmp/dspex-UID/default.sock)");
+
+  auto config = app.add_subcommand("config", "print the default config or check one");
+  bool print_default = false;
+  std::string check_path;
+  config->add_flag("--default", print_default, "print the built-in default config");
+  config->add_option("--check", check_path, "validate a config file");
+
+  auto status = app.add_subcommand("status", "show the tree and metrics of a running node");
+  bool as_json = false;
+  std::string status_control;
+  status->add_flag("--json", as_json, "machine-readable output");
+  status->add_option("--control", status_control, "control socket path");
+
+  auto exec = app.add_subcommand("exec", "run one command against a running node");
+  std::string exec_cmd, exec_args = "{}", exec_session, exec_control;
+  int exec_timeout = 0;
+  exec->add_option("command", exec_cmd, "command name")->required();
+  exec->add_option("args", exec_args, "JSON object of arguments");
+  exec->add_option("--session", exec_session, "session id");
+  exec->add_option("--timeout-ms", exec_timeout, "request timeout");
+  exec->add_option("--control", exec_control, "control socket path");
+
+  std::reverse(ours.begin(), ours.end());
+  try {
+    app.parse(ours);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (*run)
+    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path);
+  if (*config) {
+    if (!check_path.empty()) {
+      auto c = load_config(check_path);
+      if (!c)
+        return fail("invalid config:\n" + detail_of(c.error()));
+      std::printf("%s: ok\n", check_path.c_str());
+      return 0;
+    }
+    std::printf("%s\n", default_config().dump(2).c_str());
+    return 0;
+  }
+  if (*status) {
+    auto r = cli::control_call(status_control.empty() ? cli::default_control_path() : status_control,
+                               json{{"op", "status"}});
+    if (r.contains("error"))
+      return fail(r["error"].value("message", "error"), 1);
+    if (as_json)
+      std::printf("%s\n", r.dump(2).c_str());
+    else
+      cli::print_status(r);
+    return 0;
+  }
+  if (*exec) {
+    auto args = json::parse(exec_args, nullptr, false);
+    if (!args.is_object())
+      return fail("args must be a JSON object, found: " + exec_args);
+    json req = {{"op", "exec"}, {"command", exec_cmd}, {"args", args}, {"timeout_ms", exec_timeout}};
+    req["session_id"] = exec_session.empty() ? json(nullptr) : json(exec_session);
+    auto r = cli::control_call(exec_control.empty() ? cli::default_control_path() : exec_control, req);
+    std::printf("%s\n", r.dump(2).c_str());
+    return r.value("ok", false) ? 0 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,397 @@
+#include <dspex/actors/config.hpp>
+
+#include <dspex/actors/error.hpp>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace dspex {
+
+using std::chrono::milliseconds;
+
+const char* to_string(bridge_mode m) noexcept {
+  switch (m) {
+    case bridge_mode::disabled: return "disabled";
+    case bridge_mode::single: return "single";
+    case bridge_mode::pool: return "pool";
+    case bridge_mode::auto_detect: return "auto";
+  }
+  return "?";
+}
+
+json default_config() {
+  auto size = std::max(2u, std::min(8u, std::thread::hardware_concurrency()));
+  return json{
+    {"mode", "pool"},
+    {"root",
+     {{"strategy", "one_for_one"},
+      {"intensity", 3},
+      {"period_ms", 5000},
+      {"children",
+       json::array({
+         {{"id", "sessions"}, {"type", "session_registry"}, {"ttl_ms", 3600000},
+          {"sweep_interval_ms", 60000}},
+         {{"id", "pool_sup"},
+          {"type", "pool"},
+          {"name", "default"},
+          {"size", size},
+          {"max_overflow", 0},
+          {"checkout_timeout_ms", 5000},
+          {"max_queue", 1024},
+          {"strategy", "lifo"},
+          {"lazy", false},
+          {"worker_idle_timeout_ms", 30000},
+          {"affinity", "hint"},
+          {"max_consecutive_failures", 3},
+          {"drain_timeout_ms", 10000},
+          {"circuit",
+           {{"enabled", true}, {"failure_threshold", 5}, {"window_ms", 10000},
+            {"open_ms", 5000}, {"half_open_trials", 1}}},
+          {"worker",
+           {{"python", "python3"},
+            {"module", "dspex_worker"},
+            {"handlers", json::array()},
+            {"env", json::object()},
+            {"init_timeout_ms", 10000},
+            {"request_timeout_ms", 30000},
+            {"max_frame_bytes", 64 * 1024 * 1024},
+            {"fault_injection", false},
+            {"stop_grace_ms", 2000},
+            {"term_grace_ms", 1000}}}},
+         {{"id", "monitor"}, {"type", "monitor"}, {"interval_ms", 1000}},
+       })}}},
+  };
+}
+
+namespace {
+
+// Walks a JSON object, records precise errors, and refuses unknown keys.
+class reader {
+public:
+  reader(const json& j, std::string path, std::vector<std::string>& errors)
+    : j_(j), path_(std::move(path)), errors_(errors) {
+    if (!j_.is_object())
+      error(path_, "an object", j_);
+  }
+
+  bool ok() const { return j_.is_object(); }
+
+  static std::string found(const json& v) {
+    auto s = v.dump();
+    if (s.size() > 40)
+      s = s.substr(0, 37) + "...";
+    return std::string(v.type_name()) + " " + s;
+  }
+
+  void error(const std::string& where, const std::string& expected, const json& v) {
+    errors_.push_back(where + ": expected " + expected + ", found " + found(v));
+  }
+  void error(const std::string& where, const std::string& msg) {
+    errors_.push_back(where + ": " + msg);
+  }
+
+  std::string at(const std::string& key) const { return path_ + "." + key; }
+
+  const json* get(const std::string& key) {
+    seen_.insert(key);
+    if (!j_.is_object())
+      return nullptr;
+    auto it = j_.find(key);
+    return it == j_.end() ? nullptr : &*it;
+  }
+
+  void text(const std::string& key, std::string& out, bool required = false) {
+    auto v = get(key);
+    if (!v) {
+      if (required && ok())
+        error(at(key), "is required");
+      return;
+    }
+    if (!v->is_string() || v->get<std::string>().empty())
+      return error(at(key), "a non-empty string", *v);
+    out = v->get<std::string>();
+  }
+
+  template <class Int>
+  void integer(const std::string& key, Int& out, long long min, long long max) {
+    auto v = get(key);
+    if (!v)
+      return;
+    if (!v->is_number_integer() || v->get<long long>() < min || v->get<long long>() > max)
+      return error(at(key), "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]",
+                   *v);
+    out = static_cast<Int>(v->get<long long>());
+  }
+
+  void ms(const std::string& key, milliseconds& out, long long min = 0) {
+    long long n = out.count();
+    integer(key, n, min, 1LL << 40);
+    out = milliseconds(n);
+  }
+
+  void boolean(const std::string& key, bool& out) {
+    auto v = get(key);
+    if (!v)
+      return;
+    if (!v->is_boolean())
+      return error(at(key), "true or false", *v);
+    out = v->get<bool>();
+  }
+
+  template <class Enum>
+  void choice(const std::string& key, Enum& out, std::vector<std::pair<const char*, Enum>> opts) {
+    auto v = get(key);
+    if (!v)
+      return;
+    std::string names;
+    for (auto& [n, e] : opts) {
+      if (v->is_string() && v->get<std::string>() == n) {
+        out = e;
+        return;
+      }
+      names += (names.empty() ? "" : " | ") + std::string(n);
+    }
+    error(at(key), "one of " + names, *v);
+  }
+
+  void strings(const std::string& key, std::vector<std::string>& out) {
+    auto v = get(key);
+    if (!v)
+      return;
+    if (!v->is_array())
+      return error(at(key), "an array of strings", *v);
+    out.clear();
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      if (!(*v)[i].is_string())
+        error(at(key) + "[" + std::to_string(i) + "]", "a string", (*v)[i]);
+      else
+        out.push_back((*v)[i].get<std::string>());
+    }
+  }
+
+  void env(const std::string& key, std::vector<std::pair<std::string, std::string>>& out) {
+    auto v = get(key);
+    if (!v)
+      return;
+    if (!v->is_object())
+      return error(at(key), "an object of strings", *v);
+    for (auto& [k, x] : v->items()) {
+      if (!x.is_string())
+        error(at(key) + "." + k, "a string", x);
+      else
+        out.emplace_back(k, x.get<std::string>());
+    }
+  }
+
+  /// Reports every key nobody asked for (typos must not pass silently).
+  void finish() {
+    if (!j_.is_object())
+      return;
+    for (auto& [k, v] : j_.items())
+      if (!seen_.count(k))
+        errors_.push_back(at(k) + ": unknown key");
+  }
+
+private:
+  const json& j_;
+  std::string path_;
+  std::vector<std::string>& errors_;
+  std::set<std::string> seen_;
+};
+
+void read_worker(reader& r, worker_config& w) {
+  r.text("python", w.python);
+  r.text("module", w.module);
+  r.text("python_path", w.python_path);
+  r.strings("handlers", w.handler_modules);
+  r.env("env", w.env);
+  r.strings("args", w.extra_args);
+  r.ms("init_timeout_ms", w.init_timeout, 1);
+  r.ms("request_timeout_ms", w.request_timeout, 1);
+  r.integer("max_frame_bytes", w.max_frame_bytes, 16, 1LL << 31);
+  r.boolean("fault_injection", w.fault_injection);
+  r.ms("stop_grace_ms", w.stop_grace);
+  r.ms("term_grace_ms", w.term_grace);
+}
+
+void read_children(reader& r, const std::string& path, const json* arr,
+                   std::vector<node_spec>& out, std::vector<std::string>& errors);
+
+void read_flags(reader& r, supervision::supervisor_flags& f) {
+  using supervision::strategy;
+  r.choice("strategy", f.strat,
+           {{"one_for_one", strategy::one_for_one},
+            {"one_for_all", strategy::one_for_all},
+            {"rest_for_one", strategy::rest_for_one},
+            {"simple_one_for_one", strategy::simple_one_for_one}});
+  r.integer("intensity", f.intensity, 0, 1000000);
+  r.ms("period_ms", f.period, 1);
+  using supervision::auto_shutdown;
+  r.choice("auto_shutdown", f.autoshut,
+           {{"never", auto_shutdown::never},
+            {"any_significant", auto_shutdown::any_significant},
+            {"all_significant", auto_shutdown::all_significant}});
+}
+
+node_spec read_node(const json& j, const std::string& path, std::vector<std::string>& errors) {
+  node_spec n;
+  reader r(j, path, errors);
+  if (!r.ok())
+    return n;
+  r.text("id", n.id, true);
+  r.text("type", n.type, true);
+  using supervision::restart_type;
+  r.choice("restart", n.restart,
+           {{"permanent", restart_type::permanent},
+            {"transient", restart_type::transient},
+            {"temporary", restart_type::temporary}});
+  if (auto v = r.get("shutdown")) {
+    if (v->is_string() && v->get<std::string>() == "brutal_kill")
+      n.shutdown = supervision::shutdown_spec::brutal_kill();
+    else if (v->is_string() && v->get<std::string>() == "infinity")
+      n.shutdown = supervision::shutdown_spec::infinity();
+    else if (v->is_number_integer() && v->get<long long>() >= 0)
+      n.shutdown = supervision::shutdown_spec::timeout(milliseconds(v->get<long long>()));
+    else
+      r.error(r.at("shutdown"), "\"brutal_kill\", \"infinity\" or a timeout in ms", *v);
+  }
+  r.boolean("significant", n.significant);
+  if (n.type == "supervisor") {
+    auto sup = std::make_shared<supervisor_node>();
+    read_flags(r, sup->flags);
+    read_children(r, path + ".children", r.get("children"), sup->children, errors);
+    n.body = sup;
+  } else if (n.type == "session_registry") {
+    session_registry_config c;
+    r.ms("ttl_ms", c.ttl, 1);
+    r.ms("sweep_interval_ms", c.sweep_interval, 1);
+    n.body = c;
+  } else if (n.type == "monitor") {
+    monitor_config c;
+    r.ms("interval_ms", c.interval, 1);
+    r.integer("history", c.history, 1, 100000);
+    n.body = c;
+  } else if (n.type == "pool") {
+    pool_config c;
+    c.name = n.id;
+    r.text("name", c.name);
+    r.integer("size", c.size, 0, 4096);
+    r.integer("max_overflow", c.max_overflow, 0, 4096);
+    r.ms("checkout_timeout_ms", c.checkout_timeout, 1);
+    r.integer("max_queue", c.max_queue, 0, 1 << 24);
+    r.choice("strategy", c.strategy, {{"lifo", idle_order::lifo}, {"fifo", idle_order::fifo}});
+    r.boolean("lazy", c.lazy);
+    r.ms("worker_idle_timeout_ms", c.worker_idle_timeout);
+    r.choice("affinity", c.affinity,
+             {{"hint", affinity_mode::hint}, {"strict", affinity_mode::strict}});
+    r.integer("max_consecutive_failures", c.max_consecutive_failures, 0, 1000000);
+    r.ms("drain_timeout_ms", c.drain_timeout);
+    r.integer("worker_intensity", c.worker_intensity, 0, 1000000);
+    r.ms("worker_period_ms", c.worker_period, 1);
+    r.ms("worker_shutdown_ms", c.worker_shutdown);
+    if (auto cj = r.get("circuit")) {
+      reader cr(*cj, r.at("circuit"), errors);
+      cr.boolean("enabled", c.circuit.enabled);
+      cr.integer("failure_threshold", c.circuit.failure_threshold, 1, 1000000);
+      cr.ms("window_ms", c.circuit.window, 1);
+      cr.ms("open_ms", c.circuit.open_for, 1);
+      cr.integer("half_open_trials", c.circuit.half_open_trials, 1, 1000);
+      cr.finish();
+    }
+    if (auto wj = r.get("worker")) {
+      reader wr(*wj, r.at("worker"), errors);
+      read_worker(wr, c.worker);
+      wr.finish();
+    }
+    if (!c.lazy && c.size == 0)
+      r.error(r.at("size"), "must be at least 1 unless the pool is lazy");
+    n.body = c;
+  } else if (n.type == "worker") {
+    worker_config c;
+    c.id = n.id;
+    c.mode = "single";
+    read_worker(r, c);
+    n.body = c;
+  } else if (n.type == "process") {
+    process_config c;
+    r.strings("command", c.command);
+    if (c.command.empty() && r.ok())
+      r.error(r.at("command"), "a non-empty array of strings (program and arguments)");
+    r.env("env", c.env);
+    r.text("cwd", c.cwd);
+    n.body = c;
+  } else if (!n.type.empty()) {
+    r.error(r.at("type"),
+            "one of supervisor | session_registry | pool | monitor | worker | process",
+            json(n.type));
+  }
+  r.finish();
+  return n;
+}
+
+void read_children(reader& r, const std::string& path, const json* arr,
+                   std::vector<node_spec>& out, std::vector<std::string>& errors) {
+  if (!arr)
+    return;
+  if (!arr->is_array())
+    return r.error(path, "an array of child nodes", *arr);
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    auto p = path + "[" + std::to_string(i) + "]";
+    auto n = read_node((*arr)[i], p, errors);
+    if (!n.id.empty() && !ids.insert(n.id).second)
+      errors.push_back(p + ".id: duplicate id \"" + n.id + "\" among siblings");
+    out.push_back(std::move(n));
+  }
+}
+
+} // namespace
+
+caf::expected<tree_config> parse_config(const json& j) {
+  std::vector<std::string> errors;
+  tree_config cfg;
+  cfg.source = j;
+  reader top(j, "config", errors);
+  if (top.ok()) {
+    top.choice("mode", cfg.mode,
+               {{"disabled", bridge_mode::disabled},
+                {"single", bridge_mode::single},
+                {"pool", bridge_mode::pool},
+                {"auto", bridge_mode::auto_detect}});
+    if (auto root = top.get("root")) {
+      reader rr(*root, "root", errors);
+      if (rr.ok()) {
+        read_flags(rr, cfg.root.flags);
+        read_children(rr, "root.children", rr.get("children"), cfg.root.children, errors);
+        rr.finish();
+      }
+    } else {
+      errors.push_back("config.root: is required");
+    }
+    top.finish();
+  }
+  if (!errors.empty()) {
+    std::string all;
+    for (auto& e : errors)
+      all += (all.empty() ? "" : "\n") + e;
+    return make_error(errc::invalid_config, all);
+  }
+  return cfg;
+}
+
+caf::expected<tree_config> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in)
+    return make_error(errc::invalid_config, path + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return parse_config(json::parse(ss.str()));
+  } catch (const json::parse_error& e) {
+    return make_error(errc::invalid_config, path + ": " + e.what());
+  }
+}
+
+} // namespace dspex

@@ -1,0 +1,72 @@
+// The JSON configuration of a whole tree. `default_config()` is what
+// `dspex config --default` prints; `parse_config` validates everything
+// before anything starts, so an invalid config never half-starts a tree.
+//
+// Every error names where (a JSON path such as root.children[1].size), what
+// was expected and what was found.
+#pragma once
+
+#include <dspex/actors/monitor.hpp>
+#include <dspex/actors/pool.hpp>
+#include <dspex/actors/session_registry.hpp>
+#include <dspex/actors/worker.hpp>
+#include <dspex/supervision/child_spec.hpp>
+#include <dspex/supervision/supervisor.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace dspex {
+
+/// A plain program supervised with OTP semantics and no protocol (as a
+/// supervisord program): its exit code or signal is its exit reason.
+struct process_config {
+  std::vector<std::string> command;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string cwd;
+};
+
+struct node_spec;
+
+struct supervisor_node {
+  supervision::supervisor_flags flags;
+  std::vector<node_spec> children;
+};
+
+/// One child of a supervisor in the config.
+struct node_spec {
+  std::string id;
+  std::string type;  ///< supervisor | session_registry | pool | monitor | worker | process
+  supervision::restart_type restart = supervision::restart_type::permanent;
+  std::optional<supervision::shutdown_spec> shutdown;
+  bool significant = false;
+  std::variant<std::monostate, std::shared_ptr<supervisor_node>, session_registry_config,
+               pool_config, monitor_config, worker_config, process_config>
+    body;
+};
+
+enum class bridge_mode { disabled, single, pool, auto_detect };
+
+struct tree_config {
+  bridge_mode mode = bridge_mode::pool;
+  supervisor_node root;
+  json source;  ///< the validated JSON, defaults filled in
+};
+
+/// The built-in default: root(one_for_one) -> sessions, pool_sup, monitor.
+json default_config();
+
+/// Validates and converts; the error (invalid_config) lists every problem,
+/// one per line.
+caf::expected<tree_config> parse_config(const json& j);
+
+/// Reads a file and parses it (JSON syntax errors name line and column).
+caf::expected<tree_config> load_config(const std::string& path);
+
+const char* to_string(bridge_mode m) noexcept;
+
+} // namespace dspex

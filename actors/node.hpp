@@ -1,0 +1,100 @@
+// A node: one running tree built from a config, in the caller's own
+// actor_system. This is the embedding API.
+//
+//   auto cfg = dspex::parse_config(dspex::default_config());
+//   auto n = dspex::node::start(sys, *cfg);          // blocks until pools are warm
+//   auto r = (*n)->execute_in_session("s1", "ping");  // synchronous
+//   (*n)->stop();                                     // graceful, reaps everything
+//
+// From an actor, send (exec, command_request) to `pool()` and handle the
+// json or error reply asynchronously.
+//
+// Modes (as DSPex's ConditionalSupervisor): pool runs the config as is;
+// single replaces every pool by one supervised worker; disabled starts no
+// Python at all (execute answers `unavailable`); auto checks that python3
+// and the worker package start, then runs as pool, else as disabled with
+// the reason in mode_message().
+#pragma once
+
+#include <dspex/actors/config.hpp>
+#include <dspex/actors/error.hpp>
+#include <dspex/actors/messages.hpp>
+#include <dspex/bridge/io_loop.hpp>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dspex {
+
+struct node_options {
+  /// Receive every supervision event of the tree (supervision_event messages).
+  std::vector<caf::actor> subscribers;
+  /// Overrides every worker's python_path (tests, relocated installs).
+  std::string python_path;
+  /// Stop leftovers of dead earlier runs before starting (see host_run.hpp).
+  bool reap_leftovers = true;
+  /// How long start() waits for every pool to be warm.
+  std::chrono::milliseconds ready_timeout{std::chrono::seconds(60)};
+};
+
+class node {
+public:
+  static caf::expected<std::shared_ptr<node>> start(caf::actor_system& sys, tree_config cfg,
+                                                    node_options opts = {});
+  ~node();
+
+  caf::expected<json> execute(const std::string& command, json args = json::object(),
+                              std::optional<std::string> session = std::nullopt,
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
+  caf::expected<json> execute_in_session(const std::string& session, const std::string& command,
+                                         json args = json::object(),
+                                         std::chrono::milliseconds timeout = {}) {
+    return execute(command, std::move(args), session, timeout);
+  }
+  caf::expected<json> execute_anonymous(const std::string& command, json args = json::object(),
+                                        std::chrono::milliseconds timeout = {}) {
+    return execute(command, std::move(args), std::nullopt, timeout);
+  }
+
+  caf::error create_session(const std::string& session);
+  caf::error end_session(const std::string& session);
+
+  /// The tree (every child with its state, os pid and restart count), the
+  /// pool metrics and the session stats.
+  json status();
+
+  /// Graceful shutdown: new requests get shutting_down, in-flight ones
+  /// finish within the pools' drain timeout, then the tree stops in
+  /// reverse order and every process is reaped. Idempotent.
+  void stop();
+
+  /// The actor that serves requests (the first pool, or the single worker);
+  /// invalid when disabled.
+  caf::actor target() const;
+  caf::actor root() const { return root_; }
+  bridge_mode mode() const { return mode_; }
+  const std::string& mode_message() const { return mode_message_; }
+
+  node(caf::actor_system& sys) : sys_(sys) {}
+
+private:
+  struct impl;
+  caf::actor_system& sys_;
+  caf::actor root_;
+  caf::actor events_;
+  bridge_mode mode_ = bridge_mode::pool;
+  std::string mode_message_;
+  std::shared_ptr<class directory> dir_;
+  std::shared_ptr<bridge::io_loop> loop_;
+  std::vector<std::string> pool_names_;
+  std::string single_worker_;
+  bool stopped_ = false;
+};
+
+} // namespace dspex

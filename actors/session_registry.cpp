@@ -1,0 +1,138 @@
+#include <dspex/actors/session_registry.hpp>
+
+#include <dspex/actors/error.hpp>
+#include <dspex/actors/messages.hpp>
+
+#include <caf/all.hpp>
+
+#include <map>
+#include <set>
+
+namespace dspex {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+struct session {
+  clock_type::time_point created = clock_type::now();
+  clock_type::time_point last_seen = clock_type::now();
+  std::uint64_t requests = 0;
+  std::map<std::string, json> programs;
+};
+
+struct registry_state {
+  session_registry_config cfg;
+  std::map<std::string, session> sessions;
+  std::map<caf::actor_addr, caf::actor> pools;
+  std::uint64_t created = 0, ended = 0, expired = 0;
+  static inline const char* name = "dspex.session_registry";
+};
+
+using registry_actor = caf::stateful_actor<registry_state>;
+
+void end_session(registry_actor* self, const std::string& sid) {
+  self->state.sessions.erase(sid);
+  for (auto& [addr, pool] : self->state.pools)
+    self->send(pool, cleanup_atom::value, sid);
+}
+
+session& touch(registry_actor* self, const std::string& sid) {
+  auto [it, fresh] = self->state.sessions.try_emplace(sid);
+  if (fresh)
+    ++self->state.created;
+  it->second.last_seen = clock_type::now();
+  return it->second;
+}
+
+caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
+  self->state.cfg = cfg;
+  self->set_down_handler([self](caf::down_msg& dm) { self->state.pools.erase(dm.source); });
+  if (cfg.sweep_interval.count() > 0)
+    self->delayed_send(self, cfg.sweep_interval, sweep_atom::value);
+  return {
+    [self](sess_new_atom, const std::string& sid) -> caf::result<void> {
+      if (self->state.sessions.count(sid))
+        return make_error(errc::duplicate_session, "session '" + sid + "' exists already");
+      touch(self, sid);
+      return caf::unit;
+    },
+    [self](touch_atom, const std::string& sid) { ++touch(self, sid).requests; },
+    [self](sess_end_atom, const std::string& sid) -> caf::result<void> {
+      if (!self->state.sessions.count(sid))
+        return make_error(errc::unknown_session, "no session '" + sid + "'");
+      ++self->state.ended;
+      end_session(self, sid);
+      return caf::unit;
+    },
+    [self](sess_list_atom) -> json {
+      auto now = clock_type::now();
+      json out = json::array();
+      for (auto& [sid, s] : self->state.sessions)
+        out.push_back({{"id", sid},
+                       {"created_ms_ago", duration_cast<milliseconds>(now - s.created).count()},
+                       {"idle_ms", duration_cast<milliseconds>(now - s.last_seen).count()},
+                       {"requests", s.requests},
+                       {"programs", s.programs.size()}});
+      return out;
+    },
+    [self](stats_atom) -> json {
+      auto& st = self->state;
+      std::size_t programs = 0;
+      for (auto& [sid, s] : st.sessions)
+        programs += s.programs.size();
+      return json{{"sessions", st.sessions.size()}, {"created", st.created},
+                  {"ended", st.ended},       {"expired", st.expired},
+                  {"programs", programs},    {"ttl_ms", st.cfg.ttl.count()}};
+    },
+    [self](prog_put_atom, const std::string& sid, const std::string& pid, json& def) {
+      touch(self, sid).programs[pid] = std::move(def);
+    },
+    [self](prog_del_atom, const std::string& sid, const std::string& pid) {
+      auto it = self->state.sessions.find(sid);
+      if (it != self->state.sessions.end())
+        it->second.programs.erase(pid);
+    },
+    [self](programs_atom) -> json {
+      json out = json::object();
+      for (auto& [sid, s] : self->state.sessions)
+        for (auto& [pid, def] : s.programs)
+          out[sid][pid] = def;
+      return out;
+    },
+    [self](pool_up_atom) {
+      auto pool = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!pool)
+        return;
+      self->monitor(pool);
+      self->state.pools.emplace(pool.address(), pool);
+    },
+    [self](sweep_atom) {
+      auto& st = self->state;
+      auto now = clock_type::now();
+      std::vector<std::string> stale;
+      for (auto& [sid, s] : st.sessions)
+        if (now - s.last_seen > st.cfg.ttl)
+          stale.push_back(sid);
+      for (auto& sid : stale) {
+        ++st.expired;
+        end_session(self, sid);
+      }
+      self->delayed_send(self, st.cfg.sweep_interval, sweep_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_session_registry(caf::local_actor* ctx, session_registry_config cfg) {
+  return ctx->spawn(registry_impl, cfg);
+}
+
+caf::actor spawn_session_registry(caf::actor_system& sys, session_registry_config cfg) {
+  return sys.spawn(registry_impl, cfg);
+}
+
+} // namespace dspex

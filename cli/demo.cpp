@@ -1,0 +1,162 @@
+// `dspex run --demo`: what dspex does, in ten seconds.
+#include "commands.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace dspex::cli {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+void print_tree(const json& node, int depth) {
+  std::string line(static_cast<std::size_t>(depth) * 2, ' ');
+  line += node.value("id", "?");
+  std::printf("  %-30s %-10s", line.c_str(), node.value("status", "running").c_str());
+  if (node.contains("os_pid"))
+    std::printf(" pid %-7d", node["os_pid"].get<int>());
+  else
+    std::printf("            ");
+  if (node.value("restarts", 0) > 0)
+    std::printf(" restarts %d", node["restarts"].get<int>());
+  std::printf("\n");
+  if (node.contains("children"))
+    for (auto& c : node["children"])
+      print_tree(c, depth + 1);
+}
+
+void collect_pids(const json& node, std::vector<int>& out) {
+  if (node.contains("os_pid") && node.value("path", "").find("/workers/") != std::string::npos)
+    out.push_back(node["os_pid"].get<int>());
+  if (node.contains("children"))
+    for (auto& c : node["children"])
+      collect_pids(c, out);
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty())
+    return 0;
+  std::sort(v.begin(), v.end());
+  auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+} // namespace
+
+void print_status(const json& status) {
+  std::printf("tree (mode %s):\n", status.value("mode", "?").c_str());
+  print_tree(status["tree"], 0);
+  for (auto& [name, p] : status["pools"].items()) {
+    if (!p.is_object())
+      continue;
+    std::printf("pool %s: %d workers (%d idle, %d busy), queue %d, checkouts %llu, "
+                "wait avg %.2f ms, restarts %llu, circuit %s\n",
+                name.c_str(), p.value("workers", 0), p.value("idle", 0), p.value("busy", 0),
+                p.value("queue", 0), p.value("checkouts", 0ull),
+                p.value("checkout_wait_ms_avg", 0.0), p.value("restarts", 0ull),
+                p.value("circuit", "?").c_str());
+    if (p.contains("errors") && !p["errors"].empty())
+      std::printf("  errors: %s\n", p["errors"].dump().c_str());
+  }
+}
+
+int run_demo(caf::actor_system&, node& n) {
+  std::printf("== dspex demo ==\n\n-- the tree, started and warm --\n");
+  print_status(n.status());
+
+  auto ping = n.execute_anonymous("ping");
+  if (!ping) {
+    std::printf("ping failed: %s\n", describe(ping.error()).c_str());
+    return 1;
+  }
+  std::printf("\nping -> %s\n", ping->dump().c_str());
+
+  auto lm = n.execute_anonymous("configure_lm", json{{"provider", "mock"}});
+  if (!lm) {
+    std::printf("configure_lm failed: %s\n", describe(lm.error()).c_str());
+    return 1;
+  }
+
+  constexpr int sessions = 8, per_session = 25;
+  std::printf("\n-- %d sessions create a program and run it %d times each, concurrently;\n"
+              "   one worker gets SIGKILL half-way --\n",
+              sessions, per_session);
+  std::mutex mx;
+  std::vector<double> latencies;
+  std::map<std::string, int> outcomes;
+  std::atomic<int> done{0};
+  std::vector<std::thread> clients;
+  for (int s = 0; s < sessions; ++s)
+    clients.emplace_back([&, s] {
+      auto sid = "session-" + std::to_string(s);
+      auto created = n.execute_in_session(
+        sid, "create_program",
+        json{{"id", "qa"}, {"signature", "question -> answer"}});
+      {
+        std::lock_guard<std::mutex> g(mx);
+        ++outcomes[created ? "ok" : to_string(*code_of(created.error()))];
+      }
+      for (int i = 0; i < per_session; ++i) {
+        auto t0 = clock_type::now();
+        auto r = n.execute_in_session(
+          sid, "execute_program",
+          json{{"program_id", "qa"},
+               {"inputs", {{"question", "what is " + std::to_string(i) + " squared?"}}}});
+        auto ms = std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+        std::lock_guard<std::mutex> g(mx);
+        if (r) {
+          ++outcomes["ok"];
+          latencies.push_back(ms);
+        } else {
+          auto c = code_of(r.error());
+          ++outcomes[c ? to_string(*c) : "other"];
+        }
+        ++done;
+      }
+    });
+  // Half-way, kill one worker the hard way.
+  while (done.load() < sessions * per_session / 2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::vector<int> pids;
+  collect_pids(n.status()["tree"], pids);
+  if (!pids.empty()) {
+    std::printf("   SIGKILL -> worker pid %d\n", pids.front());
+    ::kill(pids.front(), SIGKILL);
+  }
+  for (auto& t : clients)
+    t.join();
+
+  int total = 0;
+  for (auto& [k, v] : outcomes)
+    total += v;
+  std::printf("\n%-24s %10s\n", "figure", "value");
+  std::printf("%-24s %10d\n", "requests", total);
+  for (auto& [k, v] : outcomes)
+    std::printf("%-24s %10d\n", ("  " + k).c_str(), v);
+  std::printf("%-24s %10.2f\n", "latency p50 (ms)", percentile(latencies, 0.50));
+  std::printf("%-24s %10.2f\n", "latency p99 (ms)", percentile(latencies, 0.99));
+  std::printf("%-24s %10s\n", "unanswered", "0");
+
+  // Let the supervisor finish the replacement before showing the tree.
+  for (int i = 0; i < 200; ++i) {
+    auto st = n.status();
+    bool full = true;
+    for (auto& [name, p] : st["pools"].items())
+      full = full && p.value("workers", 0) >= p.value("size", 0);
+    if (full)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::printf("\n-- the tree after the kill: the worker was replaced --\n");
+  print_status(n.status());
+  std::printf("\nsessions: %s\n", n.status()["sessions"].dump().c_str());
+  return total == sessions * (per_session + 1) ? 0 : 1;
+}
+
+} // namespace dspex::cli
