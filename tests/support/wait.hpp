@@ -5,7 +5,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <csignal>
+#include <fstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace dspex::test {
 
@@ -58,5 +62,25 @@ private:
   bool has_ = false;
   int count_ = 0;
 };
+
+/// True when `pid` no longer runs: gone, or a zombie waiting for a reaper
+/// that is not us (orphans are reparented to init).
+inline bool process_gone(int pid) {
+  if (::kill(pid, 0) != 0)
+    return true;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line))
+    return true;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+inline bool all_gone(const std::vector<int>& pids) {
+  for (auto p : pids)
+    if (!process_gone(p))
+      return false;
+  return true;
+}
 
 } // namespace dspex::test

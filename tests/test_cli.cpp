@@ -1,0 +1,173 @@
+// The real dspex binary: run + events + status + exec, SIGTERM, and a host
+// killed by SIGKILL leaving no worker behind.
+#include <doctest/doctest.h>
+
+#include <dspex/bridge/python_process.hpp>
+
+#include "support/wait.hpp"
+#include "test_paths.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+struct program {
+  std::mutex mx;
+  std::vector<std::string> lines;
+  promise_box<bridge::exit_status> exited;
+  std::shared_ptr<bridge::python_process> proc;
+
+  program(bridge::io_loop& loop, std::vector<std::string> args) {
+    bridge::process_options o;
+    o.executable = DSPEX_TEST_CLI;
+    o.args = std::move(args);
+    o.framed = false;
+    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
+    bridge::process_callbacks cbs;
+    cbs.on_output = [this](std::string_view l) {
+      std::lock_guard<std::mutex> g(mx);
+      lines.emplace_back(l);
+    };
+    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
+    proc = bridge::python_process::spawn(loop, o, cbs);
+  }
+  std::string output() {
+    std::lock_guard<std::mutex> g(mx);
+    std::string all;
+    for (auto& l : lines)
+      all += l + "\n";
+    return all;
+  }
+};
+
+// Runs a short command to completion; returns its output.
+std::string run(bridge::io_loop& loop, std::vector<std::string> args, int* code = nullptr) {
+  program p(loop, std::move(args));
+  REQUIRE(p.exited.wait(60s));
+  if (code)
+    *code = p.exited.get().code();
+  return p.output();
+}
+
+void collect_pids(const json& n, std::vector<int>& out) {
+  if (n.contains("os_pid") && n.value("path", "").find("/workers/") != std::string::npos)
+    out.push_back(n["os_pid"].get<int>());
+  if (n.contains("children"))
+    for (auto& c : n["children"])
+      collect_pids(c, out);
+}
+
+
+struct cli_fixture {
+  bridge::io_loop loop;
+  std::string dir;
+  std::string config, events, sock;
+
+  cli_fixture() {
+    dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/cli-" + std::to_string(::getpid());
+    ::mkdir(dir.c_str(), 0755);
+    config = dir + "/tree.json";
+    events = dir + "/events.jsonl";
+    sock = dir + "/control.sock";
+    ::unlink(events.c_str());
+    auto out = run(loop, {"config", "--default"});
+    auto j = json::parse(out);
+    j["root"]["children"][1]["size"] = 2;
+    std::ofstream(config) << j.dump(2);
+  }
+
+  json status() {
+    auto out = run(loop, {"status", "--json", "--control", sock});
+    return json::parse(out, nullptr, false);
+  }
+
+  std::unique_ptr<program> start_node() {
+    auto p = std::make_unique<program>(
+      loop, std::vector<std::string>{"run", config, "--events", events, "--control", sock});
+    REQUIRE(wait_until([&] {
+      auto s = status();
+      return s.is_object() && s.contains("pools") && s["pools"]["default"]["workers"] == 2;
+    }, 60s));
+    return p;
+  }
+};
+
+} // namespace
+
+TEST_SUITE("cli") {
+
+TEST_CASE_FIXTURE(cli_fixture, "config --check reports precise errors") {
+  auto bad = dir + "/bad.json";
+  std::ofstream(bad) << R"({"root": {"children": [{"id": "p", "type": "pool", "size": "two"}]}})";
+  int code = 0;
+  auto out = run(loop, {"config", "--check", bad}, &code);
+  CHECK(code == 2);
+  CHECK(out.find("root.children[0].size") != std::string::npos);
+  CHECK(run(loop, {"config", "--check", config}, &code).find("ok") != std::string::npos);
+  CHECK(code == 0);
+}
+
+TEST_CASE_FIXTURE(cli_fixture, "run + events + status + exec, then SIGTERM: exit 0 and nothing left") {
+  auto node = start_node();
+  auto st = status();
+  std::vector<int> pids;
+  collect_pids(st["tree"], pids);
+  CHECK(pids.size() == 2);
+
+  int code = 0;
+  auto out = run(loop, {"exec", "ping", "--session", "s1", "--control", sock}, &code);
+  CHECK(code == 0);
+  auto reply = json::parse(out, nullptr, false);
+  REQUIRE(reply.is_object());
+  CHECK(reply["ok"] == true);
+  CHECK(reply["result"]["status"] == "ok");
+  out = run(loop, {"exec", "no_such_command", "--control", sock}, &code);
+  CHECK(code == 1);
+  CHECK(json::parse(out)["error"]["class"] == "python_error");
+  CHECK(run(loop, {"status", "--control", sock}).find("pool default") != std::string::npos);
+
+  node->proc->signal(SIGTERM);
+  REQUIRE(node->exited.wait(60s));
+  CHECK(node->exited.get().clean());
+  CHECK(wait_until([&] { return all_gone(pids); }, 10s));
+
+  std::ifstream in(events);
+  std::string line;
+  bool saw_worker_start = false, saw_stop = false;
+  while (std::getline(in, line)) {
+    auto e = json::parse(line);
+    CHECK(e.contains("ts"));
+    CHECK(e.contains("event"));
+    if (e["event"] == "child_started" && e["path"] == "root/pool_sup/workers/w1")
+      saw_worker_start = e.contains("os_pid");
+    if (e["event"] == "child_exited" && e["path"] == "root/pool_sup/workers/w2")
+      saw_stop = e["reason"] == "shutdown";
+  }
+  CHECK(saw_worker_start);
+  CHECK(saw_stop);
+}
+
+TEST_CASE_FIXTURE(cli_fixture, "a host killed by SIGKILL leaves no worker behind") {
+  auto node = start_node();
+  std::vector<int> pids;
+  collect_pids(status()["tree"], pids);
+  REQUIRE(pids.size() == 2);
+  node->proc->kill();
+  REQUIRE(node->exited.wait(30s));
+  // Parent-death signal and EOF: the workers die with their host.
+  CHECK(wait_until([&] { return all_gone(pids); }, 5s));
+}
+
+} // TEST_SUITE

@@ -1,0 +1,124 @@
+// Config validation: each kind of mistake gets a precise message.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/config.hpp>
+#include <dspex/actors/error.hpp>
+
+using namespace dspex;
+
+namespace {
+
+std::string problems(const json& j) {
+  auto r = parse_config(j);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::invalid_config));
+  return detail_of(r.error());
+}
+
+json with_pool(json pool) {
+  auto j = default_config();
+  j["root"]["children"][1] = std::move(pool);
+  return j;
+}
+
+} // namespace
+
+TEST_SUITE("config") {
+
+TEST_CASE("the default config is valid and describes the tree of DESIGN.md") {
+  auto r = parse_config(default_config());
+  REQUIRE(r);
+  REQUIRE(r->root.children.size() == 3);
+  CHECK(r->root.children[0].type == "session_registry");
+  CHECK(r->root.children[1].type == "pool");
+  CHECK(r->root.children[2].type == "monitor");
+  CHECK(r->mode == bridge_mode::pool);
+}
+
+TEST_CASE("a wrong type names the place, the expectation and what was found") {
+  auto j = default_config();
+  j["root"]["children"][1]["size"] = -3;
+  auto p = problems(j);
+  CHECK(p.find("root.children[1].size") != std::string::npos);
+  CHECK(p.find("expected an integer") != std::string::npos);
+  CHECK(p.find("-3") != std::string::npos);
+}
+
+TEST_CASE("unknown keys are refused, so typos do not pass silently") {
+  auto j = default_config();
+  j["root"]["children"][1]["sise"] = 4;
+  CHECK(problems(j).find("root.children[1].sise: unknown key") != std::string::npos);
+  j = default_config();
+  j["root"]["children"][1]["worker"]["init_timeout"] = 5;
+  CHECK(problems(j).find("root.children[1].worker.init_timeout: unknown key") != std::string::npos);
+}
+
+TEST_CASE("bad enumerations list the choices") {
+  auto j = default_config();
+  j["root"]["strategy"] = "one_for_some";
+  auto p = problems(j);
+  CHECK(p.find("root.strategy") != std::string::npos);
+  CHECK(p.find("one_for_one | one_for_all | rest_for_one | simple_one_for_one") != std::string::npos);
+  j = default_config();
+  j["mode"] = "turbo";
+  CHECK(problems(j).find("config.mode") != std::string::npos);
+  j = default_config();
+  j["root"]["children"][0]["restart"] = "sometimes";
+  CHECK(problems(j).find("root.children[0].restart") != std::string::npos);
+}
+
+TEST_CASE("missing ids, duplicate ids, unknown node types, bad shutdown") {
+  auto j = default_config();
+  j["root"]["children"][0].erase("id");
+  CHECK(problems(j).find("root.children[0].id: is required") != std::string::npos);
+  j = default_config();
+  j["root"]["children"][2]["id"] = "sessions";
+  CHECK(problems(j).find("duplicate id \"sessions\"") != std::string::npos);
+  j = default_config();
+  j["root"]["children"][2]["type"] = "database";
+  CHECK(problems(j).find("root.children[2].type") != std::string::npos);
+  j = default_config();
+  j["root"]["children"][2]["shutdown"] = "gently";
+  CHECK(problems(j).find("\"brutal_kill\", \"infinity\" or a timeout in ms") != std::string::npos);
+}
+
+TEST_CASE("a missing root, a non-object, and every error at once") {
+  CHECK(problems(json::object()).find("config.root: is required") != std::string::npos);
+  CHECK(problems(json::array()).find("config: expected an object") != std::string::npos);
+  auto j = default_config();
+  j["root"]["children"][1]["size"] = "four";
+  j["root"]["children"][1]["worker"]["python"] = 3;
+  auto p = problems(j);
+  CHECK(p.find("root.children[1].size") != std::string::npos);
+  CHECK(p.find("root.children[1].worker.python") != std::string::npos);
+}
+
+TEST_CASE("nested supervisors, workers and processes parse") {
+  json j = {{"mode", "pool"},
+            {"root",
+             {{"strategy", "one_for_all"},
+              {"children",
+               json::array({{{"id", "inner"},
+                             {"type", "supervisor"},
+                             {"strategy", "rest_for_one"},
+                             {"children", json::array({{{"id", "w"}, {"type", "worker"}, {"shutdown", 500}}})}},
+                            {{"id", "sleeper"},
+                             {"type", "process"},
+                             {"command", {"sleep", "60"}},
+                             {"restart", "transient"},
+                             {"shutdown", "brutal_kill"}}})}}}};
+  auto r = parse_config(j);
+  REQUIRE_MESSAGE(r, detail_of(r.error()));
+  CHECK(r->root.flags.strat == supervision::strategy::one_for_all);
+  CHECK(r->root.children[1].restart == supervision::restart_type::transient);
+  auto p = problems(with_pool({{"id", "p"}, {"type", "process"}}));
+  CHECK(p.find("root.children[1].command") != std::string::npos);
+}
+
+TEST_CASE("a config file with a syntax error names the file") {
+  auto r = load_config("/nonexistent/dspex.json");
+  REQUIRE_FALSE(r);
+  CHECK(detail_of(r.error()).find("cannot open") != std::string::npos);
+}
+
+} // TEST_SUITE
