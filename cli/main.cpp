@@ -1,11 +1,11 @@
 // dspex: run supervised pools of Python workers from a config, watch them,
-// benchmark them. Subcommands: run, config, status, exec (bench and chaos
-// are wired in bench/).
+// benchmark them. Subcommands: run, config, status, exec, bench.
 #include "commands.hpp"
 #include "control.hpp"
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
+#include <dspex/bench/bench_main.hpp>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -95,6 +95,9 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 } // namespace
 
 int main(int argc, char** argv) {
+  // bench parses its own options (see bench/bench_main.hpp).
+  if (argc > 1 && std::string(argv[1]) == "bench")
+    return dspex::bench::run_peer_bench(argc, argv);
   std::vector<std::string> ours, cafs;
   split_args(argc, argv, ours, cafs);
 

@@ -1,0 +1,527 @@
+#include <dspex/bench/bench_main.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+namespace dspex::bench {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr double nan_ratio = std::numeric_limits<double>::quiet_NaN();
+
+double ratio(double a, double b) { return b > 0 && a > 0 ? a / b : nan_ratio; }
+
+std::string workers_list(const std::vector<int>& ws) {
+  std::string s;
+  for (auto w : ws)
+    s += (s.empty() ? "" : ",") + std::to_string(w);
+  return s;
+}
+
+std::string describe(const bare_result& b) {
+  std::ostringstream os;
+  os << "bare loop W=" << b.workers << ": " << format_rate(b.requests_per_s) << ", p50 "
+     << format_micros(b.summary.p50_us) << ", p99 " << format_micros(b.summary.p99_us);
+  if (b.errors)
+    os << ", " << b.errors << " errors (" << b.first_error << ")";
+  return os.str();
+}
+
+std::string describe(const peer_result& p) {
+  std::ostringstream os;
+  os << display_name(p.kind) << " W=" << p.workers << ": ";
+  if (!p.ok)
+    os << "failed: " << p.error;
+  else
+    os << format_rate(p.requests_per_s) << " (" << p.inflight << " in flight), p50 "
+       << format_micros(p.latency.p50_us);
+  return os.str();
+}
+
+std::string describe(const spawn_stats& s) {
+  std::ostringstream os;
+  os << s.workers << (s.workers == 1 ? " worker" : " workers") << " to first reply: median "
+     << format_micros(s.summary.p50_us) << " (min " << format_micros(s.summary.min_us) << ", max "
+     << format_micros(s.summary.max_us) << ", n=" << s.summary.count << ")";
+  return os.str();
+}
+
+json options_json(const peer_bench_options& o) {
+  return json{{"workers", o.workers},
+              {"duration_ms", o.duration.count()},
+              {"payload_bytes", o.payload_bytes},
+              {"warmup_requests", o.warmup_requests},
+              {"peer_warmup_ms", o.peer_warmup.count()},
+              {"spawn_repeats", o.spawn_repeats},
+              {"pool_ready_workers", o.pool_ready_workers},
+              {"bare_parse_replies", o.bare_parse_replies},
+              {"pinned_round_trip", o.pinned_round_trip},
+              {"pin_cpu", o.pin_cpu},
+              {"python_peers", o.python_peers},
+              {"out_dir", o.out_dir},
+              {"python", o.python},
+              {"quick", o.quick}};
+}
+
+} // namespace
+
+peer_bench_options peer_bench_options::quick_defaults() {
+  peer_bench_options o;
+  o.quick = true;
+  o.duration = std::chrono::milliseconds(250);
+  o.warmup_requests = 100;
+  o.peer_warmup = std::chrono::milliseconds(100);
+  o.spawn_repeats = 2;
+  return o;
+}
+
+const bare_result* peer_bench_result::bare_for(int workers) const {
+  for (auto& b : bare)
+    if (b.workers == workers && b.requests > 0)
+      return &b;
+  return nullptr;
+}
+
+const peer_result* peer_bench_result::peer_for(peer_kind kind, int workers) const {
+  for (auto& p : kind == peer_kind::mp_pool ? mp_pool : executor)
+    if (p.workers == workers && p.ok)
+      return &p;
+  return nullptr;
+}
+
+peer_bench_result measure_peers(const peer_bench_options& opts, progress_line* progress) {
+  peer_bench_result r;
+  r.options = opts;
+  const auto t0 = clock_type::now();
+  r.machine = machine_info(opts.python);
+
+  const int steps =
+    static_cast<int>(opts.workers.size()) * (opts.python_peers ? 3 : 1) + 2 + (opts.pinned_round_trip ? 1 : 0);
+  int step = 0;
+  auto announce = [&](const std::string& what) {
+    if (progress) {
+      double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
+      progress->update("bench peers [" + std::to_string(++step) + "/" + std::to_string(steps) + ", " +
+                       format_fixed(elapsed, 0) + " s] " + what + " ...");
+    }
+  };
+  auto done = [&](const std::string& line) {
+    if (progress)
+      progress->finish("  " + line);
+  };
+
+  worker_launch launch;
+  launch.python = opts.python;
+  peer_options popts;
+  popts.python = opts.python;
+  popts.warmup = opts.peer_warmup;
+
+  // Interleaved by W, so drift of the machine (thermal, other load) hits
+  // every system alike.
+  for (int w : opts.workers) {
+    announce("bare loop W=" + std::to_string(w));
+    try {
+      bare_options bo;
+      bo.workers = w;
+      bo.duration = opts.duration;
+      bo.payload_bytes = opts.payload_bytes;
+      bo.warmup_requests = opts.warmup_requests;
+      bo.parse_replies = opts.bare_parse_replies;
+      bo.launch = launch;
+      r.bare.push_back(run_bare_loop(bo));
+      auto& b = r.bare.back();
+      if (b.errors > 0 || b.requests == 0)
+        r.failures.push_back(describe(b));
+      done(describe(b));
+    } catch (const std::exception& e) {
+      r.failures.push_back("bare loop W=" + std::to_string(w) + ": " + e.what());
+      done(r.failures.back());
+    }
+    if (!opts.python_peers)
+      continue;
+    for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor}) {
+      announce(std::string(display_name(kind)) + " W=" + std::to_string(w));
+      auto p = run_python_peer(kind, w, opts.duration, opts.payload_bytes, popts);
+      if (!p.ok)
+        r.failures.push_back(describe(p));
+      done(describe(p));
+      (kind == peer_kind::mp_pool ? r.mp_pool : r.executor).push_back(std::move(p));
+    }
+  }
+
+  if (opts.pinned_round_trip) {
+    announce("bare loop W=1 pinned to CPU " + std::to_string(opts.pin_cpu));
+    try {
+      bare_options bo;
+      bo.workers = 1;
+      bo.duration = opts.duration;
+      bo.payload_bytes = opts.payload_bytes;
+      bo.warmup_requests = opts.warmup_requests;
+      bo.parse_replies = opts.bare_parse_replies;
+      bo.cpus = {opts.pin_cpu};
+      bo.launch = launch;
+      r.pinned = run_bare_loop(bo);
+      if (r.pinned.errors > 0 || r.pinned.requests == 0)
+        r.failures.push_back("pinned " + describe(r.pinned));
+      done("pinned to CPU " + std::to_string(opts.pin_cpu) + ": " + describe(r.pinned));
+    } catch (const std::exception& e) {
+      r.failures.push_back("bare loop W=1 pinned: " + std::string(e.what()));
+      done(r.failures.back());
+    }
+  }
+
+  announce("spawn to first reply, 1 worker");
+  try {
+    // The bare loops just ran the same worker: caches are warm already.
+    const bool warm = r.bare.empty();
+    r.spawn_one = measure_spawn(1, opts.spawn_repeats, launch, warm);
+    done(describe(r.spawn_one));
+  } catch (const std::exception& e) {
+    r.failures.push_back(std::string("spawn to first reply: ") + e.what());
+    done(r.failures.back());
+  }
+  if (opts.pool_ready_workers > 0) {
+    announce("spawn to first reply, " + std::to_string(opts.pool_ready_workers) + " workers");
+    try {
+      r.spawn_many = measure_spawn(opts.pool_ready_workers, opts.spawn_repeats, launch, false);
+      done(describe(r.spawn_many));
+    } catch (const std::exception& e) {
+      r.failures.push_back(std::string("spawn of ") + std::to_string(opts.pool_ready_workers) +
+                           " workers: " + e.what());
+      done(r.failures.back());
+    }
+  } else {
+    ++step;
+  }
+  r.wall_seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+  return r;
+}
+
+void add_peer_rows(report_table& t, const peer_bench_result& r) {
+  // -- round trip --
+  t.section("round trip: 1 client, 1 worker, " + std::to_string(r.options.payload_bytes) + " B echo");
+  if (auto* b = r.bare_for(1)) {
+    t.add({"round trip p50, bare loop", format_micros(b->summary.p50_us), "", "", "dspex p50 <= 1.25x this",
+           verdict::floor, ""});
+    t.add({"round trip p99, bare loop", format_micros(b->summary.p99_us), "", "", "", verdict::info, ""});
+    t.add({"round trip max, bare loop", format_micros(b->summary.max_us), "", "", "", verdict::info, ""});
+    if (r.pinned.requests > 0) {
+      double q = ratio(r.pinned.summary.p50_us, b->summary.p50_us);
+      table_row row{"round trip p50, bare loop on CPU " + std::to_string(r.options.pin_cpu) + " only",
+                    format_micros(r.pinned.summary.p50_us), "unpinned " + format_micros(b->summary.p50_us),
+                    format_ratio(q), "dspex under taskset <= 1.25x this", verdict::floor, ""};
+      if (std::isfinite(q) && (q < 0.67 || q > 1.5))
+        row.note = "pinning changes the round trip " + format_ratio(1 / q) +
+                   ": cross-CPU wake-ups dominate here, so compare dspex with the floor of the same "
+                   "affinity (run both unpinned, or both under taskset -c " +
+                   std::to_string(r.options.pin_cpu) + ")";
+      t.add(row);
+    }
+  } else {
+    t.add({"round trip p50, bare loop", "-", "", "", "dspex p50 <= 1.25x this", verdict::skipped,
+           "no W=1 bare loop run (add 1 to --workers)"});
+  }
+
+  // -- throughput --
+  t.section("throughput: W workers (bare: W threads; Python pools: 4W in flight)");
+  bool headroom_note = false;
+  for (int w : r.options.workers) {
+    const std::string ws = "W=" + std::to_string(w);
+    auto* b = r.bare_for(w);
+    auto* mp = r.peer_for(peer_kind::mp_pool, w);
+    auto* ex = r.peer_for(peer_kind::process_pool_executor, w);
+    if (b) {
+      table_row row{"req/s " + ws + ", bare loop", format_rate(b->requests_per_s), "", "",
+                    "dspex >= 0.8x this", verdict::floor, ""};
+      if (mp) {
+        double q = ratio(b->requests_per_s, mp->requests_per_s);
+        row.peer = "mp.Pool " + format_rate(mp->requests_per_s);
+        row.ratio = format_ratio(q);
+        // dspex must reach 1.5x mp.Pool but cannot beat the bare loop by
+        // much: where bare < 1.5x mp, that target is out of reach here.
+        if (std::isfinite(q) && q < 1.5 && !headroom_note) {
+          row.note = "bare loop is below 1.5x mp.Pool: the 1.5x mp.Pool target is above the floor on this machine";
+          headroom_note = true;
+        }
+      }
+      t.add(row);
+    } else {
+      t.add({"req/s " + ws + ", bare loop", "-", "", "", "dspex >= 0.8x this", verdict::skipped,
+             "bare loop " + ws + " did not run or had no successful request"});
+    }
+    if (r.options.python_peers) {
+      if (mp)
+        t.add({"req/s " + ws + ", mp.Pool.apply_async", format_rate(mp->requests_per_s), "", "",
+               "dspex >= 1.5x this", verdict::floor, ""});
+      else
+        t.add({"req/s " + ws + ", mp.Pool.apply_async", "-", "", "", "dspex >= 1.5x this", verdict::skipped,
+               "mp.Pool peer failed (see failures in peers.json)"});
+      if (ex) {
+        table_row row{"req/s " + ws + ", ProcessPoolExecutor", format_rate(ex->requests_per_s), "", "", "",
+                      verdict::info, ""};
+        if (mp) {
+          row.peer = "mp.Pool " + format_rate(mp->requests_per_s);
+          row.ratio = format_ratio(ratio(ex->requests_per_s, mp->requests_per_s));
+        }
+        t.add(row);
+      }
+    }
+  }
+
+  // -- start-up --
+  t.section("start-up");
+  if (r.spawn_one.summary.count > 0) {
+    t.add({"spawn to first reply, 1 worker (median of " + std::to_string(r.spawn_one.summary.count) + ")",
+           format_micros(r.spawn_one.summary.p50_us), "", "",
+           "pool of 8 ready <= 1.5x, replacement <= 1.2x", verdict::floor, ""});
+  }
+  if (r.spawn_many.summary.count > 0) {
+    double q = ratio(r.spawn_many.summary.p50_us, r.spawn_one.summary.p50_us);
+    table_row row{std::to_string(r.spawn_many.workers) + " workers to first reply, bare (median)",
+                  format_micros(r.spawn_many.summary.p50_us),
+                  r.spawn_one.summary.count ? "1 worker " + format_micros(r.spawn_one.summary.p50_us) : "",
+                  format_ratio(q), "", verdict::info, ""};
+    unsigned cores = r.machine.value("cores", 0u);
+    if (std::isfinite(q) && q > 1.5)
+      row.note = "even bare, " + std::to_string(r.spawn_many.workers) + " workers need " + format_ratio(q) +
+                 " of one on " + std::to_string(cores) +
+                 " cores: the 'pool of 8 within 1.5x' target assumes a core per worker";
+    t.add(row);
+  }
+}
+
+json to_json(const peer_bench_result& r) {
+  json bare = json::array();
+  for (auto& b : r.bare)
+    bare.push_back(to_json(b));
+  json mp = json::array(), ex = json::array();
+  for (auto& p : r.mp_pool)
+    mp.push_back(to_json(p));
+  for (auto& p : r.executor)
+    ex.push_back(to_json(p));
+  json plots = json::array();
+  for (auto& p : r.plots)
+    plots.push_back({{"ok", p.ok}, {"png", p.png}, {"message", p.message}});
+  report_table t;
+  add_peer_rows(t, r);
+  return json{{"machine", r.machine},
+              {"options", options_json(r.options)},
+              {"bare_loop", bare},
+              {"bare_loop_pinned", r.pinned.workers > 0 ? to_json(r.pinned) : json(nullptr)},
+              {"mp_pool", mp},
+              {"process_pool_executor", ex},
+              {"spawn_to_first_reply", to_json(r.spawn_one)},
+              {"spawn_many_to_first_reply", to_json(r.spawn_many)},
+              {"failures", r.failures},
+              {"plots", plots},
+              {"table", t.to_json()},
+              {"wall_seconds", r.wall_seconds}};
+}
+
+std::vector<plot_outcome> plot_peers(const peer_bench_result& r, const std::string& out_dir) {
+  std::vector<plot_outcome> out;
+  std::vector<throughput_series> tput;
+  throughput_series bare{"bare C++ loop (W threads)", {}};
+  for (auto& b : r.bare)
+    if (b.requests > 0)
+      bare.points.push_back({b.workers, b.requests_per_s});
+  tput.push_back(bare);
+  for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor}) {
+    throughput_series s{std::string("Python ") + display_name(kind) + " (4W in flight)", {}};
+    for (auto& p : kind == peer_kind::mp_pool ? r.mp_pool : r.executor)
+      if (p.ok)
+        s.points.push_back({p.workers, p.requests_per_s});
+    if (!s.points.empty())
+      tput.push_back(s);
+  }
+  out.push_back(plot_throughput(out_dir, "peers_throughput", tput,
+                                "Echo of " + std::to_string(r.options.payload_bytes) +
+                                  " B: requests/s against workers"));
+
+  std::vector<latency_series> lat;
+  for (auto& b : r.bare)
+    if (b.requests > 0)
+      lat.push_back({"bare loop W=" + std::to_string(b.workers) + " (1 request per worker)",
+                     b.latency.quantiles_us(1000)});
+  if (r.pinned.requests > 0)
+    lat.push_back({"bare loop W=1 on CPU " + std::to_string(r.options.pin_cpu) + " only",
+                   r.pinned.latency.quantiles_us(1000)});
+  for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor})
+    if (auto* p = r.peer_for(kind, 1))
+      lat.push_back({std::string(display_name(kind)) + " W=1 (4 in flight: includes queueing)", p->cdf_us});
+  out.push_back(plot_latency_cdf(out_dir, "peers_latency_cdf", lat,
+                                 "Round-trip latency, echo of " + std::to_string(r.options.payload_bytes) +
+                                   " B (CDF)"));
+  return out;
+}
+
+// -- the command -------------------------------------------------------------------
+
+namespace {
+
+const char* usage =
+  "usage: dspex bench --peers-only [options]\n"
+  "  --quick             W=1,2,4,8 at 250 ms per run (~10 s)\n"
+  "  --out DIR           where peers.json and the PNGs go (default bench/out)\n"
+  "  --workers LIST      comma-separated worker counts (default 1,2,4,8)\n"
+  "  --duration MS       measured milliseconds per run (default 2500)\n"
+  "  --payload BYTES     echo payload size (default 64)\n"
+  "  --python EXE        interpreter (default python3)\n"
+  "  --spawn-repeats N   spawn-to-first-reply samples (default 5)\n"
+  "  --no-python-peers   skip multiprocessing.Pool / ProcessPoolExecutor\n"
+  "  --no-plots          skip gnuplot\n"
+  "  --no-parse          the bare loop does not parse replies\n"
+  "  --pin-cpu N         CPU for the pinned round trip (default 0)\n"
+  "  --no-pinned         skip the pinned round trip\n";
+
+bool parse_int(const std::string& s, long long& out) {
+  if (s.empty())
+    return false;
+  char* end = nullptr;
+  errno = 0;
+  out = std::strtoll(s.c_str(), &end, 10);
+  return errno == 0 && end && *end == '\0';
+}
+
+} // namespace
+
+int run_peer_bench(int argc, char** argv) {
+  std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  // --quick first: it sets the defaults the other options then override.
+  bool quick = false;
+  for (auto& a : args)
+    quick = quick || a == "--quick";
+  peer_bench_options o = quick ? peer_bench_options::quick_defaults() : peer_bench_options{};
+
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string& out) {
+      if (i + 1 >= args.size()) {
+        std::cerr << "dspex bench: " << a << " needs a value\n" << usage;
+        return false;
+      }
+      out = args[++i];
+      return true;
+    };
+    auto number = [&](long long min, long long& out) {
+      std::string v;
+      if (!value(v))
+        return false;
+      if (!parse_int(v, out) || out < min) {
+        std::cerr << "dspex bench: " << a << ": not a number >= " << min << ": " << v << "\n";
+        return false;
+      }
+      return true;
+    };
+    long long n = 0;
+    std::string v;
+    if (a == "bench" || a == "--peers-only" || a == "--quick") {
+      continue;
+    } else if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else if (a == "--out") {
+      if (!value(o.out_dir))
+        return 2;
+    } else if (a == "--python") {
+      if (!value(o.python))
+        return 2;
+    } else if (a == "--duration") {
+      if (!number(1, n))
+        return 2;
+      o.duration = std::chrono::milliseconds(n);
+    } else if (a == "--payload") {
+      if (!number(0, n))
+        return 2;
+      o.payload_bytes = static_cast<std::size_t>(n);
+    } else if (a == "--spawn-repeats") {
+      if (!number(1, n))
+        return 2;
+      o.spawn_repeats = static_cast<int>(n);
+    } else if (a == "--workers") {
+      if (!value(v))
+        return 2;
+      o.workers.clear();
+      std::istringstream in(v);
+      for (std::string item; std::getline(in, item, ',');) {
+        if (!parse_int(item, n) || n < 1 || n > 4096) {
+          std::cerr << "dspex bench: --workers: bad count: " << item << "\n";
+          return 2;
+        }
+        o.workers.push_back(static_cast<int>(n));
+      }
+      if (o.workers.empty()) {
+        std::cerr << "dspex bench: --workers: empty list\n";
+        return 2;
+      }
+    } else if (a == "--no-python-peers") {
+      o.python_peers = false;
+    } else if (a == "--no-plots") {
+      o.plots = false;
+    } else if (a == "--pin-cpu") {
+      if (!number(0, n))
+        return 2;
+      o.pin_cpu = static_cast<int>(n);
+    } else if (a == "--no-pinned") {
+      o.pinned_round_trip = false;
+    } else if (a == "--no-parse") {
+      o.bare_parse_replies = false;
+    } else {
+      std::cerr << "dspex bench: unknown option " << a << "\n" << usage;
+      return 2;
+    }
+  }
+
+  progress_line progress;
+  std::cerr << "dspex bench (peers): W=" << workers_list(o.workers) << ", "
+            << o.duration.count() << " ms per run, " << o.payload_bytes << " B payload"
+            << (o.quick ? ", quick" : "") << "\n";
+  const double load = load_average_1m();
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (load > 0.5 * cores)
+    std::cerr << "warning: load average " << format_fixed(load, 2) << " on " << cores
+              << " cores before the bench: other processes will distort the figures\n";
+  peer_bench_result r = measure_peers(o, &progress);
+  progress.clear();
+  r.machine["load_average_1m_after"] = load_average_1m();
+
+  report_table table("dspex bench: peers and floors (" + r.machine.value("cpu", std::string("?")) + ", " +
+                     std::to_string(r.machine.value("cores", 0u)) + " cores, python " +
+                     r.machine.value("python", std::string("?")) + ")");
+  add_peer_rows(table, r);
+  std::cout << '\n';
+  table.print(std::cout);
+
+  if (o.plots)
+    r.plots = plot_peers(r, o.out_dir);
+  const std::string json_path = o.out_dir + "/peers.json";
+  try {
+    write_json_file(json_path, to_json(r));
+    std::cout << "\nwrote " << json_path;
+    for (auto& p : r.plots)
+      if (p.ok)
+        std::cout << ", " << p.png;
+    std::cout << " (" << format_fixed(r.wall_seconds, 1) << " s)\n";
+  } catch (const std::exception& e) {
+    std::cerr << "dspex bench: " << e.what() << "\n";
+    return 1;
+  }
+  if (!r.failures.empty()) {
+    std::cerr << "dspex bench: " << r.failures.size() << " measurement(s) failed:\n";
+    for (auto& f : r.failures)
+      std::cerr << "  " << f << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+} // namespace dspex::bench
