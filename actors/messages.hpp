@@ -37,6 +37,7 @@ using checkin_atom = caf::atom_constant<caf::atom("checkin")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using circuit_atom = caf::atom_constant<caf::atom("circuit")>;
+using workers_atom = caf::atom_constant<caf::atom("workers")>;  ///< (workers) -> std::vector<caf::actor>
 
 // -- session registry -------------------------------------------------------------
 using touch_atom = caf::atom_constant<caf::atom("touch")>;        ///< (touch, sid): seen now

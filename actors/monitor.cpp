@@ -17,6 +17,7 @@ struct monitor_state {
   json sessions = json::object();
   std::deque<json> history;  // {ts_ms, pool: {workers, busy, queue, restarts}}
   std::uint64_t ticks = 0;
+  std::uint64_t unresponsive = 0;  // worker stats requests that failed
   static inline const char* name = "dspex.monitor";
 };
 
@@ -41,11 +42,38 @@ void poll(monitor_actor* self) {
             st.history.back()[n] = {{"workers", s["workers"]}, {"busy", s["busy"]},
                                     {"queue", s["queue"]}, {"restarts", s["restarts"]},
                                     {"circuit", s["circuit"]}};
+          auto keep = st.pools.contains(n) && st.pools[n].contains("worker_stats")
+                        ? st.pools[n]["worker_stats"]
+                        : json::object();
           st.pools[n] = std::move(s);
+          st.pools[n]["worker_stats"] = std::move(keep);
         },
         [self, n](caf::error& e) {
           self->state.pools[n] = {{"error", caf::to_string(e)}};
         });
+  }
+  // Health of every worker actor: its stats answer (state, health, os pid,
+  // requests, errors, uptime). Python-level pings of idle workers are the
+  // pool's (worker_idle_timeout), so a long request is never mistaken for a
+  // hang here.
+  for (auto& [name, pool] : st.dir->with_prefix("pool:")) {
+    auto n = name;
+    self->request(pool, std::chrono::seconds(5), workers_atom::value)
+      .then(
+        [self, n](std::vector<caf::actor>& ws) {
+          for (auto& w : ws)
+            self->request(w, std::chrono::seconds(5), stats_atom::value)
+              .then(
+                [self, n](json& s) {
+                  auto id = s.value("id", "?");
+                  self->state.pools[n]["worker_stats"][id] = std::move(s);
+                },
+                [self, n](caf::error& e) {
+                  ++self->state.unresponsive;
+                  (void)e;
+                });
+        },
+        [](caf::error&) {});
   }
   if (auto reg = st.dir->get("registry"))
     self->request(reg, std::chrono::seconds(5), stats_atom::value)
@@ -75,6 +103,7 @@ caf::behavior monitor_impl(monitor_actor* self, monitor_config cfg, std::shared_
       return json{{"pools", st.pools},
                   {"sessions", st.sessions},
                   {"ticks", st.ticks},
+                  {"unresponsive_workers", st.unresponsive},
                   {"interval_ms", st.cfg.interval.count()},
                   {"history", std::move(hist)}};
     },

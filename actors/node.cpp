@@ -335,7 +335,8 @@ json node::status() {
               {"tree", {{"id", "root"}, {"path", "root"}, {"type", "supervisor"},
                         {"children", root_ ? walk(self, root_, "root", restarts) : json::array()}}},
               {"pools", pools},
-              {"sessions", ask(self, dir_->get("registry"), caf::make_message(stats_atom::value))}};
+              {"sessions", ask(self, dir_->get("registry"), caf::make_message(stats_atom::value))},
+              {"monitor", ask(self, dir_->get("monitor"), caf::make_message(status_atom::value))}};
 }
 
 void node::stop() {

@@ -611,6 +611,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     },
     [self](status_atom) -> json { return status_of(self); },
     [self](stats_atom) -> json { return status_of(self); },
+    [self](workers_atom) -> std::vector<caf::actor> {
+      std::vector<caf::actor> out;
+      for (auto& [a, w] : self->state.workers)
+        out.push_back(w.hdl);
+      return out;
+    },
     [self](cleanup_atom, const std::string& sid) {
       // A session ended: forget it here and in every worker.
       auto& st = self->state;

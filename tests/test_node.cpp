@@ -77,6 +77,15 @@ TEST_CASE_FIXTURE(node_fixture, "a tree with every node type starts, serves, rep
   auto r = n->execute_in_session("s1", "ping");
   REQUIRE(r);
   CHECK((*r)["status"] == "ok");
+  // The monitor's snapshot: pool metrics and every worker's stats.
+  REQUIRE(wait_until([&] {
+    auto m = n->status()["monitor"];
+    return m.is_object() && m["pools"].contains("default")
+           && m["pools"]["default"]["worker_stats"].size() == 2;
+  }, 10s));
+  auto mon = n->status()["monitor"];
+  CHECK(mon["pools"]["default"]["worker_stats"]["w1"]["health"] == "healthy");
+  CHECK(mon["history"].size() >= 1);
   n->stop();
   CHECK(wait_until([&] { return all_gone(pids); }, 10s));
   auto after = n->execute_anonymous("ping");
