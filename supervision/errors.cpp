@@ -1,5 +1,6 @@
 #include <dspex/supervision/errors.hpp>
 
+#include <caf/make_message.hpp>
 #include <caf/message.hpp>
 
 namespace dspex::supervision {

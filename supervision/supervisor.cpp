@@ -1234,15 +1234,19 @@ caf::error call_void(caf::scoped_actor& self, const caf::actor& sup,
   return result;
 }
 
+/// Waits for the down_msg of `whom`, leaving any other message in the
+/// caller's mailbox.
 caf::error await_down(caf::scoped_actor& self, const caf::actor& whom) {
   caf::error reason;
   bool down = false;
+  auto addr = whom.address();
   while (!down)
-    self->receive([&](caf::down_msg& msg) {
-      if (msg.source == whom.address()) {
-        reason = std::move(msg.reason);
-        down = true;
-      }
+    self->receive([&](caf::down_msg& msg) -> caf::result<void> {
+      if (msg.source != addr)
+        return caf::skip();
+      reason = std::move(msg.reason);
+      down = true;
+      return caf::unit;
     });
   return reason;
 }

@@ -138,12 +138,13 @@ TEST_CASE("a failed start during init fails the supervisor's start") {
                                worker("d")},
                               f.options());
   REQUIRE_FALSE(sup);
+  REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
   CHECK(is(sup.error(), supervision_errc::start_failed));
   auto text = describe(sup.error());
   INFO(text);
   CHECK(text.find("child 'c' failed to start") != std::string::npos);
   CHECK(text.find("start refused") != std::string::npos);
-  // start_supervisor returns once everything is gone: the log is complete.
+  // supervisor_stopped is the supervisor's last event.
   CHECK(f.log->trace("root")
         == "start a, start b, fail c, exit b shutdown, exit a shutdown, "
            "stop shutdown");
@@ -158,6 +159,7 @@ TEST_CASE("a start function that throws is a failed start") {
   auto sup = start_supervisor(f.sys, one_for_one(), {worker("a"), thrower},
                               f.options());
   REQUIRE_FALSE(sup);
+  REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
   CHECK(describe(sup.error()).find("no luck") != std::string::npos);
   CHECK(f.log->trace("root") == "start a, fail t, exit a shutdown, stop shutdown");
 }
@@ -167,6 +169,7 @@ TEST_CASE("invalid specs fail the start without starting anything") {
   auto sup = start_supervisor(f.sys, one_for_one(), {worker("a"), worker("a")},
                               f.options());
   REQUIRE_FALSE(sup);
+  REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
   CHECK(is(sup.error(), supervision_errc::invalid_spec));
   CHECK(f.log->trace("root") == "stop shutdown");
 }
@@ -217,6 +220,7 @@ TEST_CASE("await_ready: a child counts as started only once it answers") {
     auto sup = start_supervisor(f.sys, one_for_one(),
                                 {worker("a"), spec("b", refusing)}, f.options());
     REQUIRE_FALSE(sup);
+    REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
     CHECK(describe(sup.error()).find("init failed") != std::string::npos);
     CHECK(f.log->trace("root") == "start a, fail b, exit a shutdown, stop shutdown");
   }
@@ -225,6 +229,7 @@ TEST_CASE("await_ready: a child counts as started only once it answers") {
     auto sup = start_supervisor(f.sys, one_for_one(), {worker("a"), s},
                                 f.options());
     REQUIRE_FALSE(sup);
+    REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
     CHECK(describe(sup.error()).find("not ready within 50 ms") != std::string::npos);
     CHECK(f.log->trace("root") == "start a, fail b, exit a shutdown, stop shutdown");
   }
@@ -232,6 +237,7 @@ TEST_CASE("await_ready: a child counts as started only once it answers") {
     auto sup = start_supervisor(f.sys, one_for_one(),
                                 {worker("a"), spec("b", quitter)}, f.options());
     REQUIRE_FALSE(sup);
+    REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
     CHECK(describe(sup.error()).find("died in init") != std::string::npos);
     CHECK(f.log->trace("root") == "start a, fail b, exit a shutdown, stop shutdown");
   }
@@ -255,18 +261,21 @@ TEST_CASE("a start that returns an invalid actor is OTP's ignore") {
 TEST_CASE("permanent, transient and temporary children after each kind of exit") {
   struct row {
     restart_type restart;
-    const char* how; // crash | normal | shutdown
+    const char* how; // crash | killed | normal | shutdown
     bool restarted;
     const char* status_after; // status in which_children, "" if removed
   };
   std::vector<row> rows{
     {restart_type::permanent, "crash", true, "c:running"},
+    {restart_type::permanent, "killed", true, "c:running"},
     {restart_type::permanent, "normal", true, "c:running"},
     {restart_type::permanent, "shutdown", true, "c:running"},
     {restart_type::transient, "crash", true, "c:running"},
+    {restart_type::transient, "killed", true, "c:running"},
     {restart_type::transient, "normal", false, "c:undefined"},
     {restart_type::transient, "shutdown", false, "c:undefined"},
     {restart_type::temporary, "crash", false, ""},
+    {restart_type::temporary, "killed", false, ""},
     {restart_type::temporary, "normal", false, ""},
     {restart_type::temporary, "shutdown", false, ""},
   };
@@ -279,6 +288,8 @@ TEST_CASE("permanent, transient and temporary children after each kind of exit")
     std::string how = r.how;
     if (how == "crash")
       caf::anon_send(c, crash_atom::value);
+    else if (how == "killed")
+      caf::anon_send_exit(c, caf::exit_reason::kill);
     else if (how == "normal")
       caf::anon_send(c, stop_atom::value);
     else
@@ -464,6 +475,7 @@ TEST_CASE("a nested supervisor's failed init fails its parent's start") {
   auto sup = start_supervisor(f.sys, one_for_one(), {worker("a"), sub},
                               f.options());
   REQUIRE_FALSE(sup);
+  REQUIRE(f.log->wait_for(event_kind::supervisor_stopped, "root"));
   auto text = describe(sup.error());
   INFO(text);
   CHECK(text.find("child 'sub' failed to start") != std::string::npos);

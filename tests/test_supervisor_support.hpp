@@ -279,15 +279,18 @@ struct fixture {
   /// Waits until `whom` terminated (monitoring it from a scoped actor made
   /// before the event that ends it is sent). Returns its exit reason.
   static caf::error await_down(caf::scoped_actor& self, const caf::actor& whom) {
+    // Other down_msgs stay in the mailbox for their own await_down.
     caf::error reason;
     bool down = false;
+    auto addr = whom.address();
     while (!down)
       self->receive(
-        [&](caf::down_msg& msg) {
-          if (msg.source == whom.address()) {
-            reason = msg.reason;
-            down = true;
-          }
+        [&](caf::down_msg& msg) -> caf::result<void> {
+          if (msg.source != addr)
+            return caf::skip();
+          reason = msg.reason;
+          down = true;
+          return caf::unit;
         },
         caf::after(deadline) >> [&] {
           FAIL("actor did not terminate in time");
