@@ -319,3 +319,37 @@ TEST_CASE("failures outside the window do not add up; a failed trial reopens") {
 }
 
 } // TEST_SUITE
+
+TEST_SUITE("pool") {
+
+TEST_CASE_FIXTURE(pool_fixture, "a new LM configuration reaches every worker, not just the one that got configure_lm") {
+  REQUIRE_FALSE(start(test_pool_config(2)));
+  REQUIRE_FALSE(await_pool_ready());
+  std::optional<std::string> s{"lm"};
+  REQUIRE(exec(pool(), "create_program", json{{"id", "p"}, {"signature", "q -> a"}}, 0ms, s));
+  auto run_on_both = [&](const std::string& expected) {
+    // Two leases pin both workers; each executes the program.
+    std::vector<caf::actor> leased;
+    for (int i = 0; i < 2; ++i)
+      self->request(pool(), 10s, checkout_atom::value, std::optional<std::string>{})
+        .receive([&](caf::actor& w) { leased.push_back(w); }, [&](caf::error& e) { FAIL(describe(e)); });
+    REQUIRE(leased.size() == 2);
+    std::set<pid_t> pids;
+    for (auto& w : leased) {
+      pids.insert(pid_of(*this, w));
+      self->send(pool(), checkin_atom::value, w, true);
+    }
+    CHECK(pids.size() == 2);
+    for (int i = 0; i < 6; ++i) {
+      auto r = exec(pool(), "execute_program", json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}}, 0ms, s);
+      REQUIRE_MESSAGE(r, describe(r.error()));
+      CHECK((*r)["outputs"]["a"] == expected);
+    }
+  };
+  REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}, {"responses", {{"a", "first"}}}}));
+  run_on_both("first");
+  REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}, {"responses", {{"a", "second"}}}}));
+  run_on_both("second");
+}
+
+} // TEST_SUITE

@@ -216,5 +216,6 @@ def configure_lm(args, ctx):
     if lm.provider != "mock" and dspy_backend.available():
         lm.dspy_lm = dspy_backend.make_lm(lm)
     ctx.worker.lm = lm
+    ctx.worker.lm_args = dict(args)
     return {"status": "configured", "provider": lm.provider, "model": lm.model,
             "backend": "dspy" if lm.dspy_lm is not None else "builtin"}

@@ -312,7 +312,10 @@ def _restore(args, ctx):
     if isinstance(definition, dict) and not worker.programs.has(ctx.session_id, program_id):
         create_program(dict(definition, id=program_id), ctx)
     lm_args = args.get("lm")
-    if isinstance(lm_args, dict) and worker.lm is None:
+    # Reconfigure when this worker has no LM or an older configuration than
+    # the pool's latest (configure_lm reached only one worker).
+    if isinstance(lm_args, dict) and (worker.lm is None
+                                      or getattr(worker, "lm_args", None) != lm_args):
         from .lm import configure_lm
         configure_lm(lm_args, ctx)
     return program_id

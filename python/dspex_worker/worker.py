@@ -34,6 +34,7 @@ class Worker:
 
         self.programs = ProgramStore()
         self.lm = None                # set by configure_lm; global, like dspy.settings
+        self.lm_args = None           # the arguments that configured it
         self.user_state = {}          # ctx.state
         self._session_states = {}     # session_id -> ctx.session_state
         self.held_memory = []         # fault_alloc with "hold": a deliberate leak
