@@ -5,7 +5,8 @@
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
-#include <dspex/bench/bench_main.hpp>
+#include <dspex/bench/chaos.hpp>
+#include <dspex/bench/dspex_bench.hpp>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -95,9 +96,11 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 } // namespace
 
 int main(int argc, char** argv) {
-  // bench parses its own options (see bench/bench_main.hpp).
+  // bench and chaos parse their own options (bench/dspex_bench.hpp, bench/chaos.hpp).
   if (argc > 1 && std::string(argv[1]) == "bench")
-    return dspex::bench::run_peer_bench(argc, argv);
+    return dspex::bench::run_dspex_bench(argc, argv);
+  if (argc > 1 && std::string(argv[1]) == "chaos")
+    return dspex::bench::run_chaos(argc, argv);
   std::vector<std::string> ours, cafs;
   split_args(argc, argv, ours, cafs);
 
