@@ -61,6 +61,19 @@ std::optional<bridge::python_error> python_error_of(const caf::error& err) {
                               j.value("traceback", "")};
 }
 
+caf::error classify(caf::error err) {
+  if (!err || code_of(err) || err.category() != caf::atom("system"))
+    return err;
+  switch (static_cast<caf::sec>(err.code())) {
+    case caf::sec::request_receiver_down:
+      return make_error(errc::worker_crashed, "the worker went down as the request reached it");
+    case caf::sec::request_timeout:
+      return make_error(errc::command_timeout, "no reply before the caller's deadline");
+    default:
+      return err;
+  }
+}
+
 std::string describe(const caf::error& err) {
   if (!err)
     return "none";

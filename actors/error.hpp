@@ -52,6 +52,12 @@ std::optional<bridge::python_error> python_error_of(const caf::error& err);
 
 caf::error make_python_error(const bridge::python_error& e);
 
+/// Maps the CAF errors a caller of a pool or worker can see into the dspex
+/// classes: request_receiver_down (the worker died just as the pool handed
+/// it the request) is worker_crashed, a caller's own request_timeout is
+/// command_timeout. dspex errors and others pass through unchanged.
+caf::error classify(caf::error err);
+
 /// "python_error: ValueError: bad input" and so on; renders errors of any
 /// category without needing the actor system.
 std::string describe(const caf::error& err);

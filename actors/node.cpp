@@ -168,6 +168,10 @@ std::string probe_python(const tree_config& cfg, const node_options& opts,
 
 } // namespace
 
+void recommended_settings(caf::actor_system_config& cfg) {
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+}
+
 caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_config cfg,
                                                  node_options opts) {
   auto n = std::make_shared<node>(sys);
@@ -253,7 +257,7 @@ caf::expected<json> node::execute(const std::string& command, json args,
   auto wait = timeout.count() > 0 ? timeout * 2 + 30s : std::chrono::milliseconds(10min);
   self->request(t, wait, exec_atom::value, make_command(command, std::move(args), session, timeout))
     .receive([&](json& j) { result = std::move(j); },
-             [&](caf::error& e) { result = std::move(e); });
+             [&](caf::error& e) { result = classify(std::move(e)); });
   return result;
 }
 

@@ -23,6 +23,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 
 #include <chrono>
 #include <memory>
@@ -31,6 +32,13 @@
 #include <vector>
 
 namespace dspex {
+
+/// CAF settings that suit dspex's message pattern (many short hops between
+/// a few actors and the io thread): the work-sharing scheduler, which halved
+/// the round trip against work stealing on 2 cores (see README,
+/// Performance). Call before cfg.parse(...), so configuration files and
+/// --caf# options still override it. The dspex CLI does.
+void recommended_settings(caf::actor_system_config& cfg);
 
 struct node_options {
   /// Receive every supervision event of the tree (supervision_event messages).

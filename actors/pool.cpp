@@ -476,6 +476,24 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
   st.links = std::move(links);
   st.breaker = circuit_breaker(st.cfg.circuit);
   st.ready = st.cfg.lazy || st.cfg.size == 0;
+  // Asked to stop (by the pool supervisor, or a whole tree going down):
+  // nobody queued here may be left without an answer. CAF 0.17 does not
+  // tell a caller when a promise is dropped, so answer every waiter now.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    st.draining = true;
+    auto queued = std::move(st.queue);
+    st.queue.clear();
+    for (auto& wt : queued)
+      fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is stopping");
+    for (auto& rp : st.ready_waiters)
+      rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
+    st.ready_waiters.clear();
+    for (auto& rp : st.drain_waiters)
+      rp.deliver(caf::unit);
+    st.drain_waiters.clear();
+    self->quit(msg.reason);
+  });
   self->set_down_handler([self](caf::down_msg& dm) {
     if (self->state.workers.count(dm.source))
       on_worker_down(self, dm);

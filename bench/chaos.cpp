@@ -81,6 +81,11 @@ std::int64_t sys_ns(std::chrono::system_clock::time_point t) {
 std::string error_class(const caf::error& e) {
   if (auto c = code_of(e))
     return to_string(*c);
+  // A worker that died as the pool handed it the request: worker_crashed
+  // (dspex::classify); the caller's own deadline stays "never answered".
+  if (e.category() == caf::atom("system")
+      && e.code() == static_cast<std::uint8_t>(caf::sec::request_receiver_down))
+    return to_string(*code_of(classify(e)));
   if (e.category() == caf::atom("system"))
     return "unclassified:" + caf::to_string(static_cast<caf::sec>(e.code()));
   return "unclassified:" + caf::to_string(e);
@@ -568,6 +573,8 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
   const auto deadline = std::chrono::milliseconds(s.request_timeout_ms + s.checkout_timeout_ms + 5000);
 
   caf::actor_system_config cfg;
+
+  dspex::recommended_settings(cfg);
   apply_caf_args(cfg, o.caf_args);
   caf::actor_system sys{cfg};
   auto src = std::make_shared<target_source>();

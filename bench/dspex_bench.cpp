@@ -1,3 +1,4 @@
+#include <dspex/actors/node.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 
 #include <dspex/actors/config.hpp>
@@ -564,6 +565,7 @@ public:
       return;
     }
     caf::actor_system_config cfg;
+    dspex::recommended_settings(cfg);
     apply_caf_args(cfg, o_.caf_args);
     caf::actor_system sys{cfg};
     auto n = start(sys, setup(1), "pinned round trip");
@@ -779,6 +781,8 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
   r.load_before = load_average_1m();
 
   caf::actor_system_config cfg;
+
+  dspex::recommended_settings(cfg);
   if (auto err = apply_caf_args(cfg, opts.caf_args))
     r.failures.push_back("CAF options: " + caf::to_string(err));
   caf::actor_system sys{cfg};

@@ -53,6 +53,7 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   caf::actor_system_config sys_cfg;
+  recommended_settings(sys_cfg);
   std::vector<char*> caf_argv{argv[0]};
   for (auto& a : cafs)
     caf_argv.push_back(const_cast<char*>(a.c_str()));

@@ -353,3 +353,31 @@ TEST_CASE_FIXTURE(pool_fixture, "a new LM configuration reaches every worker, no
 }
 
 } // TEST_SUITE
+
+TEST_SUITE("pool") {
+
+TEST_CASE_FIXTURE(pool_fixture, "a pool asked to stop answers everyone still queued") {
+  auto c = test_pool_config(1);
+  c.checkout_timeout = 60s;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto p = pool();
+  self->send(p, exec_atom::value, make_command("fault_sleep", json{{"seconds", 5}}));
+  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
+  ledger led;
+  for (int i = 0; i < 3; ++i)
+    sys.spawn([p, &led, i](caf::event_based_actor* a) {
+      a->request(p, std::chrono::seconds(60), exec_atom::value, make_command("ping"))
+        .then([&led, i](json&) { led.record(std::to_string(i), nullptr); },
+              [&led, i](caf::error& e) { led.record(std::to_string(i), &e); });
+    });
+  REQUIRE(wait_until([&] { return status()["queue"] == 3; }));
+  self->send_exit(p, caf::exit_reason::user_shutdown);
+  REQUIRE(wait_until([&] { return led.total.load() == 3; }, 10s));
+  std::lock_guard<std::mutex> g(led.mx);
+  CHECK(led.errors.size() == 3);
+  for (auto& [k, e] : led.errors)
+    CHECK(e.find("shutting_down") == 0);
+}
+
+} // TEST_SUITE
