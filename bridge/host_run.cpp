@@ -46,18 +46,32 @@ const std::string& host_run_id() {
   return id;
 }
 
-bool run_is_alive(const std::string& run_id) {
+namespace {
+
+// Splits "h<pid>-<ticks>"; false for anything else (not a run id of ours).
+bool parse_run_id(const std::string& run_id, long& pid, std::string& ticks) {
   if (run_id.size() < 4 || run_id[0] != 'h')
     return false;
   auto dash = run_id.find('-');
-  if (dash == std::string::npos)
+  if (dash == std::string::npos || dash + 1 >= run_id.size())
     return false;
   char* end = nullptr;
-  long pid = std::strtol(run_id.c_str() + 1, &end, 10);
+  pid = std::strtol(run_id.c_str() + 1, &end, 10);
   if (end != run_id.c_str() + dash || pid <= 0)
     return false;
-  auto ticks = start_ticks(static_cast<pid_t>(pid));
-  return !ticks.empty() && ticks == run_id.substr(dash + 1);
+  ticks = run_id.substr(dash + 1);
+  return ticks.find_first_not_of("0123456789") == std::string::npos;
+}
+
+} // namespace
+
+bool run_is_alive(const std::string& run_id) {
+  long pid = 0;
+  std::string ticks;
+  if (!parse_run_id(run_id, pid, ticks))
+    return false;
+  auto now = start_ticks(static_cast<pid_t>(pid));
+  return !now.empty() && now == ticks;
 }
 
 int reap_leftovers(const std::string& marker) {
@@ -79,7 +93,11 @@ int reap_leftovers(const std::string& marker) {
       if (args[i] == "--run-id" && i + 1 < args.size())
         run = args[i + 1];
     }
-    if (!ours || run.empty() || run == host_run_id() || run_is_alive(run))
+    // Only run ids of our own form name a host we can judge; anything else
+    // (another tool's worker, a test harness) is not ours to stop.
+    long host = 0;
+    std::string ticks;
+    if (!ours || !parse_run_id(run, host, ticks) || run == host_run_id() || run_is_alive(run))
       continue;
     if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0)
       ++stopped;

@@ -233,6 +233,7 @@ TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
   };
   auto dead = spawn_fake("h999999999-1");
   auto live = spawn_fake(bridge::host_run_id());
+  auto foreign = spawn_fake("test-run-42");  // not our form: never ours to stop
   // Give the exec time to replace the command line.
   REQUIRE(wait_until([&] {
     std::ifstream in("/proc/" + std::to_string(dead->pid()) + "/cmdline");
@@ -242,6 +243,7 @@ TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
   CHECK(bridge::reap_leftovers() >= 1);
   CHECK(wait_until([&] { return dead->reaped(); }));
   CHECK_FALSE(live->reaped());
+  CHECK_FALSE(foreign->reaped());
   CHECK(bridge::run_is_alive(bridge::host_run_id()));
   CHECK_FALSE(bridge::run_is_alive("h999999999-1"));
 }
