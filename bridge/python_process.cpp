@@ -7,8 +7,6 @@
 #include <boost/process/args.hpp>
 #include <boost/process/async_pipe.hpp>
 #include <boost/process/child.hpp>
-#include <boost/process/env.hpp>
-#include <boost/process/environment.hpp>
 #include <boost/process/exe.hpp>
 #include <boost/process/extend.hpp>
 #include <boost/process/io.hpp>
@@ -27,6 +25,8 @@
 #include <system_error>
 #include <unistd.h>
 
+extern char** environ;
+
 namespace bp = boost::process;
 namespace asio = boost::asio;
 
@@ -34,9 +34,38 @@ namespace dspex::bridge {
 
 namespace {
 
-// Runs in the child between fork and exec: only async-signal-safe calls.
+// Sets the child's environment and, between fork and exec, its signal mask,
+// process group and parent-death signal (only async-signal-safe calls there).
+// The environment is built here rather than with bp::environment, whose
+// find() in Boost 1.74 reads past the end of shorter entries (ASan).
 struct child_setup : bp::extend::handler {
   pid_t parent;
+  std::vector<std::string> env_strings;
+  std::vector<char*> envp;
+
+  void build_env(const std::vector<std::pair<std::string, std::string>>& overrides) {
+    for (char** e = ::environ; e && *e; ++e) {
+      std::string entry = *e;
+      auto eq = entry.find('=');
+      auto key = entry.substr(0, eq);
+      bool replaced = false;
+      for (auto& [k, v] : overrides)
+        replaced = replaced || k == key;
+      if (!replaced)
+        env_strings.push_back(std::move(entry));
+    }
+    for (auto& [k, v] : overrides)
+      env_strings.push_back(k + "=" + v);
+    for (auto& s : env_strings)
+      envp.push_back(s.data());
+    envp.push_back(nullptr);
+  }
+
+  template <class Executor>
+  void on_setup(Executor& exec) {
+    exec.env = envp.data();
+  }
+
   template <class Executor>
   void on_exec_setup(Executor&) const {
     sigset_t none;  // the loop thread blocks SIGPIPE; the child must not inherit that
@@ -354,19 +383,17 @@ std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_opt
         throw std::system_error(std::make_error_code(std::errc::no_such_file_or_directory),
                                 "cannot find '" + o.executable + "' in PATH");
     }
-    bp::environment env = boost::this_process::environment();
-    for (auto& [k, v] : o.env)
-      env[k] = v;
     std::error_code ec;
     bp::child child;
     child_setup setup;
     setup.parent = ::getpid();
+    setup.build_env(o.env);
     if (o.working_dir.empty())
       child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,
-                        bp::std_out > im->out, bp::std_err > im->err, env, setup, ec);
+                        bp::std_out > im->out, bp::std_err > im->err, setup, ec);
     else
       child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,
-                        bp::std_out > im->out, bp::std_err > im->err, env,
+                        bp::std_out > im->out, bp::std_err > im->err,
                         bp::start_dir = o.working_dir, setup, ec);
     if (ec)
       throw std::system_error(ec, "cannot start '" + o.executable + "'");
