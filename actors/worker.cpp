@@ -27,8 +27,8 @@ bool is_dir(const std::string& p) {
   return !p.empty() && ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// DSPEX_PYTHON_PATH, then the source tree of this build, then the install
-// prefix, then share/dspex/python beside the running executable.
+} // namespace
+
 std::string locate_python_dir() {
   if (auto env = std::getenv("DSPEX_PYTHON_PATH"); env && is_dir(env))
     return env;
@@ -47,6 +47,8 @@ std::string locate_python_dir() {
   }
   return DSPEX_SOURCE_PYTHON_DIR;
 }
+
+namespace {
 
 enum class phase { starting, ready, busy, degraded, terminating };
 

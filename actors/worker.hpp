@@ -61,6 +61,11 @@ struct worker_config {
   bool overflow = false;            ///< started on demand beyond pool_size
 };
 
+/// Where the dspex_worker package is: DSPEX_PYTHON_PATH, then the source
+/// tree of this build, then the install prefix, then share/dspex/python
+/// beside the running executable.
+std::string locate_python_dir();
+
 /// The command line a worker runs (for tests and for `dspex status`).
 std::vector<std::string> worker_command_line(const worker_config& cfg);
 

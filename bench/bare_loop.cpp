@@ -1,11 +1,12 @@
 #include <dspex/bench/bare_loop.hpp>
+
+#include <dspex/actors/worker.hpp>
 #include <dspex/bench/subprocess.hpp>
 
 #include <dspex/bridge/frame.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/protocol.hpp>
 
-#include <dspex_build_paths.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -30,10 +31,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-bool is_dir(const std::string& p) {
-  struct stat st;
-  return !p.empty() && ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 // One worker process and the blocking ends of its pipes.
 struct bare_conn {
@@ -162,21 +159,7 @@ struct thread_result {
 } // namespace
 
 std::string locate_python_dir() {
-  if (auto env = std::getenv("DSPEX_PYTHON_PATH"); env && is_dir(env))
-    return env;
-  if (is_dir(DSPEX_SOURCE_PYTHON_DIR))
-    return DSPEX_SOURCE_PYTHON_DIR;
-  if (is_dir(DSPEX_INSTALL_PYTHON_DIR))
-    return DSPEX_INSTALL_PYTHON_DIR;
-  char buf[4096];
-  auto n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) {
-    std::string exe(buf, static_cast<std::size_t>(n));
-    auto candidate = exe.substr(0, exe.rfind('/')) + "/../share/dspex/python";
-    if (is_dir(candidate))
-      return candidate;
-  }
-  return DSPEX_SOURCE_PYTHON_DIR;
+  return dspex::locate_python_dir();  // the workers' own lookup, so both run the same package
 }
 
 std::string echo_request_body(std::uint64_t id, std::size_t payload_bytes) {
