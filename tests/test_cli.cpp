@@ -119,6 +119,18 @@ TEST_CASE_FIXTURE(cli_fixture, "config --check reports precise errors") {
   CHECK(code == 0);
 }
 
+TEST_CASE_FIXTURE(cli_fixture, "CAF's own options reach CAF") {
+  int code = 0;
+  auto out = run(loop, {"run", "--demo", "--caf#scheduler.max-threads=abc"}, &code);
+  CHECK(code == 2);
+  CHECK(out.find("CAF configuration") != std::string::npos);
+  auto ini = dir + "/caf.ini";
+  std::ofstream(ini) << "[scheduler]\nmax-threads=1\n";
+  out = run(loop, {"run", config, "--demo", "--config-file=" + ini}, &code);
+  CHECK(code == 0);
+  CHECK(out.find("shut down cleanly") != std::string::npos);
+}
+
 TEST_CASE_FIXTURE(cli_fixture, "run + events + status + exec, then SIGTERM: exit 0 and nothing left") {
   auto node = start_node();
   auto st = status();
