@@ -17,6 +17,8 @@
 #include <atomic>
 #include <csignal>
 #include <deque>
+#include <mutex>
+#include <pthread.h>
 #include <fcntl.h>
 #include <iostream>
 #include <sys/prctl.h>
@@ -94,6 +96,28 @@ bp::async_pipe make_pipe(asio::io_context& ctx) {
   return p;
 }
 
+// Our end of the child's stdin never blocks a sender's thread.
+void set_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0)
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+// A direct write may hit a pipe whose reader died: that must be EPIPE, not a
+// SIGPIPE that kills the host. SIGPIPE is thread-directed, so blocking it on
+// the threads that write (the io thread, and actor threads that send) is
+// enough and leaves the rest of the application alone.
+void block_sigpipe_here() {
+  thread_local bool blocked = false;
+  if (blocked)
+    return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  blocked = true;
+}
+
 constexpr std::size_t read_chunk = 64 * 1024;
 constexpr auto eof_grace = std::chrono::milliseconds(200);
 
@@ -105,6 +129,7 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       in(make_pipe(loop.context())), out(make_pipe(loop.context())),
       err(make_pipe(loop.context())), pidfd(loop.context()), decoder(this->opts.max_frame_bytes),
       stop_timer(loop.context()), eof_timer(loop.context()) {
+    set_nonblocking(in.native_sink());
   }
 
   ~impl() {
@@ -132,8 +157,13 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
   bool stderr_done = false;
   bool exit_reported = false;
 
+  // The write side is shared: a sender writes directly from its own thread
+  // when nothing is queued (one io-thread wake-up less per request), and the
+  // io thread drains whatever did not fit. wmx guards all four fields and
+  // the descriptor's lifetime (it is closed only under wmx).
+  std::mutex wmx;
   std::deque<std::string> write_queue;
-  bool writing = false;
+  bool writing = false;  // the io thread owns the writes until the queue is empty
   bool close_after_drain = false;
   bool input_closed = false;
 
@@ -265,9 +295,12 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
     boost::system::error_code ignore;
     pidfd.close(ignore);
     stop_timer.cancel();
-    write_queue.clear();
-    in.close(ignore);
-    input_closed = true;
+    {
+      std::lock_guard<std::mutex> g(wmx);
+      write_queue.clear();
+      in.close(ignore);
+      input_closed = true;
+    }
     if (stdout_done) {
       maybe_report_exit();
     } else {
@@ -302,46 +335,98 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       cb(status);
   }
 
-  void enqueue(std::string frame) {
+  enum class direct { written, handed_over, not_tried };
+
+  // Any thread. Writes the frame at once when the pipe is idle; what does not
+  // fit is queued and the io thread takes over (handed_over: kick it).
+  direct try_write_direct(std::string& frame) {
+    std::lock_guard<std::mutex> g(wmx);
     if (input_closed || close_after_drain)
-      return;
+      return direct::written;  // dropped, as the queue would drop it
+    if (writing || !write_queue.empty())
+      return direct::not_tried;
+    block_sigpipe_here();
+    std::size_t off = 0;
+    while (off < frame.size()) {
+      auto n = ::write(in.native_sink(), frame.data() + off, frame.size() - off);
+      if (n > 0) {
+        off += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        break;
+      return direct::written;  // EPIPE: the reader is gone; its exit is reported elsewhere
+    }
+    if (off == frame.size())
+      return direct::written;
+    frame.erase(0, off);
     write_queue.push_back(std::move(frame));
-    if (!writing)
-      write_next();
+    writing = true;
+    return direct::handed_over;
   }
 
-  void write_next() {
-    if (write_queue.empty()) {
-      writing = false;
-      if (close_after_drain)
-        close_stdin();
-      return;
+  void enqueue(std::string frame) {
+    {
+      std::lock_guard<std::mutex> g(wmx);
+      if (input_closed || close_after_drain)
+        return;
+      write_queue.push_back(std::move(frame));
+      if (writing)
+        return;
+      writing = true;
     }
-    writing = true;
+    write_next();
+  }
+
+  // Io thread, with writing == true: write the front of the queue.
+  void write_next() {
+    std::string* front = nullptr;
+    {
+      std::lock_guard<std::mutex> g(wmx);
+      if (write_queue.empty() || input_closed) {
+        writing = false;
+        if (close_after_drain && !input_closed)
+          close_locked();
+        return;
+      }
+      front = &write_queue.front();  // deque references survive push_back
+    }
     auto self = shared_from_this();
-    asio::async_write(in, asio::buffer(write_queue.front()),
+    asio::async_write(in, asio::buffer(*front),
                       [self](const boost::system::error_code& ec, std::size_t) {
-                        if (ec) {  // EPIPE: the reader is gone; its exit is reported elsewhere
-                          self->write_queue.clear();
-                          self->writing = false;
-                          self->close_stdin();
-                          return;
+                        {
+                          std::lock_guard<std::mutex> g(self->wmx);
+                          if (ec) {  // EPIPE: the reader is gone; its exit is reported elsewhere
+                            self->write_queue.clear();
+                            self->writing = false;
+                            self->close_locked();
+                            return;
+                          }
+                          self->write_queue.pop_front();
                         }
-                        self->write_queue.pop_front();
                         self->write_next();
                       });
   }
 
+  void close_locked() {
+    if (input_closed)
+      return;
+    input_closed = true;
+    boost::system::error_code ignore;
+    in.close(ignore);
+  }
+
   void close_stdin() {
+    std::lock_guard<std::mutex> g(wmx);
     if (input_closed)
       return;
     if (writing) {
       close_after_drain = true;
       return;
     }
-    input_closed = true;
-    boost::system::error_code ignore;
-    in.close(ignore);
+    close_locked();
   }
 
   void send_signal(int sig) {
@@ -420,7 +505,16 @@ bool python_process::send(std::string body) {
     return false;
   auto frame = encode_frame(body);
   auto im = impl_;
-  impl_->loop.post([im, f = std::move(frame)]() mutable { im->enqueue(std::move(f)); });
+  switch (im->try_write_direct(frame)) {
+    case impl::direct::written:
+      break;
+    case impl::direct::handed_over:
+      im->loop.post([im] { im->write_next(); });
+      break;
+    case impl::direct::not_tried:
+      im->loop.post([im, f = std::move(frame)]() mutable { im->enqueue(std::move(f)); });
+      break;
+  }
   return true;
 }
 
