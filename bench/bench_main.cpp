@@ -383,15 +383,6 @@ const char* usage =
   "  --pin-cpu N         CPU for the pinned round trip (default 0)\n"
   "  --no-pinned         skip the pinned round trip\n";
 
-bool parse_int(const std::string& s, long long& out) {
-  if (s.empty())
-    return false;
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtoll(s.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
-}
-
 } // namespace
 
 int run_peer_bench(int argc, char** argv) {
@@ -416,7 +407,7 @@ int run_peer_bench(int argc, char** argv) {
       std::string v;
       if (!value(v))
         return false;
-      if (!parse_int(v, out) || out < min) {
+      if (!parse_integer(v, out) || out < min) {
         std::cerr << "dspex bench: " << a << ": not a number >= " << min << ": " << v << "\n";
         return false;
       }
@@ -450,17 +441,8 @@ int run_peer_bench(int argc, char** argv) {
     } else if (a == "--workers") {
       if (!value(v))
         return 2;
-      o.workers.clear();
-      std::istringstream in(v);
-      for (std::string item; std::getline(in, item, ',');) {
-        if (!parse_int(item, n) || n < 1 || n > 4096) {
-          std::cerr << "dspex bench: --workers: bad count: " << item << "\n";
-          return 2;
-        }
-        o.workers.push_back(static_cast<int>(n));
-      }
-      if (o.workers.empty()) {
-        std::cerr << "dspex bench: --workers: empty list\n";
+      if (auto err = parse_worker_counts(v, o.workers); !err.empty()) {
+        std::cerr << "dspex bench: --workers: " << err << "\n";
         return 2;
       }
     } else if (a == "--no-python-peers") {

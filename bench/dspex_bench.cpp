@@ -1220,15 +1220,6 @@ const char* bench_usage =
   "  --no-plots              skip gnuplot\n"
   "  --caf#KEY=VALUE         CAF options for the measured actor systems (as dspex run)\n";
 
-bool parse_ll(const std::string& s, long long& out) {
-  if (s.empty())
-    return false;
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtoll(s.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
-}
-
 } // namespace
 
 int run_dspex_bench(int argc, char** argv) {
@@ -1256,7 +1247,7 @@ int run_dspex_bench(int argc, char** argv) {
         return false;
       }
       const std::string& v = args[++i];
-      if (!parse_ll(v, out) || out < min) {
+      if (!parse_integer(v, out) || out < min) {
         std::cerr << "dspex bench: " << a << ": not a number >= " << min << ": " << v << "\n";
         return false;
       }
@@ -1326,17 +1317,8 @@ int run_dspex_bench(int argc, char** argv) {
     } else if (a == "--workers") {
       if (!text(v))
         return 2;
-      o.peers.workers.clear();
-      std::istringstream in(v);
-      for (std::string item; std::getline(in, item, ',');) {
-        if (!parse_ll(item, n) || n < 1 || n > 4096) {
-          std::cerr << "dspex bench: --workers: bad count: " << item << "\n";
-          return 2;
-        }
-        o.peers.workers.push_back(static_cast<int>(n));
-      }
-      if (o.peers.workers.empty()) {
-        std::cerr << "dspex bench: --workers: empty list\n";
+      if (auto err = parse_worker_counts(v, o.peers.workers); !err.empty()) {
+        std::cerr << "dspex bench: --workers: " << err << "\n";
         return 2;
       }
     } else {
