@@ -29,12 +29,9 @@ caf::behavior os_process_impl(os_process_actor* self, std::shared_ptr<bridge::io
   o.env = cfg.env;
   o.working_dir = cfg.cwd;
   o.framed = false;
+  o.label = cfg.id;
   caf::actor_addr weak = self->address();
   bridge::process_callbacks cbs;
-  auto id = cfg.id;
-  cbs.on_output = [id](std::string_view line) {
-    std::fprintf(stderr, "[%s] %.*s\n", id.c_str(), static_cast<int>(line.size()), line.data());
-  };
   cbs.on_exit = [weak](bridge::exit_status s) {
     if (auto hdl = caf::actor_cast<caf::actor>(weak))
       caf::anon_send(hdl, proc_exit_atom::value, s.raw);

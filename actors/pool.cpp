@@ -97,6 +97,8 @@ struct pool_state {
     return n;
   }
   std::size_t regular_count() const { return workers.size() - overflow_count(); }
+  /// Workers serving a request or held by a lease: what a drain waits for.
+  std::size_t in_use() const { return count(wstate::busy) + count(wstate::leased); }
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -270,7 +272,7 @@ void check_drained(pool_actor* self) {
   auto& st = self->state;
   if (!st.draining || st.drain_waiters.empty())
     return;
-  if (st.count(wstate::busy) == 0 && st.count(wstate::leased) == 0) {
+  if (st.in_use() == 0) {
     for (auto& rp : st.drain_waiters)
       rp.deliver(caf::unit);
     st.drain_waiters.clear();
@@ -615,7 +617,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       st.queue.clear();
       for (auto& wt : queued)
         fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
-      if (st.count(wstate::busy) == 0 && st.count(wstate::leased) == 0)
+      if (st.in_use() == 0)
         return caf::unit;
       st.drain_waiters.push_back(self->make_response_promise());
       self->delayed_send(self, st.cfg.drain_timeout, drain_atom::value, true);

@@ -274,6 +274,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
   for (auto& kv : st.cfg.env)
     opts.env.push_back(kv);
   opts.max_frame_bytes = st.cfg.max_frame_bytes;
+  opts.label = st.cfg.id;
 
   // The io thread holds only a weak address: a dead worker must not be kept
   // alive by its own process's callbacks.
@@ -286,10 +287,6 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
   cbs.on_frame = [tell](std::string body) { tell(frame_atom::value, std::move(body)); };
   cbs.on_protocol_error = [tell](bridge::protocol_error e) {
     tell(proto_err_atom::value, std::string(bridge::to_string(e.code)) + ": " + e.detail);
-  };
-  auto wid = st.cfg.id;
-  cbs.on_output = [wid](std::string_view line) {
-    std::fprintf(stderr, "[%s] %.*s\n", wid.c_str(), static_cast<int>(line.size()), line.data());
   };
   cbs.on_exit = [tell](bridge::exit_status s) { tell(proc_exit_atom::value, s.raw); };
 

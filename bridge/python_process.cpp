@@ -251,8 +251,9 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       return;
     if (cbs.on_output)
       cbs.on_output(line);
-    else
-      std::cerr << '[' << opts.executable << ' ' << pid << "] " << line << '\n';
+    else  // one insertion, so lines of different processes do not interleave
+      std::cerr << ("[" + (opts.label.empty() ? opts.executable + " " + std::to_string(pid) : opts.label)
+                    + "] " + line + "\n");
     line.clear();
   }
 

@@ -42,6 +42,9 @@ struct process_options {
   std::vector<std::pair<std::string, std::string>> env;  ///< set on top of the host's environment
   std::string working_dir;             ///< empty: the host's
   std::size_t max_frame_bytes = default_max_frame_bytes;
+  /// Prefix of forwarded output lines ("[label] line"); empty: the
+  /// executable and the pid.
+  std::string label;
   /// false: the process speaks no protocol (a supervised plain program);
   /// its stdout is forwarded like stderr.
   bool framed = true;
@@ -53,7 +56,8 @@ struct process_callbacks {
   /// frames follow. The process keeps running; the owner decides its fate.
   std::function<void(protocol_error)> on_protocol_error;
   /// One line the process wrote to stderr (or to stdout when not framed),
-  /// without its newline. Unset: forwarded to the host's stderr.
+  /// without its newline. Unset: forwarded to the host's stderr with the
+  /// label of process_options.
   std::function<void(std::string_view line)> on_output;
   std::function<void(exit_status)> on_exit;
 };
