@@ -1,5 +1,4 @@
 #include <cstdlib>
-#include <cerrno>
 #include <dspex/bench/report.hpp>
 #include <dspex/bench/subprocess.hpp>
 
@@ -280,27 +279,6 @@ std::string format_micros(double us) {
   if (us >= 1e3)
     return sig3(us / 1e3) + " ms";
   return sig3(us) + " us";
-}
-
-bool parse_integer(const std::string& s, long long& out) {
-  if (s.empty())
-    return false;
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtoll(s.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
-}
-
-std::string parse_worker_counts(const std::string& list, std::vector<int>& out) {
-  out.clear();
-  std::istringstream in(list);
-  for (std::string item; std::getline(in, item, ',');) {
-    long long n = 0;
-    if (!parse_integer(item, n) || n < 1 || n > 4096)
-      return "bad count: " + item;
-    out.push_back(static_cast<int>(n));
-  }
-  return out.empty() ? "empty list" : "";
 }
 
 std::string format_ratio(double r) {

@@ -1,12 +1,10 @@
-// dspex: run supervised pools of Python workers from a config, watch them,
-// benchmark them. Subcommands: run, config, status, exec, bench.
+// dspex: run supervised pools of Python workers from a config and watch them.
+// Subcommands: run, config, status, exec (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
-#include <dspex/bench/chaos.hpp>
-#include <dspex/bench/dspex_bench.hpp>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -97,11 +95,6 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 } // namespace
 
 int main(int argc, char** argv) {
-  // bench and chaos parse their own options (bench/dspex_bench.hpp, bench/chaos.hpp).
-  if (argc > 1 && std::string(argv[1]) == "bench")
-    return dspex::bench::run_dspex_bench(argc, argv);
-  if (argc > 1 && std::string(argv[1]) == "chaos")
-    return dspex::bench::run_chaos(argc, argv);
   std::vector<std::string> ours, cafs;
   split_args(argc, argv, ours, cafs);
 
