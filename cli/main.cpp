@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   split_args(argc, argv, ours, cafs);
 
   CLI::App app{"dspex: supervised pools of Python workers under an OTP-style tree"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // none is caught after parsing: an unknown word is "not expected"
 
   auto run = app.add_subcommand("run", "start the tree and serve until SIGTERM/SIGINT");
   std::string config_path, events_path, control_path;
@@ -133,6 +133,8 @@ int main(int argc, char** argv) {
   std::reverse(ours.begin(), ours.end());
   try {
     app.parse(ours);
+    if (app.get_subcommands().empty())
+      throw CLI::RequiredError("A subcommand");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
