@@ -386,25 +386,10 @@ int run_peer_bench(const peer_bench_options& o) {
 
   if (o.plots)
     r.plots = plot_peers(r, o.out_dir);
-  const std::string json_path = o.out_dir + "/peers.json";
-  try {
-    write_json_file(json_path, to_json(r));
-    std::cout << "\nwrote " << json_path;
-    for (auto& p : r.plots)
-      if (p.ok)
-        std::cout << ", " << p.png;
-    std::cout << " (" << format_fixed(r.wall_seconds, 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex-bench peers: " << e.what() << "\n";
-    return 1;
-  }
-  if (!r.failures.empty()) {
-    std::cerr << "dspex-bench peers: " << r.failures.size() << " measurement(s) failed:\n";
-    for (auto& f : r.failures)
-      std::cerr << "  " << f << "\n";
-    return 1;
-  }
-  return 0;
+  return write_report("dspex-bench peers", o.out_dir + "/peers.json", to_json(r), r.plots, r.wall_seconds,
+                      r.failures)
+           ? 0
+           : 1;
 }
 
 } // namespace dspex::bench

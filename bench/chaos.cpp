@@ -1070,19 +1070,13 @@ int run_chaos(const chaos_options& o) {
            {"violations", violations},
            {"table", table.to_json()},
            {"wall_seconds", std::chrono::duration<double>(clock_type::now() - t0).count()}};
-  int rc = 0;
-  const std::string path = o.out_dir + "/chaos.json";
-  try {
-    write_json_file(path, out);
-    std::cout << "\nwrote " << path;
-    for (auto& r : results)
-      if (r.plot.ok)
-        std::cout << ", " << r.plot.png;
-    std::cout << " (" << format_fixed(std::chrono::duration<double>(clock_type::now() - t0).count(), 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex-bench chaos: " << e.what() << "\n";
-    rc = 1;
-  }
+  std::vector<plot_outcome> plots;
+  for (auto& r : results)
+    plots.push_back(r.plot);
+  int rc = write_report("dspex-bench chaos", o.out_dir + "/chaos.json", out, plots,
+                        std::chrono::duration<double>(clock_type::now() - t0).count())
+             ? 0
+             : 1;
   if (violations.empty()) {
     std::cout << "must-be-0 figures: all 0\n";
   } else {

@@ -1228,26 +1228,10 @@ int run_dspex_bench(const dspex_bench_options& o) {
 
   if (o.plots)
     r.plots = plot_dspex(r, o.out_dir);
-  const std::string path = o.out_dir + "/bench.json";
-  int rc = 0;
-  try {
-    write_json_file(path, to_json(r));
-    std::cout << "\nwrote " << path;
-    for (auto& p : r.plots)
-      if (p.ok)
-        std::cout << ", " << p.png;
-    std::cout << " (" << format_fixed(r.wall_seconds, 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex-bench run: " << e.what() << "\n";
-    rc = 1;
-  }
-  if (!r.failures.empty()) {
-    std::cerr << "dspex-bench run: " << r.failures.size() << " measurement(s) failed:\n";
-    for (auto& f : r.failures)
-      std::cerr << "  " << f << "\n";
-    rc = 1;
-  }
-  return rc;
+  return write_report("dspex-bench run", o.out_dir + "/bench.json", to_json(r), r.plots, r.wall_seconds,
+                      r.failures)
+           ? 0
+           : 1;
 }
 
 } // namespace dspex::bench

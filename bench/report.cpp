@@ -311,6 +311,30 @@ void write_json_file(const std::string& path, const json& j) {
   }
 }
 
+bool write_report(const std::string& who, const std::string& path, const json& j,
+                  const std::vector<plot_outcome>& plots, double seconds,
+                  const std::vector<std::string>& failures) {
+  bool ok = true;
+  try {
+    write_json_file(path, j);
+    std::cout << "\nwrote " << path;
+    for (auto& p : plots)
+      if (p.ok)
+        std::cout << ", " << p.png;
+    std::cout << " (" << format_fixed(seconds, 1) << " s)\n";
+  } catch (const std::exception& e) {
+    std::cerr << who << ": " << e.what() << "\n";
+    ok = false;
+  }
+  if (!failures.empty()) {
+    std::cerr << who << ": " << failures.size() << " measurement(s) failed:\n";
+    for (auto& f : failures)
+      std::cerr << "  " << f << "\n";
+    ok = false;
+  }
+  return ok;
+}
+
 json machine_info(const std::string& python) {
   json j;
   char host[256] = {0};

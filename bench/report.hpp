@@ -146,6 +146,14 @@ struct plot_outcome {
   std::string message;  ///< why not, when !ok
 };
 
+/// The end of a bench command: writes `j` to `path`, prints "wrote PATH,
+/// PNG, ... (N s)" on stdout (the plots that worked), then each of `failures`
+/// on stderr; messages about them start with `who`. Returns false when the
+/// file could not be written or a measurement failed.
+bool write_report(const std::string& who, const std::string& path, const json& j,
+                  const std::vector<plot_outcome>& plots, double seconds,
+                  const std::vector<std::string>& failures = {});
+
 /// True when a `gnuplot` binary is in PATH (checked once).
 bool gnuplot_available();
 
