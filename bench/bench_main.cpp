@@ -1,10 +1,7 @@
 #include <dspex/bench/bench_main.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <iostream>
 #include <limits>
@@ -366,105 +363,9 @@ std::vector<plot_outcome> plot_peers(const peer_bench_result& r, const std::stri
 
 // -- the command -------------------------------------------------------------------
 
-namespace {
-
-const char* usage =
-  "usage: dspex bench --peers-only [options]\n"
-  "  --quick             W=1,2,4,8 at 250 ms per run (~10 s)\n"
-  "  --out DIR           where peers.json and the PNGs go (default bench/out)\n"
-  "  --workers LIST      comma-separated worker counts (default 1,2,4,8)\n"
-  "  --duration MS       measured milliseconds per run (default 2500)\n"
-  "  --payload BYTES     echo payload size (default 64)\n"
-  "  --python EXE        interpreter (default python3)\n"
-  "  --spawn-repeats N   spawn-to-first-reply samples (default 5)\n"
-  "  --no-python-peers   skip multiprocessing.Pool / ProcessPoolExecutor\n"
-  "  --no-plots          skip gnuplot\n"
-  "  --no-parse          the bare loop does not parse replies\n"
-  "  --pin-cpu N         CPU for the pinned round trip (default 0)\n"
-  "  --no-pinned         skip the pinned round trip\n";
-
-} // namespace
-
-int run_peer_bench(int argc, char** argv) {
-  std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  // --quick first: it sets the defaults the other options then override.
-  bool quick = false;
-  for (auto& a : args)
-    quick = quick || a == "--quick";
-  peer_bench_options o = quick ? peer_bench_options::quick_defaults() : peer_bench_options{};
-
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](std::string& out) {
-      if (i + 1 >= args.size()) {
-        std::cerr << "dspex bench: " << a << " needs a value\n" << usage;
-        return false;
-      }
-      out = args[++i];
-      return true;
-    };
-    auto number = [&](long long min, long long& out) {
-      std::string v;
-      if (!value(v))
-        return false;
-      if (!parse_integer(v, out) || out < min) {
-        std::cerr << "dspex bench: " << a << ": not a number >= " << min << ": " << v << "\n";
-        return false;
-      }
-      return true;
-    };
-    long long n = 0;
-    std::string v;
-    if (a == "bench" || a == "--peers-only" || a == "--quick") {
-      continue;
-    } else if (a == "--help" || a == "-h") {
-      std::cout << usage;
-      return 0;
-    } else if (a == "--out") {
-      if (!value(o.out_dir))
-        return 2;
-    } else if (a == "--python") {
-      if (!value(o.python))
-        return 2;
-    } else if (a == "--duration") {
-      if (!number(1, n))
-        return 2;
-      o.duration = std::chrono::milliseconds(n);
-    } else if (a == "--payload") {
-      if (!number(0, n))
-        return 2;
-      o.payload_bytes = static_cast<std::size_t>(n);
-    } else if (a == "--spawn-repeats") {
-      if (!number(1, n))
-        return 2;
-      o.spawn_repeats = static_cast<int>(n);
-    } else if (a == "--workers") {
-      if (!value(v))
-        return 2;
-      if (auto err = parse_worker_counts(v, o.workers); !err.empty()) {
-        std::cerr << "dspex bench: --workers: " << err << "\n";
-        return 2;
-      }
-    } else if (a == "--no-python-peers") {
-      o.python_peers = false;
-    } else if (a == "--no-plots") {
-      o.plots = false;
-    } else if (a == "--pin-cpu") {
-      if (!number(0, n))
-        return 2;
-      o.pin_cpu = static_cast<int>(n);
-    } else if (a == "--no-pinned") {
-      o.pinned_round_trip = false;
-    } else if (a == "--no-parse") {
-      o.bare_parse_replies = false;
-    } else {
-      std::cerr << "dspex bench: unknown option " << a << "\n" << usage;
-      return 2;
-    }
-  }
-
+int run_peer_bench(const peer_bench_options& o) {
   progress_line progress;
-  std::cerr << "dspex bench (peers): W=" << workers_list(o.workers) << ", "
+  std::cerr << "dspex-bench peers: W=" << workers_list(o.workers) << ", "
             << o.duration.count() << " ms per run, " << o.payload_bytes << " B payload"
             << (o.quick ? ", quick" : "") << "\n";
   const double load = load_average_1m();
@@ -476,7 +377,7 @@ int run_peer_bench(int argc, char** argv) {
   progress.clear();
   r.machine["load_average_1m_after"] = load_average_1m();
 
-  report_table table("dspex bench: peers and floors (" + r.machine.value("cpu", std::string("?")) + ", " +
+  report_table table("dspex-bench peers: floors and peers (" + r.machine.value("cpu", std::string("?")) + ", " +
                      std::to_string(r.machine.value("cores", 0u)) + " cores, python " +
                      r.machine.value("python", std::string("?")) + ")");
   add_peer_rows(table, r);
@@ -485,25 +386,10 @@ int run_peer_bench(int argc, char** argv) {
 
   if (o.plots)
     r.plots = plot_peers(r, o.out_dir);
-  const std::string json_path = o.out_dir + "/peers.json";
-  try {
-    write_json_file(json_path, to_json(r));
-    std::cout << "\nwrote " << json_path;
-    for (auto& p : r.plots)
-      if (p.ok)
-        std::cout << ", " << p.png;
-    std::cout << " (" << format_fixed(r.wall_seconds, 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex bench: " << e.what() << "\n";
-    return 1;
-  }
-  if (!r.failures.empty()) {
-    std::cerr << "dspex bench: " << r.failures.size() << " measurement(s) failed:\n";
-    for (auto& f : r.failures)
-      std::cerr << "  " << f << "\n";
-    return 1;
-  }
-  return 0;
+  return write_report("dspex-bench peers", o.out_dir + "/peers.json", to_json(r), r.plots, r.wall_seconds,
+                      r.failures)
+           ? 0
+           : 1;
 }
 
 } // namespace dspex::bench

@@ -1,4 +1,4 @@
-// The peer half of `dspex bench`: every figure of DESIGN.md "Targets" that
+// The peer half of `dspex-bench run`: every figure of DESIGN.md "Targets" that
 // does not involve dspex itself, measured on this machine in this run:
 //   - the bare loop (bare_loop.hpp) for W = 1, 2, 4, 8: requests/s, and with
 //     W = 1 the one-client round-trip p50/p99 (also pinned to one CPU);
@@ -7,10 +7,10 @@
 //   - spawn-to-first-reply of one worker, and of 8 spawned back to back.
 // Output: the table on stdout, <out>/peers.json, <out>/peers_*.png.
 //
-// The lead's `dspex bench` is expected to call measure_peers() in the same
-// run as its pool measurements and judge dspex's figures against the
-// floors here (bare_for / peer_for), adding its rows to the same
-// report_table; `dspex bench --peers-only` calls run_peer_bench().
+// `dspex-bench run` (dspex_bench.hpp) calls measure_peers() in the same run
+// as its pool measurements and judges dspex's figures against the floors
+// here (bare_for / peer_for), adding its rows to the same report_table;
+// `dspex-bench peers` calls run_peer_bench().
 #pragma once
 
 #include <dspex/bench/bare_loop.hpp>
@@ -75,12 +75,9 @@ json to_json(const peer_bench_result& r);
 /// Writes peers_throughput.png and peers_latency_cdf.png into out_dir.
 std::vector<plot_outcome> plot_peers(const peer_bench_result& r, const std::string& out_dir);
 
-/// `dspex bench --peers-only`. argv[0] is skipped, as are the words "bench"
-/// and "--peers-only", so the caller may pass its own argv through. Options:
-///   --quick  --out DIR  --workers 1,2,4,8  --duration MS  --payload BYTES
-///   --python EXE  --spawn-repeats N  --no-python-peers  --no-plots
-///   --no-parse (bare loop skips reply parsing)  --pin-cpu N  --no-pinned  --help
-/// Returns 0 when every measurement ran, 1 when one failed, 2 on bad usage.
-int run_peer_bench(int argc, char** argv);
+/// `dspex-bench peers` (options: command_line.hpp): measures, prints the
+/// table, writes peers.json and the plots. Returns 0 when every measurement
+/// ran, 1 when one failed.
+int run_peer_bench(const peer_bench_options& opts);
 
 } // namespace dspex::bench

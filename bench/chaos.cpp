@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
@@ -987,142 +986,11 @@ void add_chaos_rows(report_table& t, const chaos_result& r) {
 
 // -- the command ----------------------------------------------------------------------------------
 
-namespace {
-
-const char* chaos_usage =
-  "usage: dspex chaos [options]     seeded fault-injection scenarios under load\n"
-  "  --quick             2 s fault phases (all scenarios < ~60 s)\n"
-  "  --seed N            seed of the fault schedules and client streams (default 1)\n"
-  "  --assert            exit 1 when a must-be-0 figure is not 0\n"
-  "  --scenarios LIST    comma-separated: kill,hang,garbage,slow,crashloop (default all)\n"
-  "  --workers N         pool size (default 4; crashloop uses 2)\n"
-  "  --clients N         client actors (default 2 x workers)\n"
-  "  --duration MS       fault phase per scenario (default 8000, quick 2000)\n"
-  "  --kill-every MS     kill period of the kill scenario (default 50)\n"
-  "  --crashloop-until pool|root\n"
-  "                      crashloop kills until the pool supervisor restarted the worker\n"
-  "                      supervisor (pool, default) or until the root supervisor gave up (root)\n"
-  "  --python EXE        interpreter (default python3)\n"
-  "  --out DIR           chaos.json and the PNGs go here (default bench/out)\n"
-  "  --no-plots          skip gnuplot\n"
-  "  --caf#KEY=VALUE     CAF options for the actor systems (as dspex run)\n";
-
-bool parse_u64(const std::string& s, unsigned long long& out) {
-  if (s.empty() || s[0] == '-')
-    return false;
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtoull(s.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
-}
-
-} // namespace
-
-int run_chaos(int argc, char** argv) {
-  std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  bool quick = std::find(args.begin(), args.end(), "--quick") != args.end();
-  chaos_options o = quick ? chaos_options::quick_defaults() : chaos_options{};
-  o.caf_args = take_caf_args(args);
-  {
-    caf::actor_system_config probe;
-    if (auto err = apply_caf_args(probe, o.caf_args)) {
-      std::cerr << "dspex chaos: CAF options: " << caf::to_string(err) << "\n";
-      return 2;
-    }
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto text = [&](std::string& out) {
-      if (i + 1 >= args.size()) {
-        std::cerr << "dspex chaos: " << a << " needs a value\n" << chaos_usage;
-        return false;
-      }
-      out = args[++i];
-      return true;
-    };
-    auto number = [&](unsigned long long min, unsigned long long max, unsigned long long& out) {
-      std::string v;
-      if (!text(v))
-        return false;
-      if (!parse_u64(v, out) || out < min || out > max) {
-        std::cerr << "dspex chaos: " << a << ": expected a number in [" << min << ", " << max << "], found " << v
-                  << "\n";
-        return false;
-      }
-      return true;
-    };
-    unsigned long long n = 0;
-    std::string v;
-    if (a == "chaos" || a == "--quick") {
-      continue;
-    } else if (a == "--help" || a == "-h") {
-      std::cout << chaos_usage;
-      return 0;
-    } else if (a == "--seed") {
-      if (!number(0, ~0ULL, n))
-        return 2;
-      o.seed = n;
-    } else if (a == "--assert") {
-      o.assert_zero = true;
-    } else if (a == "--no-plots") {
-      o.plots = false;
-    } else if (a == "--out") {
-      if (!text(o.out_dir))
-        return 2;
-    } else if (a == "--python") {
-      if (!text(o.python))
-        return 2;
-    } else if (a == "--workers") {
-      if (!number(1, 512, n))
-        return 2;
-      o.workers = static_cast<int>(n);
-    } else if (a == "--clients") {
-      if (!number(1, 4096, n))
-        return 2;
-      o.clients = static_cast<int>(n);
-    } else if (a == "--duration") {
-      if (!number(100, 3600000, n))
-        return 2;
-      o.fault_phase = std::chrono::milliseconds(n);
-    } else if (a == "--kill-every") {
-      if (!number(1, 60000, n))
-        return 2;
-      o.kill_every = std::chrono::milliseconds(n);
-    } else if (a == "--crashloop-until") {
-      if (!text(v))
-        return 2;
-      if (v != "pool" && v != "root") {
-        std::cerr << "dspex chaos: --crashloop-until: expected pool or root, found " << v << "\n";
-        return 2;
-      }
-      o.crashloop_until = v;
-    } else if (a == "--scenarios") {
-      if (!text(v))
-        return 2;
-      o.scenarios.clear();
-      std::istringstream in(v);
-      for (std::string item; std::getline(in, item, ',');) {
-        static const std::vector<std::string> known{"kill", "hang", "garbage", "slow", "crashloop"};
-        if (std::find(known.begin(), known.end(), item) == known.end()) {
-          std::cerr << "dspex chaos: unknown scenario " << item << " (kill, hang, garbage, slow, crashloop)\n";
-          return 2;
-        }
-        o.scenarios.push_back(item);
-      }
-      if (o.scenarios.empty()) {
-        std::cerr << "dspex chaos: --scenarios: empty list\n";
-        return 2;
-      }
-    } else {
-      std::cerr << "dspex chaos: unknown option " << a << "\n" << chaos_usage;
-      return 2;
-    }
-  }
-
+int run_chaos(const chaos_options& o) {
   progress_line progress;
   const auto t0 = clock_type::now();
   const double load_before = load_average_1m();
-  std::cerr << "dspex chaos: seed " << o.seed << ", scenarios";
+  std::cerr << "dspex-bench chaos: seed " << o.seed << ", scenarios";
   for (auto& s : o.scenarios)
     std::cerr << ' ' << s;
   std::cerr << ", " << o.fault_phase.count() << " ms fault phases" << (o.quick ? " (quick)" : "") << "; load average "
@@ -1153,7 +1021,7 @@ int run_chaos(int argc, char** argv) {
                                    r.scenario + ": " + r.description, 0.1);
 
   const json machine = machine_info(o.python);
-  report_table table("dspex chaos, seed " + std::to_string(o.seed) + (o.quick ? " (quick)" : "") + " (" +
+  report_table table("dspex-bench chaos, seed " + std::to_string(o.seed) + (o.quick ? " (quick)" : "") + " (" +
                      machine.value("cpu", std::string("?")) + ", " + std::to_string(machine.value("cores", 0u)) +
                      " cores; load average " + format_fixed(load_before, 2) + " before, " +
                      format_fixed(load_after, 2) + " after)");
@@ -1202,19 +1070,13 @@ int run_chaos(int argc, char** argv) {
            {"violations", violations},
            {"table", table.to_json()},
            {"wall_seconds", std::chrono::duration<double>(clock_type::now() - t0).count()}};
-  int rc = 0;
-  const std::string path = o.out_dir + "/chaos.json";
-  try {
-    write_json_file(path, out);
-    std::cout << "\nwrote " << path;
-    for (auto& r : results)
-      if (r.plot.ok)
-        std::cout << ", " << r.plot.png;
-    std::cout << " (" << format_fixed(std::chrono::duration<double>(clock_type::now() - t0).count(), 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex chaos: " << e.what() << "\n";
-    rc = 1;
-  }
+  std::vector<plot_outcome> plots;
+  for (auto& r : results)
+    plots.push_back(r.plot);
+  int rc = write_report("dspex-bench chaos", o.out_dir + "/chaos.json", out, plots,
+                        std::chrono::duration<double>(clock_type::now() - t0).count())
+             ? 0
+             : 1;
   if (violations.empty()) {
     std::cout << "must-be-0 figures: all 0\n";
   } else {

@@ -1,4 +1,4 @@
-// `dspex chaos`: seeded fault-injection scenarios against a live pool under
+// `dspex-bench chaos`: seeded fault-injection scenarios against a live pool under
 // load, each reported as "was every request answered exactly once, how fast
 // were failures detected and workers replaced, did anything leak".
 //
@@ -147,12 +147,10 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
 
 void add_chaos_rows(report_table& t, const chaos_result& r);
 
-/// `dspex chaos [options]` (argv as main's; the word "chaos" is skipped):
-///   --quick --seed N --assert --no-plots --out DIR --scenarios a,b
-///   --workers N --clients N --duration MS (fault phase) --kill-every MS
-///   --crashloop-until pool|root --python EXE --help
-/// Returns 0; 1 with --assert when a must-be-0 figure is not 0 (or a
-/// scenario could not run); 2 on bad usage.
-int run_chaos(int argc, char** argv);
+/// `dspex-bench chaos` (options: command_line.hpp): every scenario of
+/// o.scenarios, the table, chaos.json and the plots. Returns 0; 1 with
+/// o.assert_zero when a must-be-0 figure is not 0 (or a scenario could not
+/// run), or when chaos.json could not be written.
+int run_chaos(const chaos_options& o);
 
 } // namespace dspex::bench

@@ -10,12 +10,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
-#include <cstring>
 #include <dirent.h>
 #include <fstream>
 #include <iostream>
@@ -831,7 +829,7 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
       }
       run.throughput_one(i);
     } catch (const std::exception& e) {
-      r.failures.push_back(std::string("dspex bench W=") + std::to_string(ws[i]) + ": " + e.what());
+      r.failures.push_back(std::string("dspex-bench run W=") + std::to_string(ws[i]) + ": " + e.what());
     }
   }
   r.peers.options = opts.peers;
@@ -846,7 +844,7 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
     run.sigkill();
     run.big_pool();
   } catch (const std::exception& e) {
-    r.failures.push_back(std::string("dspex bench aborted: ") + e.what());
+    r.failures.push_back(std::string("dspex-bench run aborted: ") + e.what());
   }
   r.load_after = load_average_1m();
   r.wall_seconds = seconds_since(t0);
@@ -1198,140 +1196,11 @@ std::vector<plot_outcome> plot_dspex(const dspex_bench_result& r, const std::str
 
 // -- the command -----------------------------------------------------------------------
 
-namespace {
-
-const char* bench_usage =
-  "usage: dspex bench [options]          dspex against its floors and peers (DESIGN.md Targets)\n"
-  "       dspex bench --peers-only ...   only the floors and Python peers\n"
-  "  --quick                 short run (< ~60 s)\n"
-  "  --out DIR               bench.json and the PNGs go here (default bench/out)\n"
-  "  --workers LIST          W for the throughput runs (default 1,2,4,8)\n"
-  "  --duration MS           measured window per run (default 2500)\n"
-  "  --payload BYTES         echo payload of the round trip and throughput (default 64)\n"
-  "  --python EXE            interpreter (default python3)\n"
-  "  --spawn-repeats N       spawn-to-first-reply samples (default 5)\n"
-  "  --ready-repeats N       pool-of-8 start samples (default 5)\n"
-  "  --kill-repeats N        SIGKILL samples (default 5)\n"
-  "  --big-pool N            workers of the big pool (default 256; 0 skips it)\n"
-  "  --clients-per-worker N  throughput clients per worker (default 4)\n"
-  "  --pin-cpu N             CPU of the pinned round trips (default 0)\n"
-  "  --no-pinned             skip the pinned round trips\n"
-  "  --no-python-peers       skip multiprocessing.Pool / ProcessPoolExecutor\n"
-  "  --no-plots              skip gnuplot\n"
-  "  --caf#KEY=VALUE         CAF options for the measured actor systems (as dspex run)\n";
-
-} // namespace
-
-int run_dspex_bench(int argc, char** argv) {
-  std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  bool quick = false;
-  for (auto& a : args) {
-    if (a == "--peers-only")
-      return run_peer_bench(argc, argv);
-    quick = quick || a == "--quick";
-  }
-  dspex_bench_options o = quick ? dspex_bench_options::quick_defaults() : dspex_bench_options{};
-  o.caf_args = take_caf_args(args);
-  {
-    caf::actor_system_config probe;
-    if (auto err = apply_caf_args(probe, o.caf_args)) {
-      std::cerr << "dspex bench: CAF options: " << caf::to_string(err) << "\n";
-      return 2;
-    }
-  }
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto number = [&](long long min, long long& out) {
-      if (i + 1 >= args.size()) {
-        std::cerr << "dspex bench: " << a << " needs a value\n" << bench_usage;
-        return false;
-      }
-      const std::string& v = args[++i];
-      if (!parse_integer(v, out) || out < min) {
-        std::cerr << "dspex bench: " << a << ": not a number >= " << min << ": " << v << "\n";
-        return false;
-      }
-      return true;
-    };
-    auto text = [&](std::string& out) {
-      if (i + 1 >= args.size()) {
-        std::cerr << "dspex bench: " << a << " needs a value\n" << bench_usage;
-        return false;
-      }
-      out = args[++i];
-      return true;
-    };
-    long long n = 0;
-    std::string v;
-    if (a == "bench" || a == "--quick") {
-      continue;
-    } else if (a == "--help" || a == "-h") {
-      std::cout << bench_usage;
-      return 0;
-    } else if (a == "--out") {
-      if (!text(o.out_dir))
-        return 2;
-      o.peers.out_dir = o.out_dir;
-    } else if (a == "--python") {
-      if (!text(o.peers.python))
-        return 2;
-    } else if (a == "--duration") {
-      if (!number(1, n))
-        return 2;
-      o.peers.duration = std::chrono::milliseconds(n);
-    } else if (a == "--payload") {
-      if (!number(0, n))
-        return 2;
-      o.peers.payload_bytes = static_cast<std::size_t>(n);
-    } else if (a == "--spawn-repeats") {
-      if (!number(1, n))
-        return 2;
-      o.peers.spawn_repeats = static_cast<int>(n);
-    } else if (a == "--ready-repeats") {
-      if (!number(1, n))
-        return 2;
-      o.ready_repeats = static_cast<int>(n);
-    } else if (a == "--kill-repeats") {
-      if (!number(0, n))
-        return 2;
-      o.kill_repeats = static_cast<int>(n);
-    } else if (a == "--big-pool") {
-      if (!number(0, n))
-        return 2;
-      o.big_pool = static_cast<int>(std::min<long long>(n, 4096));
-    } else if (a == "--clients-per-worker") {
-      if (!number(1, n))
-        return 2;
-      o.clients_per_worker = static_cast<int>(n);
-    } else if (a == "--pin-cpu") {
-      if (!number(0, n))
-        return 2;
-      o.peers.pin_cpu = static_cast<int>(n);
-    } else if (a == "--no-pinned") {
-      o.peers.pinned_round_trip = false;
-    } else if (a == "--no-python-peers") {
-      o.peers.python_peers = false;
-    } else if (a == "--no-plots") {
-      o.plots = false;
-      o.peers.plots = false;
-    } else if (a == "--workers") {
-      if (!text(v))
-        return 2;
-      if (auto err = parse_worker_counts(v, o.peers.workers); !err.empty()) {
-        std::cerr << "dspex bench: --workers: " << err << "\n";
-        return 2;
-      }
-    } else {
-      std::cerr << "dspex bench: unknown option " << a << "\n" << bench_usage;
-      return 2;
-    }
-  }
-  o.peers.out_dir = o.out_dir;
-
+int run_dspex_bench(const dspex_bench_options& o) {
   progress_line progress;
   const double load = load_average_1m();
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::cerr << "dspex bench: W=";
+  std::cerr << "dspex-bench run: W=";
   for (std::size_t i = 0; i < o.peers.workers.size(); ++i)
     std::cerr << (i ? "," : "") << o.peers.workers[i];
   std::cerr << ", " << o.peers.duration.count() << " ms windows, " << o.peers.payload_bytes << " B payload"
@@ -1346,7 +1215,7 @@ int run_dspex_bench(int argc, char** argv) {
   dspex_bench_result r = measure_dspex(o, &progress);
   progress.clear();
 
-  report_table table("dspex bench (" + r.peers.machine.value("cpu", std::string("?")) + ", " +
+  report_table table("dspex-bench run (" + r.peers.machine.value("cpu", std::string("?")) + ", " +
                      std::to_string(r.peers.machine.value("cores", 0u)) + " cores, python " +
                      r.peers.machine.value("python", std::string("?")) + "; load average " +
                      format_fixed(r.load_before, 2) + " before, " + format_fixed(r.load_after, 2) + " after)");
@@ -1359,26 +1228,10 @@ int run_dspex_bench(int argc, char** argv) {
 
   if (o.plots)
     r.plots = plot_dspex(r, o.out_dir);
-  const std::string path = o.out_dir + "/bench.json";
-  int rc = 0;
-  try {
-    write_json_file(path, to_json(r));
-    std::cout << "\nwrote " << path;
-    for (auto& p : r.plots)
-      if (p.ok)
-        std::cout << ", " << p.png;
-    std::cout << " (" << format_fixed(r.wall_seconds, 1) << " s)\n";
-  } catch (const std::exception& e) {
-    std::cerr << "dspex bench: " << e.what() << "\n";
-    rc = 1;
-  }
-  if (!r.failures.empty()) {
-    std::cerr << "dspex bench: " << r.failures.size() << " measurement(s) failed:\n";
-    for (auto& f : r.failures)
-      std::cerr << "  " << f << "\n";
-    rc = 1;
-  }
-  return rc;
+  return write_report("dspex-bench run", o.out_dir + "/bench.json", to_json(r), r.plots, r.wall_seconds,
+                      r.failures)
+           ? 0
+           : 1;
 }
 
 } // namespace dspex::bench

@@ -1,4 +1,4 @@
-// `dspex bench`: every figure of DESIGN.md "Targets", measured on this
+// `dspex-bench run`: every figure of DESIGN.md "Targets", measured on this
 // machine in one run, side by side with its floor, as a ratio, beside the
 // target it is judged against.
 //
@@ -99,7 +99,7 @@ long self_status_field(const char* name);
 std::int64_t steady_ns();
 
 /// CAF's own options (`--caf#scheduler.max-threads=2` and the like), as
-/// `dspex run` takes them, applied to a fresh config; a bad one is returned.
+/// `dspex run` takes them, applied to a config; a bad one is returned.
 caf::error apply_caf_args(caf::actor_system_config& cfg, const std::vector<std::string>& caf_args);
 
 /// Moves every `--caf#...` argument out of `args` into the result.
@@ -208,13 +208,9 @@ json to_json(const dspex_bench_result& r);
 /// bench_latency_cdf.png, bench_payload_cdf.png, bench_throughput.png.
 std::vector<plot_outcome> plot_dspex(const dspex_bench_result& r, const std::string& out_dir);
 
-/// `dspex bench [options]` (argv as main's; the word "bench" is skipped).
-/// With --peers-only anywhere, run_peer_bench() runs instead. Options:
-///   --quick --out DIR --workers 1,2,4,8 --duration MS --payload BYTES
-///   --python EXE --spawn-repeats N --kill-repeats N --ready-repeats N
-///   --big-pool N (0: skip) --clients-per-worker N --no-python-peers
-///   --no-plots --no-pinned --pin-cpu N --caf#KEY=VALUE --help
-/// Returns 0 when every measurement ran, 1 when one failed, 2 on bad usage.
-int run_dspex_bench(int argc, char** argv);
+/// `dspex-bench run` (options: command_line.hpp): measures, prints the
+/// table, writes bench.json and the plots. Returns 0 when every measurement
+/// ran, 1 when one failed.
+int run_dspex_bench(const dspex_bench_options& opts);
 
 } // namespace dspex::bench

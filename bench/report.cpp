@@ -1,5 +1,4 @@
 #include <cstdlib>
-#include <cerrno>
 #include <dspex/bench/report.hpp>
 #include <dspex/bench/subprocess.hpp>
 
@@ -282,27 +281,6 @@ std::string format_micros(double us) {
   return sig3(us) + " us";
 }
 
-bool parse_integer(const std::string& s, long long& out) {
-  if (s.empty())
-    return false;
-  char* end = nullptr;
-  errno = 0;
-  out = std::strtoll(s.c_str(), &end, 10);
-  return errno == 0 && end && *end == '\0';
-}
-
-std::string parse_worker_counts(const std::string& list, std::vector<int>& out) {
-  out.clear();
-  std::istringstream in(list);
-  for (std::string item; std::getline(in, item, ',');) {
-    long long n = 0;
-    if (!parse_integer(item, n) || n < 1 || n > 4096)
-      return "bad count: " + item;
-    out.push_back(static_cast<int>(n));
-  }
-  return out.empty() ? "empty list" : "";
-}
-
 std::string format_ratio(double r) {
   if (!std::isfinite(r))
     return "-";
@@ -331,6 +309,30 @@ void write_json_file(const std::string& path, const json& j) {
     fs::remove(tmp, ec);
     throw std::runtime_error("cannot rename to " + path);
   }
+}
+
+bool write_report(const std::string& who, const std::string& path, const json& j,
+                  const std::vector<plot_outcome>& plots, double seconds,
+                  const std::vector<std::string>& failures) {
+  bool ok = true;
+  try {
+    write_json_file(path, j);
+    std::cout << "\nwrote " << path;
+    for (auto& p : plots)
+      if (p.ok)
+        std::cout << ", " << p.png;
+    std::cout << " (" << format_fixed(seconds, 1) << " s)\n";
+  } catch (const std::exception& e) {
+    std::cerr << who << ": " << e.what() << "\n";
+    ok = false;
+  }
+  if (!failures.empty()) {
+    std::cerr << who << ": " << failures.size() << " measurement(s) failed:\n";
+    for (auto& f : failures)
+      std::cerr << "  " << f << "\n";
+    ok = false;
+  }
+  return ok;
 }
 
 json machine_info(const std::string& python) {

@@ -121,14 +121,6 @@ private:
 // Formatting for the table's value/peer/ratio columns.
 std::string format_rate(double per_second);      ///< "812 req/s", "45.3k req/s", "1.21M req/s"
 std::string format_micros(double us);            ///< "35.2 us", "1.24 ms", "1.20 s"
-/// Parses a whole decimal integer option value; false for empty, trailing
-/// junk or overflow.
-bool parse_integer(const std::string& s, long long& out);
-
-/// Parses "1,2,4,8" into worker counts (each 1..4096); returns an error
-/// message, empty on success.
-std::string parse_worker_counts(const std::string& list, std::vector<int>& out);
-
 std::string format_ratio(double r);             ///< "1.23x"; "-" when not finite
 std::string format_fixed(double v, int decimals);
 
@@ -153,6 +145,14 @@ struct plot_outcome {
   std::string png;      ///< path of the image when ok
   std::string message;  ///< why not, when !ok
 };
+
+/// The end of a bench command: writes `j` to `path`, prints "wrote PATH,
+/// PNG, ... (N s)" on stdout (the plots that worked), then each of `failures`
+/// on stderr; messages about them start with `who`. Returns false when the
+/// file could not be written or a measurement failed.
+bool write_report(const std::string& who, const std::string& path, const json& j,
+                  const std::vector<plot_outcome>& plots, double seconds,
+                  const std::vector<std::string>& failures = {});
 
 /// True when a `gnuplot` binary is in PATH (checked once).
 bool gnuplot_available();

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <iostream>
-#include <sstream>
 #include <string>
 
 #include <caf/all.hpp>
@@ -77,24 +75,6 @@ std::pair<double, double> run_once(caf::actor_system& sys, bool dynamic,
   return {start_ms, ms_since(t1)};
 }
 
-std::vector<std::size_t> parse_sizes(const std::string& text, bool& ok) {
-  std::vector<std::size_t> xs;
-  std::stringstream in{text};
-  std::string item;
-  ok = true;
-  while (std::getline(in, item, ',')) {
-    try {
-      auto v = std::stoul(item);
-      if (v == 0)
-        ok = false;
-      xs.push_back(v);
-    } catch (...) {
-      ok = false;
-    }
-  }
-  return xs;
-}
-
 } // namespace
 
 std::vector<supervisor_stop_sample>
@@ -121,29 +101,8 @@ measure_supervisor_stop(const std::vector<std::size_t>& sizes, int repeats) {
   return out;
 }
 
-int run_supervisor_stop_bench(int argc, char** argv) {
-  std::vector<std::size_t> sizes{1000, 2000, 5000, 10000};
-  int repeats = 3;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "bench" || arg == "supervisor-stop")
-      continue;
-    if (arg == "--sizes" && i + 1 < argc) {
-      bool ok = false;
-      sizes = parse_sizes(argv[++i], ok);
-      if (!ok || sizes.empty()) {
-        std::cerr << "--sizes wants a list like 1000,2000,5000,10000\n";
-        return 2;
-      }
-    } else if (arg == "--repeats" && i + 1 < argc) {
-      repeats = std::atoi(argv[++i]);
-    } else {
-      std::cerr << "usage: dspex bench supervisor-stop [--sizes N,N,...] "
-                   "[--repeats R]\n";
-      return 2;
-    }
-  }
-  auto samples = measure_supervisor_stop(sizes, repeats);
+int run_supervisor_stop_bench(const supervisor_stop_options& o) {
+  auto samples = measure_supervisor_stop(o.sizes, o.repeats);
   std::printf("%-20s %9s %11s %10s %12s %10s\n", "strategy", "children",
               "start ms", "stop ms", "stop us/child", "stop x");
   const supervisor_stop_sample* base = nullptr;

@@ -25,10 +25,13 @@ struct supervisor_stop_sample {
 std::vector<supervisor_stop_sample>
 measure_supervisor_stop(const std::vector<std::size_t>& sizes, int repeats);
 
-/// `dspex bench supervisor-stop`: argv[0] and the words "bench" and
-/// "supervisor-stop" are skipped. Options: --sizes 1000,2000,5000,10000
-/// --repeats 3. Prints a table (and the growth relative to the smallest
-/// size) on stdout; returns 0, or 2 on a bad option.
-int run_supervisor_stop_bench(int argc, char** argv);
+struct supervisor_stop_options {
+  std::vector<std::size_t> sizes{1000, 2000, 5000, 10000};
+  int repeats = 3;
+};
+
+/// `dspex-bench supervisor-stop`: measures every size and prints a table
+/// (and the growth relative to the smallest size) on stdout; returns 0.
+int run_supervisor_stop_bench(const supervisor_stop_options& o);
 
 } // namespace dspex::bench

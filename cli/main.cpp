@@ -1,12 +1,10 @@
-// dspex: run supervised pools of Python workers from a config, watch them,
-// benchmark them. Subcommands: run, config, status, exec, bench.
+// dspex: run supervised pools of Python workers from a config and watch them.
+// Subcommands: run, config, status, exec (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
-#include <dspex/bench/chaos.hpp>
-#include <dspex/bench/dspex_bench.hpp>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -97,16 +95,11 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 } // namespace
 
 int main(int argc, char** argv) {
-  // bench and chaos parse their own options (bench/dspex_bench.hpp, bench/chaos.hpp).
-  if (argc > 1 && std::string(argv[1]) == "bench")
-    return dspex::bench::run_dspex_bench(argc, argv);
-  if (argc > 1 && std::string(argv[1]) == "chaos")
-    return dspex::bench::run_chaos(argc, argv);
   std::vector<std::string> ours, cafs;
   split_args(argc, argv, ours, cafs);
 
   CLI::App app{"dspex: supervised pools of Python workers under an OTP-style tree"};
-  app.require_subcommand(1);
+  app.require_subcommand(0, 1);  // none is caught after parsing: an unknown word is "not expected"
 
   auto run = app.add_subcommand("run", "start the tree and serve until SIGTERM/SIGINT");
   std::string config_path, events_path, control_path;
@@ -140,6 +133,8 @@ int main(int argc, char** argv) {
   std::reverse(ours.begin(), ours.end());
   try {
     app.parse(ours);
+    if (app.get_subcommands().empty())
+      throw CLI::RequiredError("A subcommand");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -23,7 +23,7 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work
 for f in include/dspex/actors/node.hpp include/dspex/actors/adapter.hpp \
          include/dspex/bridge/io_loop.hpp include/dspex/supervision/supervisor.hpp \
          lib/cmake/dspex/dspexConfig.cmake lib/cmake/dspex/FindCAF.cmake \
-         share/dspex/python/dspex_worker/__main__.py bin/dspex; do
+         share/dspex/python/dspex_worker/__main__.py bin/dspex bin/dspex-bench; do
   [ -e "$prefix/$f" ] || [ -e "$prefix/${f/lib\//lib64/}" ] || fail "not installed: $f"
 done
 # Public headers stand alone: nothing generated into the build tree.

@@ -1,11 +1,8 @@
 // The benchmark peers and reporting kit (bench/): the bare loop against real
 // workers, the Python pool peers, the subprocess hygiene they rely on, and
 // the report helpers. Sanity only: counts, orderings and clean-up; never a
-// wall-clock figure.
-//
-// bench/*.cpp are compiled into the dspex executable, not the library, so
-// this file compiles them itself (one translation unit). When bench/ becomes
-// a library of its own, link it instead and drop these includes.
+// wall-clock figure. (In dspex_bench_tests, with the bench library; the
+// command line is in test_bench_cli.cpp.)
 #include <doctest/doctest.h>
 
 #include <dspex/bench/bare_loop.hpp>
@@ -339,16 +336,6 @@ TEST_CASE("report: JSON file, availability timeline and plots") {
     if (p->ok)
       CHECK(std::filesystem::file_size(p->png) > 0);
   std::filesystem::remove_all(dir);
-}
-
-TEST_CASE("run_peer_bench: usage errors and --help do not measure") {
-  std::string prog = "dspex", help = "--help", bogus = "--bogus", workers = "--workers", bad = "0,x";
-  char* a1[] = {prog.data(), help.data()};
-  CHECK(run_peer_bench(2, a1) == 0);
-  char* a2[] = {prog.data(), bogus.data()};
-  CHECK(run_peer_bench(2, a2) == 2);
-  char* a3[] = {prog.data(), workers.data(), bad.data()};
-  CHECK(run_peer_bench(3, a3) == 2);
 }
 
 TEST_CASE("measure_peers: a tiny run fills every part of the result and the JSON") {
