@@ -99,14 +99,14 @@ struct control_server::impl {
 };
 
 struct control_server::impl::connection : std::enable_shared_from_this<connection> {
-  enum class state { reading, busy, closed };
+  enum class state { reading, busy, writing, closed };
   impl& srv;
   std::uint64_t id;
   local::socket sock;
   asio::steady_timer deadline;
   asio::streambuf buf;
   state st = state::busy;
-  std::uint64_t generation = 0;  ///< tags the deadline of one read
+  std::uint64_t generation = 0;  ///< tags the deadline of one read or write
 
   connection(impl& s, std::uint64_t i, int fd)
     : srv(s), id(i), sock(s.io), deadline(s.io), buf(s.opts.max_line + 1) {
@@ -237,14 +237,26 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     });
   }
 
+  // A client that stops reading its replies gets the same deadline for
+  // taking one as for sending a request; then it is cut off, so it cannot
+  // hold a connection slot forever.
   void reply(json j, bool then_close) {
     if (st == state::closed)
       return;
-    st = state::busy;
+    st = state::writing;
+    auto gen = ++generation;
     auto out = std::make_shared<std::string>(dump_line(j));
     auto self = shared_from_this();
+    deadline.expires_after(srv.opts.read_deadline);
+    deadline.async_wait([self, gen](const error_code& ec) {
+      if (!ec && self->st == state::writing && self->generation == gen)
+        self->close();
+    });
     asio::async_write(sock, asio::buffer(*out),
                       [self, out, then_close](const error_code& ec, std::size_t) {
+                        if (self->st != state::writing)
+                          return;
+                        self->deadline.cancel();
                         if (ec || then_close)
                           self->close();
                         else

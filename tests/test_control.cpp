@@ -456,6 +456,28 @@ TEST_CASE_FIXTURE(control_fixture, "a client over the connection bound gets a re
     ::close(fd);
 }
 
+TEST_CASE_FIXTURE(control_fixture, "a client that never reads its replies is cut off and frees its slot") {
+  cli::control_options o;
+  o.max_connections = 1;
+  o.read_deadline = 3s;  // long enough that the refusal below comes first
+  cli::control_server srv(*n, path, o);
+  int fd = connect_to(path);
+  // Large replies, pipelined, never read: the server's writes stall.
+  std::string payload(256 * 1024, 'x');
+  auto line = json{{"op", "exec"}, {"command", "echo"}, {"args", {{"payload", payload}}}}.dump() + "\n";
+  for (int i = 0; i < 4; ++i)
+    if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+      break;
+  // Meanwhile the one slot is taken: others are refused, not left hanging.
+  CHECK(is_class(status(path), "unavailable"));
+  // Cut off: our writes fail once the server has closed its end.
+  CHECK(wait_until([&] {
+    return ::send(fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EPIPE;
+  }));
+  ::close(fd);
+  CHECK(wait_until([&] { return status(path).contains("pools"); }));
+}
+
 TEST_CASE_FIXTURE(control_fixture, "a slow exec does not delay status or other execs") {
   cli::control_server srv(*n, path);
   int slow = connect_to(path);
