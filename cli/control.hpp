@@ -2,37 +2,101 @@
 // never a network port), one JSON request line in, one JSON reply line out.
 //   {"op": "status"}
 //   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n}
+// A connection may carry several requests, one line each, answered in order.
 // `dspex status` and `dspex exec` are its clients.
+//
+// No client can take the node down or hold up another: connections are
+// served concurrently, each must deliver a complete line within a deadline
+// and below a size limit, their number is bounded (the extra one gets a
+// refusal line), and every malformed request gets an invalid_request reply.
+// One node per path: a second node finds the first alive and gives up.
 #pragma once
 
 #include <dspex/actors/node.hpp>
 
-#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <memory>
 #include <string>
-#include <thread>
 
 namespace dspex::cli {
 
 /// /tmp/dspex-<uid>/<name>.sock unless DSPEX_CONTROL is set.
 std::string default_control_path(const std::string& name = "default");
 
-class control_server {
+/// A claimed control path: "<path>.lock" held (flock, for the process's
+/// life) and the socket bound and listening. A live node on the path makes
+/// the claim fail with in_use(); a stale socket of a dead node is replaced.
+/// The destructor removes the socket only if it is still ours (same inode).
+class control_socket {
 public:
-  control_server(node& n, std::string path);
-  ~control_server();  ///< stops accepting and removes the socket
-  const std::string& path() const { return path_; }
+  control_socket() = default;
+  static control_socket claim(const std::string& path);
+  ~control_socket();
+  control_socket(control_socket&& other) noexcept;
+  control_socket& operator=(control_socket&& other) noexcept;
+  control_socket(const control_socket&) = delete;
+  control_socket& operator=(const control_socket&) = delete;
+
   bool listening() const { return fd_ >= 0; }
+  /// Another live node serves (or is starting on) this path.
+  bool in_use() const { return in_use_; }
+  /// Why not listening: "another node is serving P (pid N)", a bind error...
+  const std::string& error() const { return error_; }
+  const std::string& path() const { return path_; }
+  /// Hands the listening descriptor over (the server owns it from then on).
+  int release_fd();
 
 private:
-  void serve();
-  node& node_;
+  void reset();
   std::string path_;
+  std::string error_;
+  bool in_use_ = false;
   int fd_ = -1;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  int lock_fd_ = -1;
+  bool bound_ = false;  ///< we created the socket file (unlink it if still ours)
+  unsigned long dev_ = 0, ino_ = 0;
 };
 
-/// Sends one request; returns the reply or an error object {"error": ...}.
-json control_call(const std::string& path, const json& request);
+struct control_options {
+  /// A connection must deliver a complete request line within this long
+  /// (counted from connect, or from the previous reply).
+  std::chrono::milliseconds read_deadline{std::chrono::seconds(5)};
+  /// Longest request line accepted, without its newline.
+  std::size_t max_line = 1u << 20;
+  /// Connections open at once; one more gets a refusal line and is closed.
+  std::size_t max_connections = 64;
+  /// Threads that run `status` (node::status blocks); exec needs none.
+  std::size_t status_threads = 2;
+};
+
+class control_server {
+public:
+  /// Claims `path` (control_socket::claim) and serves it.
+  control_server(node& n, std::string path, control_options opts = {});
+  /// Serves an already claimed socket (claim it before the node starts, so a
+  /// second node gives up before it spawns a worker).
+  control_server(node& n, control_socket sock, control_options opts = {});
+  ~control_server();  ///< stops serving; in-flight execs are answered to nobody
+  control_server(const control_server&) = delete;
+  control_server& operator=(const control_server&) = delete;
+
+  const std::string& path() const { return sock_.path(); }
+  bool listening() const { return impl_ != nullptr; }
+  bool in_use() const { return sock_.in_use(); }
+  const std::string& error() const { return sock_.error(); }
+
+private:
+  struct impl;
+  control_socket sock_;
+  std::shared_ptr<impl> impl_;
+};
+
+/// Sends one request; returns the reply or {"ok": false, "error": {class,
+/// message}}: unavailable when no node answers the connect or no reply comes
+/// within `reply_timeout` (0: derived from the request's timeout_ms),
+/// protocol_error when the reply is not a JSON object line.
+json control_call(const std::string& path, const json& request,
+                  std::chrono::milliseconds reply_timeout = std::chrono::milliseconds{0});
 
 } // namespace dspex::cli

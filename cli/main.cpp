@@ -60,6 +60,17 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     return fail("CAF configuration: " + caf::to_string(err));
   caf::actor_system sys{sys_cfg};
 
+  // One node per control path: claim it before any worker starts (control.hpp).
+  cli::control_socket control_sock;
+  if (!demo) {
+    control_sock = cli::control_socket::claim(control_path.empty() ? cli::default_control_path()
+                                                                   : control_path);
+    if (control_sock.in_use())
+      return fail(control_sock.error() + "; not starting a second one", 1);
+    if (!control_sock.listening())
+      std::fprintf(stderr, "dspex: control socket off: %s\n", control_sock.error().c_str());
+  }
+
   node_options opts;
   if (!events_path.empty())
     opts.subscribers.push_back(cli::spawn_event_log(sys, events_path));
@@ -75,8 +86,7 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   if (demo) {
     rc = cli::run_demo(sys, **n);
   } else {
-    cli::control_server control(**n, control_path.empty() ? cli::default_control_path()
-                                                          : control_path);
+    cli::control_server control(**n, std::move(control_sock));
     std::fprintf(stderr, "dspex: running (mode %s, control %s); SIGTERM or Ctrl-C stops\n",
                  to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
     int sig = 0;

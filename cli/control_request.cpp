@@ -1,0 +1,109 @@
+#include "control_request.hpp"
+
+namespace dspex::cli {
+
+namespace {
+
+// A value as JSON text, short enough for a one-line error message.
+std::string shown(const json& v) {
+  auto text = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (text.size() > 60)
+    text = text.substr(0, 57) + "...";
+  return text;
+}
+
+// What was found: its type, and the value when the type alone is unclear.
+std::string found(const json& v) {
+  if (v.is_string() || v.is_object() || v.is_array())
+    return std::string(v.type_name()) + " " + shown(v);
+  return shown(v);
+}
+
+} // namespace
+
+std::string dump_line(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+bool parse_control_request(const std::string& line, control_request& out, std::string& error) {
+  if (line.find_first_not_of(" \t\r") == std::string::npos) {
+    error = "empty request line; expected a JSON object such as {\"op\": \"status\"}";
+    return false;
+  }
+  json req;
+  try {
+    req = json::parse(line);
+  } catch (const json::exception& e) {
+    error = std::string("request is not valid JSON: ") + e.what();
+    return false;
+  }
+  if (!req.is_object()) {
+    error = "request must be a JSON object, found " + found(req);
+    return false;
+  }
+  auto op = req.find("op");
+  if (op == req.end()) {
+    error = "op: missing; expected \"status\" or \"exec\"";
+    return false;
+  }
+  if (!op->is_string()) {
+    error = "op: expected the string \"status\" or \"exec\", found " + found(*op);
+    return false;
+  }
+  if (*op == "status") {
+    out.op = control_request::kind::status;
+    return true;
+  }
+  if (*op != "exec") {
+    error = "op: unknown op " + shown(*op) + "; expected \"status\" or \"exec\"";
+    return false;
+  }
+  out.op = control_request::kind::exec;
+
+  auto cmd = req.find("command");
+  if (cmd == req.end()) {
+    error = "command: missing; exec needs a non-empty string";
+    return false;
+  }
+  if (!cmd->is_string() || cmd->get_ref<const std::string&>().empty()) {
+    error = "command: expected a non-empty string, found " + found(*cmd);
+    return false;
+  }
+  out.command = cmd->get<std::string>();
+
+  out.args = json::object();
+  if (auto a = req.find("args"); a != req.end()) {
+    if (!a->is_object()) {
+      error = "args: expected an object, found " + found(*a);
+      return false;
+    }
+    out.args = *a;
+  }
+
+  out.session_id.reset();
+  if (auto s = req.find("session_id"); s != req.end()) {
+    if (s->is_string())
+      out.session_id = s->get<std::string>();
+    else if (!s->is_null()) {
+      error = "session_id: expected a string or null, found " + found(*s);
+      return false;
+    }
+  }
+
+  out.timeout = std::chrono::milliseconds{0};
+  if (auto t = req.find("timeout_ms"); t != req.end()) {
+    bool ok = t->is_number_unsigned()
+                ? t->get<unsigned long long>() <= static_cast<unsigned long long>(max_timeout_ms)
+                : t->is_number_integer() && t->get<long long>() >= 0
+                    && t->get<long long>() <= max_timeout_ms;
+    if (!ok) {
+      error = "timeout_ms: expected an integer in [0, " + std::to_string(max_timeout_ms)
+              + "] (0: the pool's default), found " + found(*t);
+      return false;
+    }
+    out.timeout = std::chrono::milliseconds{t->get<long long>()};
+  }
+  return true;
+}
+
+} // namespace dspex::cli

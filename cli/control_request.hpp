@@ -1,0 +1,34 @@
+// One control request line, parsed and checked field by field. Every way a
+// line can be wrong gets a message that names the field, what was expected
+// and what was found; nothing here throws.
+#pragma once
+
+#include <dspex/actors/messages.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace dspex::cli {
+
+struct control_request {
+  enum class kind { status, exec };
+  kind op = kind::status;
+  std::string command;
+  json args = json::object();
+  std::optional<std::string> session_id;
+  std::chrono::milliseconds timeout{0};
+};
+
+/// Largest timeout_ms accepted (a day): keeps the node's deadline arithmetic
+/// far from overflow.
+inline constexpr long long max_timeout_ms = 24LL * 3600 * 1000;
+
+/// Fills `out` from `line` (without its newline), or returns false with the
+/// reason in `error` (an invalid_request message).
+bool parse_control_request(const std::string& line, control_request& out, std::string& error);
+
+/// A JSON text safe to write for any value, invalid UTF-8 included.
+std::string dump_line(const json& j);
+
+} // namespace dspex::cli

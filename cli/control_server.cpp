@@ -1,0 +1,395 @@
+// The control server: one asio thread of its own serves every connection;
+// nothing that can take long runs on it. `exec` goes to the pool as an
+// asynchronous CAF request (one short-lived actor per request), `status`
+// (node::status blocks on several asks) runs on a few threads of its own,
+// and both post their reply back to the asio thread. So an idle or slow
+// client, or a slow exec, never holds up anyone else.
+//
+// Threads and lifetimes: connections live on the asio thread only, owned by
+// `open` until closed. Replies from other threads arrive through the
+// mailbox with a weak_ptr to their connection; the mailbox is closed first
+// at shutdown, so nothing is posted to a context that is going away, and a
+// reply whose connection is gone is dropped.
+#include "control.hpp"
+#include "control_request.hpp"
+
+#include <boost/asio.hpp>
+#include <caf/all.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace dspex::cli {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+using boost::system::error_code;
+using namespace std::chrono_literals;
+
+namespace {
+
+json error_reply(const std::string& cls, const std::string& message) {
+  return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
+}
+
+json error_json(const caf::error& e) {
+  auto c = code_of(e);
+  json j = {{"class", c ? to_string(*c) : "error"}, {"message", describe(e)}};
+  if (auto pe = python_error_of(e))
+    j["python"] = {{"type", pe->type}, {"message", pe->message}, {"traceback", pe->traceback}};
+  return j;
+}
+
+void log_error(const char* where, const char* what) {
+  std::fprintf(stderr, "dspex: control server: %s: %s\n", where, what);
+}
+
+// Where replies computed off the asio thread come back.
+class reply_mailbox {
+public:
+  explicit reply_mailbox(asio::io_context& io) : io_(&io) {}
+  template <class F>
+  void post(F&& f) {
+    std::lock_guard<std::mutex> g(mx_);
+    if (io_)
+      asio::post(*io_, std::forward<F>(f));
+  }
+  void close() {
+    std::lock_guard<std::mutex> g(mx_);
+    io_ = nullptr;
+  }
+
+private:
+  std::mutex mx_;
+  asio::io_context* io_;
+};
+
+} // namespace
+
+struct control_server::impl {
+  struct connection;
+
+  node& n;
+  control_options opts;
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+  local::acceptor acceptor{io};
+  asio::steady_timer accept_retry{io};
+  std::shared_ptr<reply_mailbox> mailbox = std::make_shared<reply_mailbox>(io);
+  asio::thread_pool status_pool;
+  std::map<std::uint64_t, std::shared_ptr<connection>> open;  // asio thread only
+  std::uint64_t next_id = 0;
+  bool stopping = false;
+  std::thread thread;
+
+  impl(node& nd, control_options o)
+    : n(nd), opts(o), status_pool(std::max<std::size_t>(1, o.status_threads)) {}
+
+  void start(int fd);
+  void shutdown();
+  void accept_next();
+  void accept_ready();
+  void refuse(int fd);
+};
+
+struct control_server::impl::connection : std::enable_shared_from_this<connection> {
+  enum class state { reading, busy, writing, closed };
+  impl& srv;
+  std::uint64_t id;
+  local::socket sock;
+  asio::steady_timer deadline;
+  asio::streambuf buf;
+  state st = state::busy;
+  std::uint64_t generation = 0;  ///< tags the deadline of one read or write
+
+  connection(impl& s, std::uint64_t i, int fd)
+    : srv(s), id(i), sock(s.io), deadline(s.io), buf(s.opts.max_line + 1) {
+    sock.assign(local(), fd);
+  }
+
+  void read_next() {
+    if (st == state::closed)
+      return;
+    st = state::reading;
+    auto gen = ++generation;
+    auto self = shared_from_this();
+    deadline.expires_after(srv.opts.read_deadline);
+    deadline.async_wait([self, gen](const error_code& ec) {
+      if (!ec && self->st == state::reading && self->generation == gen)
+        self->on_deadline();
+    });
+    asio::async_read_until(sock, buf, '\n', [self, gen](const error_code& ec, std::size_t n) {
+      if (self->st == state::reading && self->generation == gen)
+        self->on_read(ec, n);
+    });
+  }
+
+  void on_deadline() {
+    st = state::busy;
+    error_code ig;
+    sock.cancel(ig);  // the read completes as aborted and is ignored (state)
+    reply(error_reply("invalid_request", "no complete request within "
+                                           + std::to_string(srv.opts.read_deadline.count())
+                                           + " ms"),
+          true);
+  }
+
+  void on_read(const error_code& ec, std::size_t n) {
+    st = state::busy;
+    deadline.cancel();
+    if (ec == asio::error::not_found) {  // the buffer is full and holds no newline
+      reply(error_reply("invalid_request",
+                        "request line above " + std::to_string(srv.opts.max_line) + " bytes"),
+            true);
+      return;
+    }
+    if (ec) {
+      // EOF (maybe after half a line), reset, cancelled: the peer is gone or
+      // we are stopping, so nobody is there to answer.
+      close();
+      return;
+    }
+    std::string line(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + n - 1);
+    buf.consume(n);
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
+    try {
+      handle(line);
+    } catch (const std::exception& e) {
+      reply(error_reply("internal", std::string("control request failed: ") + e.what()), false);
+    } catch (...) {
+      reply(error_reply("internal", "control request failed"), false);
+    }
+  }
+
+  void handle(const std::string& line) {
+    control_request req;
+    std::string problem;
+    if (!parse_control_request(line, req, problem)) {
+      reply(error_reply("invalid_request", problem), false);
+      return;
+    }
+    std::weak_ptr<connection> weak = shared_from_this();
+    auto mb = srv.mailbox;
+    if (req.op == control_request::kind::status) {
+      node& nd = srv.n;
+      asio::post(srv.status_pool, [weak, mb, &nd] {
+        json r;
+        try {
+          r = nd.status();
+        } catch (const std::exception& e) {
+          r = error_reply("internal", std::string("status failed: ") + e.what());
+        } catch (...) {
+          r = error_reply("internal", "status failed");
+        }
+        mb->post([weak, r = std::move(r)]() mutable {
+          if (auto c = weak.lock())
+            c->reply(std::move(r), false);
+        });
+      });
+      return;
+    }
+    start_exec(std::move(req), std::move(weak), std::move(mb));
+  }
+
+  // As node::execute, but asynchronous: the reply comes back through the
+  // mailbox, and nothing waits for it.
+  void start_exec(control_request req, std::weak_ptr<connection> weak,
+                  std::shared_ptr<reply_mailbox> mb) {
+    auto t = srv.n.target();
+    if (!t) {
+      auto& why = srv.n.mode_message();
+      reply(error_reply("unavailable", srv.n.mode() == bridge_mode::disabled
+                                         ? "the Python bridge is disabled"
+                                             + (why.empty() ? "" : ": " + why)
+                                         : "no pool or worker is running"),
+            false);
+      return;
+    }
+    auto wait = req.timeout.count() > 0 ? req.timeout * 2 + 30s : std::chrono::milliseconds(10min);
+    auto cmd = make_command(std::move(req.command), std::move(req.args), std::move(req.session_id),
+                            req.timeout);
+    auto deliver = [weak, mb](json r) {
+      mb->post([weak, r = std::move(r)]() mutable {
+        if (auto c = weak.lock())
+          c->reply(std::move(r), false);
+      });
+    };
+    t.home_system().spawn([t, cmd, wait, deliver](caf::event_based_actor* self) {
+      self->request(t, wait, exec_atom::value, cmd)
+        .then(
+          [deliver](json& j) { deliver(json{{"ok", true}, {"result", std::move(j)}}); },
+          [deliver](caf::error& e) {
+            json r;
+            try {
+              r = json{{"ok", false}, {"error", error_json(classify(std::move(e)))}};
+            } catch (const std::exception& x) {
+              r = error_reply("internal", std::string("exec failed: ") + x.what());
+            }
+            deliver(std::move(r));
+          });
+    });
+  }
+
+  // A client that stops reading its replies gets the same deadline for
+  // taking one as for sending a request; then it is cut off, so it cannot
+  // hold a connection slot forever.
+  void reply(json j, bool then_close) {
+    if (st == state::closed)
+      return;
+    st = state::writing;
+    auto gen = ++generation;
+    auto out = std::make_shared<std::string>(dump_line(j));
+    auto self = shared_from_this();
+    deadline.expires_after(srv.opts.read_deadline);
+    deadline.async_wait([self, gen](const error_code& ec) {
+      if (!ec && self->st == state::writing && self->generation == gen)
+        self->close();
+    });
+    asio::async_write(sock, asio::buffer(*out),
+                      [self, out, then_close](const error_code& ec, std::size_t) {
+                        if (self->st != state::writing)
+                          return;
+                        self->deadline.cancel();
+                        if (ec || then_close)
+                          self->close();
+                        else
+                          self->read_next();
+                      });
+  }
+
+  void close() {
+    if (st == state::closed)
+      return;
+    st = state::closed;
+    error_code ig;
+    deadline.cancel();
+    sock.close(ig);
+    srv.open.erase(id);  // may drop the last owner: touch nothing after this
+  }
+};
+
+void control_server::impl::start(int fd) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  acceptor.assign(local(), fd);
+  accept_next();
+  thread = std::thread([this] {
+    // A handler that throws must not end the server (nor, escaping the
+    // thread, the host): log it and go on serving.
+    for (;;) {
+      try {
+        io.run();
+        return;
+      } catch (const std::exception& e) {
+        log_error("handler failed", e.what());
+      } catch (...) {
+        log_error("handler failed", "unknown exception");
+      }
+    }
+  });
+}
+
+void control_server::impl::accept_next() {
+  acceptor.async_wait(local::acceptor::wait_read, [this](const error_code& ec) {
+    if (stopping || ec == asio::error::operation_aborted)
+      return;
+    if (ec) {
+      accept_retry.expires_after(100ms);
+      accept_retry.async_wait([this](const error_code& e) {
+        if (!e && !stopping)
+          accept_next();
+      });
+      return;
+    }
+    accept_ready();
+  });
+}
+
+// accept4 ourselves, not asio's accept: the descriptor must be close-on-exec
+// from its first instant, or a worker forked meanwhile inherits it and the
+// client never sees our close.
+void control_server::impl::accept_ready() {
+  for (int round = 0; round < 64; ++round) {
+    int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        break;
+      // Out of descriptors or memory: the client waits in the backlog.
+      log_error("accept", std::strerror(errno));
+      accept_retry.expires_after(100ms);
+      accept_retry.async_wait([this](const error_code& e) {
+        if (!e && !stopping)
+          accept_next();
+      });
+      return;
+    }
+    if (open.size() >= opts.max_connections) {
+      refuse(fd);
+      continue;
+    }
+    auto id = ++next_id;
+    auto c = std::make_shared<connection>(*this, id, fd);
+    open.emplace(id, c);
+    c->read_next();
+  }
+  accept_next();
+}
+
+void control_server::impl::refuse(int fd) {
+  auto s = std::make_shared<local::socket>(io);
+  s->assign(local(), fd);
+  auto line = std::make_shared<std::string>(dump_line(error_reply(
+    "unavailable",
+    "too many control connections (" + std::to_string(opts.max_connections) + ")")));
+  asio::async_write(*s, asio::buffer(*line), [s, line](const error_code&, std::size_t) {
+    error_code ig;
+    s->close(ig);
+  });
+}
+
+void control_server::impl::shutdown() {
+  mailbox->close();
+  asio::post(io, [this] {
+    stopping = true;
+    error_code ig;
+    acceptor.close(ig);
+    accept_retry.cancel();
+    auto conns = std::move(open);
+    open.clear();
+    for (auto& kv : conns)
+      kv.second->close();
+  });
+  guard.reset();
+  if (thread.joinable())
+    thread.join();  // run() returns once every cancelled handler ran
+  status_pool.stop();
+  status_pool.join();
+}
+
+control_server::control_server(node& n, std::string path, control_options opts)
+  : control_server(n, control_socket::claim(path), opts) {}
+
+control_server::control_server(node& n, control_socket sock, control_options opts)
+  : sock_(std::move(sock)) {
+  if (!sock_.listening())
+    return;
+  impl_ = std::make_shared<impl>(n, opts);
+  impl_->start(sock_.release_fd());
+}
+
+control_server::~control_server() {
+  if (impl_)
+    impl_->shutdown();
+  impl_.reset();
+  // sock_ then removes the socket file (if still ours) and drops the lock.
+}
+
+} // namespace dspex::cli
