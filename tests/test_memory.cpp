@@ -200,4 +200,38 @@ TEST_CASE("two rounds of unique expiring sessions: host and worker memory stay f
   n.stop();
 }
 
+TEST_CASE("a session that only leased a worker expires too: the pool forgets its affinity") {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  node_options opts;
+  opts.python_path = DSPEX_TEST_PYTHON_DIR;
+  auto tc = parse_config(expiring_tree());
+  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
+  auto started = node::start(sys, *tc, opts);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& n = **started;
+  {
+    caf::scoped_actor self{sys};
+    caf::actor leased;
+    self->request(n.target(), 10s, checkout_atom::value, std::optional<std::string>{"leased-only"})
+      .receive([&](caf::actor& w) { leased = w; }, [](caf::error&) {});
+    REQUIRE(leased);
+    CHECK(n.status()["pools"]["default"]["sessions"] == 1);
+    self->send(n.target(), checkin_atom::value, leased, true);
+  }
+  // The registry learnt of the session from the lease and expires it, which
+  // is what removes the pool's affinity entry.
+  CHECK(wait_until(
+    [&] {
+      auto st = n.status();
+      bool done = st["sessions"].value("expired", 0) == 1
+                  && st["pools"]["default"].value("sessions", -1) == 0;
+      if (!done)
+        std::this_thread::sleep_for(50ms);
+      return done;
+    },
+    60s));
+  n.stop();
+}
+
 } // TEST_SUITE
