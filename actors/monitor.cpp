@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include <deque>
+#include <memory>
 
 namespace dspex {
 
@@ -61,16 +62,31 @@ void poll(monitor_actor* self) {
     self->request(pool, std::chrono::seconds(5), workers_atom::value)
       .then(
         [self, n](std::vector<caf::actor>& ws) {
+          // The snapshot holds the current workers only: it is replaced once
+          // every one answered, so the ids of workers that came and went
+          // (overflow, lazy, replaced ones) do not pile up here.
+          struct round {
+            std::size_t pending;
+            json stats = json::object();
+          };
+          auto r = std::make_shared<round>(round{ws.size()});
+          auto finish = [self, n, r] {
+            if (--r->pending == 0)
+              self->state.pools[n]["worker_stats"] = std::move(r->stats);
+          };
+          if (ws.empty())
+            self->state.pools[n]["worker_stats"] = json::object();
           for (auto& w : ws)
             self->request(w, std::chrono::seconds(5), stats_atom::value)
               .then(
-                [self, n](json& s) {
+                [r, finish](json& s) {
                   auto id = s.value("id", "?");
-                  self->state.pools[n]["worker_stats"][id] = std::move(s);
+                  r->stats[id] = std::move(s);
+                  finish();
                 },
-                [self, n](caf::error& e) {
+                [self, finish](caf::error&) {
                   ++self->state.unresponsive;
-                  (void)e;
+                  finish();
                 });
         },
         [](caf::error&) {});

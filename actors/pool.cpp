@@ -176,6 +176,9 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   ++w.served;
   if (wt.session)
     st.affinity[*wt.session] = w.hdl.address();
+  // Leases too: the registry's expiry is what removes the affinity entry.
+  if (wt.session && st.cfg.registry)
+    caf::anon_send(st.cfg.registry, touch_atom::value, *wt.session);
   if (wt.lease) {
     w.st = wstate::leased;
     w.lease_holder = wt.holder;
@@ -185,8 +188,6 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
     return;
   }
   w.st = wstate::busy;
-  if (wt.session && st.cfg.registry)
-    caf::anon_send(st.cfg.registry, touch_atom::value, *wt.session);
   wt.req.pooled = true;
   wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
 }
@@ -643,7 +644,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       st.programs.erase(sid);
       st.affinity.erase(sid);
       for (auto& [a, w] : st.workers)
-        self->request(w.hdl, std::chrono::seconds(30), exec_atom::value,
+        // No timeout: a CAF request timer lives its full span even after the
+        // reply, and one per worker per ended session adds up; the worker
+        // answers or fails every request itself.
+        self->request(w.hdl, caf::infinite, exec_atom::value,
                       make_command("cleanup_session", json{{"session_id", sid}}, sid))
           .then([](json&) {}, [](caf::error&) {});
     },

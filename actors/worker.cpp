@@ -10,7 +10,6 @@
 #include <caf/all.hpp>
 
 #include <cstdlib>
-#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <unordered_map>
@@ -90,7 +89,9 @@ struct worker_state {
   std::uint64_t errors = 0;
   std::uint64_t checkouts = 0;
   std::uint64_t consecutive_errors = 0;
-  std::set<std::string> sessions;
+  // Requests that ran in a session. A count, not the ids: a worker serves
+  // many sessions over its life and must not keep one byte per session.
+  std::uint64_t session_requests = 0;
 
   static inline const char* name = "dspex.worker";
 
@@ -249,7 +250,7 @@ json stats_of(worker_actor* self) {
     {"errors", st.errors},
     {"checkouts", st.checkouts},
     {"overflow", st.cfg.overflow},
-    {"sessions_served", st.sessions.size()},
+    {"session_requests", st.session_requests},
     {"inflight", st.inflight.size()},
     {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
     {"last_activity_ms_ago", duration_cast<milliseconds>(now - st.last_activity).count()},
@@ -330,7 +331,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       if (req.command.empty())
         return make_error(errc::invalid_request, "empty command");
       if (req.session_id)
-        st.sessions.insert(*req.session_id);
+        ++st.session_requests;
       auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
       auto rp = self->make_response_promise();
       if (req.pooled)

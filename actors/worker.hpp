@@ -19,7 +19,7 @@
 // - An exit message (a supervisor's shutdown) starts the staged stop: the
 //   shutdown command, EOF, SIGTERM, SIGKILL; the actor exits once the process
 //   was reaped, with the reason it was given.
-// - (stats) -> json: requests, errors, checkouts, sessions served, uptime,
+// - (stats) -> json: requests, errors, checkouts, session requests, uptime,
 //   last activity, os pid, state, health.
 #pragma once
 
