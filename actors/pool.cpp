@@ -764,8 +764,15 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto& w = it->second;
       count_error(self, errc::command_timeout);
       w.in_grace = true;
-      if (!pooled)
-        return;  // a leased worker's, or a pool health ping's: handled there
+      if (!pooled) {
+        // A leased worker's (its checkin decides), a health ping's (handled
+        // there), or a direct request to an idle worker: out of rotation.
+        if (w.st == wstate::idle) {
+          remove_idle(st, w.hdl.address());
+          w.st = wstate::grace;
+        }
+        return;
+      }
       ++w.consecutive_faults;
       // A trial passes only if its worker answers in time.
       st.end_trial(w.trial, false);
