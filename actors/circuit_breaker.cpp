@@ -14,36 +14,49 @@ const char* to_string(circuit_breaker::state s) noexcept {
 circuit_breaker::state circuit_breaker::current(time_point now) {
   if (state_ == state::open && now - opened_at_ >= cfg_.open_for) {
     state_ = state::half_open;
+    ++epoch_;
     trials_in_flight_ = 0;
     trial_successes_ = 0;
   }
   return state_;
 }
 
-bool circuit_breaker::allow(time_point now) {
+circuit_breaker::admission circuit_breaker::admit(time_point now) {
   if (!cfg_.enabled)
-    return true;
+    return {true, 0};
   switch (current(now)) {
-    case state::closed: return true;
-    case state::open: return false;
+    case state::closed: return {true, 0};
+    case state::open: return {false, 0};
     case state::half_open:
       if (trials_in_flight_ >= cfg_.half_open_trials)
-        return false;
+        return {false, 0};
       ++trials_in_flight_;
-      return true;
+      return {true, epoch_};
   }
-  return true;
+  return {true, 0};
 }
 
-void circuit_breaker::record_success(time_point now) {
-  if (current(now) == state::half_open) {
-    if (trials_in_flight_ > 0)
-      --trials_in_flight_;
-    if (++trial_successes_ >= cfg_.half_open_trials) {
-      state_ = state::closed;
-      failures_.clear();
-    }
+void circuit_breaker::trial_done(time_point now, std::uint64_t ticket, bool ok) {
+  current(now);
+  if (!live(ticket))
+    return;  // from an earlier half-open period: already accounted for
+  if (trials_in_flight_ > 0)
+    --trials_in_flight_;
+  if (!ok) {
+    open(now);
+    return;
   }
+  if (++trial_successes_ >= cfg_.half_open_trials) {
+    state_ = state::closed;
+    failures_.clear();
+    trials_in_flight_ = 0;
+    trial_successes_ = 0;
+  }
+}
+
+void circuit_breaker::trial_dropped(std::uint64_t ticket) {
+  if (live(ticket) && trials_in_flight_ > 0)
+    --trials_in_flight_;
 }
 
 void circuit_breaker::record_failure(time_point now) {

@@ -56,6 +56,7 @@ json default_config() {
             {"env", json::object()},
             {"init_timeout_ms", 10000},
             {"request_timeout_ms", 30000},
+            {"timeout_grace_ms", 1000},
             {"max_frame_bytes", 64 * 1024 * 1024},
             {"fault_injection", false},
             {"stop_grace_ms", 2000},
@@ -210,6 +211,7 @@ void read_worker(reader& r, worker_config& w) {
   r.strings("args", w.extra_args);
   r.ms("init_timeout_ms", w.init_timeout, 1);
   r.ms("request_timeout_ms", w.request_timeout, 1);
+  r.ms("timeout_grace_ms", w.timeout_grace);
   r.integer("max_frame_bytes", w.max_frame_bytes, 16, 1LL << 31);
   r.boolean("fault_injection", w.fault_injection);
   r.ms("stop_grace_ms", w.stop_grace);

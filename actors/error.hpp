@@ -17,11 +17,14 @@ namespace dspex {
 
 enum class errc : std::uint8_t {
   checkout_timeout = 1,  ///< no worker became free before the checkout deadline
-  command_timeout,       ///< the worker did not reply in time; it is replaced
+  command_timeout,       ///< no reply by the request's deadline (queueing counts); the
+                         ///< worker gets timeout_grace to answer late, else it is replaced
   pool_saturated,        ///< the wait queue is full; retry later
-  worker_crashed,        ///< the worker's process died while the request was in flight
+  worker_crashed,        ///< the worker's process died (or was replaced) while the
+                         ///< request was in flight
   protocol_error,        ///< the worker broke the wire protocol; it is replaced
-  python_error,          ///< the Python code raised; detail has type, message, traceback
+  python_error,          ///< the Python code raised; detail has type, message, traceback.
+                         ///< An answer like any other: never a worker fault
   shutting_down,         ///< the pool or tree is stopping and takes no new work
   circuit_open,          ///< the circuit breaker is open: failing fast
   init_failed,           ///< a worker did not answer its init ping in time

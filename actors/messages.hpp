@@ -32,6 +32,18 @@ using init_atom = caf::atom_constant<caf::atom("init")>;
 // -- pool <-> worker ------------------------------------------------------------
 using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow)
 using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome)
+// Worker faults (see pool.hpp, "Faults"): a request timed out and the worker
+// is in its grace (timedout, pooled); every late reply came within the grace
+// (recovered); the grace expired, replace me (stuck); the init ping failed
+// (initfail). The pool answers a replacement with (retire): kill the process
+// now, the supervisor's terminate_child follows.
+using timedout_atom = caf::atom_constant<caf::atom("timedout")>;
+using recovered_atom = caf::atom_constant<caf::atom("recovered")>;
+using stuck_atom = caf::atom_constant<caf::atom("stuck")>;
+using init_fail_atom = caf::atom_constant<caf::atom("initfail")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using grace_atom = caf::atom_constant<caf::atom("grace")>;
+using replace_atom = caf::atom_constant<caf::atom("replace")>;
 using checkout_atom = caf::atom_constant<caf::atom("checkout")>;
 using checkin_atom = caf::atom_constant<caf::atom("checkin")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;

@@ -26,7 +26,33 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 
-enum class wstate { idle, busy, leased, retiring };
+// grace: free as far as any caller knows, but a request of its timed out
+// and it may still answer; it takes no work until it recovers or is replaced.
+enum class wstate { idle, busy, leased, grace, retiring };
+
+const char* to_string(wstate s) {
+  switch (s) {
+    case wstate::idle: return "idle";
+    case wstate::busy: return "busy";
+    case wstate::leased: return "leased";
+    case wstate::grace: return "grace";
+    case wstate::retiring: return "retiring";
+  }
+  return "?";
+}
+
+// Why the pool replaced a worker on purpose (status "replaced").
+enum class replace_cause { timeout, health, failures, lease };
+
+const char* to_string(replace_cause c) {
+  switch (c) {
+    case replace_cause::timeout: return "timeout";
+    case replace_cause::health: return "health";
+    case replace_cause::failures: return "failures";
+    case replace_cause::lease: return "lease";
+  }
+  return "?";
+}
 
 struct worker_entry {
   caf::actor hdl;
@@ -34,7 +60,10 @@ struct worker_entry {
   bool overflow = false;
   wstate st = wstate::idle;
   caf::actor_addr lease_holder;
-  int consecutive_failures = 0;
+  /// Worker-level faults since its last answer (timeouts, failed checkins).
+  int consecutive_faults = 0;
+  bool in_grace = false;     // a request of its timed out; no answer yet
+  std::uint64_t trial = 0;   // breaker ticket of the job it serves (0: none)
   clock_type::time_point idle_since = clock_type::now();
   std::uint64_t served = 0;
 };
@@ -46,6 +75,12 @@ struct waiter {
   std::optional<std::string> session;
   caf::response_promise rp;
   caf::actor_addr holder;  // lease: who asked
+  std::uint64_t trial = 0; // breaker ticket when admitted as a half-open trial
+  /// What a waiter gets when its queue timer fires: checkout_timeout, or
+  /// command_timeout when its own deadline (the request's timeout counts
+  /// from submission, queueing included) comes first.
+  errc expiry = errc::checkout_timeout;
+  milliseconds limit{0};
   clock_type::time_point enqueued = clock_type::now();
 };
 
@@ -76,7 +111,9 @@ struct pool_state {
   std::uint64_t checkouts = 0;
   std::uint64_t wait_total_us = 0;
   std::uint64_t wait_max_us = 0;
-  std::uint64_t restarts = 0;
+  std::uint64_t crashes = 0;  // worker exits nobody asked for
+  std::map<std::string, std::uint64_t> replaced{
+    {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0}};
   std::uint64_t completed = 0;
   std::map<std::string, std::uint64_t> errors;
 
@@ -99,6 +136,18 @@ struct pool_state {
   std::size_t regular_count() const { return workers.size() - overflow_count(); }
   /// Workers serving a request or held by a lease: what a drain waits for.
   std::size_t in_use() const { return count(wstate::busy) + count(wstate::leased); }
+
+  /// The breaker hears how a trial ended, once.
+  void end_trial(std::uint64_t& ticket, bool ok) {
+    if (ticket != 0)
+      breaker.trial_done(clock_type::now(), ticket, ok);
+    ticket = 0;
+  }
+  void drop_trial(std::uint64_t& ticket) {
+    if (ticket != 0)
+      breaker.trial_dropped(ticket);
+    ticket = 0;
+  }
 };
 
 using pool_actor = caf::stateful_actor<pool_state>;
@@ -110,6 +159,13 @@ void count_error(pool_actor* self, errc code) {
 void fail(pool_actor* self, caf::response_promise& rp, errc code, std::string detail) {
   count_error(self, code);
   rp.deliver(make_error(code, std::move(detail)));
+}
+
+// A waiter refused or timed out before it reached a worker: its trial slot,
+// if it had one, is free again.
+void fail(pool_actor* self, waiter& wt, errc code, std::string detail) {
+  self->state.drop_trial(wt.trial);
+  fail(self, wt.rp, code, std::move(detail));
 }
 
 void remove_idle(pool_state& st, const caf::actor_addr& a) {
@@ -174,6 +230,8 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   st.wait_total_us += static_cast<std::uint64_t>(waited);
   st.wait_max_us = std::max(st.wait_max_us, static_cast<std::uint64_t>(waited));
   ++w.served;
+  w.trial = wt.trial;
+  wt.trial = 0;
   if (wt.session)
     st.affinity[*wt.session] = w.hdl.address();
   // Leases too: the registry's expiry is what removes the affinity entry.
@@ -189,6 +247,10 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   }
   w.st = wstate::busy;
   wt.req.pooled = true;
+  // The caller's deadline counts from submission: the worker gets what is
+  // left of it after the wait.
+  auto budget = wt.req.timeout.count() > 0 ? wt.req.timeout : st.cfg.worker.request_timeout;
+  wt.req.timeout = std::max(milliseconds(1), budget - duration_cast<milliseconds>(std::chrono::microseconds(waited)));
   wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
 }
 
@@ -280,10 +342,54 @@ void check_drained(pool_actor* self) {
   }
 }
 
-void retire(pool_actor* self, worker_entry& w, caf::error reason) {
+// Asks the worker supervisor to start worker `id` again after a deliberate
+// terminate_child. "running" / "restarting": someone else did (or does) it;
+// "not_found": the supervisor was replaced meanwhile, with fresh workers.
+void restart_worker(pool_actor* self, caf::actor sup, std::string id, int attempt) {
+  self->request(sup, caf::infinite, supervision::restart_child_atom::value, id)
+    .then([](caf::actor&) {},
+          [self, sup, id, attempt](caf::error& e) {
+            using supervision::supervision_errc;
+            if (supervision::is(e, supervision_errc::running)
+                || supervision::is(e, supervision_errc::restarting)
+                || supervision::is(e, supervision_errc::not_found) || self->state.draining)
+              return;
+            if (attempt < 5)
+              self->delayed_send(self, std::chrono::milliseconds(100 * attempt),
+                                 replace_atom::value, sup, id, attempt + 1);
+          });
+}
+
+// The deliberate path, as OTP: terminate_child, then restart_child for a
+// permanent worker (a temporary overflow one is just gone). The supervisor
+// counts neither toward its restart intensity. (retire) goes first so that
+// the worker kills its process at once: a worker stuck in Python could not
+// read a shutdown frame, and the supervisor serves one request at a time.
+void replace(pool_actor* self, worker_entry& w, replace_cause cause) {
+  auto& st = self->state;
+  if (w.st == wstate::retiring)
+    return;
+  st.end_trial(w.trial, false);  // a trial on a worker that had to go failed
   w.st = wstate::retiring;
-  remove_idle(self->state, w.hdl.address());
-  self->send_exit(w.hdl, std::move(reason));
+  remove_idle(st, w.hdl.address());
+  ++st.replaced[to_string(cause)];
+  self->send(w.hdl, retire_atom::value);
+  auto sup = st.links->worker_sup();
+  if (!sup) {  // a pool on its own (no worker supervisor): just stop it
+    self->send_exit(w.hdl, caf::exit_reason::user_shutdown);
+    return;
+  }
+  auto restart = !w.overflow;
+  auto id = w.id;
+  self->request(sup, caf::infinite, supervision::terminate_child_atom::value, w.hdl)
+    .then(
+      [self, sup, id, restart] {
+        if (restart && !self->state.draining)
+          restart_worker(self, sup, id, 1);
+      },
+      [](caf::error&) {
+        // not_found: it exited by itself first; the supervisor handles that.
+      });
 }
 
 // A worker became free: give it to the first waiter that may take it, or
@@ -293,11 +399,15 @@ void worker_free(pool_actor* self, worker_entry& w) {
   w.st = wstate::idle;
   w.lease_holder = caf::actor_addr{};
   w.idle_since = clock_type::now();
+  st.drop_trial(w.trial);  // a trial whose job ended without an outcome
   if (st.cfg.max_consecutive_failures > 0
-      && w.consecutive_failures >= st.cfg.max_consecutive_failures) {
-    retire(self, w, make_error(errc::worker_crashed,
-                               std::to_string(w.consecutive_failures)
-                                 + " failed requests in a row; replaced"));
+      && w.consecutive_faults >= st.cfg.max_consecutive_failures) {
+    replace(self, w, replace_cause::failures);
+    return;
+  }
+  if (w.in_grace) {
+    w.st = wstate::grace;
+    check_drained(self);
     return;
   }
   auto a = w.hdl.address();
@@ -329,11 +439,13 @@ void submit(pool_actor* self, waiter wt) {
     fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
     return;
   }
-  if (!st.breaker.allow(clock_type::now())) {
+  auto admitted = st.breaker.admit(clock_type::now());
+  if (!admitted) {
     fail(self, wt.rp, errc::circuit_open,
          "pool " + st.cfg.name + ": too many worker failures; failing fast");
     return;
   }
+  wt.trial = admitted.trial;
   if (!wt.lease)
     track_programs(st, wt.req);
   if (st.queue.empty()) {
@@ -344,13 +456,21 @@ void submit(pool_actor* self, waiter wt) {
     }
   }
   if (st.queue.size() >= st.cfg.max_queue) {
-    fail(self, wt.rp, errc::pool_saturated,
+    fail(self, wt, errc::pool_saturated,
          "pool " + st.cfg.name + ": " + std::to_string(st.queue.size())
            + " requests already waiting");
     return;
   }
   wt.id = st.next_waiter++;
-  self->delayed_send(self, st.cfg.checkout_timeout, timeout_atom::value, wt.id);
+  wt.limit = st.cfg.checkout_timeout;
+  if (!wt.lease) {
+    auto budget = wt.req.timeout.count() > 0 ? wt.req.timeout : st.cfg.worker.request_timeout;
+    if (budget < wt.limit) {
+      wt.limit = budget;
+      wt.expiry = errc::command_timeout;
+    }
+  }
+  self->delayed_send(self, wt.limit, timeout_atom::value, wt.id);
   st.queue.push_back(std::move(wt));
   grow_if_needed(self);
 }
@@ -363,12 +483,18 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
   auto& w = it->second;
   bool expected = w.st == wstate::retiring || st.draining;
   if (!expected) {
-    ++st.restarts;
+    // An exit nobody asked for (crash, protocol error, a timed-out worker
+    // outside the deliberate path): its supervisor counts it, and so does
+    // the breaker.
+    ++st.crashes;
+    st.end_trial(w.trial, false);
     st.breaker.record_failure(clock_type::now());
     if (auto code = code_of(dm.reason))
       count_error(self, *code == errc::process_exited ? errc::worker_crashed : *code);
     else if (dm.reason != caf::exit_reason::normal)
       count_error(self, errc::worker_crashed);
+  } else {
+    st.drop_trial(w.trial);
   }
   remove_idle(st, dm.source);
   for (auto a = st.affinity.begin(); a != st.affinity.end();)
@@ -399,16 +525,17 @@ void on_holder_down(pool_actor* self, const caf::down_msg& dm) {
           auto it = self->state.workers.find(hdl.address());
           if (it == self->state.workers.end())
             return;
+          if (it->second.st != wstate::leased)
+            return;
           if (s.value("inflight", 0) > 0)
-            retire(self, it->second,
-                   make_error(errc::worker_crashed, "lease holder died mid-request"));
+            replace(self, it->second, replace_cause::lease);
           else
             worker_free(self, it->second);
         },
         [self, hdl](caf::error&) {
           auto it = self->state.workers.find(hdl.address());
-          if (it != self->state.workers.end())
-            retire(self, it->second, make_error(errc::worker_crashed, "lease holder died"));
+          if (it != self->state.workers.end() && it->second.st == wstate::leased)
+            replace(self, it->second, replace_cause::lease);
         });
   }
 }
@@ -416,14 +543,16 @@ void on_holder_down(pool_actor* self, const caf::down_msg& dm) {
 json status_of(pool_actor* self) {
   auto& st = self->state;
   json workers = json::array();
-  for (auto& [a, w] : st.workers) {
-    const char* s = w.st == wstate::idle     ? "idle"
-                    : w.st == wstate::busy   ? "busy"
-                    : w.st == wstate::leased ? "leased"
-                                             : "retiring";
-    workers.push_back({{"id", w.id}, {"state", s}, {"overflow", w.overflow}, {"served", w.served},
-                       {"consecutive_failures", w.consecutive_failures}});
-  }
+  for (auto& [a, w] : st.workers)
+    workers.push_back({{"id", w.id},
+                       {"state", to_string(w.st)},
+                       {"overflow", w.overflow},
+                       {"served", w.served},
+                       {"consecutive_faults", w.consecutive_faults},
+                       {"in_grace", w.in_grace}});
+  std::uint64_t replaced = 0;
+  for (auto& [cause, n] : st.replaced)
+    replaced += n;
   auto now = clock_type::now();
   return json{
     {"name", st.cfg.name},
@@ -443,11 +572,15 @@ json status_of(pool_actor* self) {
     {"checkout_wait_ms_avg",
      st.checkouts ? static_cast<double>(st.wait_total_us) / st.checkouts / 1000.0 : 0.0},
     {"checkout_wait_ms_max", static_cast<double>(st.wait_max_us) / 1000.0},
-    {"restarts", st.restarts},
+    {"restarts", st.crashes + replaced},  // every worker lost and started again
+    {"crashes", st.crashes},
+    {"replaced", st.replaced},
+    {"grace", st.count(wstate::grace)},
     {"errors", st.errors},
     {"sessions", st.affinity.size()},
     {"circuit", to_string(st.breaker.current(now))},
     {"circuit_opened", st.breaker.opened_count()},
+    {"circuit_trials", st.breaker.trials_in_flight()},
     {"worker_list", std::move(workers)},
   };
 }
@@ -463,11 +596,31 @@ void idle_pings(pool_actor* self) {
     auto& w = st.workers[a];
     remove_idle(st, a);
     w.st = wstate::busy;
-    command_request ping{"ping", json::object(), std::nullopt, st.cfg.worker.init_timeout, true};
-    // The (done) report returns the worker; a failed ping kills it, which
-    // the down message handles.
+    // Not pooled: the answer comes here, not to a client. A ping that fails
+    // (times out) is a worker-level fault: the breaker hears it and the
+    // worker is replaced on purpose.
+    command_request ping{"ping", json::object(), std::nullopt, st.cfg.worker.init_timeout, false};
+    auto hdl = w.hdl;
     self->request(w.hdl, caf::infinite, exec_atom::value, std::move(ping))
-      .then([](json&) {}, [](caf::error&) {});
+      .then(
+        [self, hdl](json&) {
+          auto it = self->state.workers.find(hdl.address());
+          if (it != self->state.workers.end() && it->second.st == wstate::busy)
+            worker_free(self, it->second);
+        },
+        [self, hdl](caf::error& e) {
+          auto& st = self->state;
+          auto it = st.workers.find(hdl.address());
+          if (it == st.workers.end() || it->second.st == wstate::retiring)
+            return;
+          // A worker that crashed or broke the protocol answers with that
+          // error just before it exits: the down message tells.
+          if (!is(e, errc::command_timeout))
+            return;
+          st.breaker.record_failure(clock_type::now());
+          replace(self, it->second, replace_cause::health);
+          check_drained(self);
+        });
   }
 }
 
@@ -488,7 +641,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     auto queued = std::move(st.queue);
     st.queue.clear();
     for (auto& wt : queued)
-      fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is stopping");
+      fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " is stopping");
     for (auto& rp : st.ready_waiters)
       rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
     st.ready_waiters.clear();
@@ -549,10 +702,14 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto it = self->state.workers.find(worker.address());
       if (it == self->state.workers.end() || it->second.st != wstate::leased)
         return;
-      if (it->second.lease_holder)
-        self->demonitor(it->second.lease_holder);
-      it->second.consecutive_failures = ok ? 0 : it->second.consecutive_failures + 1;
-      worker_free(self, it->second);
+      auto& w = it->second;
+      if (w.lease_holder)
+        self->demonitor(w.lease_holder);
+      // The holder judges its lease: ok, or the worker failed it (a worker
+      // fault, not a Python exception, which is an answer like any other).
+      w.consecutive_faults = ok ? 0 : w.consecutive_faults + 1;
+      self->state.end_trial(w.trial, ok);
+      worker_free(self, w);
     },
     [self](worker_up_atom, std::string& id, bool overflow) {
       auto& st = self->state;
@@ -586,13 +743,71 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (it == st.workers.end() || it->second.st != wstate::busy)
         return;
+      auto& w = it->second;
       ++st.completed;
-      st.breaker.record_success(clock_type::now());
+      // An answer is an answer: a Python exception (ok false) is the
+      // caller's business, not a worker fault, and a trial that got one
+      // shows the pool serves again.
       if (!ok)
         count_error(self, errc::python_error);
-      it->second.consecutive_failures = ok ? 0 : it->second.consecutive_failures + 1;
-      worker_free(self, it->second);
+      w.consecutive_faults = 0;
+      st.end_trial(w.trial, true);
+      worker_free(self, w);
       check_drained(self);
+    },
+    [self](timedout_atom, bool pooled) {
+      // A request on this worker timed out (its caller has command_timeout);
+      // the worker is in its grace. A pooled request's job ends here.
+      auto& st = self->state;
+      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it == st.workers.end() || it->second.st == wstate::retiring)
+        return;
+      auto& w = it->second;
+      count_error(self, errc::command_timeout);
+      w.in_grace = true;
+      if (!pooled) {
+        // A leased worker's (its checkin decides), a health ping's (handled
+        // there), or a direct request to an idle worker: out of rotation.
+        if (w.st == wstate::idle) {
+          remove_idle(st, w.hdl.address());
+          w.st = wstate::grace;
+        }
+        return;
+      }
+      ++w.consecutive_faults;
+      // A trial passes only if its worker answers in time.
+      st.end_trial(w.trial, false);
+      if (w.st == wstate::busy)
+        worker_free(self, w);  // parks it in grace (or replaces it)
+      check_drained(self);
+    },
+    [self](recovered_atom) {
+      // Every late reply came within the grace: the worker is sound.
+      auto& st = self->state;
+      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it == st.workers.end() || it->second.st == wstate::retiring)
+        return;
+      it->second.in_grace = false;
+      if (it->second.st == wstate::grace)
+        worker_free(self, it->second);
+    },
+    [self](stuck_atom) {
+      // No reply within the grace: replaced on purpose.
+      auto& st = self->state;
+      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it == st.workers.end())
+        return;
+      replace(self, it->second, replace_cause::timeout);
+      check_drained(self);
+    },
+    [self](init_fail_atom, const std::string&, const std::string&) {
+      // A worker that never came up: it exits with init_failed (an exit its
+      // supervisor counts); the breaker hears of it here.
+      count_error(self, errc::init_failed);
+      self->state.breaker.record_failure(clock_type::now());
+    },
+    [self](replace_atom, caf::actor& sup, std::string& id, int attempt) {
+      restart_worker(self, sup, id, attempt);
     },
     [self](timeout_atom, std::uint64_t waiter_id) {
       auto& st = self->state;
@@ -602,9 +817,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
         return;
       auto wt = std::move(*it);
       st.queue.erase(it);
-      fail(self, wt.rp, errc::checkout_timeout,
+      fail(self, wt, wt.expiry,
            "no worker of pool " + st.cfg.name + " became free within "
-             + std::to_string(st.cfg.checkout_timeout.count()) + " ms");
+             + std::to_string(wt.limit.count()) + " ms"
+             + (wt.expiry == errc::command_timeout ? " (the request's timeout)" : ""));
     },
     [self](tick_atom) {
       if (!self->state.draining)
@@ -617,7 +833,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto queued = std::move(st.queue);
       st.queue.clear();
       for (auto& wt : queued)
-        fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+        fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
       if (st.in_use() == 0)
         return caf::unit;
       st.drain_waiters.push_back(self->make_response_promise());

@@ -11,14 +11,55 @@
 //   worker_idle_timeout  an idle worker gets a health ping after this long
 //   affinity             hint: a session prefers the worker that served it
 //                        last; strict: it waits for that worker
-//   max_consecutive_failures  a worker whose requests failed that many times
-//                        in a row is replaced (NimblePool's three checkins)
+//   max_consecutive_failures  a worker with that many worker-level faults in
+//                        a row (timeouts answered late, failed checkins) is
+//                        replaced; any answer resets it. 0: never
 //
 // Request path (DESIGN.md): client -(exec)-> pool -(delegate)-> worker, and
 // the worker's reply goes straight to the client; the worker then tells the
 // pool (done) that it is free. Leases: (checkout) hands a worker to the
 // caller for several commands, (checkin) returns it; a lease holder that
 // dies gives its worker back (replaced when a request was still pending).
+//
+// Faults (issue 10). An application error is an ordinary reply: a Python
+// exception or UnknownCommand is python_error for its caller, counted in
+// errors.python_error, and changes nothing else (no fault count, no health
+// change, no breaker). Worker-level faults are: protocol error, crash,
+// timeout, failed health ping, failed init.
+//
+// Timeouts. A request's timeout (or the worker's request_timeout) is its
+// caller's deadline from submission: queued past it, the caller gets
+// command_timeout from the pool; at the worker, from the worker. The worker
+// then has timeout_grace: a late reply is discarded and the worker serves
+// again; none, and the pool replaces it. In its grace it takes no work.
+//
+// Which exits count toward the worker supervisor's restart intensity: only
+// those the supervisor did not ask for — a crash (the process died: signal,
+// os._exit, a broken pipe), a protocol error (the worker exits with it), a
+// failed init, and a timed-out worker outside a pool (nobody replaces it on
+// purpose). A worker the pool retires on purpose goes through the
+// supervisor's API, as OTP: (retire) to the worker, which kills its process
+// at once (it may be stuck in Python and unable to read a shutdown frame),
+// then terminate_child, then restart_child for a permanent worker (an
+// overflow one is temporary and just goes). Neither call counts. The
+// deliberate causes, counted in status "replaced":
+//   timeout   no reply within timeout_grace after a command timeout
+//   health    an idle worker's health ping failed (timed out)
+//   failures  max_consecutive_failures reached
+//   lease     the lease holder died with a request in flight
+// "crashes" counts the exits nobody asked for; "restarts" is both together.
+//
+// Circuit breaker (circuit_breaker.hpp). It opens on faults that show the
+// pool cannot keep workers alive: crashes and protocol errors (exits nobody
+// asked for), failed inits, failed health pings. Not on python_error, and
+// not on command timeouts: a hung endpoint makes workers time out and be
+// replaced on purpose, and failing everything fast (pings included) would
+// turn one slow dependency into a dead pool. In half_open, requests and
+// checkouts are admitted as trials, and each ends in exactly one outcome:
+// answered (python_error included) or checked in ok: success; timed out,
+// checked in as failed, or its worker died or was replaced: failure; timed
+// out in the queue, refused (saturated, shutting_down) or a lease given back
+// by a dead holder with nothing in flight: its slot is released.
 //
 // Messages:
 //   (ready)                          -> unit when every worker answered its init ping
@@ -27,7 +68,12 @@
 //   (checkin, actor worker, bool ok) -> unit
 //   (drain)                          -> unit once nothing is in flight; new work
 //                                       then gets shutting_down
-//   (status)                         -> json metrics
+//   (status)                         -> json metrics: per worker state and
+//                                       consecutive_faults; crashes, replaced
+//                                       {timeout, health, failures, lease},
+//                                       circuit, circuit_opened, circuit_trials
+// From its workers: (worker_up), (done), (timedout, pooled), (recovered),
+// (stuck), (initfail) — see worker.hpp.
 #pragma once
 
 #include <dspex/actors/circuit_breaker.hpp>

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <unordered_map>
+#include <unordered_set>
 
 static_assert(!std::is_convertible<nlohmann::json, caf::error>::value,
               "a json result must never be delivered as an error");
@@ -49,7 +50,7 @@ std::string locate_python_dir() {
 
 namespace {
 
-enum class phase { starting, ready, busy, degraded, terminating };
+enum class phase { starting, ready, busy, degraded, grace, terminating };
 
 const char* to_string(phase p) {
   switch (p) {
@@ -57,6 +58,7 @@ const char* to_string(phase p) {
     case phase::ready: return "ready";
     case phase::busy: return "busy";
     case phase::degraded: return "degraded";
+    case phase::grace: return "grace";
     case phase::terminating: return "terminating";
   }
   return "?";
@@ -68,6 +70,13 @@ struct inflight_request {
   caf::response_promise rp;
   bool is_init = false;
   bool pooled = false;
+  std::chrono::milliseconds timeout{0};
+};
+
+// A request that arrived while the worker was in its timeout grace.
+struct held_request {
+  command_request req;
+  caf::response_promise rp;
 };
 
 struct worker_state {
@@ -82,13 +91,25 @@ struct worker_state {
   caf::error init_error;   // set when init failed
   std::uint64_t shutdown_id = 0;  // the shutdown command's id: its reply is expected, not awaited
 
+  // -- timeouts and replacement (see the header) --
+  // Requests that timed out (their callers have command_timeout): a reply to
+  // one of them within timeout_grace is discarded, not an unknown_id.
+  std::unordered_set<std::uint64_t> late;
+  std::vector<held_request> held;  // new work that came in during the grace
+  bool stuck = false;      // a grace expired: a replacement was asked for
+  bool retired = false;    // the pool replaces us: process killed, exit awaited
+  bool proc_gone = false;  // ... and already reaped
+
   // -- stats --
   clock_type::time_point started = clock_type::now();
   clock_type::time_point last_activity = clock_type::now();
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
   std::uint64_t checkouts = 0;
-  std::uint64_t consecutive_errors = 0;
+  std::uint64_t timeouts = 0;
+  /// Worker-level faults since the last answer (timeouts); Python
+  /// exceptions are answers and reset it like successes.
+  std::uint64_t consecutive_faults = 0;
   // Requests that ran in a session. A count, not the ids: a worker serves
   // many sessions over its life and must not keep one byte per session.
   std::uint64_t session_requests = 0;
@@ -96,10 +117,12 @@ struct worker_state {
   static inline const char* name = "dspex.worker";
 
   const char* health() const {
-    if (consecutive_errors >= 3)
+    if (!late.empty() || stuck || retired)
       return "unhealthy";
-    return consecutive_errors > 0 ? "degraded" : "healthy";
+    return consecutive_faults > 0 ? "degraded" : "healthy";
   }
+
+  bool in_grace() const { return !late.empty() || stuck; }
 };
 
 using worker_actor = caf::stateful_actor<worker_state>;
@@ -109,6 +132,24 @@ void fail_all(worker_actor* self, const caf::error& err) {
   self->state.inflight.clear();
   for (auto& [id, req] : pending)
     req.rp.deliver(err);
+  auto held = std::move(self->state.held);
+  self->state.held.clear();
+  for (auto& h : held)
+    h.rp.deliver(err);
+}
+
+// A pooled request that never reaches Python still frees the worker in the
+// pool's books: the pool learns a worker is free only from (done).
+void release_pooled(worker_actor* self, const command_request& req) {
+  if (req.pooled && self->state.cfg.pool)
+    self->send(self->state.cfg.pool, done_atom::value, true);
+}
+
+// A worker that failed its init never joined its pool; the pool still wants
+// to know (a failed init is a worker-level fault for its circuit breaker).
+void report_init_failure(worker_actor* self, const caf::error& err) {
+  if (self->state.cfg.pool)
+    self->send(self->state.cfg.pool, init_fail_atom::value, self->state.cfg.id, describe(err));
 }
 
 void fail_ready_waiters(worker_actor* self, const caf::error& err) {
@@ -132,10 +173,12 @@ void update_phase(worker_actor* self) {
   auto& st = self->state;
   if (st.ph == phase::starting || st.ph == phase::terminating)
     return;
-  if (!st.inflight.empty())
+  if (st.in_grace())
+    st.ph = phase::grace;
+  else if (!st.inflight.empty())
     st.ph = phase::busy;
   else
-    st.ph = st.consecutive_errors > 0 ? phase::degraded : phase::ready;
+    st.ph = st.consecutive_faults > 0 ? phase::degraded : phase::ready;
 }
 
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
@@ -148,16 +191,46 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
     rp.deliver(make_error(errc::invalid_request, "request above max_frame_bytes ("
                                                    + std::to_string(st.cfg.max_frame_bytes)
                                                    + ")"));
+    if (pooled && st.cfg.pool)
+      self->send(st.cfg.pool, done_atom::value, true);
     return 0;
   }
-  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled});
+  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled, timeout});
   self->delayed_send(self, timeout, timeout_atom::value, id);
   update_phase(self);
   return id;
 }
 
+void dispatch(worker_actor* self, command_request& req, caf::response_promise rp) {
+  auto& st = self->state;
+  auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
+  if (req.pooled)
+    ++st.checkouts;
+  send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
+               std::move(rp), false, req.pooled);
+}
+
+// A reply to a request that timed out, within its grace: discarded (its
+// caller has command_timeout). Once no timed-out request is left the
+// worker is sound again: it tells its pool and sends what it held.
+void on_late_reply(worker_actor* self) {
+  auto& st = self->state;
+  st.last_activity = clock_type::now();
+  if (st.in_grace() || st.retired)
+    return;
+  update_phase(self);
+  if (st.cfg.pool)
+    self->send(st.cfg.pool, recovered_atom::value);
+  auto held = std::move(st.held);
+  st.held.clear();
+  for (auto& h : held)
+    dispatch(self, h.req, std::move(h.rp));
+}
+
 void on_frame(worker_actor* self, const std::string& body) {
   auto& st = self->state;
+  if (st.retired)
+    return;  // being replaced: whatever the killed process still wrote is moot
   auto parsed = bridge::parse_reply(body);
   if (auto perr = std::get_if<bridge::protocol_error>(&parsed)) {
     auto detail = std::string(bridge::to_string(perr->code)) + ": " + perr->detail;
@@ -168,6 +241,10 @@ void on_frame(worker_actor* self, const std::string& body) {
   auto it = st.inflight.find(rep.id);
   if (it == st.inflight.end() && rep.id == st.shutdown_id && st.shutdown_id != 0)
     return;
+  if (it == st.inflight.end() && st.late.erase(rep.id) > 0) {
+    on_late_reply(self);
+    return;
+  }
   if (it == st.inflight.end()) {
     auto detail = "unknown_id: reply to request " + std::to_string(rep.id)
                   + " that nobody is waiting for";
@@ -180,6 +257,7 @@ void on_frame(worker_actor* self, const std::string& body) {
   if (req.is_init) {
     if (!rep.success) {
       auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message);
+      report_init_failure(self, err);
       give_up(self, err, err);
       return;
     }
@@ -192,12 +270,10 @@ void on_frame(worker_actor* self, const std::string& body) {
     return;
   }
   ++st.requests;
-  if (rep.success) {
-    st.consecutive_errors = 0;
-  } else {
+  // Any answer, a Python exception included, shows the worker is sound.
+  st.consecutive_faults = 0;
+  if (!rep.success)
     ++st.errors;
-    ++st.consecutive_errors;
-  }
   update_phase(self);
   // Tell the pool before the caller: a caller that sends its next request
   // the moment it has this reply then finds the worker already free (the
@@ -221,9 +297,17 @@ void on_process_exit(worker_actor* self, int raw) {
     self->quit(st.stop_reason);
     return;
   }
+  if (st.retired) {
+    // Killed on purpose: the supervisor's terminate_child (an exit message)
+    // ends the actor, so that this exit is one the supervisor asked for.
+    st.proc_gone = true;
+    fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+    return;
+  }
   auto crashed = make_error(errc::worker_crashed, what);
   if (st.ph == phase::starting) {
     auto err = make_error(errc::init_failed, what);
+    report_init_failure(self, err);
     fail_all(self, err);
     fail_ready_waiters(self, err);
     self->quit(err);
@@ -248,6 +332,11 @@ json stats_of(worker_actor* self) {
     {"health", st.health()},
     {"requests", st.requests},
     {"errors", st.errors},
+    {"timeouts", st.timeouts},
+    {"consecutive_faults", st.consecutive_faults},
+    {"late", st.late.size()},
+    {"held", st.held.size()},
+    {"retired", st.retired},
     {"checkouts", st.checkouts},
     {"overflow", st.cfg.overflow},
     {"session_requests", st.session_requests},
@@ -307,6 +396,15 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       return;
     st.ph = phase::terminating;
     st.stop_reason = msg.reason;
+    if (st.retired) {
+      // Its process is (being) killed already: no staged stop to wait out.
+      if (st.proc_gone) {
+        self->quit(st.stop_reason);
+        return;
+      }
+      st.proc->kill();
+      return;
+    }
     st.shutdown_id = st.next_id++;
     bridge::request bye{st.shutdown_id, "shutdown", json::object(), std::nullopt};
     st.proc->stop(
@@ -326,23 +424,32 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     },
     [self](exec_atom, command_request& req) -> caf::result<json> {
       auto& st = self->state;
-      if (st.ph == phase::terminating)
+      if (st.ph == phase::terminating || st.retired) {
+        release_pooled(self, req);
         return make_error(errc::shutting_down, "worker " + st.cfg.id + " is stopping");
-      if (req.command.empty())
+      }
+      if (req.command.empty()) {
+        release_pooled(self, req);
         return make_error(errc::invalid_request, "empty command");
+      }
       if (req.session_id)
         ++st.session_requests;
-      auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
       auto rp = self->make_response_promise();
-      if (req.pooled)
-        ++st.checkouts;
-      send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
-                   rp, false, req.pooled);
+      if (st.in_grace()) {
+        // In its grace the worker takes no new work: Python may still be
+        // busy with the request that timed out. Held until the late reply
+        // comes (then sent) or the worker is replaced (then failed).
+        st.held.push_back(held_request{std::move(req), rp});
+        return caf::delegated<json>();
+      }
+      dispatch(self, req, std::move(rp));
       return caf::delegated<json>();
     },
     [self](stats_atom) -> json { return stats_of(self); },
     [self](frame_atom, std::string& body) { on_frame(self, body); },
     [self](proto_err_atom, std::string& detail) {
+      if (self->state.retired)
+        return;
       give_up(self, make_error(errc::protocol_error, detail),
               make_error(errc::protocol_error, detail));
     },
@@ -356,15 +463,55 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
         auto err = make_error(errc::init_failed,
                               "no reply to the init ping within "
                                 + std::to_string(st.cfg.init_timeout.count()) + " ms");
+        report_init_failure(self, err);
         give_up(self, err, err);
         return;
       }
+      // The caller hears at its deadline; the worker gets a grace to answer
+      // late (the reply is then discarded) before it is replaced.
       auto late = std::move(it->second);
       st.inflight.erase(it);
-      ++st.errors;
-      late.rp.deliver(make_error(errc::command_timeout, "worker " + st.cfg.id + " did not reply in time; it is replaced"));
-      auto reason = make_error(errc::command_timeout, "request " + std::to_string(id) + " timed out");
+      ++st.timeouts;
+      ++st.consecutive_faults;
+      st.late.insert(id);
+      late.rp.deliver(make_error(errc::command_timeout,
+                                 "worker " + st.cfg.id + " did not reply within "
+                                   + std::to_string(late.timeout.count()) + " ms"));
+      if (st.cfg.pool)
+        self->send(st.cfg.pool, timedout_atom::value, late.pooled);
+      self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
+      update_phase(self);
+    },
+    [self](grace_atom, std::uint64_t id) {
+      auto& st = self->state;
+      if (st.late.count(id) == 0 || st.stuck || st.retired)
+        return;  // answered within the grace, or already on its way out
+      st.stuck = true;
+      if (st.cfg.pool) {
+        // The pool replaces it on purpose (terminate_child + restart_child),
+        // which spends none of the supervisor's restart intensity.
+        self->send(st.cfg.pool, stuck_atom::value);
+        return;
+      }
+      // A worker on its own has nobody to replace it on purpose: it exits,
+      // and its supervisor counts that like a crash.
+      auto reason = make_error(errc::command_timeout,
+                               "request " + std::to_string(id) + " did not answer within "
+                                 + std::to_string(st.cfg.timeout_grace.count())
+                                 + " ms after its timeout");
       give_up(self, make_error(errc::worker_crashed, "worker replaced after a timeout"), reason);
+    },
+    [self](retire_atom) {
+      // From the pool: it replaces this worker and its supervisor's
+      // terminate_child follows. The Python thread may be stuck in a request
+      // and could not read a shutdown frame, so the process is killed now.
+      auto& st = self->state;
+      if (st.retired)
+        return;
+      st.retired = true;
+      fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+      if (st.proc)
+        st.proc->kill();
     },
   };
 }

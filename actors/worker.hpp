@@ -1,17 +1,32 @@
 // The worker: one supervised Python process behind a CAF actor.
 //
-// States:  starting -> ready <-> busy,  degraded (errors piling up),
+// States:  starting -> ready <-> busy,  degraded (a request timed out since
+//          the last answer), grace (a timed-out request may still answer),
 //          terminating (asked to stop).
-// Health:  healthy | degraded | unhealthy, from consecutive failed requests.
+// Health:  healthy | degraded | unhealthy (in its grace or being replaced),
+//          from worker-level faults only: a Python exception is an answer.
 //
 // Contract:
 // - (ready) -> unit once the init ping answered within init_timeout; when it
 //   does not, the worker exits with init_failed and every waiter gets that.
 //   A supervisor's await_ready uses exactly this.
 // - (exec, command_request) -> json result, or a classified dspex error.
-//   Requests are correlated by id and each has its own timeout. A timeout
-//   fails that caller with command_timeout and replaces the worker (it missed
-//   a reply and can't be trusted); so does any protocol error.
+//   Requests are correlated by id and each has its own timeout. A reply with
+//   success=false (a Python exception, UnknownCommand) is an ordinary reply:
+//   python_error, and the worker is fine.
+// - A timeout fails that caller with command_timeout at its deadline. The
+//   worker then has timeout_grace to answer late: that reply is discarded
+//   and the worker is sound again (it tells its pool: recovered). Meanwhile
+//   it takes no new work (requests are held, then sent or failed). No reply
+//   within the grace: a pool worker asks its pool to replace it (stuck), a
+//   worker on its own exits with command_timeout. Its pool is told of every
+//   timeout (timedout, pooled) and of a failed init (initfail).
+// - Any protocol error: every caller fails with protocol_error and the
+//   worker exits with that reason (a fault its supervisor counts).
+// - (retire), from its pool: it is being replaced on purpose. The process is
+//   killed at once (Python may be stuck and unable to read a shutdown frame),
+//   callers get worker_crashed, and the actor waits for its supervisor's
+//   terminate_child to end it, so the exit is one the supervisor asked for.
 // - The process dying at any moment fails every in-flight caller at once with
 //   worker_crashed, and the actor exits with a reason naming the exit code or
 //   signal: exit code 0 is a normal exit, anything else an abnormal one, so
@@ -50,6 +65,9 @@ struct worker_config {
   std::string run_id;               ///< empty: this host's run id
   std::chrono::milliseconds init_timeout{10000};
   std::chrono::milliseconds request_timeout{30000};
+  /// After a request timed out: how long a late reply is awaited (and
+  /// discarded) before the worker is replaced.
+  std::chrono::milliseconds timeout_grace{1000};
   std::size_t max_frame_bytes = bridge::default_max_frame_bytes;
   bool fault_injection = false;     ///< enables the worker's fault_* commands
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
