@@ -77,6 +77,14 @@ std::string cmdline(int pid) {
   return s;
 }
 
+// The program a pid runs now (after any exec).
+std::string comm(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/comm");
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
 struct events_fixture {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
@@ -102,6 +110,8 @@ struct events_fixture {
   }
 
   int pid_of(const std::string& path) {
+    // Events reach the sink asynchronously.
+    REQUIRE(wait_until([&] { return sink->count(sup::event_kind::child_started, path) == 1; }));
     auto ev = sink->of(sup::event_kind::child_started, path);
     REQUIRE(ev.size() == 1);
     REQUIRE(ev[0].os_pid);
@@ -116,6 +126,7 @@ TEST_SUITE("events") {
 TEST_CASE_FIXTURE(events_fixture, "started events come in start order and carry the real os pid") {
   auto n = start(tree({process_node("a", {"sleep", "60"}), process_node("b", {"sleep", "61"}),
                        process_node("c", {"sleep", "62"})}));
+  pid_of("root/c");
   std::vector<std::string> order;
   for (auto& e : sink->snapshot())
     if (e.kind == sup::event_kind::child_started)
@@ -206,7 +217,7 @@ TEST_CASE_FIXTURE(events_fixture, "a process that ignores SIGTERM is killed afte
   auto n = start(tree({p}));
   auto pid = pid_of("root/stubborn");
   // sh has set SIGTERM to ignored before exec: wait until sleep runs.
-  REQUIRE(wait_until([&] { return cmdline(pid).find("sleep 60") != std::string::npos; }));
+  REQUIRE(wait_until([&] { return comm(pid) == "sleep"; }));
   n->stop();
   REQUIRE(wait_until([&] { return sink->count(sup::event_kind::supervisor_stopped, "root") == 1; }));
   auto ev = sink->of(sup::event_kind::child_exited, "root/stubborn");
@@ -435,7 +446,7 @@ TEST_CASE_FIXTURE(cli_events_fixture, "dspex run --events: order, os_pid, exit_c
   int apid = a["os_pid"].get<int>(), wpid = w1[0]["os_pid"].get<int>();
   CHECK(cmdline(apid).find("sleep 60") != std::string::npos);
   CHECK(cmdline(b["os_pid"].get<int>()).find("dspex_worker") != std::string::npos);
-  CHECK(cmdline(wpid).find("--worker-id w1") != std::string::npos);
+  CHECK_MESSAGE(cmdline(wpid).find("--worker-id w1") != std::string::npos, cmdline(wpid));
   CHECK_FALSE(matching("child_started", "root/pool_sup")[0].contains("os_pid"));
 
   auto c = matching("child_exited", "root/c")[0];
