@@ -2,6 +2,7 @@
 
 #include <dspex/actors/error.hpp>
 
+#include <csignal>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -64,6 +65,13 @@ json default_config() {
          {{"id", "monitor"}, {"type", "monitor"}, {"interval_ms", 1000}},
        })}}},
   };
+}
+
+const std::vector<std::pair<std::string, int>>& stop_signal_names() {
+  static const std::vector<std::pair<std::string, int>> names{
+    {"SIGTERM", SIGTERM}, {"SIGINT", SIGINT}, {"SIGHUP", SIGHUP}, {"SIGQUIT", SIGQUIT},
+    {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGKILL", SIGKILL}};
+  return names;
 }
 
 namespace {
@@ -323,6 +331,22 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
       r.error(r.at("command"), "a non-empty array of strings (program and arguments)");
     r.env("env", c.env);
     r.text("cwd", c.cwd);
+    if (auto v = r.get("stop_signal")) {
+      std::string name = v->is_string() ? v->get<std::string>() : "";
+      if (name.rfind("SIG", 0) != 0)
+        name = "SIG" + name;
+      bool known = false;
+      std::string names;
+      for (auto& [n, sig] : stop_signal_names()) {
+        names += (names.empty() ? "" : " | ") + n;
+        if (v->is_string() && n == name) {
+          c.stop_signal = sig;
+          known = true;
+        }
+      }
+      if (!known)
+        r.error(r.at("stop_signal"), "a signal name: " + names, *v);
+    }
     n.body = c;
   } else if (!n.type.empty()) {
     r.error(r.at("type"),

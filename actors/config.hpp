@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <memory>
 #include <string>
 #include <variant>
@@ -28,7 +29,14 @@ struct process_config {
   std::vector<std::string> command;
   std::vector<std::pair<std::string, std::string>> env;
   std::string cwd;
+  /// Sent at once when the supervisor stops the child (then its shutdown
+  /// timeout, then SIGKILL). Config: "SIGTERM" | "TERM" | ... (default SIGTERM).
+  int stop_signal = SIGTERM;
 };
+
+/// The signals a `process` node's stop_signal may name, as
+/// {"SIGTERM", 15}; "TERM" is accepted for "SIGTERM".
+const std::vector<std::pair<std::string, int>>& stop_signal_names();
 
 struct node_spec;
 

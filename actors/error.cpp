@@ -40,8 +40,10 @@ std::optional<errc> code_of(const caf::error& err) noexcept {
 std::string detail_of(const caf::error& err) {
   if (!code_of(err))
     return {};
+  // The detail is the first element; more may follow (a process's exit
+  // status, actors/process_link.hpp).
   auto& ctx = err.context();
-  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+  if (!ctx.empty() && ctx.match_element<std::string>(0))
     return ctx.get_as<std::string>(0);
   return {};
 }

@@ -12,7 +12,9 @@
 
 #include <caf/all.hpp>
 
+#include <condition_variable>
 #include <future>
+#include <mutex>
 
 namespace dspex {
 
@@ -22,20 +24,116 @@ using namespace std::chrono_literals;
 namespace {
 
 using restarts_atom = caf::atom_constant<caf::atom("restarts")>;
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
 
-// Counts restarts per child path for `status`, and passes events on.
-struct event_counter_state {
-  std::map<std::string, int> restarts;
-  static inline const char* name = "dspex.events";
+} // namespace
+
+// What the watcher tells the node's threads about the root's end.
+struct node::root_watch {
+  mutable std::mutex mx;
+  mutable std::condition_variable cv;
+  /// stop() asked the root to stop: its end is no failure.
+  bool stopping = false;
+  std::optional<root_failure> failure;
+  std::vector<std::function<void(const root_failure&)>> callbacks;
 };
 
-caf::behavior event_counter(caf::stateful_actor<event_counter_state>* self) {
+namespace {
+
+// The node's own subscriber: counts restarts per child path for `status`,
+// remembers where restart intensities were reached, and monitors the root,
+// so that a root that stops by itself is reported with the path that
+// escalated.
+struct watcher_state {
+  std::map<std::string, int> restarts;
+  /// Supervisor path -> the child that tipped its last intensity_reached,
+  /// while that supervisor has not been started again since.
+  std::map<std::string, std::string> gave_up;
+  std::shared_ptr<node::root_watch> watch;
+  caf::actor_addr root;
+  static inline const char* name = "dspex.node_watch";
+};
+
+using watcher_actor = caf::stateful_actor<watcher_state>;
+
+// Follows the chain of escalations down from the root: the root gave up
+// because child X exited; X is a supervisor that gave up because of its
+// child Y; and so on, to the deepest one.
+root_failure explain(const watcher_state& st, const caf::error& reason) {
+  root_failure f;
+  f.reason = sup::render_reason(reason);
+  std::string at = "root";
+  for (auto i = st.gave_up.find(at); i != st.gave_up.end(); i = st.gave_up.find(at)) {
+    f.path = at;
+    f.child = i->second;
+    at += "/" + f.child;
+  }
+  if (f.path.empty())
+    f.message = "the root supervisor stopped by itself (reason " + f.reason + ")";
+  else if (f.path == "root")
+    f.message = "root reached its restart intensity (child " + f.child + ")";
+  else
+    f.message = f.path + " reached its restart intensity (child " + f.child
+                + "), escalated to root";
+  return f;
+}
+
+caf::behavior watcher(watcher_actor* self, std::shared_ptr<node::root_watch> watch) {
+  self->state.watch = std::move(watch);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (msg.source != st.root)
+      return;
+    auto f = explain(st, msg.reason);
+    std::vector<std::function<void(const root_failure&)>> cbs;
+    {
+      std::lock_guard<std::mutex> g(st.watch->mx);
+      if (st.watch->stopping)
+        return;  // stop() did it
+      st.watch->failure = f;
+      cbs = std::move(st.watch->callbacks);
+      st.watch->callbacks.clear();
+    }
+    st.watch->cv.notify_all();
+    for (auto& cb : cbs)
+      try {
+        cb(f);
+      } catch (...) {
+        // An embedder's callback must not take the watcher down with it.
+      }
+  });
   return {
     [self](sup::supervision_event& ev) {
-      if (ev.kind == sup::event_kind::child_restarted)
-        ++self->state.restarts[ev.path];
+      auto& st = self->state;
+      switch (ev.kind) {
+        case sup::event_kind::child_restarted:
+          ++st.restarts[ev.path];
+          [[fallthrough]];
+        case sup::event_kind::child_started: {
+          // A supervisor started again has recovered from what it gave up on.
+          auto prefix = ev.path + "/";
+          for (auto i = st.gave_up.begin(); i != st.gave_up.end();)
+            if (i->first == ev.path || i->first.rfind(prefix, 0) == 0)
+              i = st.gave_up.erase(i);
+            else
+              ++i;
+          break;
+        }
+        case sup::event_kind::intensity_reached: {
+          // Its path is the tipping child's: supervisor path + "/" + child id.
+          auto n = ev.path.size() - std::min(ev.path.size(), ev.child_id.size() + 1);
+          st.gave_up[ev.path.substr(0, n)] = ev.child_id;
+          break;
+        }
+        default:
+          break;
+      }
     },
     [self](restarts_atom) -> json { return json(self->state.restarts); },
+    [self](watch_atom, caf::actor& root) {
+      self->state.root = root.address();
+      self->monitor(root);
+    },
   };
 }
 
@@ -113,7 +211,7 @@ struct builder {
         return std::nullopt;
       return build_worker(n, adjust(*w));
     } else if (auto pr = std::get_if<process_config>(&n.body)) {
-      os_process_config c{n.id, pr->command, pr->env, pr->cwd};
+      os_process_config c{n.id, pr->command, pr->env, pr->cwd, pr->stop_signal};
       auto l = loop;
       spec.start = registered("process:" + n.id,
                               [c, l](caf::local_actor* ctx) -> caf::expected<caf::actor> {
@@ -196,7 +294,8 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
       children.push_back(std::move(*s));
-  n->events_ = sys.spawn(event_counter);
+  n->watch_ = std::make_shared<root_watch>();
+  n->events_ = sys.spawn(watcher, n->watch_);
   sup::supervisor_options so;
   so.path = "root";
   so.subscribers = opts.subscribers;
@@ -208,6 +307,7 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
     return root.error();
   }
   n->root_ = *root;
+  caf::anon_send(n->events_, watch_atom::value, n->root_);
   // Pools pre-warm in parallel; the node is ready when each says so.
   caf::scoped_actor self{sys};
   for (auto& name : n->pool_names_) {
@@ -307,6 +407,8 @@ json walk(caf::scoped_actor& self, const caf::actor& sup, const std::string& pat
               {"type", c.type == sup::child_type::supervisor ? "supervisor" : "worker"},
               {"status", sup::to_string(c.status)},
               {"restarts", restarts.value(p, 0)}};
+    if (c.os_pid)
+      k["os_pid"] = *c.os_pid;
     if (c.handle && c.type == sup::child_type::supervisor) {
       k["children"] = walk(self, c.handle, p, restarts);
     } else if (c.handle) {
@@ -343,10 +445,48 @@ json node::status() {
               {"monitor", ask(self, dir_->get("monitor"), caf::make_message(status_atom::value))}};
 }
 
+void node::on_failure(std::function<void(const root_failure&)> f) {
+  if (!f || !watch_)
+    return;
+  std::optional<root_failure> now;
+  {
+    std::lock_guard<std::mutex> g(watch_->mx);
+    if (watch_->failure)
+      now = watch_->failure;
+    else
+      watch_->callbacks.push_back(std::move(f));
+  }
+  if (now)
+    f(*now);
+}
+
+std::optional<root_failure> node::failure() const {
+  if (!watch_)
+    return std::nullopt;
+  std::lock_guard<std::mutex> g(watch_->mx);
+  return watch_->failure;
+}
+
+std::optional<root_failure> node::wait_failure(std::chrono::milliseconds timeout) const {
+  if (!watch_)
+    return std::nullopt;
+  std::unique_lock<std::mutex> g(watch_->mx);
+  watch_->cv.wait_for(g, timeout, [&] { return watch_->failure || watch_->stopping; });
+  return watch_->failure;
+}
+
 void node::stop() {
   if (stopped_)
     return;
   stopped_ = true;
+  if (watch_) {
+    {
+      std::lock_guard<std::mutex> g(watch_->mx);
+      watch_->stopping = true;
+      watch_->callbacks.clear();
+    }
+    watch_->cv.notify_all();
+  }
   caf::scoped_actor self{sys_};
   // Drain first: the pools refuse new work and let in-flight requests finish.
   for (auto& name : pool_names_)

@@ -26,6 +26,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,22 @@ struct node_options {
   bool reap_leftovers = true;
   /// How long start() waits for every pool to be warm.
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(60)};
+};
+
+/// Why the root supervisor stopped by itself (not through node::stop()).
+struct root_failure {
+  /// The deepest supervisor in the chain of escalations that reached its
+  /// restart intensity ("root/pool_sup/workers"); "root" when the root's own
+  /// children did it; empty when no intensity was reached (the root was
+  /// killed, or auto_shutdown stopped it).
+  std::string path;
+  /// The child whose exit tipped `path` over ("w2").
+  std::string child;
+  /// The root's exit reason ("shutdown", "killed", ...).
+  std::string reason;
+  /// One line for people: "root/pool_sup/workers reached its restart
+  /// intensity (child w2), escalated to root".
+  std::string message;
 };
 
 class node {
@@ -82,6 +99,20 @@ public:
   /// reverse order and every process is reaped. Idempotent.
   void stop();
 
+  /// Calls `f` once, when the root supervisor stops by itself (restart
+  /// intensity reached, auto_shutdown, killed): from an actor thread, so keep
+  /// it short and do not call stop() from it (signal a thread that does).
+  /// Called at once, on this thread, when it has already happened. A root
+  /// stopped by stop() is no failure and calls nothing.
+  void on_failure(std::function<void(const root_failure&)> f);
+
+  /// The failure, once the root has stopped by itself.
+  std::optional<root_failure> failure() const;
+
+  /// Waits up to `timeout` for the root to stop by itself; the failure, or
+  /// nothing when it still runs (or was stopped by stop()).
+  std::optional<root_failure> wait_failure(std::chrono::milliseconds timeout) const;
+
   /// The actor that serves requests (the first pool, or the single worker);
   /// invalid when disabled.
   caf::actor target() const;
@@ -91,9 +122,13 @@ public:
 
   node(caf::actor_system& sys) : sys_(sys) {}
 
+  /// Internal: what the node's watcher actor shares with the node (node.cpp).
+  struct root_watch;
+
 private:
   struct impl;
   caf::actor_system& sys_;
+  std::shared_ptr<root_watch> watch_;
   caf::actor root_;
   caf::actor events_;
   bridge_mode mode_ = bridge_mode::pool;

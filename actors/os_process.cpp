@@ -2,7 +2,9 @@
 
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/messages.hpp>
+#include <dspex/actors/process_link.hpp>
 #include <dspex/bridge/python_process.hpp>
+#include <dspex/supervision/child_spec.hpp>
 
 #include <caf/all.hpp>
 
@@ -21,45 +23,34 @@ struct os_process_state {
 
 using os_process_actor = caf::stateful_actor<os_process_state>;
 
-caf::behavior os_process_impl(os_process_actor* self, std::shared_ptr<bridge::io_loop> loop,
-                              os_process_config cfg) {
-  bridge::process_options o;
-  o.executable = cfg.command.at(0);
-  o.args.assign(cfg.command.begin() + 1, cfg.command.end());
-  o.env = cfg.env;
-  o.working_dir = cfg.cwd;
-  o.framed = false;
-  o.label = cfg.id;
-  caf::actor_addr weak = self->address();
-  bridge::process_callbacks cbs;
-  cbs.on_exit = [weak](bridge::exit_status s) {
-    if (auto hdl = caf::actor_cast<caf::actor>(weak))
-      caf::anon_send(hdl, proc_exit_atom::value, s.raw);
-  };
-  try {
-    self->state.proc = bridge::python_process::spawn(*loop, o, cbs);
-  } catch (const std::exception& e) {
-    self->quit(make_error(errc::init_failed, e.what()));
+caf::behavior os_process_impl(os_process_actor* self, std::shared_ptr<bridge::python_process> proc,
+                              caf::error spawn_error, os_process_config cfg) {
+  if (!proc) {
+    self->quit(std::move(spawn_error));
     return {};
   }
+  self->state.proc = std::move(proc);
   self->set_exit_handler([self, cfg](caf::exit_msg& msg) {
     auto& st = self->state;
     if (st.stopping)
       return;
     st.stopping = true;
     st.stop_reason = msg.reason;
-    st.proc->stop(bridge::stop_plan{std::nullopt, cfg.stop_grace, cfg.term_grace});
+    // Asked at once; SIGKILL is the supervisor's call (its shutdown timeout
+    // kills this actor, and the dropped handle kills the program).
+    st.proc->stop(bridge::stop_plan{std::nullopt, std::chrono::milliseconds{0},
+                                    bridge::stop_plan::no_kill, cfg.stop_signal});
   });
   return {
     [self](proc_exit_atom, int raw) {
       auto& st = self->state;
       bridge::exit_status s{raw};
       if (st.stopping)
-        self->quit(st.stop_reason);
+        self->quit(with_exit_status(st.stop_reason, s));
       else if (s.clean())
-        self->quit(caf::exit_reason::normal);
+        self->quit(with_exit_status(caf::exit_reason::normal, s));
       else
-        self->quit(make_error(errc::process_exited, s.describe()));
+        self->quit(with_exit_status(make_error(errc::process_exited, s.describe()), s));
     },
     [self](stats_atom) -> json {
       return json{{"os_pid", self->state.proc->pid()}, {"state", "running"}};
@@ -71,7 +62,31 @@ caf::behavior os_process_impl(os_process_actor* self, std::shared_ptr<bridge::io
 
 caf::actor spawn_os_process(caf::local_actor* ctx, std::shared_ptr<bridge::io_loop> loop,
                             os_process_config cfg) {
-  return ctx->spawn(os_process_impl, std::move(loop), std::move(cfg));
+  bridge::process_options o;
+  o.executable = cfg.command.at(0);
+  o.args.assign(cfg.command.begin() + 1, cfg.command.end());
+  o.env = cfg.env;
+  o.working_dir = cfg.cwd;
+  o.framed = false;
+  o.label = cfg.id;
+  auto inbox = std::make_shared<process_inbox>();
+  bridge::process_callbacks cbs;
+  cbs.on_exit = [inbox](bridge::exit_status s) {
+    inbox->post(caf::make_message(proc_exit_atom::value, s.raw));
+  };
+  std::shared_ptr<bridge::python_process> proc;
+  caf::error spawn_error;
+  try {
+    proc = bridge::python_process::spawn(*loop, o, std::move(cbs));
+  } catch (const std::exception& e) {
+    spawn_error = make_error(errc::init_failed, e.what());
+  }
+  auto pid = proc ? proc->pid() : -1;
+  auto a = ctx->spawn(os_process_impl, std::move(proc), std::move(spawn_error), std::move(cfg));
+  inbox->bind(a);
+  if (pid > 0)
+    supervision::report_os_pid(ctx, pid);
+  return a;
 }
 
 } // namespace dspex

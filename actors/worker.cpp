@@ -1,9 +1,11 @@
 #include <dspex/actors/worker.hpp>
 
 #include <dspex/actors/error.hpp>
+#include <dspex/actors/process_link.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/protocol.hpp>
 #include <dspex/bridge/python_process.hpp>
+#include <dspex/supervision/child_spec.hpp>
 
 #include <dspex_build_paths.hpp>
 
@@ -291,10 +293,12 @@ void on_process_exit(worker_actor* self, int raw) {
   bridge::exit_status status{raw};
   auto what = "python process " + std::to_string(st.proc ? st.proc->pid() : -1) + " ended: "
               + status.describe();
+  // Exit reasons carry the exit status, so the supervisor's exit event
+  // shows exit_code or signal (process_link.hpp).
   if (st.ph == phase::terminating) {
     fail_all(self, make_error(errc::shutting_down, what));
     fail_ready_waiters(self, make_error(errc::shutting_down, what));
-    self->quit(st.stop_reason);
+    self->quit(with_exit_status(st.stop_reason, status));
     return;
   }
   if (st.retired) {
@@ -310,14 +314,14 @@ void on_process_exit(worker_actor* self, int raw) {
     report_init_failure(self, err);
     fail_all(self, err);
     fail_ready_waiters(self, err);
-    self->quit(err);
+    self->quit(with_exit_status(err, status));
     return;
   }
   fail_all(self, crashed);
   if (status.clean())
     self->quit(caf::exit_reason::normal);
   else
-    self->quit(make_error(errc::process_exited, status.describe()));
+    self->quit(with_exit_status(make_error(errc::process_exited, status.describe()), status));
 }
 
 json stats_of(worker_actor* self) {
@@ -347,46 +351,19 @@ json stats_of(worker_actor* self) {
 }
 
 caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> loop,
-                          worker_config cfg) {
+                          worker_config cfg, std::shared_ptr<bridge::python_process> proc,
+                          caf::error spawn_error) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.loop = std::move(loop);
-
-  bridge::process_options opts;
-  opts.executable = st.cfg.python;
-  opts.args = worker_command_line(st.cfg);
-  opts.args.erase(opts.args.begin());  // the executable itself
-  auto pydir = st.cfg.python_path.empty() ? locate_python_dir() : st.cfg.python_path;
-  std::string pythonpath = pydir;
-  if (auto old = std::getenv("PYTHONPATH"); old && *old)
-    pythonpath += std::string(":") + old;
-  opts.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
-  for (auto& kv : st.cfg.env)
-    opts.env.push_back(kv);
-  opts.max_frame_bytes = st.cfg.max_frame_bytes;
-  opts.label = st.cfg.id;
-
-  // The io thread holds only a weak address: a dead worker must not be kept
-  // alive by its own process's callbacks.
-  caf::actor_addr weak = self->address();
-  auto tell = [weak](auto... xs) {
-    if (auto hdl = caf::actor_cast<caf::actor>(weak))
-      caf::anon_send(hdl, xs...);
-  };
-  bridge::process_callbacks cbs;
-  cbs.on_frame = [tell](std::string body) { tell(frame_atom::value, std::move(body)); };
-  cbs.on_protocol_error = [tell](bridge::protocol_error e) {
-    tell(proto_err_atom::value, std::string(bridge::to_string(e.code)) + ": " + e.detail);
-  };
-  cbs.on_exit = [tell](bridge::exit_status s) { tell(proc_exit_atom::value, s.raw); };
-
-  try {
-    st.proc = bridge::python_process::spawn(*st.loop, std::move(opts), std::move(cbs));
-  } catch (const std::exception& e) {
-    st.init_error = make_error(errc::init_failed, e.what());
+  // The process was spawned before this actor (spawn_worker below), so the
+  // supervisor knew its pid at once; its callbacks reach us through the inbox.
+  if (!proc) {
+    st.init_error = std::move(spawn_error);
     self->quit(st.init_error);
     return {};
   }
+  st.proc = std::move(proc);
   send_request(self, "ping", json::object(), std::nullopt, st.cfg.init_timeout,
                self->make_response_promise(), true);
 
@@ -537,14 +514,70 @@ std::vector<std::string> worker_command_line(const worker_config& cfg) {
   return args;
 }
 
+namespace {
+
+bridge::process_options worker_process_options(const worker_config& cfg) {
+  bridge::process_options opts;
+  opts.executable = cfg.python;
+  opts.args = worker_command_line(cfg);
+  opts.args.erase(opts.args.begin());  // the executable itself
+  auto pydir = cfg.python_path.empty() ? locate_python_dir() : cfg.python_path;
+  std::string pythonpath = pydir;
+  if (auto old = std::getenv("PYTHONPATH"); old && *old)
+    pythonpath += std::string(":") + old;
+  opts.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
+  for (auto& kv : cfg.env)
+    opts.env.push_back(kv);
+  opts.max_frame_bytes = cfg.max_frame_bytes;
+  opts.label = cfg.id;
+  return opts;
+}
+
+// Spawns the Python process with its callbacks routed through an inbox, then
+// the worker actor holding it (`spawn_actor`), binds the inbox and, from a
+// supervisor's start function, reports the pid (process_link.hpp).
+template <class SpawnActor>
+caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridge::io_loop>& loop,
+                              worker_config cfg, SpawnActor spawn_actor) {
+  auto inbox = std::make_shared<process_inbox>();
+  bridge::process_callbacks cbs;
+  cbs.on_frame = [inbox](std::string body) {
+    inbox->post(caf::make_message(frame_atom::value, std::move(body)));
+  };
+  cbs.on_protocol_error = [inbox](bridge::protocol_error e) {
+    inbox->post(caf::make_message(proto_err_atom::value,
+                                  std::string(bridge::to_string(e.code)) + ": " + e.detail));
+  };
+  cbs.on_exit = [inbox](bridge::exit_status s) {
+    inbox->post(caf::make_message(proc_exit_atom::value, s.raw));
+  };
+  std::shared_ptr<bridge::python_process> proc;
+  caf::error spawn_error;
+  try {
+    proc = bridge::python_process::spawn(*loop, worker_process_options(cfg), std::move(cbs));
+  } catch (const std::exception& e) {
+    spawn_error = make_error(errc::init_failed, e.what());
+  }
+  auto pid = proc ? proc->pid() : -1;
+  auto a = spawn_actor(worker_impl, loop, std::move(cfg), std::move(proc), std::move(spawn_error));
+  inbox->bind(a);
+  if (ctx && pid > 0)
+    supervision::report_os_pid(ctx, pid);
+  return a;
+}
+
+} // namespace
+
 caf::actor spawn_worker(caf::actor_system& sys, std::shared_ptr<bridge::io_loop> loop,
                         worker_config cfg) {
-  return sys.spawn(worker_impl, std::move(loop), std::move(cfg));
+  return spawn_with_process(nullptr, loop, std::move(cfg),
+                            [&sys](auto fn, auto&&... xs) { return sys.spawn(fn, xs...); });
 }
 
 caf::actor spawn_worker(caf::local_actor* ctx, std::shared_ptr<bridge::io_loop> loop,
                         worker_config cfg) {
-  return ctx->spawn(worker_impl, std::move(loop), std::move(cfg));
+  return spawn_with_process(ctx, loop, std::move(cfg),
+                            [ctx](auto fn, auto&&... xs) { return ctx->spawn(fn, xs...); });
 }
 
 } // namespace dspex

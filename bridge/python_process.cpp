@@ -442,17 +442,28 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
     if (plan.ask_frame_body)
       enqueue(encode_frame(*plan.ask_frame_body));
     close_stdin();
+    if (plan.grace.count() <= 0) {
+      signal_then_kill(plan);
+      return;
+    }
     auto self = shared_from_this();
     stop_timer.expires_after(plan.grace);
     stop_timer.async_wait([self, plan](const boost::system::error_code& ec) {
       if (ec || self->reaped.load())
         return;
-      self->send_signal(SIGTERM);
-      self->stop_timer.expires_after(plan.term_grace);
-      self->stop_timer.async_wait([self](const boost::system::error_code& ec) {
-        if (!ec)
-          self->send_signal(SIGKILL);
-      });
+      self->signal_then_kill(plan);
+    });
+  }
+
+  void signal_then_kill(const stop_plan& plan) {
+    send_signal(plan.term_signal);
+    if (plan.term_grace == stop_plan::no_kill)
+      return;
+    auto self = shared_from_this();
+    stop_timer.expires_after(plan.term_grace);
+    stop_timer.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec)
+        self->send_signal(SIGKILL);
     });
   }
 };

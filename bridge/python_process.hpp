@@ -25,6 +25,7 @@
 #include <dspex/bridge/protocol.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -63,12 +64,18 @@ struct process_callbacks {
 };
 
 /// A staged stop: optionally a last frame (the "shutdown" command), then
-/// close stdin, wait `grace`; SIGTERM, wait `term_grace`; SIGKILL. Each step
-/// is skipped once the process has exited.
+/// close stdin, wait `grace`; `term_signal` (SIGTERM), wait `term_grace`;
+/// SIGKILL. Each step is skipped once the process has exited. grace 0 sends
+/// the signal at once (a plain program is asked to stop as OTP asks a
+/// child); term_grace no_kill never sends SIGKILL (the owner's own deadline,
+/// or none, decides).
 struct stop_plan {
   std::optional<std::string> ask_frame_body;
   std::chrono::milliseconds grace{2000};
   std::chrono::milliseconds term_grace{1000};
+  int term_signal = SIGTERM;
+
+  static constexpr std::chrono::milliseconds no_kill = std::chrono::milliseconds::max();
 };
 
 class python_process : public std::enable_shared_from_this<python_process> {

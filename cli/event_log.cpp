@@ -1,5 +1,14 @@
 // `dspex run --events FILE`: one JSON object per line for every supervision
-// event: ts, event, path, os_pid (when a process backs the child), reason.
+// event, in the order the supervisors emitted them (each line is written as
+// its event arrives; nothing is asked of the child first):
+//   ts, event, path, child,
+//   os_pid     when an OS process backs the child (from the event itself),
+//   reason     on exits, failed starts and supervisor stops: normal |
+//              shutdown | killed | crash,
+//   exit_code  or signal {"number": 9, "name": "SIGKILL"}, when the child's
+//              process ended and its exit reason says how,
+//   detail     plain text: "signal 9 (SIGKILL)", "exit code 3", or the
+//              reason's own detail.
 #include "commands.hpp"
 
 #include <dspex/actors/messages.hpp>
@@ -27,6 +36,30 @@ std::string iso_time(std::chrono::system_clock::time_point tp) {
   return out;
 }
 
+json to_json(const supervision::supervision_event& ev) {
+  using supervision::event_kind;
+  json j = {{"ts", iso_time(ev.ts)},
+            {"event", supervision::to_string(ev.kind)},
+            {"path", ev.path},
+            {"child", ev.child_id}};
+  if (ev.os_pid)
+    j["os_pid"] = *ev.os_pid;
+  if (ev.kind == event_kind::child_exited || ev.kind == event_kind::child_start_failed
+      || ev.kind == event_kind::supervisor_stopped) {
+    j["reason"] = supervision::to_string(ev.reason_class);
+    if (ev.exit) {
+      if (ev.exit->exit_code)
+        j["exit_code"] = *ev.exit->exit_code;
+      if (ev.exit->signal)
+        j["signal"] = {{"number", *ev.exit->signal}, {"name", ev.exit->signal_name}};
+      j["detail"] = ev.exit->text;
+    } else if (!ev.reason.empty()) {
+      j["detail"] = ev.reason;
+    }
+  }
+  return j;
+}
+
 struct event_log_state {
   std::shared_ptr<std::ofstream> out;
   static inline const char* name = "dspex.event_log";
@@ -36,37 +69,8 @@ caf::behavior event_log(caf::stateful_actor<event_log_state>* self, std::string 
   self->state.out = std::make_shared<std::ofstream>(path, std::ios::app);
   return {
     [self](supervision::supervision_event& ev) {
-      json j = {{"ts", iso_time(ev.ts)},
-                {"event", supervision::to_string(ev.kind)},
-                {"path", ev.path},
-                {"child", ev.child_id}};
-      if (ev.kind == supervision::event_kind::child_exited
-          || ev.kind == supervision::event_kind::child_start_failed
-          || ev.kind == supervision::event_kind::supervisor_stopped) {
-        j["reason"] = supervision::to_string(ev.reason_class);
-        if (!ev.reason.empty())
-          j["detail"] = ev.reason;
-      }
-      auto write = [self, j]() mutable {
-        *self->state.out << j.dump() << '\n';
-        self->state.out->flush();
-      };
-      // Ask a freshly started child which OS process backs it.
-      auto child = caf::actor_cast<caf::actor>(ev.child);
-      if (child && (ev.kind == supervision::event_kind::child_started
-                    || ev.kind == supervision::event_kind::child_restarted)) {
-        self->request(child, std::chrono::seconds(2), stats_atom::value)
-          .then(
-            [j, self](json& s) mutable {
-              if (s.is_object() && s.contains("os_pid"))
-                j["os_pid"] = s["os_pid"];
-              *self->state.out << j.dump() << '\n';
-              self->state.out->flush();
-            },
-            [write](caf::error&) mutable { write(); });
-        return;
-      }
-      write();
+      *self->state.out << to_json(ev).dump() << '\n';
+      self->state.out->flush();
     },
   };
 }

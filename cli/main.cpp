@@ -12,6 +12,10 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 using namespace dspex;
 
@@ -29,9 +33,59 @@ void split_args(int argc, char** argv, std::vector<std::string>& ours,
   }
 }
 
-int fail(const std::string& msg, int code = 2) {
+// Exit codes of `dspex run` (README, "Exit codes"); the other subcommands
+// use 0, 1 (the node answered with an error, or none answers) and 2.
+constexpr int exit_clean = 0;         // stopped by SIGTERM / SIGINT (or the demo passed)
+constexpr int exit_start_failed = 1;  // the tree did not start
+constexpr int exit_usage = 2;         // bad command line, config or CAF option
+constexpr int exit_root_stopped = 3;  // the root supervisor stopped by itself
+
+int fail(const std::string& msg, int code = exit_usage) {
   std::fprintf(stderr, "dspex: %s\n", msg.c_str());
   return code;
+}
+
+// Blocks until SIGINT / SIGTERM (already blocked in every thread) or until
+// the root supervisor stops by itself, whichever comes first. Returns the
+// exit code. signalfd + an eventfd, so that one poll waits for both.
+int serve_until_stopped(const sigset_t& sigs, node& n) {
+  // Each descriptor closes with its last holder: the eventfd lives on in the
+  // failure callback until stop() drops it, so a late call never writes to a
+  // closed (or reused) descriptor.
+  auto fd_owner = [](int fd) {
+    return std::shared_ptr<int>(new int(fd), [](int* p) {
+      if (*p >= 0)
+        ::close(*p);
+      delete p;
+    });
+  };
+  auto sfd_hold = fd_owner(::signalfd(-1, &sigs, SFD_CLOEXEC));
+  auto efd_hold = fd_owner(::eventfd(0, EFD_CLOEXEC));
+  int sfd = *sfd_hold, efd = *efd_hold;
+  if (sfd < 0 || efd < 0) {  // cannot happen on Linux >= 2.6.27; keep serving on sigwait
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    std::fprintf(stderr, "dspex: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    return exit_clean;
+  }
+  n.on_failure([efd_hold](const root_failure&) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(*efd_hold, &one, sizeof one);
+  });
+  pollfd fds[2] = {{sfd, POLLIN, 0}, {efd, POLLIN, 0}};
+  while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (fds[0].revents & POLLIN) {
+    signalfd_siginfo info{};
+    [[maybe_unused]] auto r = ::read(sfd, &info, sizeof info);
+    std::fprintf(stderr, "dspex: %s received, shutting down\n",
+                 info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+    return exit_clean;
+  }
+  auto f = n.failure();
+  std::fprintf(stderr, "dspex: root supervisor stopped: %s\n",
+               f ? f->message.c_str() : "reason unknown");
+  return exit_root_stopped;
 }
 
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
@@ -78,20 +132,18 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   if (!n) {
     for (auto& s : opts.subscribers)
       caf::anon_send_exit(s, caf::exit_reason::kill);
-    return fail("the tree did not start: " + describe(n.error()), 1);
+    return fail("the tree did not start: " + describe(n.error()), exit_start_failed);
   }
   if (!(*n)->mode_message().empty())
     std::fprintf(stderr, "dspex: %s\n", (*n)->mode_message().c_str());
-  int rc = 0;
+  int rc = exit_clean;
   if (demo) {
     rc = cli::run_demo(sys, **n);
   } else {
     cli::control_server control(**n, std::move(control_sock));
     std::fprintf(stderr, "dspex: running (mode %s, control %s); SIGTERM or Ctrl-C stops\n",
                  to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    std::fprintf(stderr, "dspex: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rc = serve_until_stopped(sigs, **n);
   }
   (*n)->stop();
   n->reset();
@@ -146,7 +198,8 @@ int main(int argc, char** argv) {
     if (app.get_subcommands().empty())
       throw CLI::RequiredError("A subcommand");
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    auto code = app.exit(e);  // prints help or the usage error
+    return code == 0 ? 0 : exit_usage;
   }
 
   if (*run)

@@ -15,6 +15,9 @@
 //   significant  false                         drives auto_shutdown
 //   await_ready  none                          ask `ready` before counting
 //                                              the child as started
+//
+// A start function whose child is backed by an OS process reports the pid
+// with report_os_pid(); events then carry it (see below).
 #pragma once
 
 #include <chrono>
@@ -120,6 +123,25 @@ constexpr std::chrono::milliseconds default_worker_shutdown{5000};
 ///
 /// An exception thrown by a start function is caught and is a failed start.
 using start_fn = std::function<caf::expected<caf::actor>(caf::local_actor*)>;
+
+/// Tells the supervisor which OS process backs the child being started.
+/// Call it from inside a start function, with the `self` the function was
+/// given, once the process exists; the supervisor then puts the pid on
+/// every event of this incarnation of the child (its start, its exit, a
+/// failed start) and in which_children. Outside a supervisor's start
+/// function it does nothing, so a spawn helper may call it unconditionally.
+///
+/// Why a call and not a return value: every start function keeps the
+/// start_fn signature (tests, wrappers such as a registry decorator pass
+/// ctx through unchanged), and a child without an OS process needs nothing.
+/// Why from the start function: a CAF 0.17 actor's init runs after spawn
+/// returned, so a child that spawned its process in its own init could only
+/// tell the pid later, by message, and the started event would have to wait
+/// for it (or go without). dspex's process-backed children (workers and
+/// `process` nodes) therefore spawn the OS process in the start function,
+/// synchronously on the supervisor's thread, hand it to the actor they
+/// spawn, and report the pid here (actors/process_link.hpp).
+void report_os_pid(caf::local_actor* self, int pid);
 
 /// simple_one_for_one: like start_fn, with the arguments given to
 /// start_child(args) (OTP appends them to the MFA's arguments).

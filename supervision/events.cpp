@@ -26,21 +26,50 @@ exit_class classify(const caf::error& reason) {
   return exit_class::crash;
 }
 
+caf::error with_os_exit(caf::error reason, os_exit x) {
+  if (!reason)
+    return reason;
+  auto ctx = reason.context();
+  auto extra = caf::make_message(std::move(x));
+  return caf::error{reason.code(), reason.category(),
+                    ctx.empty() ? std::move(extra) : ctx + extra};
+}
+
+std::optional<os_exit> os_exit_of(const caf::error& reason) {
+  if (!reason)
+    return std::nullopt;
+  auto& ctx = reason.context();
+  if (ctx.empty() || !ctx.match_element<os_exit>(ctx.size() - 1))
+    return std::nullopt;
+  return ctx.get_as<os_exit>(ctx.size() - 1);
+}
+
 std::string render_reason(const caf::error& reason) {
   if (!reason)
     return "normal";
-  auto& ctx = reason.context();
+  auto full = reason.context();
+  auto ex = os_exit_of(reason);
+  // The context without an attached os_exit.
+  auto ctx = ex ? full.take(full.size() - 1) : full;
   if (is_exit(reason, caf::exit_reason::user_shutdown)) {
     // OTP's {shutdown, Term}: keep the term.
     if (ctx.empty())
-      return "shutdown";
+      return ex ? ex->text : "shutdown";
     if (ctx.match_elements<caf::error>())
-      return "shutdown: " + describe(ctx.get_as<caf::error>(0));
+      return "shutdown: " + render_reason(ctx.get_as<caf::error>(0));
     if (ctx.match_elements<std::string>())
       return "shutdown: " + ctx.get_as<std::string>(0);
   }
   if (is_exit(reason, caf::exit_reason::kill) && ctx.empty())
-    return "killed";
+    return ex ? ex->text : "killed";
+  if (reason.category() == supervision_category)
+    return describe(caf::error{reason.code(), reason.category(), ctx});
+  // Plain text, not CAF's error(10, 'dspex', ("...")): the detail string
+  // that dspex's errors (and most others) carry first.
+  if (!ctx.empty() && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  if (ex)
+    return ex->text;
   return describe(reason);
 }
 

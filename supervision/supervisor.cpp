@@ -126,6 +126,10 @@ struct child_record {
   caf::error failure;
   /// The last exit or start failure reason (for intensity_reached).
   caf::error last_reason;
+  /// The OS process of the current (or last) incarnation, when its start
+  /// function reported one (report_os_pid); kept after the exit so the exit
+  /// event carries it.
+  std::optional<int> os_pid;
   /// phase starting / failing: continuation of the start.
   std::function<void(caf::error)> on_started;
 };
@@ -193,6 +197,9 @@ struct supervisor_state {
   /// The path of the child whose start function runs (supervisor_child
   /// reads it).
   std::string starting_path;
+  /// Set by report_os_pid while a start function runs.
+  std::optional<int> starting_os_pid;
+  bool in_start_fn = false;
 
   // -- jobs ------------------------------------------------------------------------
   /// Jobs waiting, in arrival order.
@@ -286,7 +293,8 @@ struct supervisor_state {
   }
 
   void emit(event_kind kind, const std::string& child_id,
-            const caf::actor_addr& child, const caf::error* reason) {
+            const caf::actor_addr& child, const caf::error* reason,
+            std::optional<int> os_pid = std::nullopt) {
     if (!has_audience())
       return;
     supervision_event ev;
@@ -298,8 +306,13 @@ struct supervisor_state {
                           ? exit_class::crash
                           : classify(*reason);
       ev.reason = render_reason(*reason);
+      ev.exit_reason = *reason;
+      if (kind == event_kind::child_exited
+          || kind == event_kind::child_start_failed)
+        ev.exit = os_exit_of(*reason);
     }
     ev.child = child;
+    ev.os_pid = os_pid;
     ev.ts = std::chrono::system_clock::now();
     publish(ev);
   }
@@ -367,6 +380,8 @@ struct supervisor_state {
     auto& spec = *c->spec;
     caf::expected<caf::actor> res{caf::actor{}};
     starting_path = path + "/" + c->id;
+    starting_os_pid.reset();
+    in_start_fn = true;
     try {
       if (dynamic() && spec.start_with_args)
         res = spec.start_with_args(self, c->args);
@@ -381,12 +396,16 @@ struct supervisor_state {
       res = make_error(supervision_errc::start_failed, "unknown exception");
     }
     starting_path.clear();
+    in_start_fn = false;
+    c->os_pid = starting_os_pid;
+    starting_os_pid.reset();
     if (!res) {
       auto err = res.error();
       if (!err)
         err = make_error(supervision_errc::start_failed, "start returned no error");
       c->last_reason = err;
-      emit(event_kind::child_start_failed, c->id, caf::actor_addr{}, &err);
+      emit(event_kind::child_start_failed, c->id, caf::actor_addr{}, &err,
+           c->os_pid);
       return err;
     }
     if (!*res) {
@@ -405,7 +424,7 @@ struct supervisor_state {
     if (!spec.await_ready) {
       c->status = child_status::running;
       emit(is_restart ? event_kind::child_restarted : event_kind::child_started,
-           c->id, addr, nullptr);
+           c->id, addr, nullptr, c->os_pid);
       return caf::error{};
     }
     c->ph = phase::starting;
@@ -444,7 +463,7 @@ struct supervisor_state {
       c->status = child_status::running;
       emit(c->restarting_start ? event_kind::child_restarted
                                : event_kind::child_started,
-           c->id, c->handle.address(), nullptr);
+           c->id, c->handle.address(), nullptr, c->os_pid);
       auto k = std::move(c->on_started);
       c->on_started = nullptr;
       k(caf::error{});
@@ -462,7 +481,8 @@ struct supervisor_state {
   void start_failed_async(child_iter c, caf::error err) {
     c->ph = phase::idle;
     c->last_reason = err;
-    emit(event_kind::child_start_failed, c->id, caf::actor_addr{}, &err);
+    emit(event_kind::child_start_failed, c->id, caf::actor_addr{}, &err,
+         c->os_pid);
     auto k = std::move(c->on_started);
     c->on_started = nullptr;
     k(std::move(err));
@@ -710,7 +730,7 @@ struct supervisor_state {
     forget_handle(c);
     switch (c->ph) {
       case phase::stopping:
-        emit(event_kind::child_exited, c->id, addr, &reason);
+        emit(event_kind::child_exited, c->id, addr, &reason, c->os_pid);
         on_stopped(c, reason);
         return;
       case phase::starting:
@@ -725,7 +745,7 @@ struct supervisor_state {
         break;
     }
     // It exited by itself: report now, decide in turn.
-    emit(event_kind::child_exited, c->id, addr, &reason);
+    emit(event_kind::child_exited, c->id, addr, &reason, c->os_pid);
     c->status = child_status::undefined;
     c->last_reason = reason;
     c->exit_pending = true;
@@ -1000,8 +1020,10 @@ struct supervisor_state {
       x.id = c.id;
       x.type = c.spec->type;
       x.status = c.status;
-      if (c.status == child_status::running)
+      if (c.status == child_status::running) {
         x.handle = c.handle;
+        x.os_pid = c.os_pid;
+      }
       xs.push_back(std::move(x));
     }
     return xs;
@@ -1359,6 +1381,12 @@ caf::expected<caf::actor> start_supervisor(caf::actor_system& sys,
     return err;
   return make_error(supervision_errc::start_failed,
                     "supervisor exited during init: " + render_reason(reason));
+}
+
+void report_os_pid(caf::local_actor* self, int pid) {
+  if (auto sup = dynamic_cast<supervisor_actor*>(self))
+    if (sup->state.in_start_fn)
+      sup->state.starting_os_pid = pid;
 }
 
 child_spec supervisor_child(std::string id, supervisor_flags flags,

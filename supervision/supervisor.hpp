@@ -126,6 +126,9 @@
 // child_started, child_exited, child_restarted, child_start_failed,
 // intensity_reached, supervisor_stopped; sent as supervision_event messages
 // to subscribers, and forwarded by nested supervisors to their parents.
+// Events of a child whose start function called report_os_pid carry that
+// pid (os_pid); an exit event also carries how the process ended (exit)
+// when the child attached it to its exit reason (with_os_exit).
 //
 // -- Threads -------------------------------------------------------------------
 //
@@ -139,6 +142,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -226,6 +230,9 @@ struct child_info {
   caf::actor handle;
   child_type type = child_type::worker;
   child_status status = child_status::undefined;
+  /// The OS process backing the child, when running and its start function
+  /// reported one (report_os_pid).
+  std::optional<int> os_pid;
 };
 
 struct child_counts {
