@@ -361,26 +361,42 @@ caf::expected<json> node::execute(const std::string& command, json args,
   return result;
 }
 
-caf::error node::create_session(const std::string& session) {
-  auto reg = dir_->get("registry");
+namespace {
+
+// A session registry call from outside the actors: unit or a classified error.
+template <class Atom>
+caf::error ask_registry(caf::actor_system& sys, const caf::actor& reg, Atom what,
+                        const std::string& session) {
   if (!reg)
     return make_error(errc::unavailable, "no session registry in this tree");
-  caf::scoped_actor self{sys_};
+  caf::scoped_actor self{sys};
   caf::error err;
-  self->request(reg, 10s, sess_new_atom::value, session)
-    .receive([] {}, [&](caf::error& e) { err = std::move(e); });
+  self->request(reg, 10s, what, session).receive([] {}, [&](caf::error& e) { err = std::move(e); });
   return err;
 }
 
+} // namespace
+
+caf::error node::create_session(const std::string& session) {
+  return ask_registry(sys_, dir_->get("registry"), sess_new_atom::value, session);
+}
+
 caf::error node::end_session(const std::string& session) {
-  auto reg = dir_->get("registry");
-  if (!reg)
-    return make_error(errc::unavailable, "no session registry in this tree");
-  caf::scoped_actor self{sys_};
-  caf::error err;
-  self->request(reg, 10s, sess_end_atom::value, session)
-    .receive([] {}, [&](caf::error& e) { err = std::move(e); });
-  return err;
+  return ask_registry(sys_, dir_->get("registry"), sess_end_atom::value, session);
+}
+
+std::vector<int> tree_os_pids(const json& tree, const std::string& path_part) {
+  std::vector<int> out;
+  auto visit = [&](const json& n, auto& self) -> void {
+    if (n.contains("os_pid")
+        && (path_part.empty() || n.value("path", "").find(path_part) != std::string::npos))
+      out.push_back(n["os_pid"].get<int>());
+    if (n.contains("children"))
+      for (auto& c : n["children"])
+        self(c, self);
+  };
+  visit(tree, visit);
+  return out;
 }
 
 namespace {

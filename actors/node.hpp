@@ -68,6 +68,11 @@ struct root_failure {
   std::string message;
 };
 
+/// The os pids in a status tree (node::status()["tree"]), depth first; only
+/// of children whose path contains `path_part` when it is not empty
+/// ("/workers/": the pool workers).
+std::vector<int> tree_os_pids(const json& tree, const std::string& path_part = {});
+
 class node {
 public:
   static caf::expected<std::shared_ptr<node>> start(caf::actor_system& sys, tree_config cfg,

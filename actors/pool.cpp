@@ -168,6 +168,16 @@ void fail(pool_actor* self, waiter& wt, errc code, std::string detail) {
   fail(self, wt.rp, code, std::move(detail));
 }
 
+// Stopping or draining: every caller still queued gets shutting_down now
+// (CAF 0.17 does not tell a caller when a promise is dropped).
+void fail_queued(pool_actor* self, const std::string& why) {
+  auto& st = self->state;
+  auto queued = std::move(st.queue);
+  st.queue.clear();
+  for (auto& wt : queued)
+    fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " " + why);
+}
+
 void remove_idle(pool_state& st, const caf::actor_addr& a) {
   auto it = std::find(st.idle.begin(), st.idle.end(), a);
   if (it != st.idle.end())
@@ -638,10 +648,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
     st.draining = true;
-    auto queued = std::move(st.queue);
-    st.queue.clear();
-    for (auto& wt : queued)
-      fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " is stopping");
+    fail_queued(self, "is stopping");
     for (auto& rp : st.ready_waiters)
       rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
     st.ready_waiters.clear();
@@ -830,10 +837,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     [self](drain_atom) -> caf::result<void> {
       auto& st = self->state;
       st.draining = true;
-      auto queued = std::move(st.queue);
-      st.queue.clear();
-      for (auto& wt : queued)
-        fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+      fail_queued(self, "is shutting down");
       if (st.in_use() == 0)
         return caf::unit;
       st.drain_waiters.push_back(self->make_response_promise());
@@ -885,10 +889,14 @@ supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg
   auto wcfg = cfg.worker;
   wcfg.id = id;
   wcfg.overflow = overflow;
-  spec.start = [wcfg, loop, links](caf::local_actor* ctx) -> caf::expected<caf::actor> {
-    auto c = wcfg;
-    c.pool = links->pool();
-    return spawn_worker(ctx, loop, std::move(c));
+  // The pool is looked up at each (re)start: a restarted pool has a new handle.
+  spec.start = [wcfg, loop, links,
+                starter = cfg.start_worker](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+    worker_start_info info{wcfg.id, wcfg.overflow, links->pool(), wcfg};
+    info.worker.pool = info.pool;
+    if (starter)
+      return starter(ctx, info);
+    return spawn_worker(ctx, loop, std::move(info.worker));
   };
   // Overflow and lazy workers come and go on demand; the fixed ones are permanent.
   spec.restart = overflow ? supervision::restart_type::temporary

@@ -86,6 +86,7 @@
 #include <caf/actor.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -94,6 +95,21 @@ namespace dspex {
 
 enum class idle_order { lifo, fifo };
 enum class affinity_mode { hint, strict };
+
+/// What a worker start function is told: which worker to start and the pool
+/// it serves. The worker speaks the contract of worker.hpp with that pool:
+/// (worker_up, id, overflow) once ready, (done, ok) after every pooled
+/// request, (retire), (stats) with "inflight", exit messages.
+struct worker_start_info {
+  std::string id;       ///< "w1", "w3-lazy", "overflow4": its child id
+  bool overflow = false;
+  caf::actor pool;      ///< the pool as it is now (pool_links), at each (re)start
+  worker_config worker; ///< pool_config::worker with id, pool and overflow filled in
+};
+
+/// Starts one worker from inside its supervisor (a child_spec start function).
+using worker_starter
+  = std::function<caf::expected<caf::actor>(caf::local_actor* ctx, const worker_start_info&)>;
 
 struct pool_config {
   std::string name = "pool";
@@ -114,6 +130,9 @@ struct pool_config {
   std::chrono::milliseconds worker_period{5000};
   /// Shutdown budget of one worker under its supervisor.
   std::chrono::milliseconds worker_shutdown{5000};
+  /// The seam for tests: how a worker is started. Unset: a Python worker
+  /// (spawn_worker with the pool's io_loop).
+  worker_starter start_worker;
   /// The session registry to touch and to keep program definitions in
   /// (optional).
   caf::actor registry;

@@ -30,7 +30,9 @@ std::string start_ticks(pid_t pid) {
   return {};
 }
 
-std::vector<std::string> cmdline(pid_t pid) {
+} // namespace
+
+std::vector<std::string> process_cmdline(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
   std::vector<std::string> args;
   std::string arg;
@@ -39,7 +41,18 @@ std::vector<std::string> cmdline(pid_t pid) {
   return args;
 }
 
-} // namespace
+void for_each_pid(const std::function<void(pid_t)>& f) {
+  DIR* proc = ::opendir("/proc");
+  if (!proc)
+    return;
+  while (auto* ent = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(ent->d_name, &end, 10);
+    if (*end == '\0' && pid > 0)
+      f(static_cast<pid_t>(pid));
+  }
+  ::closedir(proc);
+}
 
 const std::string& host_run_id() {
   static const std::string id = "h" + std::to_string(::getpid()) + "-" + start_ticks(::getpid());
@@ -76,15 +89,10 @@ bool run_is_alive(const std::string& run_id) {
 
 int reap_leftovers(const std::string& marker) {
   int stopped = 0;
-  DIR* proc = ::opendir("/proc");
-  if (!proc)
-    return 0;
-  while (auto* ent = ::readdir(proc)) {
-    char* end = nullptr;
-    long pid = std::strtol(ent->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0 || pid == ::getpid())
-      continue;
-    auto args = cmdline(static_cast<pid_t>(pid));
+  for_each_pid([&](pid_t pid) {
+    if (pid == ::getpid())
+      return;
+    auto args = process_cmdline(pid);
     bool ours = false;
     std::string run;
     for (std::size_t i = 0; i < args.size(); ++i) {
@@ -98,11 +106,10 @@ int reap_leftovers(const std::string& marker) {
     long host = 0;
     std::string ticks;
     if (!ours || !parse_run_id(run, host, ticks) || run == host_run_id() || run_is_alive(run))
-      continue;
-    if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0)
+      return;
+    if (::kill(pid, SIGKILL) == 0)
       ++stopped;
-  }
-  ::closedir(proc);
+  });
   return stopped;
 }
 

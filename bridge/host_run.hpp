@@ -4,8 +4,10 @@
 // signal existed, or when a worker escaped it) and stop only those.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace dspex::bridge {
 
@@ -22,5 +24,13 @@ bool run_is_alive(const std::string& run_id);
 /// many were stopped. Processes of live runs (other hosts, tests in
 /// parallel) are never touched.
 int reap_leftovers(const std::string& marker = "dspex_worker");
+
+/// Calls `f(pid)` for every process in /proc, this one included: the one
+/// /proc walk that every scan of processes (reaping, tests, the bench) shares.
+void for_each_pid(const std::function<void(pid_t)>& f);
+
+/// The command line of `pid`, one string an argument; empty when the
+/// process is gone or not readable.
+std::vector<std::string> process_cmdline(pid_t pid);
 
 } // namespace dspex::bridge

@@ -31,14 +31,6 @@ void print_tree(const json& node, int depth) {
       print_tree(c, depth + 1);
 }
 
-void collect_pids(const json& node, std::vector<int>& out) {
-  if (node.contains("os_pid") && node.value("path", "").find("/workers/") != std::string::npos)
-    out.push_back(node["os_pid"].get<int>());
-  if (node.contains("children"))
-    for (auto& c : node["children"])
-      collect_pids(c, out);
-}
-
 double percentile(std::vector<double> v, double p) {
   if (v.empty())
     return 0;
@@ -123,8 +115,7 @@ int run_demo(caf::actor_system&, node& n) {
   // Half-way, kill one worker the hard way.
   while (done.load() < sessions * per_session / 2)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::vector<int> pids;
-  collect_pids(n.status()["tree"], pids);
+  auto pids = tree_os_pids(n.status()["tree"], "/workers/");
   if (!pids.empty()) {
     std::printf("   SIGKILL -> worker pid %d\n", pids.front());
     ::kill(pids.front(), SIGKILL);

@@ -1422,133 +1422,58 @@ child_spec supervisor_child(std::string id, supervisor_flags flags,
 
 // -- blocking wrappers ---------------------------------------------------------------
 
-caf::expected<caf::actor> start_child(caf::scoped_actor& self,
-                                      const caf::actor& sup, child_spec spec,
-                                      caf::duration timeout) {
-  return call<caf::actor>(self, sup, timeout, start_child_atom::value,
-                          std::move(spec));
+caf::expected<caf::actor> start_child(blocking_caller who, const caf::actor& sup,
+                                      child_spec spec, caf::duration timeout) {
+  return call<caf::actor>(*who, sup, timeout, start_child_atom::value, std::move(spec));
 }
 
-caf::expected<caf::actor> start_child(caf::scoped_actor& self,
-                                      const caf::actor& sup, caf::message args,
-                                      caf::duration timeout) {
-  return call<caf::actor>(self, sup, timeout, start_child_atom::value,
-                          std::move(args));
+caf::expected<caf::actor> start_child(blocking_caller who, const caf::actor& sup,
+                                      caf::message args, caf::duration timeout) {
+  return call<caf::actor>(*who, sup, timeout, start_child_atom::value, std::move(args));
 }
 
-caf::error terminate_child(caf::scoped_actor& self, const caf::actor& sup,
-                           const std::string& id, caf::duration timeout) {
-  return call_void(self, sup, timeout, terminate_child_atom::value, id);
+caf::error terminate_child(blocking_caller who, const caf::actor& sup, const std::string& id,
+                           caf::duration timeout) {
+  return call_void(*who, sup, timeout, terminate_child_atom::value, id);
 }
 
-caf::error terminate_child(caf::scoped_actor& self, const caf::actor& sup,
-                           const caf::actor& child, caf::duration timeout) {
-  return call_void(self, sup, timeout, terminate_child_atom::value, child);
+caf::error terminate_child(blocking_caller who, const caf::actor& sup, const caf::actor& child,
+                           caf::duration timeout) {
+  return call_void(*who, sup, timeout, terminate_child_atom::value, child);
 }
 
-caf::expected<caf::actor> restart_child(caf::scoped_actor& self,
-                                        const caf::actor& sup,
-                                        const std::string& id,
-                                        caf::duration timeout) {
-  return call<caf::actor>(self, sup, timeout, restart_child_atom::value, id);
+caf::expected<caf::actor> restart_child(blocking_caller who, const caf::actor& sup,
+                                        const std::string& id, caf::duration timeout) {
+  return call<caf::actor>(*who, sup, timeout, restart_child_atom::value, id);
 }
 
-caf::error delete_child(caf::scoped_actor& self, const caf::actor& sup,
-                        const std::string& id, caf::duration timeout) {
-  return call_void(self, sup, timeout, delete_child_atom::value, id);
+caf::error delete_child(blocking_caller who, const caf::actor& sup, const std::string& id,
+                        caf::duration timeout) {
+  return call_void(*who, sup, timeout, delete_child_atom::value, id);
 }
 
-caf::expected<std::vector<child_info>>
-which_children(caf::scoped_actor& self, const caf::actor& sup,
-               caf::duration timeout) {
-  return call<std::vector<child_info>>(self, sup, timeout,
-                                       which_children_atom::value);
+caf::expected<std::vector<child_info>> which_children(blocking_caller who, const caf::actor& sup,
+                                                      caf::duration timeout) {
+  return call<std::vector<child_info>>(*who, sup, timeout, which_children_atom::value);
 }
 
-caf::expected<child_counts> count_children(caf::scoped_actor& self,
-                                           const caf::actor& sup,
+caf::expected<child_counts> count_children(blocking_caller who, const caf::actor& sup,
                                            caf::duration timeout) {
-  return call<child_counts>(self, sup, timeout, count_children_atom::value);
+  return call<child_counts>(*who, sup, timeout, count_children_atom::value);
 }
 
-caf::error subscribe(caf::scoped_actor& self, const caf::actor& sup,
-                     const caf::actor& subscriber, caf::duration timeout) {
-  return call_void(self, sup, timeout, caf::subscribe_atom::value, subscriber);
+caf::error subscribe(blocking_caller who, const caf::actor& sup, const caf::actor& subscriber,
+                     caf::duration timeout) {
+  return call_void(*who, sup, timeout, caf::subscribe_atom::value, subscriber);
 }
 
-caf::error stop_supervisor(caf::scoped_actor& self, const caf::actor& sup,
-                           caf::error reason) {
+caf::error stop_supervisor(blocking_caller who, const caf::actor& sup, caf::error reason) {
   if (!sup)
     return caf::make_error(caf::sec::invalid_argument);
+  auto& self = *who;
   self->monitor(sup);
   self->send_exit(sup, std::move(reason));
   return await_down(self, sup);
-}
-
-caf::expected<caf::actor> start_child(caf::actor_system& sys,
-                                      const caf::actor& sup, child_spec spec,
-                                      caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return start_child(self, sup, std::move(spec), timeout);
-}
-
-caf::expected<caf::actor> start_child(caf::actor_system& sys,
-                                      const caf::actor& sup, caf::message args,
-                                      caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return start_child(self, sup, std::move(args), timeout);
-}
-
-caf::error terminate_child(caf::actor_system& sys, const caf::actor& sup,
-                           const std::string& id, caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return terminate_child(self, sup, id, timeout);
-}
-
-caf::error terminate_child(caf::actor_system& sys, const caf::actor& sup,
-                           const caf::actor& child, caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return terminate_child(self, sup, child, timeout);
-}
-
-caf::expected<caf::actor> restart_child(caf::actor_system& sys,
-                                        const caf::actor& sup,
-                                        const std::string& id,
-                                        caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return restart_child(self, sup, id, timeout);
-}
-
-caf::error delete_child(caf::actor_system& sys, const caf::actor& sup,
-                        const std::string& id, caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return delete_child(self, sup, id, timeout);
-}
-
-caf::expected<std::vector<child_info>>
-which_children(caf::actor_system& sys, const caf::actor& sup,
-               caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return which_children(self, sup, timeout);
-}
-
-caf::expected<child_counts> count_children(caf::actor_system& sys,
-                                           const caf::actor& sup,
-                                           caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return count_children(self, sup, timeout);
-}
-
-caf::error subscribe(caf::actor_system& sys, const caf::actor& sup,
-                     const caf::actor& subscriber, caf::duration timeout) {
-  caf::scoped_actor self{sys};
-  return subscribe(self, sup, subscriber, timeout);
-}
-
-caf::error stop_supervisor(caf::actor_system& sys, const caf::actor& sup,
-                           caf::error reason) {
-  caf::scoped_actor self{sys};
-  return stop_supervisor(self, sup, std::move(reason));
 }
 
 } // namespace dspex::supervision

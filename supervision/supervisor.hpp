@@ -297,74 +297,45 @@ caf::error validate(const supervisor_flags& flags,
 //
 // Each sends the request and waits for the answer (no deadline by default,
 // as OTP's supervisor calls). A supervisor that is gone answers
-// caf::sec::request_receiver_down.
+// caf::sec::request_receiver_down. The first argument is the caller's
+// scoped_actor or an actor_system (a scoped_actor is then made for the call).
 
-caf::expected<caf::actor> start_child(caf::scoped_actor& self,
-                                      const caf::actor& sup, child_spec spec,
-                                      caf::duration timeout = caf::infinite);
-caf::expected<caf::actor> start_child(caf::scoped_actor& self,
-                                      const caf::actor& sup, caf::message args,
-                                      caf::duration timeout = caf::infinite);
-caf::error terminate_child(caf::scoped_actor& self, const caf::actor& sup,
-                           const std::string& id,
+/// Who waits in a blocking call: converts from `caf::scoped_actor&` and from
+/// `caf::actor_system&`, so every wrapper exists once for both.
+class blocking_caller {
+public:
+  blocking_caller(caf::scoped_actor& self) : self_(&self) {}
+  blocking_caller(caf::actor_system& sys)
+    : own_(std::make_unique<caf::scoped_actor>(sys)), self_(own_.get()) {}
+  caf::scoped_actor& operator*() const { return *self_; }
+
+private:
+  std::unique_ptr<caf::scoped_actor> own_;
+  caf::scoped_actor* self_;
+};
+
+caf::expected<caf::actor> start_child(blocking_caller who, const caf::actor& sup,
+                                      child_spec spec, caf::duration timeout = caf::infinite);
+caf::expected<caf::actor> start_child(blocking_caller who, const caf::actor& sup,
+                                      caf::message args, caf::duration timeout = caf::infinite);
+caf::error terminate_child(blocking_caller who, const caf::actor& sup, const std::string& id,
                            caf::duration timeout = caf::infinite);
-caf::error terminate_child(caf::scoped_actor& self, const caf::actor& sup,
-                           const caf::actor& child,
+caf::error terminate_child(blocking_caller who, const caf::actor& sup, const caf::actor& child,
                            caf::duration timeout = caf::infinite);
-caf::expected<caf::actor> restart_child(caf::scoped_actor& self,
-                                        const caf::actor& sup,
+caf::expected<caf::actor> restart_child(blocking_caller who, const caf::actor& sup,
                                         const std::string& id,
                                         caf::duration timeout = caf::infinite);
-caf::error delete_child(caf::scoped_actor& self, const caf::actor& sup,
-                        const std::string& id,
+caf::error delete_child(blocking_caller who, const caf::actor& sup, const std::string& id,
                         caf::duration timeout = caf::infinite);
-caf::expected<std::vector<child_info>>
-which_children(caf::scoped_actor& self, const caf::actor& sup,
-               caf::duration timeout = caf::infinite);
-caf::expected<child_counts> count_children(caf::scoped_actor& self,
-                                           const caf::actor& sup,
-                                           caf::duration timeout
-                                           = caf::infinite);
-caf::error subscribe(caf::scoped_actor& self, const caf::actor& sup,
-                     const caf::actor& subscriber,
+caf::expected<std::vector<child_info>> which_children(blocking_caller who, const caf::actor& sup,
+                                                      caf::duration timeout = caf::infinite);
+caf::expected<child_counts> count_children(blocking_caller who, const caf::actor& sup,
+                                           caf::duration timeout = caf::infinite);
+caf::error subscribe(blocking_caller who, const caf::actor& sup, const caf::actor& subscriber,
                      caf::duration timeout = caf::infinite);
 /// Sends `sup` an exit message with `reason` and waits until it terminated
 /// (its children first). Returns the supervisor's exit reason.
-caf::error stop_supervisor(caf::scoped_actor& self, const caf::actor& sup,
-                           caf::error reason
-                           = caf::make_error(caf::exit_reason::user_shutdown));
-
-// The same, each with its own scoped_actor.
-caf::expected<caf::actor> start_child(caf::actor_system& sys,
-                                      const caf::actor& sup, child_spec spec,
-                                      caf::duration timeout = caf::infinite);
-caf::expected<caf::actor> start_child(caf::actor_system& sys,
-                                      const caf::actor& sup, caf::message args,
-                                      caf::duration timeout = caf::infinite);
-caf::error terminate_child(caf::actor_system& sys, const caf::actor& sup,
-                           const std::string& id,
-                           caf::duration timeout = caf::infinite);
-caf::error terminate_child(caf::actor_system& sys, const caf::actor& sup,
-                           const caf::actor& child,
-                           caf::duration timeout = caf::infinite);
-caf::expected<caf::actor> restart_child(caf::actor_system& sys,
-                                        const caf::actor& sup,
-                                        const std::string& id,
-                                        caf::duration timeout = caf::infinite);
-caf::error delete_child(caf::actor_system& sys, const caf::actor& sup,
-                        const std::string& id,
-                        caf::duration timeout = caf::infinite);
-caf::expected<std::vector<child_info>>
-which_children(caf::actor_system& sys, const caf::actor& sup,
-               caf::duration timeout = caf::infinite);
-caf::expected<child_counts> count_children(caf::actor_system& sys,
-                                           const caf::actor& sup,
-                                           caf::duration timeout
-                                           = caf::infinite);
-caf::error subscribe(caf::actor_system& sys, const caf::actor& sup,
-                     const caf::actor& subscriber,
-                     caf::duration timeout = caf::infinite);
-caf::error stop_supervisor(caf::actor_system& sys, const caf::actor& sup,
+caf::error stop_supervisor(blocking_caller who, const caf::actor& sup,
                            caf::error reason
                            = caf::make_error(caf::exit_reason::user_shutdown));
 

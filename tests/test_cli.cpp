@@ -2,6 +2,7 @@
 // killed by SIGKILL leaving no worker behind.
 #include <doctest/doctest.h>
 
+#include <dspex/actors/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 
 #include "support/wait.hpp"
@@ -60,15 +61,6 @@ std::string run(bridge::io_loop& loop, std::vector<std::string> args, int* code 
     *code = p.exited.get().code();
   return p.output();
 }
-
-void collect_pids(const json& n, std::vector<int>& out) {
-  if (n.contains("os_pid") && n.value("path", "").find("/workers/") != std::string::npos)
-    out.push_back(n["os_pid"].get<int>());
-  if (n.contains("children"))
-    for (auto& c : n["children"])
-      collect_pids(c, out);
-}
-
 
 struct cli_fixture {
   bridge::io_loop loop;
@@ -134,8 +126,7 @@ TEST_CASE_FIXTURE(cli_fixture, "CAF's own options reach CAF") {
 TEST_CASE_FIXTURE(cli_fixture, "run + events + status + exec, then SIGTERM: exit 0 and nothing left") {
   auto node = start_node();
   auto st = status();
-  std::vector<int> pids;
-  collect_pids(st["tree"], pids);
+  auto pids = tree_os_pids(st["tree"], "/workers/");
   CHECK(pids.size() == 2);
 
   int code = 0;
@@ -173,8 +164,7 @@ TEST_CASE_FIXTURE(cli_fixture, "run + events + status + exec, then SIGTERM: exit
 
 TEST_CASE_FIXTURE(cli_fixture, "a host killed by SIGKILL leaves no worker behind") {
   auto node = start_node();
-  std::vector<int> pids;
-  collect_pids(status()["tree"], pids);
+  auto pids = tree_os_pids(status()["tree"], "/workers/");
   REQUIRE(pids.size() == 2);
   node->proc->kill();
   REQUIRE(node->exited.wait(30s));

@@ -16,14 +16,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-void collect_pids(const json& n, std::vector<int>& out) {
-  if (n.contains("os_pid"))
-    out.push_back(n["os_pid"].get<int>());
-  if (n.contains("children"))
-    for (auto& c : n["children"])
-      collect_pids(c, out);
-}
-
 json small_tree(const std::string& mode = "pool") {
   auto j = default_config();
   j["mode"] = mode;
@@ -47,7 +39,6 @@ struct node_fixture {
   }
 };
 
-
 } // namespace
 
 TEST_SUITE("node") {
@@ -64,8 +55,7 @@ TEST_CASE_FIXTURE(node_fixture, "a tree with every node type starts, serves, rep
                     {"shutdown", 3000}}})}});
   auto n = start(j);
   auto st = n->status();
-  std::vector<int> pids;
-  collect_pids(st["tree"], pids);
+  auto pids = tree_os_pids(st["tree"]);
   CHECK(pids.size() == 4);  // 2 pool workers, solo, sleeper
   CHECK(st["pools"]["default"]["workers"] == 2);
   auto kids = st["tree"]["children"];
@@ -124,8 +114,7 @@ TEST_CASE_FIXTURE(node_fixture, "disabled mode starts no Python and answers unav
   auto r = n->execute_anonymous("ping");
   REQUIRE_FALSE(r);
   CHECK(is(r.error(), errc::unavailable));
-  std::vector<int> pids;
-  collect_pids(n->status()["tree"], pids);
+  auto pids = tree_os_pids(n->status()["tree"]);
   CHECK(pids.empty());
 }
 
@@ -134,8 +123,7 @@ TEST_CASE_FIXTURE(node_fixture, "single mode runs one worker in place of the poo
   auto r = n->execute_anonymous("ping");
   REQUIRE(r);
   CHECK((*r)["mode"] == "single");
-  std::vector<int> pids;
-  collect_pids(n->status()["tree"], pids);
+  auto pids = tree_os_pids(n->status()["tree"]);
   CHECK(pids.size() == 1);
 }
 
@@ -157,18 +145,15 @@ TEST_CASE_FIXTURE(node_fixture, "a crash loop escalates: the pool supervisor giv
   j["root"]["children"][1]["size"] = 1;
   j["root"]["children"][1]["worker_intensity"] = 1;
   auto n = start(j);
-  std::vector<int> first;
-  collect_pids(n->status()["tree"], first);
+  auto first = tree_os_pids(n->status()["tree"]);
   REQUIRE(first.size() == 1);
   // Two kills in a row exceed the worker supervisor's intensity (1 in 5 s).
   ::kill(first[0], SIGKILL);
   REQUIRE(wait_until([&] {
-    std::vector<int> p;
-    collect_pids(n->status()["tree"], p);
+    auto p = tree_os_pids(n->status()["tree"]);
     return p.size() == 1 && p[0] != first[0];
   }, 10s));
-  std::vector<int> second;
-  collect_pids(n->status()["tree"], second);
+  auto second = tree_os_pids(n->status()["tree"]);
   ::kill(second[0], SIGKILL);
   // The workers supervisor escalates; pool_sup restarts it (rest_for_one).
   REQUIRE(wait_until([&] {

@@ -1,5 +1,7 @@
-// The pool with real Python workers: concurrency, checkout timeout,
-// saturation, crashes, affinity, leases, overflow, drain.
+// The pool with real Python workers: concurrency, crashes by signal, a
+// session's program across workers, Python exceptions, lazy start. The pool's
+// own logic (affinity, idle order, overflow, queue, leases, drain, breaker)
+// is tested with scripted workers in test_pool_scripted.cpp.
 #include <doctest/doctest.h>
 
 #include "support/pool_fixture.hpp"
@@ -80,31 +82,6 @@ TEST_CASE_FIXTURE(pool_fixture, "64 concurrent sessions on 4 workers: every requ
   CHECK(status()["completed"] == sessions * per_session);
 }
 
-TEST_CASE_FIXTURE(pool_fixture, "checkout timeout when no worker frees up in time") {
-  auto c = test_pool_config(1);
-  c.checkout_timeout = 200ms;
-  REQUIRE_FALSE(start(c));
-  REQUIRE_FALSE(await_pool_ready());
-  self->send(pool(), exec_atom::value, make_command("fault_sleep", json{{"seconds", 3}}));
-  auto r = exec(pool(), "ping");
-  REQUIRE_FALSE(r);
-  CHECK(is(r.error(), errc::checkout_timeout));
-  CHECK(status()["errors"]["checkout_timeout"] == 1);
-}
-
-TEST_CASE_FIXTURE(pool_fixture, "a full wait queue answers pool_saturated at once") {
-  auto c = test_pool_config(1);
-  c.max_queue = 1;
-  REQUIRE_FALSE(start(c));
-  REQUIRE_FALSE(await_pool_ready());
-  self->send(pool(), exec_atom::value, make_command("fault_sleep", json{{"seconds", 3}}));
-  self->send(pool(), exec_atom::value, make_command("ping"));
-  REQUIRE(wait_until([&] { return status()["queue"] == 1; }));
-  auto r = exec(pool(), "ping");
-  REQUIRE_FALSE(r);
-  CHECK(is(r.error(), errc::pool_saturated));
-}
-
 TEST_CASE_FIXTURE(pool_fixture, "SIGKILL a worker while it serves: its caller hears worker_crashed, others are fine, the pool refills") {
   REQUIRE_FALSE(start(test_pool_config(2)));
   REQUIRE_FALSE(await_pool_ready());
@@ -127,16 +104,6 @@ TEST_CASE_FIXTURE(pool_fixture, "SIGKILL a worker while it serves: its caller he
   REQUIRE(wait_until([&] { return status()["workers"] == 2; }));
   CHECK(status()["restarts"] == 1);
   CHECK(status()["errors"]["worker_crashed"] == 1);
-}
-
-TEST_CASE_FIXTURE(pool_fixture, "session affinity: a session returns to the worker that served it") {
-  REQUIRE_FALSE(start(test_pool_config(3)));
-  REQUIRE_FALSE(await_pool_ready());
-  auto a = pid_of(*this, pool(), std::string("alpha"));
-  for (int i = 0; i < 5; ++i) {
-    CHECK(exec(pool(), "ping"));  // anonymous traffic in between
-    CHECK(pid_of(*this, pool(), std::string("alpha")) == a);
-  }
 }
 
 TEST_CASE_FIXTURE(pool_fixture, "a session's program survives the death of its worker") {
@@ -163,32 +130,6 @@ TEST_CASE_FIXTURE(pool_fixture, "a session's program survives the death of its w
   CHECK(pid_of(*this, pool(), s) != pid);
 }
 
-TEST_CASE_FIXTURE(pool_fixture, "leases: several commands on one worker, then checkin") {
-  REQUIRE_FALSE(start(test_pool_config(2)));
-  REQUIRE_FALSE(await_pool_ready());
-  caf::actor w;
-  self->request(pool(), 10s, checkout_atom::value, std::optional<std::string>{"s"})
-    .receive([&](caf::actor& x) { w = x; }, [&](caf::error& e) { FAIL(describe(e)); });
-  auto p1 = pid_of(*this, w);
-  CHECK(pid_of(*this, w) == p1);
-  CHECK(status()["leased"] == 1);
-  self->send(pool(), checkin_atom::value, w, true);
-  REQUIRE(wait_until([&] { return status()["leased"] == 0; }));
-}
-
-TEST_CASE_FIXTURE(pool_fixture, "a lease holder that dies gives its worker back") {
-  REQUIRE_FALSE(start(test_pool_config(1)));
-  REQUIRE_FALSE(await_pool_ready());
-  auto p = pool();
-  sys.spawn([p](caf::event_based_actor* a) {
-    a->request(p, std::chrono::seconds(10), checkout_atom::value, std::optional<std::string>{})
-      .then([a](caf::actor&) { a->quit(); });
-  });
-  REQUIRE(wait_until([&] { return status()["checkouts"] == 1; }));
-  REQUIRE(wait_until([&] { return status()["idle"] == 1; }));
-  CHECK(exec(pool(), "ping"));
-}
-
 TEST_CASE_FIXTURE(pool_fixture, "Python exceptions in a row are answers: the worker stays") {
   // (Before issue 10 three of them replaced the worker.)
   REQUIRE_FALSE(start(test_pool_config(1)));
@@ -206,26 +147,6 @@ TEST_CASE_FIXTURE(pool_fixture, "Python exceptions in a row are answers: the wor
   CHECK(st["worker_list"][0]["consecutive_faults"] == 0);
 }
 
-TEST_CASE_FIXTURE(pool_fixture, "overflow workers come and go") {
-  auto c = test_pool_config(1);
-  c.max_overflow = 2;
-  REQUIRE_FALSE(start(c));
-  REQUIRE_FALSE(await_pool_ready());
-  ledger led;
-  auto p = pool();
-  for (int i = 0; i < 3; ++i)
-    sys.spawn([p, &led, i](caf::event_based_actor* a) {
-      auto req = make_command("fault_sleep", json{{"seconds", 1.0}});
-      a->request(p, std::chrono::seconds(30), exec_atom::value, std::move(req))
-        .then([&led, i](json&) { led.record(std::to_string(i), nullptr); },
-              [&led, i](caf::error& e) { led.record(std::to_string(i), &e); });
-    });
-  REQUIRE(wait_until([&] { return status()["overflow"].get<int>() >= 1; }));
-  REQUIRE(wait_until([&] { return led.total.load() == 3; }));
-  CHECK(led.errors.empty());
-  REQUIRE(wait_until([&] { return status()["overflow"] == 0 && status()["workers"] == 1; }));
-}
-
 TEST_CASE_FIXTURE(pool_fixture, "lazy pool starts workers on demand") {
   auto c = test_pool_config(2);
   c.lazy = true;
@@ -234,47 +155,6 @@ TEST_CASE_FIXTURE(pool_fixture, "lazy pool starts workers on demand") {
   CHECK(status()["workers"] == 0);
   CHECK(exec(pool(), "ping"));
   CHECK(status()["workers"] == 1);
-}
-
-TEST_CASE_FIXTURE(pool_fixture, "drain: in-flight requests finish, new ones get shutting_down") {
-  REQUIRE_FALSE(start(test_pool_config(1)));
-  REQUIRE_FALSE(await_pool_ready());
-  ledger led;
-  auto p = pool();
-  sys.spawn([p, &led](caf::event_based_actor* a) {
-    a->request(p, std::chrono::seconds(30), exec_atom::value,
-               make_command("fault_sleep", json{{"seconds", 0.5}}))
-      .then([&led](json&) { led.record("slow", nullptr); },
-            [&led](caf::error& e) { led.record("slow", &e); });
-  });
-  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
-  bool drained = false;
-  self->request(p, 30s, drain_atom::value).receive([&] { drained = true; }, [](caf::error&) {});
-  CHECK(drained);
-  REQUIRE(wait_until([&] { return led.total.load() == 1; }));
-  CHECK(led.errors.empty());
-  auto r = exec(p, "ping");
-  REQUIRE_FALSE(r);
-  CHECK(is(r.error(), errc::shutting_down));
-}
-
-TEST_CASE_FIXTURE(pool_fixture, "strict affinity waits for the session's worker") {
-  auto c = test_pool_config(2);
-  c.affinity = affinity_mode::strict;
-  REQUIRE_FALSE(start(c));
-  REQUIRE_FALSE(await_pool_ready());
-  std::optional<std::string> s{"strict"};
-  auto home = pid_of(*this, pool(), s);
-  auto p = pool();
-  // Keep the session's worker busy; the session's next request waits for it
-  // although another worker is idle.
-  sys.spawn([p, s](caf::event_based_actor* a) {
-    a->request(p, std::chrono::seconds(30), exec_atom::value,
-               make_command("fault_sleep", json{{"seconds", 0.5}}, s))
-      .then([](json&) {}, [](caf::error&) {});
-  });
-  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
-  CHECK(pid_of(*this, pool(), s) == home);
 }
 
 } // TEST_SUITE
@@ -359,34 +239,6 @@ TEST_CASE_FIXTURE(pool_fixture, "a new LM configuration reaches every worker, no
   run_on_both("first");
   REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}, {"responses", {{"a", "second"}}}}));
   run_on_both("second");
-}
-
-} // TEST_SUITE
-
-TEST_SUITE("pool") {
-
-TEST_CASE_FIXTURE(pool_fixture, "a pool asked to stop answers everyone still queued") {
-  auto c = test_pool_config(1);
-  c.checkout_timeout = 60s;
-  REQUIRE_FALSE(start(c));
-  REQUIRE_FALSE(await_pool_ready());
-  auto p = pool();
-  self->send(p, exec_atom::value, make_command("fault_sleep", json{{"seconds", 5}}));
-  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
-  ledger led;
-  for (int i = 0; i < 3; ++i)
-    sys.spawn([p, &led, i](caf::event_based_actor* a) {
-      a->request(p, std::chrono::seconds(60), exec_atom::value, make_command("ping"))
-        .then([&led, i](json&) { led.record(std::to_string(i), nullptr); },
-              [&led, i](caf::error& e) { led.record(std::to_string(i), &e); });
-    });
-  REQUIRE(wait_until([&] { return status()["queue"] == 3; }));
-  self->send_exit(p, caf::exit_reason::user_shutdown);
-  REQUIRE(wait_until([&] { return led.total.load() == 3; }, 10s));
-  std::lock_guard<std::mutex> g(led.mx);
-  CHECK(led.errors.size() == 3);
-  for (auto& [k, e] : led.errors)
-    CHECK(e.find("shutting_down") == 0);
 }
 
 } // TEST_SUITE

@@ -8,6 +8,7 @@
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/python_process.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <unistd.h>
@@ -236,9 +237,8 @@ TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
   auto foreign = spawn_fake("test-run-42");  // not our form: never ours to stop
   // Give the exec time to replace the command line.
   REQUIRE(wait_until([&] {
-    std::ifstream in("/proc/" + std::to_string(dead->pid()) + "/cmdline");
-    std::string s((std::istreambuf_iterator<char>(in)), {});
-    return s.find("--run-id") != std::string::npos;
+    auto args = bridge::process_cmdline(dead->pid());
+    return std::find(args.begin(), args.end(), "--run-id") != args.end();
   }));
   CHECK(bridge::reap_leftovers() >= 1);
   CHECK(wait_until([&] { return dead->reaped(); }));
