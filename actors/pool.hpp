@@ -86,6 +86,7 @@
 #include <caf/actor.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -114,9 +115,15 @@ struct pool_config {
   std::chrono::milliseconds worker_period{5000};
   /// Shutdown budget of one worker under its supervisor.
   std::chrono::milliseconds worker_shutdown{5000};
-  /// The session registry to touch and to keep program definitions in
-  /// (optional).
-  caf::actor registry;
+  /// The pool's default LM (configure_lm arguments, e.g. {"provider":
+  /// "mock", "model": "m"}): it serves anonymous requests and sessions that
+  /// configured none, until a configure_lm without a session replaces it.
+  /// Null: none.
+  json default_lm;
+  /// Looks up the current session registry, which keeps every session's
+  /// state (session_state.hpp); asked at each use, so a restarted registry
+  /// is found. Unset: the pool keeps a private registry of its own.
+  std::function<caf::actor()> registry;
 };
 
 /// Handles shared between the pool supervisor's children, which restart
@@ -151,7 +158,7 @@ private:
 /// a worker supervisor (one_for_one) with `size` workers (none when lazy).
 /// Workers pre-warm in parallel; the pool answers (ready) once all are up.
 /// `on_pool` is told the pool actor each time it (re)starts; `registry`, when
-/// set, looks up the current session registry at each (re)start.
+/// set, looks up the current session registry (at each use).
 supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                                              std::shared_ptr<bridge::io_loop> loop,
                                              std::function<void(caf::actor)> on_pool = {},

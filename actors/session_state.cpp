@@ -39,13 +39,19 @@ void session_book::set_pool_default(const std::string& pool, const json& lm) {
   }
 }
 
-void session_book::record_change(record& r, command_request& req) {
+std::uint64_t session_book::record_change(const std::string& sid, record& r,
+                                          command_request& req) {
   auto& args = req.args;
   if (req.command == configure_lm) {
+    undo u{sid, {}, {}, r.lm, r.lm_version, std::nullopt};
     r.lm = args;
     r.lm_version = ++clock_;
-  } else if (req.command == create_program) {
-    auto pid = program_id_of(args);
+    pending_.emplace(clock_, std::move(u));
+    return clock_;
+  }
+  json pid;
+  if (req.command == create_program) {
+    pid = program_id_of(args);
     if (pid.is_null()) {
       // Chosen here, not by a worker, so that the definition is known under
       // the id the client gets back and replays keep it.
@@ -56,19 +62,59 @@ void session_book::record_change(record& r, command_request& req) {
       args["id"] = id;
       pid = id;
     }
-    if (pid.is_string())
-      r.programs[pid.get<std::string>()] = program{args, ++clock_, false};
   } else if (req.command == delete_program) {
-    auto pid = args.value("program_id", json());
-    if (!pid.is_string())
-      return;
-    auto it = r.programs.find(pid.get<std::string>());
-    if (it != r.programs.end() && !it->second.deleted) {
-      it->second.deleted = true;
-      it->second.version = ++clock_;
-      it->second.def = json();
-    }
+    pid = args.value("program_id", json());
   }
+  if (!pid.is_string())
+    return 0;
+  auto id = pid.get<std::string>();
+  auto it = r.programs.find(id);
+  if (req.command == delete_program && (it == r.programs.end() || it->second.deleted))
+    return 0;
+  undo u{sid, {}, id, {}, 0, std::nullopt};
+  if (it != r.programs.end())
+    u.prog = it->second;
+  if (req.command == create_program)
+    r.programs[id] = program{args, ++clock_, false};
+  else
+    it->second = program{json(), ++clock_, true};
+  pending_.emplace(clock_, std::move(u));
+  return clock_;
+}
+
+void session_book::settle(std::uint64_t change, bool ok) {
+  auto it = pending_.find(change);
+  if (it == pending_.end())
+    return;
+  auto u = std::move(it->second);
+  pending_.erase(it);
+  if (ok)
+    return;
+  // Undone only while nothing changed the same thing since.
+  if (u.sid.empty()) {
+    auto d = defaults_.find(u.pool);
+    if (d != defaults_.end() && d->second.version == change)
+      d->second = pool_default{u.lm, u.lm_version};
+    return;
+  }
+  auto s = sessions_.find(u.sid);
+  if (s == sessions_.end())
+    return;
+  auto& r = s->second;
+  if (u.pid.empty()) {
+    if (r.lm_version == change) {
+      r.lm = u.lm;
+      r.lm_version = u.lm_version;
+    }
+    return;
+  }
+  auto p = r.programs.find(u.pid);
+  if (p == r.programs.end() || p->second.version != change)
+    return;
+  if (u.prog)
+    p->second = *u.prog;
+  else
+    r.programs.erase(p);
 }
 
 session_plan session_book::prepare(const std::string& pool, command_request req,
@@ -79,8 +125,10 @@ session_plan session_book::prepare(const std::string& pool, command_request req,
   // requests run on it, so every worker gets its current version once.
   auto& d = defaults_[pool];
   if (!req.session_id && configures) {
+    pending_.emplace(clock_ + 1, undo{{}, pool, {}, d.lm, d.version, std::nullopt});
     d.lm = req.args;
     d.version = ++clock_;
+    plan.change = clock_;
   } else if (d.version > seen.defaults && !d.lm.is_null()) {
     plan.replay.push_back(make_command(configure_lm, d.lm));
   }
@@ -115,7 +163,7 @@ session_plan session_book::prepare(const std::string& pool, command_request req,
                 [](auto& a, auto& b) { return a.first < b.first; });
       for (auto& m : missing)
         plan.replay.push_back(std::move(m.second));
-      record_change(r, req);
+      plan.change = record_change(sid, r, req);
       std::uint64_t latest = r.lm_version;
       for (auto& [pid, p] : r.programs)
         latest = std::max(latest, p.version);
@@ -128,6 +176,8 @@ session_plan session_book::prepare(const std::string& pool, command_request req,
 
 void session_book::end(const std::string& sid) {
   sessions_.erase(sid);
+  for (auto it = pending_.begin(); it != pending_.end();)
+    it = it->second.sid == sid ? pending_.erase(it) : std::next(it);
 }
 
 std::size_t session_book::programs(const std::string& sid) const {

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,11 +40,13 @@ struct seen_versions {
 };
 
 /// The hook's answer: send `replay` first, in order (their replies are
-/// discarded), then `request`; the worker has then seen `seen`.
+/// discarded), then `request`; the worker has then seen `seen`. `change`
+/// (0: none) names what the request changed, to settle() once it answered.
 struct session_plan {
   std::vector<command_request> replay;
   command_request request;
   seen_versions seen;
+  std::uint64_t change = 0;
 };
 
 class session_book {
@@ -52,6 +55,11 @@ public:
   /// it), and plans its dispatch to a worker of pool `pool` that has seen
   /// `seen`.
   session_plan prepare(const std::string& pool, command_request req, seen_versions seen);
+
+  /// How the request that made `change` ended: a change whose command
+  /// failed on its worker (a bad LM, a duplicate program id) is undone, so
+  /// that no other worker is replayed what the session never got.
+  void settle(std::uint64_t change, bool ok);
 
   /// A pool's configured default LM; kept only when the pool has none yet,
   /// so that a default set at run time survives the pool's restart.
@@ -84,10 +92,21 @@ private:
     std::uint64_t version = 0;
   };
 
-  void record_change(record& r, command_request& req);
+  // What a change replaced, until it is settled.
+  struct undo {
+    std::string sid;  // empty: the default of `pool`
+    std::string pool;
+    std::string pid;  // empty: the LM
+    json lm;
+    std::uint64_t lm_version = 0;
+    std::optional<program> prog;
+  };
+
+  std::uint64_t record_change(const std::string& sid, record& r, command_request& req);
 
   std::map<std::string, record> sessions_;
   std::map<std::string, pool_default> defaults_;
+  std::map<std::uint64_t, undo> pending_;
   std::uint64_t clock_ = 0;
   std::uint64_t next_program_ = 0;
 };
