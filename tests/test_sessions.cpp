@@ -5,6 +5,7 @@
 // and shows nowhere else.
 #include <doctest/doctest.h>
 
+#include <dspex/actors/config.hpp>
 #include <dspex/actors/session_registry.hpp>
 
 #include "support/pool_fixture.hpp"
@@ -142,6 +143,28 @@ struct sessions_fixture : actor_fixture {
 } // namespace
 
 TEST_SUITE("sessions") {
+
+TEST_CASE("default_lm: a pool key, validated without echoing its value") {
+  auto tree = [](json lm) {
+    auto j = default_config();
+    for (auto& c : j["root"]["children"])
+      if (c["type"] == "pool_sup" || c.contains("children"))
+        for (auto& p : c["children"])
+          if (p["type"] == "pool")
+            p["default_lm"] = lm;
+    for (auto& c : j["root"]["children"])
+      if (c["type"] == "pool")
+        c["default_lm"] = lm;
+    return parse_config(j);
+  };
+  auto ok = tree(json{{"provider", "mock"}, {"model", "m"}, {"api_key", secret}});
+  REQUIRE_MESSAGE(ok, describe(ok.error()));
+  auto bad = tree(json{{"provider", 7}, {"api_key", secret}});
+  REQUIRE_FALSE(bad);
+  auto text = describe(bad.error());
+  CHECK(text.find("default_lm") != std::string::npos);
+  CHECK(text.find("sk-SECRET") == std::string::npos);
+}
 
 TEST_CASE_FIXTURE(sessions_fixture, "each session runs on its own LM on one worker; the default serves the rest") {
   start(config(1));
