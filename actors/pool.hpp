@@ -17,7 +17,10 @@
 //
 // Request path (DESIGN.md): client -(exec)-> pool -(delegate)-> worker, and
 // the worker's reply goes straight to the client; the worker then tells the
-// pool (done) that it is free. Leases: (checkout) hands a worker to the
+// pool (done) that it is free. Before it delegates, the pool asks the
+// session registry (prepare, session_state.hpp) what the chosen worker has
+// not seen of the request's session and of the default LM, and sends that
+// first; the pool itself names no command. Leases: (checkout) hands a worker to the
 // caller for several commands, (checkin) returns it; a lease holder that
 // dies gives its worker back (replaced when a request was still pending).
 //
