@@ -39,7 +39,8 @@
 // Replies from the chosen level are returned untouched. Any other error stops
 // the cascade and is returned as is (also from a lower level); when the last
 // level cannot serve either, its error is returned. The cascade remembers the last
-// configure_lm and each session's program definitions, and replays them onto a
+// configure_lm and each session's program definitions (in a session_book, the
+// same owner a pool's registry uses: session_state.hpp), and replays them onto a
 // level before using it, so a session that created a program on the pool can
 // execute it degraded on the mock, and back on the pool once it recovers.
 #pragma once

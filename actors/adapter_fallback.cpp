@@ -1,27 +1,45 @@
 // The fallback cascade (DSPex phase 2's FallbackStrategy): pool -> single ->
 // mock. Semantics at the top of adapter.hpp. No lock is held while a level
 // runs a request, so concurrent callers go through the cascade concurrently;
-// the lock guards only the replay bookkeeping.
+// the lock guards only the replay bookkeeping, which is the same
+// session_book the session registry keeps for pools (session_state.hpp):
+// each level is a "worker" that has seen some versions of each session.
 #include <dspex/actors/adapter.hpp>
+#include <dspex/actors/session_state.hpp>
 
 #include <functional>
 #include <map>
 #include <mutex>
-#include <set>
 
 namespace dspex {
 
 namespace {
 
-bool python_error_is(const caf::error& err, const char* type) {
-  auto pe = python_error_of(err);
-  return pe && pe->type == type;
+// The book's name for this cascade's default LM (the adapters' configure_lm
+// has no session: it sets the default).
+constexpr const char* book_pool = "fallback";
+
+// A command of the book, run through the adapter interface.
+caf::expected<json> call(adapter& a, const command_request& c) {
+  auto sid = c.session_id.value_or("");
+  auto pid = c.args.value("program_id", std::string());
+  if (c.command == "configure_lm")
+    return a.configure_lm(c.args);
+  if (c.command == "create_program")
+    return a.create_program(sid, c.args);
+  if (c.command == "delete_program")
+    return a.delete_program(sid, pid);
+  if (c.command == "execute_program")
+    return a.execute_program(sid, pid, c.args.value("inputs", json::object()));
+  if (c.command == "list_programs")
+    return a.list_programs(sid);
+  return make_error(errc::invalid_request, "no adapter call for command " + c.command);
 }
 
 class fallback_adapter final : public adapter {
 public:
   explicit fallback_adapter(std::vector<adapter_ptr> levels)
-    : levels_(std::move(levels)), lm_at_(levels_.size(), 0), created_(levels_.size()) {}
+    : levels_(std::move(levels)), default_seen_(levels_.size(), 0), seen_(levels_.size()) {}
 
   std::string name() const override {
     std::string out;
@@ -35,95 +53,32 @@ public:
       args = json::object();
     if (!args.is_object())
       return make_error(errc::invalid_request, "create_program args must be a JSON object");
-    // Ids are chosen here, not by a level, so that a definition replayed onto
-    // another level keeps its id and never collides with one chosen there.
-    auto id = args.contains("id") ? args["id"] : args.value("program_id", json());
-    if (id.is_null()) {
-      std::lock_guard<std::mutex> guard(mx_);
-      auto& defs = defs_[session];
-      std::string pid;
-      do
-        pid = "prog_" + std::to_string(++generated_);
-      while (find(defs, pid) != defs.end());
-      args["id"] = pid;
-      args.erase("program_id");
-      if (defs.empty())
-        defs_.erase(session);
-    }
-    return cascade([&](std::size_t i) -> caf::expected<json> {
-      if (auto err = sync(i, session, false))
-        return err;
-      auto r = levels_[i]->create_program(session, args);
-      if (r && r->is_object() && (*r)["program_id"].is_string()) {
-        auto pid = (*r)["program_id"].get<std::string>();
-        auto def = args;
-        def.erase("program_id");
-        def["id"] = pid;
-        std::lock_guard<std::mutex> guard(mx_);
-        auto& defs = defs_[session];
-        auto it = find(defs, pid);
-        if (it == defs.end())
-          defs.emplace_back(pid, std::move(def));
-        else
-          it->second = std::move(def);
-        created_[i][session].insert(pid);
-      }
-      return r;
-    });
+    // Ids are chosen by the book, not by a level, so that a definition
+    // replayed onto another level keeps its id.
+    return cascade(make_command("create_program", std::move(args), session));
   }
 
   caf::expected<json> execute_program(const std::string& session, const std::string& program_id,
                                       json inputs) override {
-    return cascade([&](std::size_t i) -> caf::expected<json> {
-      if (auto err = sync(i, session, true))
-        return err;
-      return levels_[i]->execute_program(session, program_id, inputs);
-    });
+    return cascade(make_command("execute_program",
+                                json{{"program_id", program_id},
+                                     {"inputs", inputs.is_null() ? json::object() : inputs}},
+                                session));
   }
 
   caf::expected<json> list_programs(const std::string& session) override {
-    return cascade([&](std::size_t i) -> caf::expected<json> {
-      if (auto err = sync(i, session, false))
-        return err;
-      return levels_[i]->list_programs(session);
-    });
+    return cascade(make_command("list_programs", json::object(), session));
   }
 
   caf::expected<json> delete_program(const std::string& session,
                                      const std::string& program_id) override {
-    return cascade([&](std::size_t i) -> caf::expected<json> {
-      if (auto err = sync(i, session, false))
-        return err;
-      auto r = levels_[i]->delete_program(session, program_id);
-      if (r) {
-        // Copies on other levels go when those levels are next used (sync).
-        std::lock_guard<std::mutex> guard(mx_);
-        auto d = defs_.find(session);
-        if (d != defs_.end()) {
-          auto it = find(d->second, program_id);
-          if (it != d->second.end())
-            d->second.erase(it);
-          if (d->second.empty())
-            defs_.erase(d);
-        }
-        forget(i, session, program_id);
-      }
-      return r;
-    });
+    // Copies on other levels go when those levels are next used (replay).
+    return cascade(make_command("delete_program", json{{"program_id", program_id}}, session));
   }
 
   caf::expected<json> configure_lm(json args) override {
-    return cascade([&](std::size_t i) -> caf::expected<json> {
-      auto r = levels_[i]->configure_lm(args);
-      if (r) {
-        // Remembered only once a level accepted it; the others catch up
-        // before their next execute_program.
-        std::lock_guard<std::mutex> guard(mx_);
-        lm_ = args;
-        lm_at_[i] = ++lm_gen_;
-      }
-      return r;
-    });
+    // Kept once a level accepted it; the others catch up when next used.
+    return cascade(make_command("configure_lm", std::move(args)));
   }
 
   caf::expected<json> health() override {
@@ -154,17 +109,11 @@ public:
   }
 
 private:
-  using definitions = std::vector<std::pair<std::string, json>>;  // creation order
-
-  static definitions::iterator find(definitions& defs, const std::string& pid) {
-    return std::find_if(defs.begin(), defs.end(), [&](auto& d) { return d.first == pid; });
-  }
-
   // Tries each level in turn while the errors say "this level cannot serve".
-  caf::expected<json> cascade(const std::function<caf::expected<json>(std::size_t)>& attempt) {
+  caf::expected<json> cascade(command_request req) {
     caf::error reason;
     for (std::size_t i = 0;; ++i) {
-      auto r = attempt(i);
+      auto r = attempt(i, req);
       if (r) {
         if (i == 0)
           return r;
@@ -177,6 +126,41 @@ private:
     }
   }
 
+  // Level i first gets what it has not seen of the session (and of the
+  // default LM), then the request. A "cannot serve" error moves the cascade
+  // on, and what the request changed is undone until a level takes it; any
+  // other replay error is left for the request itself to meet.
+  caf::expected<json> attempt(std::size_t i, command_request& req) {
+    session_plan plan;
+    {
+      std::lock_guard<std::mutex> guard(mx_);
+      auto& seen = seen_[i];
+      auto sid = req.session_id.value_or("");
+      auto it = seen.find(sid);
+      plan = book_.prepare(book_pool, req, {it == seen.end() ? 0 : it->second, default_seen_[i]});
+    }
+    req = plan.request;  // with the id the book chose, for the next level too
+    auto settle = [&](bool ok, bool served) {
+      std::lock_guard<std::mutex> guard(mx_);
+      book_.settle(plan.change, ok);
+      if (served) {
+        default_seen_[i] = plan.seen.defaults;
+        if (plan.seen.session > 0)
+          seen_[i][req.session_id.value_or("")] = plan.seen.session;
+      }
+    };
+    for (auto& c : plan.replay) {
+      auto r = call(*levels_[i], c);
+      if (!r && degrades(r.error())) {
+        settle(false, false);
+        return r.error();
+      }
+    }
+    auto r = call(*levels_[i], plan.request);
+    settle(static_cast<bool>(r), r || !degrades(r.error()));
+    return r;
+  }
+
   json mark(json result, std::size_t level, const caf::error& reason) {
     if (!result.is_object())
       result = json{{"result", std::move(result)}};
@@ -186,78 +170,12 @@ private:
     return result;
   }
 
-  void forget(std::size_t level, const std::string& session, const std::string& pid) {
-    auto s = created_[level].find(session);
-    if (s == created_[level].end())
-      return;
-    s->second.erase(pid);
-    if (s->second.empty())
-      created_[level].erase(s);
-  }
-
-  // Brings level i up to date before it serves `session`: the last LM (when
-  // it will execute), the session's programs it lacks, and no program that
-  // was deleted elsewhere. A "cannot serve" error is returned so the cascade
-  // moves on; any other error is left for the request itself to meet.
-  caf::error sync(std::size_t i, const std::string& session, bool need_lm) {
-    json lm;
-    std::uint64_t gen = 0;
-    definitions missing;
-    std::vector<std::string> stale;
-    {
-      std::lock_guard<std::mutex> guard(mx_);
-      if (need_lm && !lm_.is_null() && lm_at_[i] != lm_gen_) {
-        lm = lm_;
-        gen = lm_gen_;
-      }
-      auto& have = created_[i][session];
-      auto d = defs_.find(session);
-      if (d != defs_.end())
-        for (auto& def : d->second)
-          if (!have.count(def.first))
-            missing.push_back(def);
-      for (auto& pid : have)
-        if (d == defs_.end() || find(d->second, pid) == d->second.end())
-          stale.push_back(pid);
-      if (have.empty())
-        created_[i].erase(session);
-    }
-    if (!lm.is_null()) {
-      auto r = levels_[i]->configure_lm(lm);
-      if (!r && degrades(r.error()))
-        return r.error();
-      std::lock_guard<std::mutex> guard(mx_);
-      if (lm_gen_ == gen)
-        lm_at_[i] = gen;
-    }
-    for (auto& [pid, def] : missing) {
-      auto r = levels_[i]->create_program(session, def);
-      if (!r && degrades(r.error()))
-        return r.error();
-      if (r || python_error_is(r.error(), "ValueError")) {  // created, or there already
-        std::lock_guard<std::mutex> guard(mx_);
-        created_[i][session].insert(pid);
-      }
-    }
-    for (auto& pid : stale) {
-      auto r = levels_[i]->delete_program(session, pid);
-      if (!r && degrades(r.error()))
-        return r.error();
-      std::lock_guard<std::mutex> guard(mx_);
-      forget(i, session, pid);
-    }
-    return {};
-  }
-
   const std::vector<adapter_ptr> levels_;
   std::mutex mx_;
   // -- replay state, all under mx_ ---
-  json lm_;                          // the last accepted configure_lm args; null: none
-  std::uint64_t lm_gen_ = 0;         // bumped by every accepted configure_lm
-  std::vector<std::uint64_t> lm_at_; // per level: the generation it was configured with
-  std::map<std::string, definitions> defs_;  // session -> live program definitions (with "id")
-  std::vector<std::map<std::string, std::set<std::string>>> created_;  // per level: session -> ids there
-  std::uint64_t generated_ = 0;
+  session_book book_;
+  std::vector<std::uint64_t> default_seen_;                   // per level
+  std::vector<std::map<std::string, std::uint64_t>> seen_;    // per level: session -> version
 };
 
 } // namespace

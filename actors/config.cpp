@@ -310,6 +310,17 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
       cr.integer("half_open_trials", c.circuit.half_open_trials, 1, 1000);
       cr.finish();
     }
+    if (auto lj = r.get("default_lm")) {
+      // configure_lm's arguments, passed on to the workers as they are
+      // (Python validates the rest); never echoed, as it may hold a key.
+      if (!lj->is_object() || !lj->value("provider", json("mock")).is_string()
+          || !lj->value("model", json("m")).is_string()
+          || !lj->value("api_key", json("k")).is_string())
+        r.error(r.at("default_lm"),
+                "an object {provider, model, ...} whose provider, model and api_key are strings");
+      else
+        c.default_lm = *lj;
+    }
     if (auto wj = r.get("worker")) {
       reader wr(*wj, r.at("worker"), errors);
       read_worker(wr, c.worker);

@@ -56,10 +56,9 @@ using touch_atom = caf::atom_constant<caf::atom("touch")>;        ///< (touch, s
 using sess_new_atom = caf::atom_constant<caf::atom("sess_new")>;  ///< (sess_new, sid) -> unit | duplicate_session
 using sess_end_atom = caf::atom_constant<caf::atom("sess_end")>;  ///< (sess_end, sid) -> unit | unknown_session
 using sess_list_atom = caf::atom_constant<caf::atom("sess_list")>; ///< (sess_list) -> json
-using prog_put_atom = caf::atom_constant<caf::atom("prog_put")>;  ///< (prog_put, sid, pid, json def)
-using prog_del_atom = caf::atom_constant<caf::atom("prog_del")>;  ///< (prog_del, sid, pid)
-using programs_atom = caf::atom_constant<caf::atom("programs")>;  ///< (programs) -> json {sid: {pid: def}}
-using pool_up_atom = caf::atom_constant<caf::atom("pool_up")>;    ///< pool -> registry: tell me about ended sessions
+using prepare_atom = caf::atom_constant<caf::atom("prepare")>;    ///< pool -> registry: (prepare, pool, req, seen) -> session_plan
+using settle_atom = caf::atom_constant<caf::atom("settle")>;      ///< pool -> registry: (settle, change, ok): its request answered
+using pool_up_atom = caf::atom_constant<caf::atom("pool_up")>;    ///< pool -> registry: (pool_up, name, default_lm): tell me about ended sessions
 using cleanup_atom = caf::atom_constant<caf::atom("cleanup")>;    ///< registry -> pool: (cleanup, sid)
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 

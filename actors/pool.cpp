@@ -1,6 +1,8 @@
 #include <dspex/actors/pool.hpp>
 
 #include <dspex/actors/error.hpp>
+#include <dspex/actors/session_registry.hpp>
+#include <dspex/actors/session_state.hpp>
 
 #include <caf/all.hpp>
 
@@ -66,6 +68,11 @@ struct worker_entry {
   std::uint64_t trial = 0;   // breaker ticket of the job it serves (0: none)
   clock_type::time_point idle_since = clock_type::now();
   std::uint64_t served = 0;
+  /// What it has seen of each session's state and of the pool default LM
+  /// (versions of the current registry's session_book).
+  std::unordered_map<std::string, std::uint64_t> seen_sessions;
+  std::uint64_t seen_default = 0;
+  std::uint64_t change = 0;  // session change its request makes, to settle
 };
 
 struct waiter {
@@ -92,10 +99,10 @@ struct pool_state {
   std::deque<caf::actor_addr> idle;
   std::deque<waiter> queue;
   std::unordered_map<std::string, caf::actor_addr> affinity;
-  // Program definitions by session, so a session survives its worker:
-  // execute_program carries the definition and a fresh worker re-creates it.
-  std::map<std::string, std::map<std::string, json>> programs;
-  json lm_config;  // the last configure_lm arguments
+  // The session registry last used (a new one is announced to) and the
+  // private one of a pool configured without a registry.
+  caf::actor registry;
+  caf::actor own_registry;
   std::vector<caf::response_promise> ready_waiters;
   std::vector<caf::response_promise> drain_waiters;
   bool ready = false;
@@ -104,7 +111,6 @@ struct pool_state {
   std::uint64_t next_worker = 1;    // names for lazy and overflow workers
   std::size_t starting = 0;         // lazy workers asked for, not yet up
   std::size_t overflow_starting = 0;
-  std::uint64_t next_program = 1;
   circuit_breaker breaker;
 
   // -- metrics --
@@ -184,53 +190,75 @@ void remove_idle(pool_state& st, const caf::actor_addr& a) {
     st.idle.erase(it);
 }
 
-// Records the definition of a program a session creates, and attaches a
-// known definition to execute_program so that any worker can serve it.
-void track_programs(pool_state& st, command_request& req) {
-  if (!req.args.is_object())
-    return;
-  // The LM is configured per worker process; the pool remembers the last
-  // configuration and lets every program execution carry it, so a worker
-  // that never saw configure_lm (a new or replaced one) configures itself.
-  if (req.command == "configure_lm") {
-    st.lm_config = req.args;
-    return;
-  }
-  if ((req.command == "execute_program") && !st.lm_config.is_null())
-    req.args["lm"] = st.lm_config;
-  if (!req.session_id)
-    return;
-  auto& sid = *req.session_id;
-  if (req.command == "create_program") {
-    if (!req.args.contains("id") && !req.args.contains("program_id"))
-      req.args["id"] = "prog_" + std::to_string(st.next_program++);
-    auto pid = req.args.contains("id") ? req.args["id"] : req.args["program_id"];
-    if (pid.is_string()) {
-      st.programs[sid][pid.get<std::string>()] = req.args;
-      if (st.cfg.registry)
-        caf::anon_send(st.cfg.registry, prog_put_atom::value, sid, pid.get<std::string>(),
-                       req.args);
+// The session registry as of now: looked up at each use, as it may have
+// been restarted. A new one learns of this pool (pool_up), and what the
+// workers saw under the old one no longer counts.
+caf::actor current_registry(pool_actor* self) {
+  auto& st = self->state;
+  auto reg = st.cfg.registry ? st.cfg.registry() : st.own_registry;
+  if (reg != st.registry) {
+    st.registry = reg;
+    for (auto& [a, w] : st.workers) {
+      w.seen_sessions.clear();
+      w.seen_default = 0;
     }
-  } else if (req.command == "execute_program" || req.command == "get_program_info") {
-    auto pid = req.args.value("program_id", json());
-    if (!pid.is_string())
-      return;
-    auto s = st.programs.find(sid);
-    if (s == st.programs.end())
-      return;
-    auto p = s->second.find(pid.get<std::string>());
-    if (p != s->second.end())
-      req.args["definition"] = p->second;
-  } else if (req.command == "delete_program") {
-    auto pid = req.args.value("program_id", json());
-    if (!pid.is_string())
-      return;
-    auto s = st.programs.find(sid);
-    if (s != st.programs.end())
-      s->second.erase(pid.get<std::string>());
-    if (st.cfg.registry)
-      caf::anon_send(st.cfg.registry, prog_del_atom::value, sid, pid.get<std::string>());
+    if (reg)
+      self->send(reg, pool_up_atom::value, st.cfg.name, st.cfg.default_lm);
   }
+  return reg;
+}
+
+void worker_free(pool_actor* self, worker_entry& w);
+
+// The registry hears how the change of a worker's request ended.
+void settle(pool_actor* self, worker_entry& w, bool ok) {
+  if (w.change != 0 && self->state.registry)
+    self->send(self->state.registry, settle_atom::value, w.change, ok);
+  w.change = 0;
+}
+
+// The one hook before dispatch: the registry records what the request
+// changes in its session and says what this worker must be replayed first
+// (session_state.hpp). The worker stays busy meanwhile.
+void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
+  auto reg = current_registry(self);
+  if (!reg) {
+    wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+    return;
+  }
+  seen_versions seen{0, w.seen_default};
+  if (wt.session) {
+    auto it = w.seen_sessions.find(*wt.session);
+    if (it != w.seen_sessions.end())
+      seen.session = it->second;
+  }
+  auto hdl = w.hdl;
+  auto session = wt.session;
+  auto rp = std::move(wt.rp);
+  self->request(reg, std::chrono::seconds(5), prepare_atom::value, self->state.cfg.name,
+                std::move(wt.req), seen)
+    .then(
+      [self, hdl, session, rp](session_plan& plan) mutable {
+        auto it = self->state.workers.find(hdl.address());
+        if (it != self->state.workers.end()) {
+          if (session)
+            it->second.seen_sessions[*session] = plan.seen.session;
+          it->second.seen_default = plan.seen.defaults;
+          it->second.change = plan.change;
+        }
+        // In order before the request; their replies come here and are
+        // dropped (a failure shows in the request's own answer).
+        for (auto& c : plan.replay)
+          self->request(hdl, caf::infinite, exec_atom::value, std::move(c))
+            .then([](json&) {}, [](caf::error&) {});
+        rp.delegate(hdl, exec_atom::value, std::move(plan.request));
+      },
+      [self, hdl, rp](caf::error& e) mutable {
+        fail(self, rp, errc::unavailable, "session registry did not answer: " + describe(e));
+        auto it = self->state.workers.find(hdl.address());
+        if (it != self->state.workers.end() && it->second.st == wstate::busy)
+          worker_free(self, it->second);
+      });
 }
 
 void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
@@ -244,10 +272,12 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   wt.trial = 0;
   if (wt.session)
     st.affinity[*wt.session] = w.hdl.address();
-  // Leases too: the registry's expiry is what removes the affinity entry.
-  if (wt.session && st.cfg.registry)
-    caf::anon_send(st.cfg.registry, touch_atom::value, *wt.session);
   if (wt.lease) {
+    // Leases too: the registry's expiry is what removes the affinity entry.
+    // (A request's touch is its prepare.)
+    if (wt.session)
+      if (auto reg = current_registry(self))
+        self->send(reg, touch_atom::value, *wt.session);
     w.st = wstate::leased;
     w.lease_holder = wt.holder;
     if (wt.holder)
@@ -261,7 +291,7 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   // left of it after the wait.
   auto budget = wt.req.timeout.count() > 0 ? wt.req.timeout : st.cfg.worker.request_timeout;
   wt.req.timeout = std::max(milliseconds(1), budget - duration_cast<milliseconds>(std::chrono::microseconds(waited)));
-  wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+  dispatch(self, w, wt);
 }
 
 // Whether waiter `wt` may take worker `a` (strict affinity binds a session
@@ -456,8 +486,6 @@ void submit(pool_actor* self, waiter wt) {
     return;
   }
   wt.trial = admitted.trial;
-  if (!wt.lease)
-    track_programs(st, wt.req);
   if (st.queue.empty()) {
     auto a = pick_idle(st, wt);
     if (a) {
@@ -506,6 +534,7 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
   } else {
     st.drop_trial(w.trial);
   }
+  settle(self, w, false);  // its caller got an error
   remove_idle(st, dm.source);
   for (auto a = st.affinity.begin(); a != st.affinity.end();)
     a = a->second == dm.source ? st.affinity.erase(a) : std::next(a);
@@ -655,6 +684,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     for (auto& rp : st.drain_waiters)
       rp.deliver(caf::unit);
     st.drain_waiters.clear();
+    if (st.own_registry)
+      self->send_exit(st.own_registry, msg.reason);
     self->quit(msg.reason);
   });
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -663,20 +694,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     else
       on_holder_down(self, dm);
   });
-  // Program definitions outlive a pool restart in the registry.
-  if (st.cfg.registry)
-    self->send(st.cfg.registry, pool_up_atom::value);
-  if (st.cfg.registry)
-    self->request(st.cfg.registry, std::chrono::seconds(5), programs_atom::value)
-      .then(
-        [self](json& all) {
-          if (!all.is_object())
-            return;
-          for (auto& [sid, progs] : all.items())
-            for (auto& [pid, def] : progs.items())
-              self->state.programs[sid].emplace(pid, def);
-        },
-        [](caf::error&) {});
+  // Session state lives in the registry, so it outlives this pool; without
+  // one, the pool keeps a private registry that goes with it.
+  if (!st.cfg.registry) {
+    st.own_registry = spawn_session_registry(self, session_registry_config{});
+    self->link_to(st.own_registry);
+  }
+  current_registry(self);
   if (st.cfg.worker_idle_timeout.count() > 0)
     self->delayed_send(self, st.cfg.worker_idle_timeout, tick_atom::value);
 
@@ -757,6 +781,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       // shows the pool serves again.
       if (!ok)
         count_error(self, errc::python_error);
+      settle(self, w, ok);
       w.consecutive_faults = 0;
       st.end_trial(w.trial, true);
       worker_free(self, w);
@@ -861,15 +886,16 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     [self](cleanup_atom, const std::string& sid) {
       // A session ended: forget it here and in every worker.
       auto& st = self->state;
-      st.programs.erase(sid);
       st.affinity.erase(sid);
-      for (auto& [a, w] : st.workers)
+      for (auto& [a, w] : st.workers) {
+        w.seen_sessions.erase(sid);
         // No timeout: a CAF request timer lives its full span even after the
         // reply, and one per worker per ended session adds up; the worker
         // answers or fails every request itself.
         self->request(w.hdl, caf::infinite, exec_atom::value,
                       make_command("cleanup_session", json{{"session_id", sid}}, sid))
           .then([](json&) {}, [](caf::error&) {});
+      }
     },
   };
 }
@@ -916,7 +942,7 @@ supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                      registry](caf::local_actor* ctx) -> caf::expected<caf::actor> {
     auto c = cfg;
     if (registry)
-      c.registry = registry();
+      c.registry = registry;
     auto p = spawn_pool(ctx, std::move(c), loop, links);
     links->set_pool(p);
     if (on_pool)

@@ -17,7 +17,10 @@
 //
 // Request path (DESIGN.md): client -(exec)-> pool -(delegate)-> worker, and
 // the worker's reply goes straight to the client; the worker then tells the
-// pool (done) that it is free. Leases: (checkout) hands a worker to the
+// pool (done) that it is free. Before it delegates, the pool asks the
+// session registry (prepare, session_state.hpp) what the chosen worker has
+// not seen of the request's session and of the default LM, and sends that
+// first; the pool itself names no command. Leases: (checkout) hands a worker to the
 // caller for several commands, (checkin) returns it; a lease holder that
 // dies gives its worker back (replaced when a request was still pending).
 //
@@ -133,9 +136,15 @@ struct pool_config {
   /// The seam for tests: how a worker is started. Unset: a Python worker
   /// (spawn_worker with the pool's io_loop).
   worker_starter start_worker;
-  /// The session registry to touch and to keep program definitions in
-  /// (optional).
-  caf::actor registry;
+  /// The pool's default LM (configure_lm arguments, e.g. {"provider":
+  /// "mock", "model": "m"}): it serves anonymous requests and sessions that
+  /// configured none, until a configure_lm without a session replaces it.
+  /// Null: none.
+  json default_lm;
+  /// Looks up the current session registry, which keeps every session's
+  /// state (session_state.hpp); asked at each use, so a restarted registry
+  /// is found. Unset: the pool keeps a private registry of its own.
+  std::function<caf::actor()> registry;
 };
 
 /// Handles shared between the pool supervisor's children, which restart
@@ -170,7 +179,7 @@ private:
 /// a worker supervisor (one_for_one) with `size` workers (none when lazy).
 /// Workers pre-warm in parallel; the pool answers (ready) once all are up.
 /// `on_pool` is told the pool actor each time it (re)starts; `registry`, when
-/// set, looks up the current session registry at each (re)start.
+/// set, looks up the current session registry (at each use).
 supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                                              std::shared_ptr<bridge::io_loop> loop,
                                              std::function<void(caf::actor)> on_pool = {},

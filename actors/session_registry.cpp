@@ -2,6 +2,7 @@
 
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/messages.hpp>
+#include <dspex/actors/session_state.hpp>
 
 #include <caf/all.hpp>
 
@@ -20,12 +21,12 @@ struct session {
   clock_type::time_point created = clock_type::now();
   clock_type::time_point last_seen = clock_type::now();
   std::uint64_t requests = 0;
-  std::map<std::string, json> programs;
 };
 
 struct registry_state {
   session_registry_config cfg;
   std::map<std::string, session> sessions;
+  session_book book;  // what each session built: programs, LM (session_state.hpp)
   std::map<caf::actor_addr, caf::actor> pools;
   std::uint64_t created = 0, ended = 0, expired = 0;
   static inline const char* name = "dspex.session_registry";
@@ -35,6 +36,7 @@ using registry_actor = caf::stateful_actor<registry_state>;
 
 void end_session(registry_actor* self, const std::string& sid) {
   self->state.sessions.erase(sid);
+  self->state.book.end(sid);
   for (auto& [addr, pool] : self->state.pools)
     self->send(pool, cleanup_atom::value, sid);
 }
@@ -75,34 +77,28 @@ caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
                        {"created_ms_ago", duration_cast<milliseconds>(now - s.created).count()},
                        {"idle_ms", duration_cast<milliseconds>(now - s.last_seen).count()},
                        {"requests", s.requests},
-                       {"programs", s.programs.size()}});
+                       {"programs", self->state.book.programs(sid)},
+                       {"lm", self->state.book.lm_name(sid)}});
       return out;
     },
     [self](stats_atom) -> json {
       auto& st = self->state;
-      std::size_t programs = 0;
-      for (auto& [sid, s] : st.sessions)
-        programs += s.programs.size();
+      auto programs = st.book.programs();
       return json{{"sessions", st.sessions.size()}, {"created", st.created},
                   {"ended", st.ended},       {"expired", st.expired},
                   {"programs", programs},    {"ttl_ms", st.cfg.ttl.count()}};
     },
-    [self](prog_put_atom, const std::string& sid, const std::string& pid, json& def) {
-      touch(self, sid).programs[pid] = std::move(def);
+    [self](prepare_atom, const std::string& pool, command_request& req,
+           seen_versions seen) -> session_plan {
+      // The pool's one hook before dispatch; a request in a session also
+      // counts as seeing it.
+      if (req.session_id)
+        ++touch(self, *req.session_id).requests;
+      return self->state.book.prepare(pool, std::move(req), seen);
     },
-    [self](prog_del_atom, const std::string& sid, const std::string& pid) {
-      auto it = self->state.sessions.find(sid);
-      if (it != self->state.sessions.end())
-        it->second.programs.erase(pid);
-    },
-    [self](programs_atom) -> json {
-      json out = json::object();
-      for (auto& [sid, s] : self->state.sessions)
-        for (auto& [pid, def] : s.programs)
-          out[sid][pid] = def;
-      return out;
-    },
-    [self](pool_up_atom) {
+    [self](settle_atom, std::uint64_t change, bool ok) { self->state.book.settle(change, ok); },
+    [self](pool_up_atom, const std::string& name, const json& default_lm) {
+      self->state.book.set_pool_default(name, default_lm);
       auto pool = caf::actor_cast<caf::actor>(self->current_sender());
       if (!pool)
         return;

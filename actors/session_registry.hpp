@@ -1,15 +1,23 @@
 // The session registry: which sessions exist, when each was last seen, and
-// the program definitions each created. It outlives workers and pools (it
-// is their sibling in the tree), so a session loses nothing when the worker
-// that served it dies: the pool re-attaches the definitions it keeps here.
+// what each built on the workers (its programs and LM, a session_book:
+// session_state.hpp). It outlives workers and pools (it is their sibling in
+// the tree), so a session loses nothing when the worker that served it dies
+// or its pool restarts: the pool asks it before every dispatch what the
+// chosen worker must be replayed first.
 //
 //   (sess_new, sid)       -> unit | duplicate_session
 //   (touch, sid)          a request in that session: creates it when new
 //   (sess_end, sid)       -> unit | unknown_session; pools drop its programs
 //                         from their workers (cleanup_session)
-//   (sess_list)           -> json [{id, created_ms_ago, idle_ms, requests, programs}]
+//   (sess_list)           -> json [{id, created_ms_ago, idle_ms, requests, programs,
+//                            lm: "provider/model" or null; never a secret}]
 //   (stats)               -> json {sessions, created, ended, expired, programs}
-//   (prog_put, sid, pid, def) / (prog_del, sid, pid) / (programs) -> json
+//   (prepare, pool, command_request, seen_versions) -> session_plan: records
+//                         the request's effect and says what to replay first
+//   (settle, change, ok)  how the request that made a change ended; a
+//                         failed one is undone
+//   (pool_up, pool, default_lm)  a pool (re)started or found this registry
+//                         new: it hears of ended sessions; its default LM
 //
 // Sessions idle longer than ttl are swept every sweep_interval, exactly as
 // if ended.

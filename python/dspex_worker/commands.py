@@ -33,7 +33,7 @@ def get_stats(args, ctx):
             "programs": worker.programs.count(),
             "sessions": worker.session_count(),
             "last_activity": worker.last_activity,
-            "lm": worker.lm.name if worker.lm is not None else None,
+            "lm": worker.lm.name if worker.lm is not None else None,  # the default
             "mode": worker.mode}
 
 

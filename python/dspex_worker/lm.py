@@ -1,7 +1,8 @@
 """LM clients: a deterministic mock and an OpenAI-compatible HTTP client.
 
-One LM per worker, set by configure_lm, as dspy.settings holds one LM per
-process. A client takes an LMRequest (chat messages plus the structured
+An LM per session, set by configure_lm in that session; configure_lm
+without a session sets the default LM, which serves anonymous requests and
+sessions that configured none (the host replays each to a worker once). A client takes an LMRequest (chat messages plus the structured
 inputs/outputs they were built from) and returns the completion text; the
 predictor parses that text, so the mock exercises the same parsing path as a
 real model.
@@ -215,7 +216,18 @@ def configure_lm(args, ctx):
     lm = lm_from_args(args)
     if lm.provider != "mock" and dspy_backend.available():
         lm.dspy_lm = dspy_backend.make_lm(lm)
-    ctx.worker.lm = lm
-    ctx.worker.lm_args = dict(args)
+    ctx.worker.set_lm(ctx.session_id, lm)
     return {"status": "configured", "provider": lm.provider, "model": lm.model,
             "backend": "dspy" if lm.dspy_lm is not None else "builtin"}
+
+
+@LM_COMMANDS.command("lm_info")
+def lm_info(args, ctx):
+    """The LM this request's session runs on, and how often configure_lm
+    reached this worker for it (secrets are never part of a reply)."""
+    worker = ctx.worker
+    lm = worker.lm_for(ctx.session_id)
+    return {"lm": lm.name if lm is not None else None,
+            "session_id": ctx.session_id,
+            "configured": worker.lm_configured.get(ctx.session_id, 0),
+            "default_configured": worker.lm_configured.get(None, 0)}

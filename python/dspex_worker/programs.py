@@ -6,8 +6,9 @@ its own). Executing one asks the worker's LM: through dspy.Predict when DSPy
 drives a real LM, else through the built-in predictor below, which writes a
 "field: value" prompt and parses the same form back.
 
-The host's session registry keeps program definitions too and replays them
-onto a replacement worker, so everything here may be lost with the process.
+The host's session registry keeps program definitions and LMs too and
+replays them (configure_lm, create_program with "replace") onto a worker
+that has not seen them, so everything here may be lost with the process.
 """
 
 import json
@@ -294,37 +295,17 @@ def create_program(args, ctx):
         program_id = store.new_id(ctx.session_id)
     elif not isinstance(program_id, str) or not program_id:
         raise ValueError("program id must be a non-empty string")
+    if args.get("replace") is True and store.has(ctx.session_id, program_id):
+        store.remove(ctx.session_id, program_id)  # a replay of a newer definition
     store.add(Program(program_id, ctx.session_id, signature, description))
     return {"program_id": program_id, "status": "created",
             "signature": signature.to_json()}
 
 
-def _restore(args, ctx):
-    """Re-create what a fresh worker lacks, from what the pool attached.
-
-    The host keeps a session's program definitions and the last LM
-    configuration; when the worker that built them died, the next one gets
-    them with the request ("definition", "lm") and the session loses nothing.
-    """
-    worker = ctx.worker
-    program_id = _program_id_arg(args)
-    definition = args.get("definition")
-    if isinstance(definition, dict) and not worker.programs.has(ctx.session_id, program_id):
-        create_program(dict(definition, id=program_id), ctx)
-    lm_args = args.get("lm")
-    # Reconfigure when this worker has no LM or an older configuration than
-    # the pool's latest (configure_lm reached only one worker).
-    if isinstance(lm_args, dict) and (worker.lm is None
-                                      or getattr(worker, "lm_args", None) != lm_args):
-        from .lm import configure_lm
-        configure_lm(lm_args, ctx)
-    return program_id
-
-
 @PROGRAM_COMMANDS.command("execute_program")
 def execute_program(args, ctx):
     worker = ctx.worker
-    program = worker.programs.get(ctx.session_id, _restore(args, ctx))
+    program = worker.programs.get(ctx.session_id, _program_id_arg(args))
     inputs = args.get("inputs")
     if inputs is None:
         inputs = {}
@@ -335,7 +316,7 @@ def execute_program(args, ctx):
     if missing:
         raise ValueError(f"missing input field(s) for program "
                          f"{program.program_id!r}: {', '.join(missing)}")
-    lm = worker.lm
+    lm = worker.lm_for(ctx.session_id)
     if lm is None:
         raise RuntimeError(NO_LM_MESSAGE)
     # Only declared inputs reach the LM, so extras cannot change the answer.
@@ -365,7 +346,6 @@ def list_programs(args, ctx):
 
 @PROGRAM_COMMANDS.command("get_program_info")
 def get_program_info(args, ctx):
-    _restore(args, ctx)
     return ctx.worker.programs.get(ctx.session_id, _program_id_arg(args)).info()
 
 

@@ -33,8 +33,12 @@ class Worker:
         self.pid = os.getpid()
 
         self.programs = ProgramStore()
-        self.lm = None                # set by configure_lm; global, like dspy.settings
-        self.lm_args = None           # the arguments that configured it
+        # LMs per session (configure_lm in a session), and the default one
+        # (configure_lm without a session: the host's pool default) for
+        # anonymous requests and sessions that configured none.
+        self.lm = None
+        self._session_lms = {}        # session_id -> LM client
+        self.lm_configured = {}       # session_id (None: default) -> configure_lm calls
         self.user_state = {}          # ctx.state
         self._session_states = {}     # session_id -> ctx.session_state
         self.held_memory = []         # fault_alloc with "hold": a deliberate leak
@@ -56,13 +60,28 @@ class Worker:
             state = self._session_states[session_id] = {}
         return state
 
+    def set_lm(self, session_id, lm):
+        if session_id is None:
+            self.lm = lm
+        else:
+            self._session_lms[session_id] = lm
+        self.lm_configured[session_id] = self.lm_configured.get(session_id, 0) + 1
+
+    def lm_for(self, session_id):
+        """The session's own LM, else the default one (None: no LM)."""
+        return self._session_lms.get(session_id, self.lm)
+
     def drop_session(self, session_id):
-        """Forget a session's programs and state; returns programs removed."""
+        """Forget a session's programs, LM and state; returns programs removed."""
         self._session_states.pop(session_id, None)
+        if session_id is not None:
+            self._session_lms.pop(session_id, None)
+            self.lm_configured.pop(session_id, None)
         return self.programs.drop_session(session_id)
 
     def session_count(self):
         ids = set(self.programs.session_ids())
+        ids.update(self._session_lms)
         ids.update(sid for sid, state in self._session_states.items() if state)
         ids.discard(None)
         return len(ids)
