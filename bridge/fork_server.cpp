@@ -46,7 +46,6 @@ struct fork_server::impl : std::enable_shared_from_this<impl> {
   }
 
   io_loop& loop;
-  std::shared_ptr<python_process> proc;
   asio::posix::stream_descriptor sock;  // our end; read on the loop, written by callers
   std::function<void(exit_status)> on_exit;
 
@@ -237,8 +236,9 @@ std::shared_ptr<fork_server> fork_server::start(io_loop& loop, fork_server_optio
     if (auto im = weak.lock())
       im->server_exited(s);
   };
+  std::shared_ptr<python_process> proc;
   try {
-    im->proc = python_process::spawn(loop, po, std::move(cbs));
+    proc = python_process::spawn(loop, po, std::move(cbs));
   } catch (...) {
     ::close(sv[1]);
     loop.run_sync([&] { boost::system::error_code ignore; im->sock.close(ignore); });
@@ -254,23 +254,24 @@ std::shared_ptr<fork_server> fork_server::start(io_loop& loop, fork_server_optio
   if (im->ready) {
     auto fs = std::shared_ptr<fork_server>(new fork_server());
     fs->impl_ = std::move(im);
+    fs->proc_ = std::move(proc);
     return fs;
   }
   std::string why = !im->init_error.empty() ? im->init_error
                     : !answered ? "not ready within " + std::to_string(o.ready_timeout.count()) + " ms"
                                 : "exited before it was ready";
   g.unlock();
-  im->proc->kill();
+  proc->kill();
   throw fork_server_error("fork server: " + why);
 }
 
 fork_server::~fork_server() {
-  if (impl_ && impl_->proc)
-    impl_->proc->kill();  // its workers follow (parent-death signal)
+  if (proc_)
+    proc_->kill();  // its workers follow (parent-death signal)
 }
 
 pid_t fork_server::pid() const noexcept {
-  return impl_->proc ? impl_->proc->pid() : -1;
+  return proc_ ? proc_->pid() : -1;
 }
 
 bool fork_server::alive() const noexcept {
@@ -286,12 +287,12 @@ void fork_server::stop() {
     if (im->sock.is_open())
       ::shutdown(im->sock.native_handle(), SHUT_WR);
   });
-  im->proc->stop(stop_plan{std::nullopt, std::chrono::milliseconds(2000),
+  proc_->stop(stop_plan{std::nullopt, std::chrono::milliseconds(2000),
                            std::chrono::milliseconds(1000), SIGTERM});
 }
 
 void fork_server::kill() {
-  impl_->proc->kill();
+  proc_->kill();
 }
 
 pid_t fork_server::fork_worker(const std::vector<std::string>& argv,

@@ -31,6 +31,8 @@
 
 namespace dspex::bridge {
 
+class python_process;
+
 struct fork_server_options {
   std::string python = "python3";
   std::vector<std::pair<std::string, std::string>> env;  ///< PYTHONPATH and the workers' env
@@ -86,6 +88,10 @@ public:
 private:
   fork_server() = default;
   std::shared_ptr<impl> impl_;
+  // Held here, not in impl: impl lives on in io-thread handlers, and a
+  // process handle dropped there (as the io_context is destroyed) would
+  // post to a loop that is going away.
+  std::shared_ptr<python_process> proc_;
 };
 
 /// The current fork server of one pool, shared by its supervisor's children

@@ -140,7 +140,7 @@ def set_title(argv):
     return False
 
 
-def child_main(server_pid, fds, request, sock, wake_fds):
+def child_main(server_pid, fds, request, sock, sync_w):
     """In the forked child: become a worker exactly as a spawned one starts."""
     import random
     import signal
@@ -149,6 +149,11 @@ def child_main(server_pid, fds, request, sock, wake_fds):
     hygiene.set_parent_death_signal()
     if os.getppid() != server_pid:
         os._exit(0)
+    set_title(request.get("argv", []))
+    # Only now may the host learn our pid: the death signal is armed and the
+    # command line names this worker (and its run) for anyone who looks.
+    os.write(sync_w, b"1")
+    os.close(sync_w)
     # The server's signal state is not the worker's.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
@@ -167,7 +172,6 @@ def child_main(server_pid, fds, request, sock, wake_fds):
     os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
     for k, v in request.get("env", {}).items():
         os.environ[k] = v
-    set_title(request.get("argv", []))
     random.seed()  # never the server's sequence (os.register_at_fork does too)
     argv = list(request.get("argv", []))
     sys.argv = ["dspex_worker"] + argv
@@ -246,17 +250,24 @@ def serve(sock, server_pid):
                          "error": "expected a fork request with three descriptors"})
             continue
         sys.stderr.flush()
+        sync_r, sync_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in fds:
+            for fd in fds + [sync_r, sync_w]:
                 os.close(fd)
             _send(sock, {"op": "fork_failed", "req": req, "error": str(exc)})
             continue
         if pid == 0:
-            child_main(server_pid, fds, request, sock, (wake_r, wake_w))
+            child_main(server_pid, fds, request, sock, sync_w)
         for fd in fds:
             os.close(fd)
+        os.close(sync_w)
+        try:
+            os.read(sync_r, 1)  # the child's go-ahead, or EOF when it died first
+        except OSError:
+            pass
+        os.close(sync_r)
         children.add(pid)
         # Before any exit of it can be relayed: the loop reaps only after this.
         _send(sock, {"op": "forked", "req": req, "pid": pid})

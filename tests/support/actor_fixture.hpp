@@ -36,7 +36,10 @@ struct actor_fixture {
     for (auto& a : owned)
       self->send_exit(a, caf::exit_reason::kill);
     owned.clear();
-    forker.reset();
+    // The workers' configs share the slot and may outlive the loop: the
+    // server itself is dropped here, while the loop still runs.
+    if (forker)
+      forker->set(nullptr);
   }
 
   /// The start method under test: DSPEX_TEST_START=spawn|fork (fork, the
