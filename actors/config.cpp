@@ -210,6 +210,26 @@ private:
   std::set<std::string> seen_;
 };
 
+// "a.b_c": what importlib.import_module takes; also keeps commas (the
+// fork server's --preload separator) and option-like text out.
+bool valid_module_name(const std::string& m) {
+  bool start = true;
+  for (char c : m) {
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    bool digit = c >= '0' && c <= '9';
+    if (c == '.') {
+      if (start)
+        return false;
+      start = true;
+    } else if (alpha || (digit && !start)) {
+      start = false;
+    } else {
+      return false;
+    }
+  }
+  return !m.empty() && !start;
+}
+
 void read_worker(reader& r, worker_config& w) {
   r.text("python", w.python);
   r.text("module", w.module);
@@ -224,6 +244,12 @@ void read_worker(reader& r, worker_config& w) {
   r.boolean("fault_injection", w.fault_injection);
   r.ms("stop_grace_ms", w.stop_grace);
   r.ms("term_grace_ms", w.term_grace);
+  r.choice("start", w.start, {{"fork", std::string("fork")}, {"spawn", std::string("spawn")}});
+  r.strings("preload", w.preload);
+  for (std::size_t i = 0; i < w.preload.size(); ++i)
+    if (!valid_module_name(w.preload[i]))
+      r.error(r.at("preload") + "[" + std::to_string(i) + "]",
+              "a Python module name (dotted identifiers), not '" + w.preload[i] + "'");
 }
 
 void read_children(reader& r, const std::string& path, const json* arr,

@@ -1,5 +1,7 @@
 #include <dspex/actors/pool.hpp>
 
+#include <dspex/actors/fork_server_child.hpp>
+
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/session_state.hpp>
@@ -936,6 +938,13 @@ supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
                                              std::function<void(caf::actor)> on_pool,
                                              std::function<caf::actor()> registry) {
   auto links = std::make_shared<pool_links>();
+  // start: fork puts the pool's fork server first (rest_for_one): its crash
+  // restarts the pool and every worker forked from it.
+  std::optional<supervision::child_spec> forker_spec;
+  if (cfg.worker.start == "fork" && cfg.worker.module == "dspex_worker") {
+    cfg.worker.forker = std::make_shared<bridge::fork_server_slot>();
+    forker_spec = fork_server_child_spec("fork_server", cfg.worker, loop, cfg.worker.forker);
+  }
   supervision::child_spec pool_spec;
   pool_spec.id = "pool";
   pool_spec.start = [cfg, loop, links, on_pool,
@@ -973,7 +982,12 @@ supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
   flags.strat = supervision::strategy::rest_for_one;
   flags.intensity = 3;
   flags.period = std::chrono::milliseconds(5000);
-  return supervision::supervisor_child(std::move(id), flags, {pool_spec, worker_sup});
+  std::vector<supervision::child_spec> children;
+  if (forker_spec)
+    children.push_back(std::move(*forker_spec));
+  children.push_back(std::move(pool_spec));
+  children.push_back(std::move(worker_sup));
+  return supervision::supervisor_child(std::move(id), flags, std::move(children));
 }
 
 } // namespace dspex

@@ -500,8 +500,12 @@ std::vector<std::string> worker_command_line(const worker_config& cfg) {
                                 "--run-id", cfg.run_id.empty() ? bridge::host_run_id() : cfg.run_id,
                                 "--mode", cfg.mode,
                                 "--max-frame-bytes", std::to_string(cfg.max_frame_bytes)};
-  if (!cfg.handler_modules.empty()) {
+  // Preload modules go first: a spawned worker imports them itself (so
+  // both start methods run the same code); a forked one finds them imported.
+  if (!cfg.handler_modules.empty() || !cfg.preload.empty()) {
     std::string mods;
+    for (auto& m : cfg.preload)
+      mods += (mods.empty() ? "" : ",") + m;
     for (auto& m : cfg.handler_modules)
       mods += (mods.empty() ? "" : ",") + m;
     args.push_back("--handlers");
@@ -554,7 +558,19 @@ caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridg
   std::shared_ptr<bridge::python_process> proc;
   caf::error spawn_error;
   try {
-    proc = bridge::python_process::spawn(*loop, worker_process_options(cfg), std::move(cbs));
+    if (cfg.forker) {
+      auto fs = cfg.forker->get();
+      if (!fs || !fs->alive())
+        throw std::runtime_error("the pool's fork server is not running");
+      auto opts = worker_process_options(cfg);
+      // The server already runs "python3 -u -m dspex_worker": only the
+      // worker's own arguments travel.
+      opts.args.erase(opts.args.begin(), opts.args.begin() + 3);
+      proc = bridge::python_process::fork_from(*loop, *fs, std::move(opts), std::move(cbs),
+                                               cfg.init_timeout);
+    } else {
+      proc = bridge::python_process::spawn(*loop, worker_process_options(cfg), std::move(cbs));
+    }
   } catch (const std::exception& e) {
     spawn_error = make_error(errc::init_failed, e.what());
   }

@@ -40,6 +40,7 @@
 
 #include <dspex/actors/messages.hpp>
 #include <dspex/bridge/frame.hpp>
+#include <dspex/bridge/fork_server.hpp>
 #include <dspex/bridge/io_loop.hpp>
 
 #include <caf/actor.hpp>
@@ -77,6 +78,13 @@ struct worker_config {
   /// after every pooled request. Invalid: a worker on its own.
   caf::actor pool;
   bool overflow = false;            ///< started on demand beyond pool_size
+  /// "fork": pool workers are forked by the pool's fork server (a warm
+  /// interpreter with `preload` imported); "spawn": each is a fresh python.
+  /// A worker on its own, or with a module other than dspex_worker, spawns.
+  std::string start = "fork";
+  std::vector<std::string> preload;  ///< modules the fork server imports once
+  /// Set by the pool supervisor when start is fork: where to fork from.
+  std::shared_ptr<bridge::fork_server_slot> forker;
 };
 
 /// Where the dspex_worker package is: DSPEX_PYTHON_PATH, then the source

@@ -132,6 +132,19 @@ void add_supervisor_stop(CLI::App& app, supervisor_stop_options& o) {
   value(cmd, "--repeats", o.repeats, "samples per size (the median is shown)")->check(CLI::PositiveNumber);
 }
 
+void add_start(CLI::App& app, start_bench_options& o) {
+  auto* cmd = app.add_subcommand("start", "worker start and recovery, fork server against spawn, side by side: "
+                                          "pool ready, SIGKILL recovery, a 1 s preload, PSS, a big pool");
+  value(cmd, "--pool", o.pool, "workers of the pool-ready figures")->check(CLI::Range(1, 4096));
+  value(cmd, "--repeats", o.repeats, "pool-ready samples per method")->check(CLI::PositiveNumber);
+  value(cmd, "--kill-repeats", o.kill_repeats, "SIGKILL samples per method")->check(CLI::PositiveNumber);
+  value(cmd, "--big-pool", o.big_pool, "workers of the big pool (0 skips it)")->check(CLI::Range(0, 4096));
+  value(cmd, "--pss-workers", o.pss_workers, "workers whose PSS is averaged (0 skips it)")
+    ->check(CLI::Range(0, 256));
+  flag(cmd, "--no-slow-preload", o.slow_preload, false, "skip the 1 s preload figures");
+  value(cmd, "--python", o.python, "Python interpreter of the workers");
+}
+
 } // namespace
 
 std::variant<bench_command, int> parse_command_line(int argc, const char* const* argv, std::ostream& out,
@@ -149,10 +162,11 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
   add_peers(app, cmd.peers);
   add_chaos(app, cmd.chaos);
   add_supervisor_stop(app, cmd.supervisor_stop);
+  add_start(app, cmd.start);
   try {
     app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
     if (app.get_subcommands().empty())
-      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop)");
+      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start)");
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err) == 0 ? 0 : 2;
   }
@@ -192,6 +206,8 @@ int dspex_bench_main(int argc, char** argv) {
       return run_peer_bench(cmd.peers);
     if (cmd.name == "chaos")
       return run_chaos(cmd.chaos);
+    if (cmd.name == "start")
+      return run_start_bench(cmd.start);
     return run_supervisor_stop_bench(cmd.supervisor_stop);
   } catch (const std::exception& e) {  // the runners report failures; this is the last resort
     std::cerr << "dspex-bench " << cmd.name << ": " << e.what() << "\n";

@@ -5,6 +5,7 @@
 //   dspex-bench peers [options]            only the floors and Python peers (bench_main.hpp)
 //   dspex-bench chaos [options]            seeded fault-injection scenarios (chaos.hpp)
 //   dspex-bench supervisor-stop [options]  supervisor stop time against children (supervisor_stop.hpp)
+//   dspex-bench start [options]            fork server against spawn: start and recovery (start_bench.hpp)
 //
 // CLI11 parses every option; `--caf#KEY=VALUE` arguments are taken out
 // first and go to CAF (run and chaos), as `dspex run` does with its own.
@@ -14,6 +15,7 @@
 
 #include <dspex/bench/chaos.hpp>
 #include <dspex/bench/dspex_bench.hpp>
+#include <dspex/bench/start_bench.hpp>
 #include <dspex/bench/supervisor_stop.hpp>
 
 #include <iosfwd>
@@ -30,6 +32,7 @@ struct bench_command {
   peer_bench_options peers;
   chaos_options chaos;
   supervisor_stop_options supervisor_stop;
+  start_bench_options start;
 };
 
 /// Parses dspex-bench's argv (argv[0] is the program). Returns the command,

@@ -1,5 +1,7 @@
 #include <dspex/bridge/python_process.hpp>
 
+#include <dspex/bridge/fork_server.hpp>
+
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -42,6 +44,7 @@ namespace {
 // find() in Boost 1.74 reads past the end of shorter entries (ASan).
 struct child_setup : bp::extend::handler {
   pid_t parent;
+  std::vector<int> pass_fds;
   std::vector<std::string> env_strings;
   std::vector<char*> envp;
 
@@ -77,6 +80,13 @@ struct child_setup : bp::extend::handler {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)  // the host died before prctl took effect
       _exit(127);
+    for (std::size_t i = 0; i < pass_fds.size(); ++i) {
+      int target = 3 + static_cast<int>(i);
+      if (pass_fds[i] == target)
+        fcntl(target, F_SETFD, 0);  // dup2 onto itself would keep close-on-exec
+      else
+        dup2(pass_fds[i], target);
+    }
   }
 };
 
@@ -133,6 +143,13 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
   }
 
   ~impl() {
+    if (forked) {  // not ours to reap: the fork server does
+      if (!reaped.load() && signal_fd >= 0)
+        ::syscall(SYS_pidfd_send_signal, signal_fd, SIGKILL, nullptr, 0);
+      if (signal_fd >= 0)
+        ::close(signal_fd);
+      return;
+    }
     // Last line of defence: whatever happened to the loop, never leave a
     // live or zombie child behind.
     if (pid > 0 && !reaped.load()) {
@@ -150,6 +167,10 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
   frame_decoder decoder;
   asio::steady_timer stop_timer, eof_timer;
   pid_t pid = -1;
+  // Forked by a fork server: it reaps and relays the status (on_reaped);
+  // signals go through a pidfd, so a recycled pid is never hit.
+  bool forked = false;
+  int signal_fd = -1;
 
   std::atomic<bool> reaped{false};
   exit_status status;
@@ -175,7 +196,8 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
   void start_reading() {
     read_stdout();
     read_stderr();
-    watch_exit();
+    if (!forked)
+      watch_exit();
   }
 
   void read_stdout() {
@@ -291,7 +313,15 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       }
       return false;
     }
-    status.raw = r == pid ? st : 0;
+    on_reaped(r == pid ? st : 0);
+    return true;
+  }
+
+  // Loop thread: the process is gone (reaped by us or by the fork server).
+  void on_reaped(int raw) {
+    if (reaped.load())
+      return;
+    status.raw = raw;
     reaped.store(true);
     boost::system::error_code ignore;
     pidfd.close(ignore);
@@ -318,7 +348,6 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
         self->maybe_report_exit();
       });
     }
-    return true;
   }
 
   void maybe_report_exit() {
@@ -432,7 +461,11 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
 
   void send_signal(int sig) {
     // Only while not reaped: after waitpid the pid may belong to a stranger.
-    if (!reaped.load())
+    if (reaped.load())
+      return;
+    if (forked && signal_fd >= 0)
+      ::syscall(SYS_pidfd_send_signal, signal_fd, sig, nullptr, 0);
+    else if (pid > 0)
       ::kill(pid, sig);
   }
 
@@ -484,6 +517,7 @@ std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_opt
     bp::child child;
     child_setup setup;
     setup.parent = ::getpid();
+    setup.pass_fds = o.pass_fds;
     setup.build_env(o.env);
     if (o.working_dir.empty())
       child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,
@@ -502,6 +536,48 @@ std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_opt
     p->impl_ = std::move(im);
     return p;
   });
+}
+
+std::shared_ptr<python_process> python_process::fork_from(io_loop& loop, fork_server& server,
+                                                           process_options opts,
+                                                           process_callbacks cbs,
+                                                           std::chrono::milliseconds timeout) {
+  // Pipes on the loop thread, the only one that forks (see make_pipe).
+  auto im = loop.run_sync([&] {
+    auto p = std::make_shared<impl>(loop, std::move(opts), std::move(cbs));
+    p->forked = true;
+    return p;
+  });
+  auto close_child_ends = [&] {
+    loop.run_sync([&] {
+      // Moved out and dropped: the fork server's child has its own copies.
+      { asio::posix::stream_descriptor s(std::move(im->in).source()); }
+      { asio::posix::stream_descriptor s(std::move(im->out).sink()); }
+      { asio::posix::stream_descriptor s(std::move(im->err).sink()); }
+    });
+  };
+  pid_t pid = -1;
+  try {
+    std::weak_ptr<impl> weak = im;
+    pid = server.fork_worker(
+      im->opts.args, im->opts.env, im->in.native_source(), im->out.native_sink(),
+      im->err.native_sink(),
+      [im](pid_t p) {  // loop thread, before any exit of it is reported
+        im->pid = p;
+        im->signal_fd = static_cast<int>(::syscall(SYS_pidfd_open, p, 0));
+        im->start_reading();
+      },
+      // Held strongly until the exit is relayed: that breaks the cycle.
+      [im](exit_status s) { im->on_reaped(s.raw); }, timeout);
+  } catch (...) {
+    close_child_ends();
+    throw;
+  }
+  close_child_ends();
+  auto p = std::shared_ptr<python_process>(new python_process());
+  p->pid_ = pid;
+  p->impl_ = std::move(im);
+  return p;
 }
 
 python_process::~python_process() {

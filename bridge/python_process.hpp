@@ -49,6 +49,9 @@ struct process_options {
   /// false: the process speaks no protocol (a supervised plain program);
   /// its stdout is forwarded like stderr.
   bool framed = true;
+  /// Descriptors that become the child's fds 3, 4, ... (spawn only; the
+  /// originals may be close-on-exec, the copies are not).
+  std::vector<int> pass_fds;
 };
 
 struct process_callbacks {
@@ -78,12 +81,26 @@ struct stop_plan {
   static constexpr std::chrono::milliseconds no_kill = std::chrono::milliseconds::max();
 };
 
+class fork_server;
+
 class python_process : public std::enable_shared_from_this<python_process> {
 public:
   /// Spawns on the loop thread. Throws std::system_error when the program
   /// cannot be started.
   static std::shared_ptr<python_process> spawn(io_loop& loop, process_options opts,
                                                process_callbacks cbs);
+
+  /// The same process, forked by a warm fork server instead of exec'd
+  /// (`-m dspex_worker` is implied: opts.args are the worker's arguments;
+  /// executable and working_dir are the server's). Pipes, frames, output,
+  /// stop plans and on_exit behave as for spawn; the server is the parent
+  /// and relays the raw wait status. Blocks the calling thread for the
+  /// round trip (about a millisecond); never call it on the io thread.
+  /// Throws std::runtime_error (fork_server_error) when the server refuses
+  /// or is gone.
+  static std::shared_ptr<python_process> fork_from(io_loop& loop, fork_server& server,
+                                                   process_options opts, process_callbacks cbs,
+                                                   std::chrono::milliseconds timeout);
 
   ~python_process();
 

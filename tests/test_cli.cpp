@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -166,10 +167,30 @@ TEST_CASE_FIXTURE(cli_fixture, "a host killed by SIGKILL leaves no worker behind
   auto node = start_node();
   auto pids = tree_os_pids(status()["tree"], "/workers/");
   REQUIRE(pids.size() == 2);
+  // Every process of this run, the fork server included, names it.
+  auto marker = "--run-id h" + std::to_string(node->proc->pid()) + "-";
+  auto of_run = [&] {
+    std::vector<int> found;
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+      auto name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos)
+        continue;
+      std::ifstream in(e.path() / "cmdline", std::ios::binary);
+      std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      for (auto& c : s)
+        c = c == '\0' ? ' ' : c;
+      if (s.find(marker) != std::string::npos && !process_gone(std::stoi(name)))
+        found.push_back(std::stoi(name));
+    }
+    return found;
+  };
+  CHECK(of_run().size() >= 2);
   node->proc->kill();
   REQUIRE(node->exited.wait(30s));
-  // Parent-death signal and EOF: the workers die with their host.
+  // Parent-death signal and EOF: the workers die with their host, and so
+  // does the fork server (and its workers with it).
   CHECK(wait_until([&] { return all_gone(pids); }, 5s));
+  CHECK(wait_until([&] { return of_run().empty(); }, 5s));
 }
 
 } // TEST_SUITE

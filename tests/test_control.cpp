@@ -124,7 +124,8 @@ bool is_class(const json& reply, const std::string& cls) {
 }
 
 void collect_workers(const json& n, std::map<std::string, int>& pids, int& restarts) {
-  if (n.contains("os_pid"))
+  auto path = n.value("path", std::string());
+  if (n.contains("os_pid") && path.find("/workers/") != std::string::npos)  // not the fork server
     pids[n.value("path", "")] = n["os_pid"].get<int>();
   restarts += n.value("restarts", 0);
   if (n.contains("children"))

@@ -78,7 +78,9 @@ def build_registry(options):
     return registry
 
 
-def main(argv=None):
+def main(argv=None, ppid_at_start=None):
+    """ppid_at_start: the parent's pid as seen first (a worker forked by the
+    fork server passes the server's; a spawned one uses the module's)."""
     from dspex_worker import hygiene
     from dspex_worker.log import log, set_worker_id
 
@@ -93,7 +95,8 @@ def main(argv=None):
 
     options = parse_args(argv)
     set_worker_id(options.worker_id)
-    if hygiene.parent_is_gone(_PPID_AT_START, options.parent_pid):
+    first_ppid = _PPID_AT_START if ppid_at_start is None else ppid_at_start
+    if hygiene.parent_is_gone(first_ppid, options.parent_pid):
         log("parent died before start-up finished; exiting")
         return 0
 

@@ -4,6 +4,7 @@
 
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/messages.hpp>
+#include <dspex/actors/fork_server_child.hpp>
 #include <dspex/actors/worker.hpp>
 #include <dspex/bridge/io_loop.hpp>
 
@@ -12,7 +13,9 @@
 #include "test_paths.hpp"
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace dspex::test {
@@ -25,11 +28,25 @@ struct actor_fixture {
   std::shared_ptr<bridge::io_loop> loop = std::make_shared<bridge::io_loop>();
   caf::scoped_actor self{sys};
   std::vector<caf::actor> owned;  // stopped at the end of the test
+  // Workers on their own fork from this when the start method is fork (a
+  // pool has its own, under its supervisor).
+  std::shared_ptr<bridge::fork_server_slot> forker;
 
   ~actor_fixture() {
     for (auto& a : owned)
       self->send_exit(a, caf::exit_reason::kill);
     owned.clear();
+    // The workers' configs share the slot and may outlive the loop: the
+    // server itself is dropped here, while the loop still runs.
+    if (forker)
+      forker->set(nullptr);
+  }
+
+  /// The start method under test: DSPEX_TEST_START=spawn|fork (fork, the
+  /// default, when unset). CTest runs the worker and pool suites with both.
+  static std::string test_start() {
+    auto v = std::getenv("DSPEX_TEST_START");
+    return v && std::string(v) == "spawn" ? "spawn" : "fork";
   }
 
   /// A worker config for the in-tree Python package, fault injection on.
@@ -42,10 +59,18 @@ struct actor_fixture {
     c.request_timeout = 20s;
     c.stop_grace = 2s;
     c.term_grace = 1s;
+    c.start = test_start();
     return c;
   }
 
   caf::actor spawn(worker_config c) {
+    if (c.start == "fork" && !c.forker && c.module == "dspex_worker") {
+      if (!forker) {
+        forker = std::make_shared<bridge::fork_server_slot>();
+        forker->set(bridge::fork_server::start(*loop, fork_server_options_for(c), {}));
+      }
+      c.forker = forker;
+    }
     auto w = spawn_worker(sys, loop, std::move(c));
     owned.push_back(w);
     self->monitor(w);
