@@ -237,7 +237,10 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
   auto hdl = w.hdl;
   auto session = wt.session;
   auto rp = std::move(wt.rp);
-  self->request(reg, std::chrono::seconds(5), prepare_atom::value, self->state.cfg.name,
+  // No deadline: the registry is local and always answers (or is gone, and
+  // CAF answers request_receiver_down); a timer per request would hold
+  // memory for its whole span (CAF 0.17 cannot cancel it).
+  self->request(reg, caf::infinite, prepare_atom::value, self->state.cfg.name,
                 std::move(wt.req), seen)
     .then(
       [self, hdl, session, rp](session_plan& plan) mutable {
