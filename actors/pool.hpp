@@ -15,7 +15,7 @@
 //                        a row (timeouts answered late, failed checkins) is
 //                        replaced; any answer resets it. 0: never
 //
-// Request path (DESIGN.md): client -(exec)-> pool -(delegate)-> worker, and
+// Request path (docs/architecture.md): client -(exec)-> pool -(delegate)-> worker, and
 // the worker's reply goes straight to the client; the worker then tells the
 // pool (done) that it is free. Before it delegates, the pool asks the
 // session registry (prepare, session_state.hpp) what the chosen worker has

@@ -1,4 +1,4 @@
-// The floor of our stack (DESIGN.md "Targets"): W Python workers, each
+// The floor of our stack (docs/architecture.md "Targets"): W Python workers, each
 // driven by one C++ thread that writes a request frame and blocks reading
 // the reply frame, in a loop. No actors, no io_loop, no queue: whatever
 // dspex adds on top of this is its overhead.

@@ -1,4 +1,4 @@
-// The peer half of `dspex-bench run`: every figure of DESIGN.md "Targets" that
+// The peer half of `dspex-bench run`: every figure of docs/architecture.md "Targets" that
 // does not involve dspex itself, measured on this machine in this run:
 //   - the bare loop (bare_loop.hpp) for W = 1, 2, 4, 8: requests/s, and with
 //     W = 1 the one-client round-trip p50/p99 (also pinned to one CPU);

@@ -920,7 +920,7 @@ void add_chaos_rows(report_table& t, const chaos_result& r) {
     if (cls.rfind("unclassified", 0) == 0)
       unclassified += n;
   t.add({"answered with an unclassified error", std::to_string(unclassified), "", "", "0", zero(unclassified),
-         unclassified ? "DESIGN.md: a result or a classified error; reported, not part of --assert" : ""});
+         unclassified ? "every request: a result or a classified error; reported, not part of --assert" : ""});
   t.add({"never answered", std::to_string(r.never_answered), "", "", "0", zero(r.never_answered), ""});
   t.add({"answered twice", std::to_string(r.answered_twice), "", "", "0", zero(r.answered_twice), ""});
   t.add({"reply carrying another request's key", std::to_string(r.wrong_reply), "", "", "0", zero(r.wrong_reply), ""});

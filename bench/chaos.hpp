@@ -5,7 +5,7 @@
 // Scenarios (each on a fresh node built from default_config(), worker
 // fault_injection on, the circuit breaker off so every failure reaches the
 // pool instead of being failed fast):
-//   kill       SIGKILL a random worker every N ms (DESIGN.md's crash storm);
+//   kill       SIGKILL a random worker every N ms (the crash storm of docs/architecture.md "Targets");
 //   hang       fault_hang requests with a short request_timeout_ms: the
 //              caller gets command_timeout, the worker is replaced;
 //   garbage    fault_garbage: the worker writes bytes that are not a frame;

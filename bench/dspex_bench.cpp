@@ -14,7 +14,6 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
-#include <dirent.h>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -124,25 +123,8 @@ caf::expected<std::shared_ptr<node>> start_pool_node(caf::actor_system& sys, con
 std::vector<worker_process> worker_processes(const std::string& run_id_in) {
   const std::string run_id = run_id_in.empty() ? bridge::host_run_id() : run_id_in;
   std::vector<worker_process> out;
-  DIR* d = ::opendir("/proc");
-  if (!d)
-    return out;
-  while (auto* e = ::readdir(d)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (pid <= 0 || !end || *end != '\0')
-      continue;
-    std::string cmd = read_file(std::string("/proc/") + e->d_name + "/cmdline");
-    if (cmd.empty())
-      continue;
-    std::vector<std::string> args;
-    for (std::size_t pos = 0; pos < cmd.size();) {
-      auto nul = cmd.find('\0', pos);
-      if (nul == std::string::npos)
-        nul = cmd.size();
-      args.emplace_back(cmd.substr(pos, nul - pos));
-      pos = nul + 1;
-    }
+  bridge::for_each_pid([&](pid_t pid) {
+    auto args = bridge::process_cmdline(pid);
     bool worker = false, ours = false;
     std::string wid;
     for (std::size_t i = 0; i < args.size(); ++i) {
@@ -154,17 +136,16 @@ std::vector<worker_process> worker_processes(const std::string& run_id_in) {
         wid = args[i + 1];
     }
     if (!worker || !ours)
-      continue;
+      return;
     worker_process p;
-    p.pid = static_cast<pid_t>(pid);
+    p.pid = pid;
     p.worker_id = wid;
-    std::istringstream st(read_file(std::string("/proc/") + e->d_name + "/status"));
+    std::istringstream st(read_file("/proc/" + std::to_string(pid) + "/status"));
     for (std::string line; std::getline(st, line);)
       if (line.rfind("VmRSS:", 0) == 0)
         p.rss_kb = std::strtol(line.c_str() + 6, nullptr, 10);
     out.push_back(std::move(p));
-  }
-  ::closedir(d);
+  });
   std::sort(out.begin(), out.end(), [](const worker_process& a, const worker_process& b) {
     // w2 before w10: by length, then text.
     if (a.worker_id.size() != b.worker_id.size())
@@ -179,25 +160,17 @@ std::vector<worker_process> worker_processes(const std::string& run_id_in) {
 int zombie_children() {
   int n = 0;
   const pid_t self = ::getpid();
-  DIR* d = ::opendir("/proc");
-  if (!d)
-    return 0;
-  while (auto* e = ::readdir(d)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (pid <= 0 || !end || *end != '\0')
-      continue;
-    std::string stat = read_file(std::string("/proc/") + e->d_name + "/stat");
+  bridge::for_each_pid([&](pid_t pid) {
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
     // pid (comm) state ppid ...: comm may hold spaces and parentheses.
     auto close = stat.rfind(')');
     if (close == std::string::npos || close + 4 > stat.size())
-      continue;
+      return;
     char state = stat[close + 2];
     long ppid = std::strtol(stat.c_str() + close + 4, nullptr, 10);
     if (state == 'Z' && ppid == self)
       ++n;
-  }
-  ::closedir(d);
+  });
   return n;
 }
 

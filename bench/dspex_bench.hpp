@@ -1,4 +1,4 @@
-// `dspex-bench run`: every figure of DESIGN.md "Targets", measured on this
+// `dspex-bench run`: every figure of docs/architecture.md "Targets", measured on this
 // machine in one run, side by side with its floor, as a ratio, beside the
 // target it is judged against.
 //
@@ -27,7 +27,7 @@
 // with CAF's defaults (one scheduler thread per core).
 //
 // Output: the table on stdout, <out>/bench.json, <out>/bench_*.png, progress
-// on stderr. Nothing here is asserted by a test (DESIGN.md: never assert
+// on stderr. Nothing here is asserted by a test (docs/architecture.md: never assert
 // wall-clock times).
 #pragma once
 

@@ -1,4 +1,4 @@
-// The Python peers of the throughput target (DESIGN.md "Targets": "at least
+// The Python peers of the throughput target (docs/architecture.md "Targets": "at least
 // 1.5x Python's multiprocessing.Pool.apply_async with W processes, same
 // machine, same run"): bench/peers/mp_peer.py run as a child process, its
 // one JSON line parsed here.

@@ -4,7 +4,7 @@
 // availability timeline of a fault run) and a progress line on stderr.
 //
 // Nothing here measures or asserts: the bench collects numbers, this turns
-// them into something a reader can compare against DESIGN.md "Targets".
+// them into something a reader can compare against docs/architecture.md "Targets".
 #pragma once
 
 #include <chrono>
@@ -96,7 +96,7 @@ struct table_row {
   std::string value;    ///< formatted, e.g. "41.2 us"
   std::string peer;     ///< what it is compared with, e.g. "bare 33.0 us"; "" for none
   std::string ratio;    ///< value / peer, e.g. "1.25x"; "" for none
-  std::string target;   ///< from DESIGN.md, e.g. "<= 1.25x bare"
+  std::string target;   ///< from docs/architecture.md, e.g. "<= 1.25x bare"
   verdict result = verdict::info;
   std::string note;     ///< printed under the table (why skipped, caveats)
 };

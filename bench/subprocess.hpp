@@ -4,7 +4,7 @@
 // it must not run on the machinery it measures (no io_loop, no asio, no
 // actors): plain fork/exec, blocking pipes, one waitpid per child.
 //
-// The same hygiene as the bridge (DESIGN.md "Hazards already known"):
+// The same hygiene as the bridge (docs/architecture.md, "No orphans"):
 // - every pipe is created close-on-exec (pipe2), and the child closes every
 //   descriptor above 2 before exec, so no child holds another's pipe;
 // - the child gets its own process group and PR_SET_PDEATHSIG(SIGKILL):

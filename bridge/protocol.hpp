@@ -1,4 +1,4 @@
-// The request/reply envelopes of the wire protocol (DESIGN.md "Wire protocol"):
+// The request/reply envelopes of the wire protocol (docs/architecture.md "Wire protocol"):
 //   request: {"id": uint, "command": str, "args": {...}, "session_id": str|null}
 //   reply:   {"id", "success": true, "result": ...}
 //         or {"id", "success": false, "error": {"type", "message", "traceback"?}}

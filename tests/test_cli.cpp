@@ -5,6 +5,7 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 
+#include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -25,44 +26,6 @@ using json = nlohmann::json;
 
 namespace {
 
-struct program {
-  std::mutex mx;
-  std::vector<std::string> lines;
-  promise_box<bridge::exit_status> exited;
-  std::shared_ptr<bridge::python_process> proc;
-
-  program(bridge::io_loop& loop, std::vector<std::string> args) {
-    bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
-    o.args = std::move(args);
-    o.framed = false;
-    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
-    bridge::process_callbacks cbs;
-    cbs.on_output = [this](std::string_view l) {
-      std::lock_guard<std::mutex> g(mx);
-      lines.emplace_back(l);
-    };
-    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
-    proc = bridge::python_process::spawn(loop, o, cbs);
-  }
-  std::string output() {
-    std::lock_guard<std::mutex> g(mx);
-    std::string all;
-    for (auto& l : lines)
-      all += l + "\n";
-    return all;
-  }
-};
-
-// Runs a short command to completion; returns its output.
-std::string run(bridge::io_loop& loop, std::vector<std::string> args, int* code = nullptr) {
-  program p(loop, std::move(args));
-  REQUIRE(p.exited.wait(60s));
-  if (code)
-    *code = p.exited.get().code();
-  return p.output();
-}
-
 struct cli_fixture {
   bridge::io_loop loop;
   std::string dir;
@@ -75,19 +38,19 @@ struct cli_fixture {
     events = dir + "/events.jsonl";
     sock = dir + "/control.sock";
     ::unlink(events.c_str());
-    auto out = run(loop, {"config", "--default"});
+    auto out = run_cli(loop, {"config", "--default"});
     auto j = json::parse(out);
     j["root"]["children"][1]["size"] = 2;
     std::ofstream(config) << j.dump(2);
   }
 
   json status() {
-    auto out = run(loop, {"status", "--json", "--control", sock});
+    auto out = run_cli(loop, {"status", "--json", "--control", sock});
     return json::parse(out, nullptr, false);
   }
 
-  std::unique_ptr<program> start_node() {
-    auto p = std::make_unique<program>(
+  std::unique_ptr<cli_process> start_node() {
+    auto p = std::make_unique<cli_process>(
       loop, std::vector<std::string>{"run", config, "--events", events, "--control", sock});
     REQUIRE(wait_until([&] {
       auto s = status();
@@ -105,21 +68,21 @@ TEST_CASE_FIXTURE(cli_fixture, "config --check reports precise errors") {
   auto bad = dir + "/bad.json";
   std::ofstream(bad) << R"({"root": {"children": [{"id": "p", "type": "pool", "size": "two"}]}})";
   int code = 0;
-  auto out = run(loop, {"config", "--check", bad}, &code);
+  auto out = run_cli(loop, {"config", "--check", bad}, &code);
   CHECK(code == 2);
   CHECK(out.find("root.children[0].size") != std::string::npos);
-  CHECK(run(loop, {"config", "--check", config}, &code).find("ok") != std::string::npos);
+  CHECK(run_cli(loop, {"config", "--check", config}, &code).find("ok") != std::string::npos);
   CHECK(code == 0);
 }
 
 TEST_CASE_FIXTURE(cli_fixture, "CAF's own options reach CAF") {
   int code = 0;
-  auto out = run(loop, {"run", "--demo", "--caf#scheduler.max-threads=abc"}, &code);
+  auto out = run_cli(loop, {"run", "--demo", "--caf#scheduler.max-threads=abc"}, &code);
   CHECK(code == 2);
   CHECK(out.find("CAF configuration") != std::string::npos);
   auto ini = dir + "/caf.ini";
   std::ofstream(ini) << "[scheduler]\nmax-threads=1\n";
-  out = run(loop, {"run", config, "--demo", "--config-file=" + ini}, &code);
+  out = run_cli(loop, {"run", config, "--demo", "--config-file=" + ini}, &code);
   CHECK(code == 0);
   CHECK(out.find("shut down cleanly") != std::string::npos);
 }
@@ -131,16 +94,16 @@ TEST_CASE_FIXTURE(cli_fixture, "run + events + status + exec, then SIGTERM: exit
   CHECK(pids.size() == 2);
 
   int code = 0;
-  auto out = run(loop, {"exec", "ping", "--session", "s1", "--control", sock}, &code);
+  auto out = run_cli(loop, {"exec", "ping", "--session", "s1", "--control", sock}, &code);
   CHECK(code == 0);
   auto reply = json::parse(out, nullptr, false);
   REQUIRE(reply.is_object());
   CHECK(reply["ok"] == true);
   CHECK(reply["result"]["status"] == "ok");
-  out = run(loop, {"exec", "no_such_command", "--control", sock}, &code);
+  out = run_cli(loop, {"exec", "no_such_command", "--control", sock}, &code);
   CHECK(code == 1);
   CHECK(json::parse(out)["error"]["class"] == "python_error");
-  CHECK(run(loop, {"status", "--control", sock}).find("pool default") != std::string::npos);
+  CHECK(run_cli(loop, {"status", "--control", sock}).find("pool default") != std::string::npos);
 
   node->proc->signal(SIGTERM);
   REQUIRE(node->exited.wait(60s));

@@ -25,7 +25,7 @@ json with_pool(json pool) {
 
 TEST_SUITE("config") {
 
-TEST_CASE("the default config is valid and describes the tree of DESIGN.md") {
+TEST_CASE("the default config is valid and describes the tree of docs/architecture.md") {
   auto r = parse_config(default_config());
   REQUIRE(r);
   REQUIRE(r->root.children.size() == 3);

@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -213,39 +214,6 @@ std::string random_binary(std::mt19937& rng) {
   }
   return s;
 }
-
-// The dspex binary as a child process, its output collected.
-struct program {
-  std::mutex mx;
-  std::string out;
-  promise_box<bridge::exit_status> exited;
-  std::shared_ptr<bridge::python_process> proc;
-
-  program(bridge::io_loop& loop, std::vector<std::string> args) {
-    bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
-    o.args = std::move(args);
-    o.framed = false;
-    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
-    bridge::process_callbacks cbs;
-    cbs.on_output = [this](std::string_view l) {
-      std::lock_guard<std::mutex> g(mx);
-      out.append(l).append("\n");
-    };
-    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
-    proc = bridge::python_process::spawn(loop, o, cbs);
-  }
-  std::string output() {
-    std::lock_guard<std::mutex> g(mx);
-    return out;
-  }
-  ~program() {
-    if (!exited.wait(0ms)) {
-      proc->kill();
-      exited.wait(30s);
-    }
-  }
-};
 
 bool serving(const std::string& path) {
   auto s = cli::control_call(path, {{"op", "status"}}, 30s);
@@ -571,14 +539,14 @@ TEST_CASE("dspex run: a second node on a live path gives up; a dead node's socke
   std::ofstream(config) << j.dump(2);
   auto run_args = std::vector<std::string>{"run", config, "--control", path};
 
-  auto first = std::make_unique<program>(loop, run_args);
+  auto first = std::make_unique<cli_process>(loop, run_args);
   REQUIRE(wait_until([&] { return serving(path); }, 60s));
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   auto inode = st.st_ino;
 
   {
-    program second(loop, run_args);
+    cli_process second(loop, run_args);
     REQUIRE(second.exited.wait(60s));
     CHECK_FALSE(second.exited.get().clean());
     auto msg = "another node is serving " + path + " (pid " + std::to_string(first->proc->pid()) + ")";
@@ -599,7 +567,7 @@ TEST_CASE("dspex run: a second node on a live path gives up; a dead node's socke
   CHECK(::stat(path.c_str(), &st) == 0);
   CHECK(is_class(cli::control_call(path, {{"op", "status"}}, 30s), "unavailable"));
 
-  auto third = std::make_unique<program>(loop, run_args);
+  auto third = std::make_unique<cli_process>(loop, run_args);
   REQUIRE(wait_until([&] { return serving(path); }, 60s));
   auto s = cli::control_call(path, {{"op", "status"}}, 30s);
   CHECK(s.value("run_id", "").find("h" + std::to_string(third->proc->pid()) + "-") == 0);
@@ -610,7 +578,7 @@ TEST_CASE("dspex run: a second node on a live path gives up; a dead node's socke
 
   // Two nodes started at once: exactly one serves.
   {
-    program a(loop, run_args), b(loop, run_args);
+    cli_process a(loop, run_args), b(loop, run_args);
     REQUIRE(wait_until([&] { return a.exited.wait(0ms) || b.exited.wait(0ms); }, 60s));
     auto& loser = a.exited.wait(0ms) ? a : b;
     auto& winner = &loser == &a ? b : a;

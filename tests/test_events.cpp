@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/supervision/events.hpp>
 
+#include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -354,33 +355,6 @@ TEST_CASE_FIXTURE(events_fixture, "node API: a clean stop() is no failure") {
 
 namespace {
 
-struct cli_run {
-  std::mutex mx;
-  std::string out;
-  promise_box<bridge::exit_status> exited;
-  std::shared_ptr<bridge::python_process> proc;
-
-  cli_run(bridge::io_loop& loop, std::vector<std::string> args) {
-    bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
-    o.args = std::move(args);
-    o.framed = false;
-    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
-    bridge::process_callbacks cbs;
-    cbs.on_output = [this](std::string_view l) {
-      std::lock_guard<std::mutex> g(mx);
-      out += std::string(l) + "\n";
-    };
-    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
-    proc = bridge::python_process::spawn(loop, o, cbs);
-  }
-
-  std::string output() {
-    std::lock_guard<std::mutex> g(mx);
-    return out;
-  }
-};
-
 struct cli_events_fixture {
   bridge::io_loop loop;
   std::string dir, config, events, sock;
@@ -424,7 +398,7 @@ TEST_CASE_FIXTURE(cli_events_fixture, "dspex run --events: order, os_pid, exit_c
                                  {{"id", "b"}, {"type", "worker"}},
                                  three, pool})
                              .dump(2);
-  auto node = std::make_unique<cli_run>(
+  auto node = std::make_unique<cli_process>(
     loop, std::vector<std::string>{"run", config, "--events", events, "--control", sock});
   REQUIRE(wait_until([&] {
     return matching("child_started", "root/pool_sup").size() == 1
@@ -493,7 +467,7 @@ TEST_CASE_FIXTURE(cli_events_fixture, "dspex run exits 3 by itself when the root
                                   {"children", {process_node("flaky", {"false"})}}}},
                                 "one_for_one", 0)
                              .dump(2);
-  cli_run node(loop, {"run", config, "--events", events, "--control", sock});
+  cli_process node(loop, {"run", config, "--events", events, "--control", sock});
   // No signal is sent: it must end on its own.
   REQUIRE(node.exited.wait(60s));
   CHECK(node.exited.get().code() == 3);
