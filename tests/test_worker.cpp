@@ -235,12 +235,14 @@ TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
   auto dead = spawn_fake("h999999999-1");
   auto live = spawn_fake(bridge::host_run_id());
   auto foreign = spawn_fake("test-run-42");  // not our form: never ours to stop
-  // Give the exec time to replace the command line.
+  // Give the exec time to replace the command line. A node starting in a
+  // parallel test reaps dead runs too, so `dead` may already be gone: only
+  // the end is checked, never who stopped it.
   REQUIRE(wait_until([&] {
     auto args = bridge::process_cmdline(dead->pid());
-    return std::find(args.begin(), args.end(), "--run-id") != args.end();
+    return dead->reaped() || std::find(args.begin(), args.end(), "--run-id") != args.end();
   }));
-  CHECK(bridge::reap_leftovers() >= 1);
+  bridge::reap_leftovers();
   CHECK(wait_until([&] { return dead->reaped(); }));
   CHECK_FALSE(live->reaped());
   CHECK_FALSE(foreign->reaped());
