@@ -5,6 +5,7 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 
+#include "support/cli_program.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -24,44 +25,6 @@ using namespace std::chrono_literals;
 using json = nlohmann::json;
 
 namespace {
-
-struct program {
-  std::mutex mx;
-  std::vector<std::string> lines;
-  promise_box<bridge::exit_status> exited;
-  std::shared_ptr<bridge::python_process> proc;
-
-  program(bridge::io_loop& loop, std::vector<std::string> args) {
-    bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
-    o.args = std::move(args);
-    o.framed = false;
-    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
-    bridge::process_callbacks cbs;
-    cbs.on_output = [this](std::string_view l) {
-      std::lock_guard<std::mutex> g(mx);
-      lines.emplace_back(l);
-    };
-    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
-    proc = bridge::python_process::spawn(loop, o, cbs);
-  }
-  std::string output() {
-    std::lock_guard<std::mutex> g(mx);
-    std::string all;
-    for (auto& l : lines)
-      all += l + "\n";
-    return all;
-  }
-};
-
-// Runs a short command to completion; returns its output.
-std::string run(bridge::io_loop& loop, std::vector<std::string> args, int* code = nullptr) {
-  program p(loop, std::move(args));
-  REQUIRE(p.exited.wait(60s));
-  if (code)
-    *code = p.exited.get().code();
-  return p.output();
-}
 
 struct cli_fixture {
   bridge::io_loop loop;
