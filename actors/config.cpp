@@ -445,6 +445,15 @@ caf::expected<tree_config> parse_config(const json& j) {
                 {"single", bridge_mode::single},
                 {"pool", bridge_mode::pool},
                 {"auto", bridge_mode::auto_detect}});
+    if (auto lv = top.get("log_level")) {
+      static const std::set<std::string> levels{"trace", "debug", "info",    "warn",
+                                                "error", "critical", "off"};
+      if (!lv->is_string() || !levels.count(lv->get<std::string>()))
+        top.error("config.log_level",
+                  "one of trace | debug | info | warn | error | critical | off", *lv);
+      else
+        cfg.log_level = lv->get<std::string>();
+    }
     if (auto m = top.get("metrics")) {
       reader mr(*m, "config.metrics", errors);
       if (mr.ok()) {

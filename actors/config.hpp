@@ -65,6 +65,9 @@ struct tree_config {
   /// `metrics.listen`, normalized (parse_listen_address); empty: no
   /// metrics endpoint. `"metrics": {}` means the loopback default.
   std::string metrics_listen;
+  /// `log_level`: what `dspex run` logs on stderr (trace debug info warn
+  /// error critical off).
+  std::string log_level = "info";
   json source;  ///< the validated JSON, defaults filled in
 };
 

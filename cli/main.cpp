@@ -2,6 +2,7 @@
 // Subcommands: run, config, status, exec (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
+#include "log.hpp"
 #include "systemd_notify.hpp"
 
 #include <dspex/actors/config.hpp>
@@ -118,7 +119,8 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
 
 // Operations options of `dspex run` (README, "Operations").
 struct ops_options {
-  std::string metrics;  // --metrics ADDR: overrides config metrics.listen
+  std::string metrics;    // --metrics ADDR: overrides config metrics.listen
+  std::string log_level;  // --log-level: overrides config log_level
 };
 
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
@@ -135,6 +137,9 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
       return fail("--metrics: " + detail_of(addr.error()));
     metrics_listen = *addr;
   }
+  if (!cli::set_log_level(ops.log_level.empty() ? cfg->log_level : ops.log_level))
+    return fail("--log-level: expected trace | debug | info | warn | error | critical | off, found "
+                + ops.log_level);
 
   // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
   // exists so every thread inherits the mask.
@@ -175,6 +180,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   }
 
   node_options opts;
+  if (cli::log_enabled(cli::log_level::critical))
+    opts.subscribers.push_back(cli::spawn_event_logger(sys));
   if (!events_path.empty())
     opts.subscribers.push_back(cli::spawn_event_log(sys, events_path));
   auto n = node::start(sys, std::move(*cfg), opts);
@@ -227,6 +234,9 @@ int main(int argc, char** argv) {
   ops_options ops;
   run->add_option("--metrics", ops.metrics,
                   "serve Prometheus /metrics on HOST:PORT (or PORT, on 127.0.0.1)");
+  run->add_option("--log-level", ops.log_level,
+                  "stderr log of supervision events: trace debug info warn error critical off "
+                  "(default: config log_level, info)");
 
   auto config = app.add_subcommand("config", "print the default config or check one");
   bool print_default = false;
