@@ -1,5 +1,6 @@
-// The real dspex binary as a child of a test: its stdout and stderr lines
-// collected, its exit awaited (test_cli.cpp, test_metrics.cpp, ...).
+// The real dspex binary (or another program: `executable`) as a child of a
+// test: its stdout and stderr lines collected, its exit awaited
+// (test_cli.cpp, test_metrics.cpp, ...).
 #pragma once
 
 #include <dspex/bridge/python_process.hpp>
@@ -22,9 +23,10 @@ struct program {
   std::shared_ptr<bridge::python_process> proc;
 
   program(bridge::io_loop& loop, std::vector<std::string> args,
-          std::vector<std::pair<std::string, std::string>> env = {}) {
+          std::vector<std::pair<std::string, std::string>> env = {},
+          std::string executable = DSPEX_TEST_CLI) {
     bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
+    o.executable = std::move(executable);
     o.args = std::move(args);
     o.framed = false;
     o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
