@@ -48,9 +48,6 @@ int fail(const std::string& msg, int code = exit_usage) {
   return code;
 }
 
-// Blocks until SIGINT / SIGTERM (already blocked in every thread) or until
-// the root supervisor stops by itself, whichever comes first. Returns the
-// exit code. signalfd + an eventfd, so that one poll waits for both.
 // systemd's STATUS= line for a serving node.
 std::string serving_status(node& n) {
   auto st = n.status();
@@ -64,6 +61,9 @@ std::string serving_status(node& n) {
          + " pools (mode " + to_string(n.mode()) + ")";
 }
 
+// Blocks until SIGINT / SIGTERM (already blocked in every thread) or until
+// the root supervisor stops by itself, whichever comes first. Returns the
+// exit code. signalfd + an eventfd, so that one poll waits for both.
 int serve_until_stopped(const sigset_t& sigs, node& n) {
   // Called once the pools are warm and the control socket listens.
   cli::systemd_notifier systemd;
