@@ -2,6 +2,7 @@
 
 #include <dspex/actors/error.hpp>
 
+#include <arpa/inet.h>
 #include <csignal>
 #include <fstream>
 #include <set>
@@ -412,6 +413,27 @@ void read_children(reader& r, const std::string& path, const json* arr,
 
 } // namespace
 
+caf::expected<std::string> parse_listen_address(const std::string& s) {
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_config, "\"" + s + "\": " + why
+                                              + " (expected HOST:PORT, e.g. 127.0.0.1:9464)");
+  };
+  auto colon = s.rfind(':');
+  std::string host = colon == std::string::npos ? "127.0.0.1" : s.substr(0, colon);
+  std::string port = colon == std::string::npos ? s : s.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos
+      || std::stoi(port) > 65535)
+    return bad("the port must be a number in [0, 65535]");
+  if (host == "localhost")
+    host = "127.0.0.1";
+  unsigned char buf[sizeof(in6_addr)];
+  bool v6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  if (v6 ? ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buf) != 1
+         : ::inet_pton(AF_INET, host.c_str(), buf) != 1)
+    return bad("the host must be an IPv4 address, [IPv6] or localhost");
+  return host + ":" + std::to_string(std::stoi(port));
+}
+
 caf::expected<tree_config> parse_config(const json& j) {
   std::vector<std::string> errors;
   tree_config cfg;
@@ -423,6 +445,27 @@ caf::expected<tree_config> parse_config(const json& j) {
                 {"single", bridge_mode::single},
                 {"pool", bridge_mode::pool},
                 {"auto", bridge_mode::auto_detect}});
+    if (auto lv = top.get("log_level")) {
+      static const std::set<std::string> levels{"trace", "debug", "info",    "warn",
+                                                "error", "critical", "off"};
+      if (!lv->is_string() || !levels.count(lv->get<std::string>()))
+        top.error("config.log_level",
+                  "one of trace | debug | info | warn | error | critical | off", *lv);
+      else
+        cfg.log_level = lv->get<std::string>();
+    }
+    if (auto m = top.get("metrics")) {
+      reader mr(*m, "config.metrics", errors);
+      if (mr.ok()) {
+        std::string listen = default_metrics_listen;
+        mr.text("listen", listen);
+        if (auto addr = parse_listen_address(listen))
+          cfg.metrics_listen = *addr;
+        else
+          mr.error(mr.at("listen"), detail_of(addr.error()));
+        mr.finish();
+      }
+    }
     if (auto root = top.get("root")) {
       reader rr(*root, "root", errors);
       if (rr.ok()) {

@@ -62,8 +62,23 @@ enum class bridge_mode { disabled, single, pool, auto_detect };
 struct tree_config {
   bridge_mode mode = bridge_mode::pool;
   supervisor_node root;
+  /// `metrics.listen`, normalized (parse_listen_address); empty: no
+  /// metrics endpoint. `"metrics": {}` means the loopback default.
+  std::string metrics_listen;
+  /// `log_level`: what `dspex run` logs on stderr (trace debug info warn
+  /// error critical off).
+  std::string log_level = "info";
   json source;  ///< the validated JSON, defaults filled in
 };
+
+/// Where `dspex run` serves /metrics when `metrics` names no address.
+inline constexpr const char* default_metrics_listen = "127.0.0.1:9464";
+
+/// "HOST:PORT" for a TCP listener: HOST an IPv4 address, [IPv6] or
+/// localhost; a bare PORT means 127.0.0.1:PORT (loopback unless asked
+/// otherwise). Returns the normalized form, or invalid_config saying what
+/// is wrong with `s`.
+caf::expected<std::string> parse_listen_address(const std::string& s);
 
 /// The built-in default: root(one_for_one) -> sessions, pool_sup, monitor.
 json default_config();

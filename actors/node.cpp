@@ -46,6 +46,9 @@ namespace {
 // escalated.
 struct watcher_state {
   std::map<std::string, int> restarts;
+  /// Supervisor path -> restarts of its children, and how often it reached
+  /// its restart intensity (metrics; it outlives the children it counts).
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> supervisors;
   /// Supervisor path -> the child that tipped its last intensity_reached,
   /// while that supervisor has not been started again since.
   std::map<std::string, std::string> gave_up;
@@ -78,6 +81,11 @@ root_failure explain(const watcher_state& st, const caf::error& reason) {
   return f;
 }
 
+// A child event's path is its supervisor's path + "/" + child id.
+std::string supervisor_of(const sup::supervision_event& ev) {
+  return ev.path.substr(0, ev.path.size() - std::min(ev.path.size(), ev.child_id.size() + 1));
+}
+
 caf::behavior watcher(watcher_actor* self, std::shared_ptr<node::root_watch> watch) {
   self->state.watch = std::move(watch);
   self->set_down_handler([self](caf::down_msg& msg) {
@@ -108,6 +116,7 @@ caf::behavior watcher(watcher_actor* self, std::shared_ptr<node::root_watch> wat
       switch (ev.kind) {
         case sup::event_kind::child_restarted:
           ++st.restarts[ev.path];
+          ++st.supervisors[supervisor_of(ev)].first;
           [[fallthrough]];
         case sup::event_kind::child_started: {
           // A supervisor started again has recovered from what it gave up on.
@@ -120,16 +129,20 @@ caf::behavior watcher(watcher_actor* self, std::shared_ptr<node::root_watch> wat
           break;
         }
         case sup::event_kind::intensity_reached: {
-          // Its path is the tipping child's: supervisor path + "/" + child id.
-          auto n = ev.path.size() - std::min(ev.path.size(), ev.child_id.size() + 1);
-          st.gave_up[ev.path.substr(0, n)] = ev.child_id;
+          st.gave_up[supervisor_of(ev)] = ev.child_id;
+          ++st.supervisors[supervisor_of(ev)].second;
           break;
         }
         default:
           break;
       }
     },
-    [self](restarts_atom) -> json { return json(self->state.restarts); },
+    [self](restarts_atom) -> json {
+      json sups = json::object();
+      for (auto& [path, n] : self->state.supervisors)
+        sups[path] = {{"restarts", n.first}, {"intensity_stops", n.second}};
+      return {{"children", self->state.restarts}, {"supervisors", std::move(sups)}};
+    },
     [self](watch_atom, caf::actor& root) {
       self->state.root = root.address();
       self->monitor(root);
@@ -447,7 +460,10 @@ json walk(caf::scoped_actor& self, const caf::actor& sup, const std::string& pat
 
 json node::status() {
   caf::scoped_actor self{sys_};
-  json restarts = ask(self, events_, caf::make_message(restarts_atom::value));
+  json counts = ask(self, events_, caf::make_message(restarts_atom::value));
+  if (!counts.is_object())
+    counts = json::object();
+  json restarts = counts.value("children", json::object());
   json pools = json::object();
   for (auto& name : pool_names_)
     pools[name] = ask(self, dir_->get("pool:" + name), caf::make_message(status_atom::value));
@@ -456,6 +472,7 @@ json node::status() {
               {"run_id", bridge::host_run_id()},
               {"tree", {{"id", "root"}, {"path", "root"}, {"type", "supervisor"},
                         {"children", root_ ? walk(self, root_, "root", restarts) : json::array()}}},
+              {"supervisors", counts.value("supervisors", json::object())},
               {"pools", pools},
               {"sessions", ask(self, dir_->get("registry"), caf::make_message(stats_atom::value))},
               {"monitor", ask(self, dir_->get("monitor"), caf::make_message(status_atom::value))}};

@@ -3,6 +3,7 @@
 #include <dspex/actors/fork_server_child.hpp>
 
 #include <dspex/actors/error.hpp>
+#include <dspex/actors/latency_histogram.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/session_state.hpp>
 
@@ -75,6 +76,7 @@ struct worker_entry {
   std::unordered_map<std::string, std::uint64_t> seen_sessions;
   std::uint64_t seen_default = 0;
   std::uint64_t change = 0;  // session change its request makes, to settle
+  clock_type::time_point submitted;  // of the request it serves (latency)
 };
 
 struct waiter {
@@ -124,6 +126,9 @@ struct pool_state {
     {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0}};
   std::uint64_t completed = 0;
   std::map<std::string, std::uint64_t> errors;
+  /// How each request's caller was answered: "ok" or an errc name.
+  std::map<std::string, std::uint64_t> results{{"ok", 0}};
+  latency_histogram latency;  // submission to answer, answered requests
 
   static inline const char* name = "dspex.pool";
 
@@ -166,6 +171,7 @@ void count_error(pool_actor* self, errc code) {
 
 void fail(pool_actor* self, caf::response_promise& rp, errc code, std::string detail) {
   count_error(self, code);
+  ++self->state.results[to_string(code)];
   rp.deliver(make_error(code, std::move(detail)));
 }
 
@@ -291,6 +297,7 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
     return;
   }
   w.st = wstate::busy;
+  w.submitted = wt.enqueued;
   wt.req.pooled = true;
   // The caller's deadline counts from submission: the worker gets what is
   // left of it after the wait.
@@ -532,10 +539,13 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
     ++st.crashes;
     st.end_trial(w.trial, false);
     st.breaker.record_failure(clock_type::now());
-    if (auto code = code_of(dm.reason))
-      count_error(self, *code == errc::process_exited ? errc::worker_crashed : *code);
-    else if (dm.reason != caf::exit_reason::normal)
-      count_error(self, errc::worker_crashed);
+    auto code = code_of(dm.reason);
+    auto why = code ? (*code == errc::process_exited ? errc::worker_crashed : *code)
+                    : errc::worker_crashed;
+    if (code || dm.reason != caf::exit_reason::normal)
+      count_error(self, why);
+    if (w.st == wstate::busy)  // its caller got that error from the worker
+      ++st.results[to_string(why)];
   } else {
     st.drop_trial(w.trial);
   }
@@ -621,6 +631,8 @@ json status_of(pool_actor* self) {
     {"replaced", st.replaced},
     {"grace", st.count(wstate::grace)},
     {"errors", st.errors},
+    {"requests", st.results},
+    {"latency", st.latency.to_json()},
     {"sessions", st.affinity.size()},
     {"circuit", to_string(st.breaker.current(now))},
     {"circuit_opened", st.breaker.opened_count()},
@@ -781,6 +793,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
         return;
       auto& w = it->second;
       ++st.completed;
+      ++st.results[ok ? "ok" : to_string(errc::python_error)];
+      st.latency.observe(clock_type::now() - w.submitted);
       // An answer is an answer: a Python exception (ok false) is the
       // caller's business, not a worker fault, and a trial that got one
       // shows the pool serves again.
@@ -801,6 +815,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
         return;
       auto& w = it->second;
       count_error(self, errc::command_timeout);
+      if (pooled && w.st == wstate::busy)
+        ++st.results[to_string(errc::command_timeout)];
       w.in_grace = true;
       if (!pooled) {
         // A leased worker's (its checkin decides), a health ping's (handled

@@ -2,9 +2,12 @@
 // Subcommands: run, config, status, exec (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
+#include "log.hpp"
+#include "systemd_notify.hpp"
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
+#include <dspex/metrics/exporter.hpp>
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
@@ -45,10 +48,28 @@ int fail(const std::string& msg, int code = exit_usage) {
   return code;
 }
 
+// systemd's STATUS= line for a serving node.
+std::string serving_status(node& n) {
+  auto st = n.status();
+  std::size_t workers = 0, pools = 0;
+  for (auto& [name, p] : st["pools"].items())
+    if (p.is_object()) {
+      ++pools;
+      workers += p.value("workers", std::size_t{0});
+    }
+  return "serving: " + std::to_string(workers) + " workers in " + std::to_string(pools)
+         + " pools (mode " + to_string(n.mode()) + ")";
+}
+
 // Blocks until SIGINT / SIGTERM (already blocked in every thread) or until
 // the root supervisor stops by itself, whichever comes first. Returns the
 // exit code. signalfd + an eventfd, so that one poll waits for both.
 int serve_until_stopped(const sigset_t& sigs, node& n) {
+  // Called once the pools are warm and the control socket listens.
+  cli::systemd_notifier systemd;
+  if (systemd.active())
+    systemd.ready(serving_status(n));
+  auto watchdog_ms = static_cast<int>(systemd.watchdog_interval().count());
   // Each descriptor closes with its last holder: the eventfd lives on in the
   // failure callback until stop() drops it, so a late call never writes to a
   // closed (or reused) descriptor.
@@ -66,6 +87,7 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
     int sig = 0;
     sigwait(&sigs, &sig);
     std::fprintf(stderr, "dspex: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    systemd.stopping("shutting down");
     return exit_clean;
   }
   n.on_failure([efd_hold](const root_failure&) {
@@ -73,28 +95,51 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
     [[maybe_unused]] auto r = ::write(*efd_hold, &one, sizeof one);
   });
   pollfd fds[2] = {{sfd, POLLIN, 0}, {efd, POLLIN, 0}};
-  while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+  for (;;) {
+    int r = ::poll(fds, 2, watchdog_ms > 0 ? watchdog_ms : -1);
+    if (r == 0)
+      systemd.watchdog();  // this thread and the root are alive (a failure wakes the poll)
+    else if (r > 0 || errno != EINTR)
+      break;
   }
   if (fds[0].revents & POLLIN) {
     signalfd_siginfo info{};
     [[maybe_unused]] auto r = ::read(sfd, &info, sizeof info);
     std::fprintf(stderr, "dspex: %s received, shutting down\n",
                  info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+    systemd.stopping("shutting down");
     return exit_clean;
   }
   auto f = n.failure();
   std::fprintf(stderr, "dspex: root supervisor stopped: %s\n",
                f ? f->message.c_str() : "reason unknown");
+  systemd.stopping("root supervisor stopped: " + (f ? f->message : std::string("reason unknown")));
   return exit_root_stopped;
 }
 
+// Operations options of `dspex run` (README, "Operations").
+struct ops_options {
+  std::string metrics;    // --metrics ADDR: overrides config metrics.listen
+  std::string log_level;  // --log-level: overrides config log_level
+};
+
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
             const std::string& config_path, bool demo, const std::string& events_path,
-            const std::string& control_path) {
+            const std::string& control_path, const ops_options& ops) {
   caf::expected<tree_config> cfg = config_path.empty() ? parse_config(default_config())
                                                        : load_config(config_path);
   if (!cfg)
     return fail("invalid config:\n" + detail_of(cfg.error()));
+  std::string metrics_listen = cfg->metrics_listen;
+  if (!ops.metrics.empty()) {
+    auto addr = parse_listen_address(ops.metrics);
+    if (!addr)
+      return fail("--metrics: " + detail_of(addr.error()));
+    metrics_listen = *addr;
+  }
+  if (!cli::set_log_level(ops.log_level.empty() ? cfg->log_level : ops.log_level))
+    return fail("--log-level: expected trace | debug | info | warn | error | critical | off, found "
+                + ops.log_level);
 
   // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
   // exists so every thread inherits the mask.
@@ -125,7 +170,18 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
       std::fprintf(stderr, "dspex: control socket off: %s\n", control_sock.error().c_str());
   }
 
+  // Metrics asked for are not optional: a port in use fails before any worker starts.
+  std::unique_ptr<metrics::exporter> exporter;
+  if (!metrics_listen.empty()) {
+    auto ex = metrics::exporter::listen(metrics_listen);
+    if (!ex)
+      return fail(describe(ex.error()), exit_start_failed);
+    exporter = std::move(*ex);
+  }
+
   node_options opts;
+  if (cli::log_enabled(cli::log_level::critical))
+    opts.subscribers.push_back(cli::spawn_event_logger(sys));
   if (!events_path.empty())
     opts.subscribers.push_back(cli::spawn_event_log(sys, events_path));
   auto n = node::start(sys, std::move(*cfg), opts);
@@ -136,6 +192,10 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   }
   if (!(*n)->mode_message().empty())
     std::fprintf(stderr, "dspex: %s\n", (*n)->mode_message().c_str());
+  if (exporter) {
+    exporter->serve(**n);
+    std::fprintf(stderr, "dspex: metrics on %s\n", exporter->url().c_str());
+  }
   int rc = exit_clean;
   if (demo) {
     rc = cli::run_demo(sys, **n);
@@ -145,6 +205,7 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
                  to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
     rc = serve_until_stopped(sigs, **n);
   }
+  exporter.reset();  // a scrape reads the node: the endpoint goes first
   (*n)->stop();
   n->reset();
   for (auto& s : opts.subscribers)
@@ -170,6 +231,12 @@ int main(int argc, char** argv) {
   run->add_flag("--demo", demo, "run the demo workload once the tree is up, then shut down");
   run->add_option("--events", events_path, "append every supervision event as a JSON line");
   run->add_option("--control", control_path, "control socket path (default /tmp/dspex-UID/default.sock)");
+  ops_options ops;
+  run->add_option("--metrics", ops.metrics,
+                  "serve Prometheus /metrics on HOST:PORT (or PORT, on 127.0.0.1)");
+  run->add_option("--log-level", ops.log_level,
+                  "stderr log of supervision events: trace debug info warn error critical off "
+                  "(default: config log_level, info)");
 
   auto config = app.add_subcommand("config", "print the default config or check one");
   bool print_default = false;
@@ -203,7 +270,7 @@ int main(int argc, char** argv) {
   }
 
   if (*run)
-    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path);
+    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path, ops);
   if (*config) {
     if (!check_path.empty()) {
       auto c = load_config(check_path);

@@ -22,6 +22,7 @@ echo "== install into $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work/install.log"; fail "install failed"; }
 for f in include/dspex/actors/node.hpp include/dspex/actors/adapter.hpp \
          include/dspex/bridge/io_loop.hpp include/dspex/supervision/supervisor.hpp \
+         include/dspex/metrics/exporter.hpp \
          lib/cmake/dspex/dspexConfig.cmake lib/cmake/dspex/FindCAF.cmake \
          share/dspex/python/dspex_worker/__main__.py bin/dspex bin/dspex-bench; do
   [ -e "$prefix/$f" ] || [ -e "$prefix/${f/lib\//lib64/}" ] || fail "not installed: $f"
@@ -66,6 +67,7 @@ for line in "python package: $prefix/share/dspex/python" \
             "classified error: python_error: KeyError: program 'nope' not found in session 's1'" \
             'actor answer: mock answer for {"question": "What is the capital of France?"}' \
             "adapter python_pool lists 1 program(s) in s1" \
+            "metrics: listening, requests ok > 0: yes" \
             "embed: ok"; do
   grep -qxF -- "$line" "$work/out.txt" || fail "missing output line: $line"
 done

@@ -4,9 +4,11 @@
 //
 // Built against the installed package:
 //   find_package(dspex REQUIRED)
-//   target_link_libraries(embed PRIVATE dspex::dspex)
+//   target_link_libraries(embed PRIVATE dspex::dspex dspex::dspex_metrics)
 #include <dspex/actors/adapter.hpp>
 #include <dspex/actors/node.hpp>
+#include <dspex/metrics/exporter.hpp>
+#include <dspex/metrics/node_metrics.hpp>
 
 #include <caf/all.hpp>
 
@@ -133,6 +135,23 @@ int main() {
     return fail("list_programs", listed.error());
   std::cout << "adapter " << (*adapter)->name() << " lists " << (*listed)["total_count"]
             << " program(s) in s1\n";
+
+  // 4. Our node's Prometheus endpoint (dspex::dspex_metrics), on a free
+  //    loopback port, and the same families read in-process.
+  auto exporter = dspex::metrics::exporter::listen("127.0.0.1:0");
+  if (!exporter)
+    return fail("metrics exporter", exporter.error());
+  (*exporter)->serve(*node);
+  double ok = -1;
+  for (auto& f : dspex::metrics::node_families(node->status()))
+    if (f.name == "dspex_requests_total")
+      for (auto& m : f.metric)
+        for (auto& l : m.label)
+          if (l.name == "result" && l.value == "ok")
+            ok = m.counter.value;
+  std::cout << "metrics: " << ((*exporter)->port() > 0 ? "listening" : "no port")
+            << ", requests ok > 0: " << (ok > 0 ? "yes" : "no") << '\n';
+  exporter->reset();  // before the node stops: a scrape reads it
 
   node->stop();  // graceful: drain, stop the tree in reverse order, reap every process
   std::cout << "embed: ok\n";

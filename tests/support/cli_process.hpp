@@ -25,10 +25,12 @@ struct cli_process {
   std::shared_ptr<bridge::python_process> proc;
 
   /// `env` is added to the test's own environment (NOTIFY_SOCKET, ...).
+  /// `executable`: another real program the test runs the same way (prometheus).
   cli_process(bridge::io_loop& loop, std::vector<std::string> args,
-              std::vector<std::pair<std::string, std::string>> env = {}) {
+              std::vector<std::pair<std::string, std::string>> env = {},
+              std::string executable = DSPEX_TEST_CLI) {
     bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
+    o.executable = std::move(executable);
     o.args = std::move(args);
     o.framed = false;
     o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
@@ -58,6 +60,15 @@ struct cli_process {
     for (auto& l : lines_)
       all.append(l).append("\n");
     return all;
+  }
+
+  /// The first line containing `part`, or "".
+  std::string line_with(const std::string& part) {
+    std::lock_guard<std::mutex> g(mx);
+    for (auto& l : lines_)
+      if (l.find(part) != std::string::npos)
+        return l;
+    return {};
   }
 
   std::vector<std::string> lines() {

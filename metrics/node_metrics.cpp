@@ -1,0 +1,212 @@
+#include <dspex/metrics/node_metrics.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <string>
+#include <unistd.h>
+
+namespace dspex::metrics {
+
+namespace {
+
+using nlohmann::json;
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using labels = std::vector<ClientMetric::Label>;
+
+// A status part is whatever the node could collect: a field may be missing
+// or null when its actor did not answer in time.
+double num(const json& j, const char* key) {
+  if (!j.is_object())
+    return 0;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0;
+}
+
+const json& obj(const json& j, const char* key) {
+  static const json empty = json::object();
+  if (!j.is_object())
+    return empty;
+  auto it = j.find(key);
+  return it != j.end() && it->is_object() ? *it : empty;
+}
+
+// A deque: add() hands out references that must survive later adds.
+struct family_set {
+  std::deque<MetricFamily> out;
+
+  MetricFamily& add(std::string name, std::string help, MetricType type) {
+    out.push_back(MetricFamily{std::move(name), std::move(help), type, {}});
+    return out.back();
+  }
+};
+
+void sample(MetricFamily& f, labels l, double v) {
+  ClientMetric m;
+  m.label = std::move(l);
+  if (f.type == MetricType::Counter)
+    m.counter.value = v;
+  else
+    m.gauge.value = v;
+  f.metric.push_back(std::move(m));
+}
+
+void latency(MetricFamily& f, const std::string& pool, const json& h) {
+  if (!h.is_object() || !h.contains("le") || !h.contains("cumulative"))
+    return;
+  ClientMetric m;
+  m.label = {{"pool", pool}};
+  auto& le = h["le"];
+  auto& cum = h["cumulative"];
+  for (std::size_t i = 0; i < le.size() && i < cum.size(); ++i)
+    m.histogram.bucket.push_back({cum[i].get<std::uint64_t>(), le[i].get<double>()});
+  m.histogram.sample_count = h.value("count", std::uint64_t{0});
+  m.histogram.sample_sum = h.value("sum_s", 0.0);
+  m.histogram.bucket.push_back(
+    {m.histogram.sample_count, std::numeric_limits<double>::infinity()});
+  f.metric.push_back(std::move(m));
+}
+
+// Every supervisor of the tree (so that one with nothing to report still
+// shows 0) and every child backed by an OS process.
+void walk_tree(const json& n, std::vector<std::string>& sups,
+               std::vector<std::pair<std::string, int>>& procs) {
+  if (!n.is_object())
+    return;
+  auto path = n.value("path", std::string{});
+  if (n.value("type", std::string{}) == "supervisor")
+    sups.push_back(path);
+  if (n.contains("os_pid") && n["os_pid"].is_number_integer())
+    procs.emplace_back(path, n["os_pid"].get<int>());
+  if (n.contains("children") && n["children"].is_array())
+    for (auto& c : n["children"])
+      walk_tree(c, sups, procs);
+}
+
+void pool_families(family_set& fs, const json& pools) {
+  auto& requests = fs.add("dspex_requests_total",
+                          "Requests answered by a pool, by result: ok or the error class "
+                          "the caller got (python_error, command_timeout, ...)",
+                          MetricType::Counter);
+  auto& duration = fs.add("dspex_request_duration_seconds",
+                          "Submission to answer of the requests a worker answered "
+                          "(ok or python_error), queueing included",
+                          MetricType::Histogram);
+  auto& queue = fs.add("dspex_queue_length", "Requests waiting for a free worker",
+                       MetricType::Gauge);
+  auto& workers = fs.add("dspex_workers", "Workers of a pool by state", MetricType::Gauge);
+  auto& ready = fs.add("dspex_pool_ready", "1 once every worker of the pool has started",
+                       MetricType::Gauge);
+  auto& crashes = fs.add("dspex_worker_crashes_total",
+                         "Worker exits nobody asked for (they count toward restart intensity)",
+                         MetricType::Counter);
+  auto& replaced = fs.add("dspex_worker_replacements_total",
+                          "Workers the pool replaced on purpose, by cause (no intensity spent)",
+                          MetricType::Counter);
+  auto& circuit = fs.add("dspex_circuit_state",
+                         "The pool's circuit breaker: 1 for its current state, else 0",
+                         MetricType::Gauge);
+  auto& opened = fs.add("dspex_circuit_opened_total", "Times the circuit breaker opened",
+                        MetricType::Counter);
+  for (auto& [name, p] : pools.items()) {
+    if (!p.is_object())
+      continue;
+    for (auto& [result, n] : obj(p, "requests").items())
+      sample(requests, {{"pool", name}, {"result", result}}, n.get<double>());
+    latency(duration, name, p.value("latency", json()));
+    sample(queue, {{"pool", name}}, num(p, "queue"));
+    std::map<std::string, double> by_state{
+      {"idle", 0}, {"busy", 0}, {"leased", 0}, {"grace", 0}, {"retiring", 0}};
+    if (p.contains("worker_list") && p["worker_list"].is_array())
+      for (auto& w : p["worker_list"])
+        if (w.is_object())
+          ++by_state[w.value("state", std::string{"unknown"})];
+    for (auto& [state, n] : by_state)
+      sample(workers, {{"pool", name}, {"state", state}}, n);
+    sample(ready, {{"pool", name}}, p.value("ready", false) ? 1 : 0);
+    sample(crashes, {{"pool", name}}, num(p, "crashes"));
+    for (auto& [cause, n] : obj(p, "replaced").items())
+      sample(replaced, {{"pool", name}, {"cause", cause}}, n.get<double>());
+    auto now = p.value("circuit", std::string{});
+    for (const char* s : {"closed", "open", "half_open"})
+      sample(circuit, {{"pool", name}, {"state", s}}, now == s ? 1 : 0);
+    sample(opened, {{"pool", name}}, num(p, "circuit_opened"));
+  }
+}
+
+} // namespace
+
+std::optional<std::uint64_t> resident_bytes(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
+  std::uint64_t size = 0, resident = 0;
+  if (!(in >> size >> resident))
+    return std::nullopt;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::vector<MetricFamily> node_families(const json& status) {
+  family_set fs;
+  try {
+    auto& info = fs.add("dspex_info", "The node: its mode and run id (value always 1)",
+                        MetricType::Gauge);
+    sample(info, {{"mode", status.value("mode", std::string{})},
+                  {"run_id", status.value("run_id", std::string{})}}, 1);
+
+    pool_families(fs, obj(status, "pools"));
+
+    std::vector<std::string> sups;
+    std::vector<std::pair<std::string, int>> procs;
+    walk_tree(status.value("tree", json()), sups, procs);
+    auto& counts = obj(status, "supervisors");
+    auto& restarts = fs.add("dspex_supervisor_restarts_total",
+                            "Children a supervisor restarted (its restart strategy)",
+                            MetricType::Counter);
+    auto& stops = fs.add("dspex_supervisor_intensity_stops_total",
+                         "Times a supervisor reached its restart intensity and gave up",
+                         MetricType::Counter);
+    for (auto& path : sups) {
+      auto& c = obj(counts, path.c_str());
+      sample(restarts, {{"supervisor", path}}, num(c, "restarts"));
+      sample(stops, {{"supervisor", path}}, num(c, "intensity_stops"));
+    }
+    // A supervisor that gave up may be gone from the tree: its count stays.
+    for (auto& [path, c] : counts.items())
+      if (std::find(sups.begin(), sups.end(), path) == sups.end()) {
+        sample(restarts, {{"supervisor", path}}, num(c, "restarts"));
+        sample(stops, {{"supervisor", path}}, num(c, "intensity_stops"));
+      }
+
+    auto& rss = fs.add("dspex_worker_resident_bytes",
+                       "Resident set of each process in the tree (workers, fork servers, "
+                       "process children), from /proc/PID/statm",
+                       MetricType::Gauge);
+    for (auto& [path, pid] : procs)
+      if (auto b = resident_bytes(pid))
+        sample(rss, {{"path", path}}, static_cast<double>(*b));
+
+    auto& sessions = obj(status, "sessions");
+    sample(fs.add("dspex_sessions", "Live sessions", MetricType::Gauge), {},
+           num(sessions, "sessions"));
+    sample(fs.add("dspex_sessions_created_total", "Sessions created", MetricType::Counter), {},
+           num(sessions, "created"));
+    sample(fs.add("dspex_sessions_ended_total", "Sessions ended by their client",
+                  MetricType::Counter), {}, num(sessions, "ended"));
+    sample(fs.add("dspex_sessions_expired_total", "Sessions expired by their TTL",
+                  MetricType::Counter), {}, num(sessions, "expired"));
+  } catch (const std::exception&) {
+    // A malformed part (wrong JSON type) loses the families after it, not
+    // the scrape.
+  }
+  // A family without samples is legal but noise; drop it.
+  std::vector<MetricFamily> out;
+  for (auto& f : fs.out)
+    if (!f.metric.empty())
+      out.push_back(std::move(f));
+  return out;
+}
+
+} // namespace dspex::metrics
