@@ -92,6 +92,15 @@ void add_run(CLI::App& app, dspex_bench_options& o) {
   value(cmd, "--big-pool", o.big_pool, "workers of the big pool (0 skips it; --quick: 32)")->check(CLI::Range(0, 4096));
   value(cmd, "--clients-per-worker", o.clients_per_worker, "throughput clients per worker")
     ->check(CLI::PositiveNumber);
+  value(cmd, "--concurrency-variant", o.concurrency_variant,
+        "throughput again with this worker.max_concurrency (0 or 1 skips it)")
+    ->check(CLI::Range(0, 1024));
+  value(cmd, "--io-duration", o.io_duration,
+        "measured ms of the I/O-bound scenario (W=2, max_concurrency 16, 64 clients, 200 ms LM wait; 0 skips it)")
+    ->check(CLI::NonNegativeNumber);
+  value(cmd, "--sustained", o.sustained,
+        "ms of a sustained W=4 run: throughput per second and host RSS (0 skips it; 60000 for the target)")
+    ->check(CLI::NonNegativeNumber);
   cmd->footer("--caf#KEY=VALUE  CAF options for the measured actor systems (as dspex run)");
 }
 
