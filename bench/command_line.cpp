@@ -121,6 +121,9 @@ void add_chaos(CLI::App& app, chaos_options& o) {
   value(cmd, "--scenarios", o.scenarios, "comma-separated scenarios")->check(CLI::IsMember(chaos_options{}.scenarios));
   value(cmd, "--workers", o.workers, "pool size (crashloop uses 2)")->check(CLI::Range(1, 512));
   value(cmd, "--clients", o.clients, "client actors (0: 2 x workers)")->check(CLI::Range(0, 4096));
+  value(cmd, "--max-concurrency", o.max_concurrency,
+        "worker.max_concurrency of the pool: requests in flight on each worker")
+    ->check(CLI::Range(1, 1024));
   value(cmd, "--duration", o.fault_phase, "fault phase per scenario, ms (--quick: 2000)")
     ->check(CLI::Range(100, 3600000));
   value(cmd, "--kill-every", o.kill_every, "kill period of the kill scenario, ms")->check(CLI::Range(1, 60000));
