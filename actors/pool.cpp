@@ -271,12 +271,9 @@ void fail_jobs(pool_actor* self, worker_entry& w, bool trial_failed) {
   w.jobs.clear();
 }
 
-// The one hook before dispatch: the registry records what the request
-// changes in its session and says what this worker must be replayed first
-// (session_state.hpp). The worker stays busy meanwhile.
-// Whether worker `w` has seen every version a request that changes nothing
-// depends on, as far as the registry told this pool (see pool_state).
-bool has_seen_all(const pool_state& st, const worker_entry& w, const waiter& wt, seen_versions seen) {
+// Whether a worker that has seen `seen` has every version that a request
+// changing nothing depends on, as far as the registry told this pool.
+bool has_seen_all(const pool_state& st, const waiter& wt, seen_versions seen) {
   if (session_book::changes(wt.req) || !st.default_version || seen.defaults < *st.default_version)
     return false;
   if (!wt.session)
@@ -285,6 +282,9 @@ bool has_seen_all(const pool_state& st, const worker_entry& w, const waiter& wt,
   return v != st.session_versions.end() && seen.session >= v->second;
 }
 
+// The one hook before dispatch: the registry records what the request
+// changes in its session and says what this worker must be replayed first
+// (session_state.hpp). The worker stays busy meanwhile.
 void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
   auto reg = current_registry(self);
   if (!reg) {
@@ -297,7 +297,7 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
     if (it != w.seen_sessions.end())
       seen.session = it->second;
   }
-  if (has_seen_all(self->state, w, wt, seen)) {
+  if (has_seen_all(self->state, wt, seen)) {
     // Nothing to record, nothing to replay: straight to the worker. The
     // registry still hears of the session's use (its TTL), one way.
     if (wt.session)
