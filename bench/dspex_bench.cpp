@@ -21,7 +21,6 @@
 #include <mutex>
 #include <pthread.h>
 #include <sched.h>
-#include <sys/resource.h>
 #include <sstream>
 #include <thread>
 #include <unistd.h>
@@ -349,13 +348,6 @@ caf::behavior load_client_impl(load_client* self, caf::actor target, command_req
 }
 
 } // namespace
-
-double host_cpu_us() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  auto us = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e6 + static_cast<double>(tv.tv_usec); };
-  return us(ru.ru_utime) + us(ru.ru_stime);
-}
 
 json to_json(const load_result& r) {
   return json{{"clients", r.clients},       {"ok", r.ok},
@@ -1016,7 +1008,9 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
     t.add({"p99, dspex", format_micros(r.round_trip.summary.p99_us),
            b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99), "<= 1.5x bare",
            judge_at_most(q99, 1.5), ""});
-    t.add({"host CPU per request, dspex", format_fixed(r.round_trip.host_cpu_us_per_request, 1) + " us", "", "", "",
+    t.add({"host CPU per request, dspex", format_fixed(r.round_trip.host_cpu_us_per_request, 1) + " us",
+           b1 ? "bare " + format_fixed(b1->host_cpu_us_per_request, 1) + " us" : "",
+           b1 ? format_ratio(ratio(r.round_trip.host_cpu_us_per_request, b1->host_cpu_us_per_request)) : "", "",
            verdict::info, "host threads, user + sys (getrusage), clients included"});
   } else {
     t.add({"p50, dspex", "-", "", "", "<= 1.15x bare", verdict::skipped, "the round trip did not run"});
@@ -1067,8 +1061,10 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
       rm.note = "the bare loop itself is only " + format_ratio(ratio(b->requests_per_s, mp->requests_per_s)) +
                 " mp.Pool at " + ws + ": 2x is above the floor on this machine";
     t.add(rm);
-    t.add({"host CPU per request " + ws + ", dspex", format_fixed(d->host_cpu_us_per_request, 1) + " us", "", "", "",
-           verdict::info, "host threads, user + sys (getrusage), clients included"});
+    t.add({"host CPU per request " + ws + ", dspex", format_fixed(d->host_cpu_us_per_request, 1) + " us",
+           b ? "bare " + format_fixed(b->host_cpu_us_per_request, 1) + " us" : "",
+           b ? format_ratio(ratio(d->host_cpu_us_per_request, b->host_cpu_us_per_request)) : "", "", verdict::info,
+           "host threads, user + sys (getrusage), clients included"});
     const load_result* c = i < r.throughput_mc.size() && r.throughput_mc[i].ok > 0 ? &r.throughput_mc[i] : nullptr;
     if (c) {
       const std::string mc = "max_concurrency " + std::to_string(o.concurrency_variant);

@@ -96,9 +96,6 @@ int zombie_children();
 /// Threads), or -1.
 long self_status_field(const char* name);
 
-/// CPU time of this process so far (every thread, user + sys), µs.
-double host_cpu_us();
-
 /// steady_clock now in nanoseconds since its epoch (for atomics).
 std::int64_t steady_ns();
 
