@@ -61,6 +61,7 @@ const char* to_string(replace_cause c) {
 
 // A pooled request on its worker, until (done) or (timedout) names it.
 struct job {
+  std::uint64_t tag = 0;
   std::uint64_t change = 0;  // session change its request makes, to settle
   std::uint64_t trial = 0;   // breaker ticket (0: none)
 };
@@ -75,8 +76,9 @@ struct worker_entry {
   int consecutive_faults = 0;
   bool in_grace = false;     // a request of its timed out; no answer yet
   std::uint64_t trial = 0;   // breaker ticket of its lease (0: none)
-  /// Pooled requests in flight on it, by tag: at most max_concurrency.
-  std::map<std::uint64_t, job> jobs;
+  /// Pooled requests in flight on it, oldest first: at most
+  /// max_concurrency (a vector: no allocation per request once warm).
+  std::vector<job> jobs;
   clock_type::time_point idle_since = clock_type::now();
   std::uint64_t served = 0;
   /// What it has seen of each session's state and of the pool default LM
@@ -251,17 +253,19 @@ void settle(pool_actor* self, job& j, bool ok) {
 // The job named `tag` (0: the oldest, from a worker that names none) left
 // worker `w`; nullopt when it is not there (already ended).
 std::optional<job> take_job(worker_entry& w, std::uint64_t tag) {
-  auto it = tag == 0 ? w.jobs.begin() : w.jobs.find(tag);
+  auto it = tag == 0 ? w.jobs.begin()
+                     : std::find_if(w.jobs.begin(), w.jobs.end(),
+                                    [tag](const job& j) { return j.tag == tag; });
   if (it == w.jobs.end())
     return std::nullopt;
-  auto j = it->second;
+  auto j = *it;
   w.jobs.erase(it);
   return j;
 }
 
 // Every job of a worker that is gone or replaced: its callers got an error.
 void fail_jobs(pool_actor* self, worker_entry& w, bool trial_failed) {
-  for (auto& [tag, j] : w.jobs) {
+  for (auto& j : w.jobs) {
     settle(self, j, false);
     if (trial_failed)
       self->state.end_trial(j.trial, false);
@@ -329,9 +333,9 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
           if (session)
             it->second.seen_sessions[*session] = plan.seen.session;
           it->second.seen_default = plan.seen.defaults;
-          auto j = it->second.jobs.find(tag);
-          if (j != it->second.jobs.end())
-            j->second.change = plan.change;
+          for (auto& j : it->second.jobs)
+            if (j.tag == tag)
+              j.change = plan.change;
         }
         // In order before the request; their replies come here and are
         // dropped (a failure shows in the request's own answer).
@@ -378,7 +382,7 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   w.st = wstate::busy;
   wt.req.pooled = true;
   wt.req.tag = st.next_job++;
-  w.jobs.emplace(wt.req.tag, job{0, wt.trial});
+  w.jobs.push_back(job{wt.req.tag, 0, wt.trial});
   wt.trial = 0;
   // The caller's deadline counts from submission: the worker gets what is
   // left of it after the wait.
