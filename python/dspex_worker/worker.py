@@ -57,13 +57,18 @@ class Worker:
         self._session_states = {}     # session_id -> ctx.session_state
         self.held_memory = []         # fault_alloc with "hold": a deliberate leak
 
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0             # counted on the protocol thread
+        self.errors = 0               # counted by request threads too: locked
+        self._errors_lock = threading.Lock()
         self.started_monotonic = time.monotonic()
         self.last_activity = time.time()
         self.stop_after_reply = False  # set by the shutdown command
 
     # -- state helpers used by commands ---------------------------------------
+
+    def _count_error(self):
+        with self._errors_lock:
+            self.errors += 1
 
     def uptime_s(self):
         return time.monotonic() - self.started_monotonic
@@ -189,7 +194,7 @@ class Worker:
         try:
             return decode_request(payload)
         except ProtocolError as exc:
-            self.errors += 1
+            self._count_error()
             log(f"protocol error: {exc}")
             return encode_failure(exc.request_id, "ProtocolError", str(exc))
 
@@ -197,7 +202,7 @@ class Worker:
         """Run one decoded request; its reply frame (None: no reply)."""
         handler = self.registry.get(name)
         if handler is None:
-            self.errors += 1
+            self._count_error()
             return encode_failure(request_id, "UnknownCommand",
                                   self._unknown_message(name))
 
@@ -210,7 +215,7 @@ class Worker:
             # be a real Ctrl-C).
             if hygiene.termination_requested():
                 raise
-            self.errors += 1
+            self._count_error()
             return _failure_from_exception(request_id, exc)
 
         if result is NO_REPLY:
@@ -218,14 +223,14 @@ class Worker:
         try:
             reply = encode_success(request_id, result)
         except Exception as exc:
-            self.errors += 1
+            self._count_error()
             return _failure_from_exception(
                 request_id, exc,
                 f"result of command {name!r} cannot be sent as JSON: {exc}")
         if len(reply) > self.channel.max_frame_bytes:
             # The host would refuse it and lose the stream; a small classified
             # error keeps both sides in step.
-            self.errors += 1
+            self._count_error()
             return encode_failure(
                 request_id, "FrameTooLarge",
                 f"reply of {len(reply)} bytes to {name!r} exceeds the limit of "
