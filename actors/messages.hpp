@@ -27,11 +27,12 @@ using proto_err_atom = caf::atom_constant<caf::atom("protoerr")>;
 using proc_exit_atom = caf::atom_constant<caf::atom("procexit")>;
 using output_atom = caf::atom_constant<caf::atom("output")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;  ///< (deadline, at_ns): deadlines.hpp
 using init_atom = caf::atom_constant<caf::atom("init")>;
 
 // -- pool <-> worker ------------------------------------------------------------
 using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow)
-using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome)
+using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome, tag)
 // Worker faults (see pool.hpp, "Faults"): a request timed out and the worker
 // is in its grace (timedout, pooled); every late reply came within the grace
 // (recovered); the grace expired, replace me (stuck); the init ping failed
@@ -61,6 +62,9 @@ using settle_atom = caf::atom_constant<caf::atom("settle")>;      ///< pool -> r
 using pool_up_atom = caf::atom_constant<caf::atom("pool_up")>;    ///< pool -> registry: (pool_up, name, default_lm): tell me about ended sessions
 using cleanup_atom = caf::atom_constant<caf::atom("cleanup")>;    ///< registry -> pool: (cleanup, sid)
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
+/// registry -> pools: (versions, pool, sid, version): a session's state
+/// (sid set) or pool `pool`'s default LM (sid none) is now at `version`.
+using versions_atom = caf::atom_constant<caf::atom("versions")>;
 
 /// One command for a worker. A zero timeout means the worker's default.
 struct command_request {
@@ -72,6 +76,9 @@ struct command_request {
   /// to its pool once it replied, which is how the pool learns it is free
   /// without ever standing on the reply path.
   bool pooled = false;
+  /// The pool's name for this job on its worker, echoed in (done) and
+  /// (timedout): with max_concurrency > 1 replies come back in any order.
+  std::uint64_t tag = 0;
 };
 
 inline command_request make_command(std::string name, json args = json::object(),

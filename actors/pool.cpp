@@ -2,6 +2,7 @@
 
 #include <dspex/actors/fork_server_child.hpp>
 
+#include <dspex/actors/deadlines.hpp>
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/latency_histogram.hpp>
 #include <dspex/actors/session_registry.hpp>
@@ -59,6 +60,14 @@ const char* to_string(replace_cause c) {
   return "?";
 }
 
+// A pooled request on its worker, until (done) or (timedout) names it.
+struct job {
+  std::uint64_t tag = 0;
+  std::uint64_t change = 0;  // session change its request makes, to settle
+  std::uint64_t trial = 0;   // breaker ticket (0: none)
+  clock_type::time_point submitted;  // when its caller asked (latency)
+};
+
 struct worker_entry {
   caf::actor hdl;
   std::string id;
@@ -68,15 +77,16 @@ struct worker_entry {
   /// Worker-level faults since its last answer (timeouts, failed checkins).
   int consecutive_faults = 0;
   bool in_grace = false;     // a request of its timed out; no answer yet
-  std::uint64_t trial = 0;   // breaker ticket of the job it serves (0: none)
+  std::uint64_t trial = 0;   // breaker ticket of its lease (0: none)
+  /// Pooled requests in flight on it, oldest first: at most
+  /// max_concurrency (a vector: no allocation per request once warm).
+  std::vector<job> jobs;
   clock_type::time_point idle_since = clock_type::now();
   std::uint64_t served = 0;
   /// What it has seen of each session's state and of the pool default LM
   /// (versions of the current registry's session_book).
   std::unordered_map<std::string, std::uint64_t> seen_sessions;
   std::uint64_t seen_default = 0;
-  std::uint64_t change = 0;  // session change its request makes, to settle
-  clock_type::time_point submitted;  // of the request it serves (latency)
 };
 
 struct waiter {
@@ -93,6 +103,7 @@ struct waiter {
   errc expiry = errc::checkout_timeout;
   milliseconds limit{0};
   clock_type::time_point enqueued = clock_type::now();
+  clock_type::time_point deadline;  // in the queue: enqueued + limit
 };
 
 struct pool_state {
@@ -102,16 +113,24 @@ struct pool_state {
   std::unordered_map<caf::actor_addr, worker_entry> workers;
   std::deque<caf::actor_addr> idle;
   std::deque<waiter> queue;
+  deadline_book queue_deadlines;  // of the waiters in the queue, behind one timer
   std::unordered_map<std::string, caf::actor_addr> affinity;
   // The session registry last used (a new one is announced to) and the
   // private one of a pool configured without a registry.
   caf::actor registry;
   caf::actor own_registry;
+  // The registry's current versions, as far as this pool knows: from every
+  // plan it answers and from what it pushes when a session (or this pool's
+  // default LM) changes. A worker that has seen them needs no prepare round
+  // trip for a request that changes nothing. No entry: unknown, ask.
+  std::unordered_map<std::string, std::uint64_t> session_versions;
+  std::optional<std::uint64_t> default_version;
   std::vector<caf::response_promise> ready_waiters;
   std::vector<caf::response_promise> drain_waiters;
   bool ready = false;
   bool draining = false;
   std::uint64_t next_waiter = 1;
+  std::uint64_t next_job = 1;       // tags of pooled requests
   std::uint64_t next_worker = 1;    // names for lazy and overflow workers
   std::size_t starting = 0;         // lazy workers asked for, not yet up
   std::size_t overflow_starting = 0;
@@ -149,6 +168,13 @@ struct pool_state {
   std::size_t regular_count() const { return workers.size() - overflow_count(); }
   /// Workers serving a request or held by a lease: what a drain waits for.
   std::size_t in_use() const { return count(wstate::busy) + count(wstate::leased); }
+
+  /// A busy worker may take another request (max_concurrency > 1): it
+  /// serves requests (not a health ping), has room and is not in its grace.
+  bool has_room(const worker_entry& w) const {
+    return w.st == wstate::busy && !w.jobs.empty() && w.jobs.size() < cfg.worker.max_concurrency
+           && !w.in_grace;
+  }
 
   /// The breaker hears how a trial ended, once.
   void end_trial(std::uint64_t& ticket, bool ok) {
@@ -188,6 +214,7 @@ void fail_queued(pool_actor* self, const std::string& why) {
   auto& st = self->state;
   auto queued = std::move(st.queue);
   st.queue.clear();
+  st.queue_deadlines.clear();
   for (auto& wt : queued)
     fail(self, wt, errc::shutting_down, "pool " + st.cfg.name + " " + why);
 }
@@ -210,6 +237,8 @@ caf::actor current_registry(pool_actor* self) {
       w.seen_sessions.clear();
       w.seen_default = 0;
     }
+    st.session_versions.clear();
+    st.default_version.reset();
     if (reg)
       self->send(reg, pool_up_atom::value, st.cfg.name, st.cfg.default_lm);
   }
@@ -217,12 +246,50 @@ caf::actor current_registry(pool_actor* self) {
 }
 
 void worker_free(pool_actor* self, worker_entry& w);
+void fill(pool_actor* self, worker_entry& w);
+void job_left(pool_actor* self, worker_entry& w);
 
-// The registry hears how the change of a worker's request ended.
-void settle(pool_actor* self, worker_entry& w, bool ok) {
-  if (w.change != 0 && self->state.registry)
-    self->send(self->state.registry, settle_atom::value, w.change, ok);
-  w.change = 0;
+// The registry hears how the change of a request ended.
+void settle(pool_actor* self, job& j, bool ok) {
+  if (j.change != 0 && self->state.registry)
+    self->send(self->state.registry, settle_atom::value, j.change, ok);
+  j.change = 0;
+}
+
+// The job named `tag` (0: the oldest, from a worker that names none) left
+// worker `w`; nullopt when it is not there (already ended).
+std::optional<job> take_job(worker_entry& w, std::uint64_t tag) {
+  auto it = tag == 0 ? w.jobs.begin()
+                     : std::find_if(w.jobs.begin(), w.jobs.end(),
+                                    [tag](const job& j) { return j.tag == tag; });
+  if (it == w.jobs.end())
+    return std::nullopt;
+  auto j = *it;
+  w.jobs.erase(it);
+  return j;
+}
+
+// Every job of a worker that is gone or replaced: its callers got an error.
+void fail_jobs(pool_actor* self, worker_entry& w, bool trial_failed) {
+  for (auto& j : w.jobs) {
+    settle(self, j, false);
+    if (trial_failed)
+      self->state.end_trial(j.trial, false);
+    else
+      self->state.drop_trial(j.trial);
+  }
+  w.jobs.clear();
+}
+
+// Whether a worker that has seen `seen` has every version that a request
+// changing nothing depends on, as far as the registry told this pool.
+bool has_seen_all(const pool_state& st, const waiter& wt, seen_versions seen) {
+  if (session_book::changes(wt.req) || !st.default_version || seen.defaults < *st.default_version)
+    return false;
+  if (!wt.session)
+    return true;
+  auto v = st.session_versions.find(*wt.session);
+  return v != st.session_versions.end() && seen.session >= v->second;
 }
 
 // The one hook before dispatch: the registry records what the request
@@ -240,8 +307,17 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
     if (it != w.seen_sessions.end())
       seen.session = it->second;
   }
+  if (has_seen_all(self->state, wt, seen)) {
+    // Nothing to record, nothing to replay: straight to the worker. The
+    // registry still hears of the session's use (its TTL), one way.
+    if (wt.session)
+      self->send(reg, touch_atom::value, *wt.session);
+    wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+    return;
+  }
   auto hdl = w.hdl;
   auto session = wt.session;
+  auto tag = wt.req.tag;
   auto rp = std::move(wt.rp);
   // No deadline: the registry is local and always answers (or is gone, and
   // CAF answers request_receiver_down); a timer per request would hold
@@ -249,13 +325,23 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
   self->request(reg, caf::infinite, prepare_atom::value, self->state.cfg.name,
                 std::move(wt.req), seen)
     .then(
-      [self, hdl, session, rp](session_plan& plan) mutable {
+      [self, hdl, session, rp, reg, tag](session_plan& plan) mutable {
+        auto& st = self->state;
+        if (reg == st.registry) {
+          // The registry's latest, in the order it sent it (versions pushes
+          // and plans come from the same actor, so they do not overtake).
+          if (session)
+            st.session_versions[*session] = plan.seen.session;
+          st.default_version = plan.seen.defaults;
+        }
         auto it = self->state.workers.find(hdl.address());
         if (it != self->state.workers.end()) {
           if (session)
             it->second.seen_sessions[*session] = plan.seen.session;
           it->second.seen_default = plan.seen.defaults;
-          it->second.change = plan.change;
+          for (auto& j : it->second.jobs)
+            if (j.tag == tag)
+              j.change = plan.change;
         }
         // In order before the request; their replies come here and are
         // dropped (a failure shows in the request's own answer).
@@ -264,11 +350,14 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
             .then([](json&) {}, [](caf::error&) {});
         rp.delegate(hdl, exec_atom::value, std::move(plan.request));
       },
-      [self, hdl, rp](caf::error& e) mutable {
+      [self, hdl, rp, tag](caf::error& e) mutable {
         fail(self, rp, errc::unavailable, "session registry did not answer: " + describe(e));
         auto it = self->state.workers.find(hdl.address());
         if (it != self->state.workers.end() && it->second.st == wstate::busy)
-          worker_free(self, it->second);
+          if (auto j = take_job(it->second, tag)) {
+            self->state.drop_trial(j->trial);
+            job_left(self, it->second);
+          }
       });
 }
 
@@ -279,11 +368,11 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   st.wait_total_us += static_cast<std::uint64_t>(waited);
   st.wait_max_us = std::max(st.wait_max_us, static_cast<std::uint64_t>(waited));
   ++w.served;
-  w.trial = wt.trial;
-  wt.trial = 0;
   if (wt.session)
     st.affinity[*wt.session] = w.hdl.address();
   if (wt.lease) {
+    w.trial = wt.trial;
+    wt.trial = 0;
     // Leases too: the registry's expiry is what removes the affinity entry.
     // (A request's touch is its prepare.)
     if (wt.session)
@@ -297,8 +386,10 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
     return;
   }
   w.st = wstate::busy;
-  w.submitted = wt.enqueued;
   wt.req.pooled = true;
+  wt.req.tag = st.next_job++;
+  w.jobs.push_back(job{wt.req.tag, 0, wt.trial, wt.enqueued});
+  wt.trial = 0;
   // The caller's deadline counts from submission: the worker gets what is
   // left of it after the wait.
   auto budget = wt.req.timeout.count() > 0 ? wt.req.timeout : st.cfg.worker.request_timeout;
@@ -317,6 +408,10 @@ bool may_take(pool_state& st, const waiter& wt, const caf::actor_addr& a) {
   return it->second == a;
 }
 
+// A worker for `wt`: its session's worker when free (or, for a request,
+// with room), else an idle one in strategy order, else (a request, with
+// max_concurrency > 1) the busy worker with most room. An idle worker it
+// returns has left the idle list.
 caf::actor_addr pick_idle(pool_state& st, const waiter& wt) {
   if (wt.session) {
     auto it = st.affinity.find(*wt.session);
@@ -326,12 +421,21 @@ caf::actor_addr pick_idle(pool_state& st, const waiter& wt) {
         remove_idle(st, it->second);
         return it->second;
       }
+      if (w != st.workers.end() && !wt.lease && st.has_room(w->second))
+        return it->second;
       if (st.cfg.affinity == affinity_mode::strict && w != st.workers.end())
         return {};
     }
   }
-  if (st.idle.empty())
-    return {};
+  if (st.idle.empty()) {
+    if (wt.lease || st.cfg.worker.max_concurrency <= 1)
+      return {};
+    const worker_entry* best = nullptr;
+    for (auto& [a, w] : st.workers)
+      if (st.has_room(w) && (!best || w.jobs.size() < best->jobs.size()))
+        best = &w;
+    return best ? best->hdl.address() : caf::actor_addr{};
+  }
   caf::actor_addr a;
   if (st.cfg.strategy == idle_order::lifo) {
     a = st.idle.back();
@@ -422,6 +526,7 @@ void replace(pool_actor* self, worker_entry& w, replace_cause cause) {
   if (w.st == wstate::retiring)
     return;
   st.end_trial(w.trial, false);  // a trial on a worker that had to go failed
+  fail_jobs(self, w, true);
   w.st = wstate::retiring;
   remove_idle(st, w.hdl.address());
   ++st.replaced[to_string(cause)];
@@ -468,7 +573,9 @@ void worker_free(pool_actor* self, worker_entry& w) {
       continue;
     auto wt = std::move(*it);
     st.queue.erase(it);
+    st.queue_deadlines.remove(wt.deadline, wt.id);
     hand_over(self, w, wt);
+    fill(self, w);
     return;
   }
   if (w.overflow && !st.draining) {
@@ -483,6 +590,34 @@ void worker_free(pool_actor* self, worker_entry& w) {
   }
   st.idle.push_back(a);
   check_drained(self);
+}
+
+// A worker with room (max_concurrency > 1) takes queued requests, in queue
+// order, until it is full; leases wait for a worker that is idle.
+void fill(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  auto a = w.hdl.address();
+  for (auto it = st.queue.begin(); it != st.queue.end() && st.has_room(w);) {
+    if (it->lease || !may_take(st, *it, a)) {
+      ++it;
+      continue;
+    }
+    auto wt = std::move(*it);
+    it = st.queue.erase(it);
+    st.queue_deadlines.remove(wt.deadline, wt.id);
+    hand_over(self, w, wt);
+  }
+}
+
+// A pooled request left worker `w` (answered, timed out, or never sent):
+// free once nothing is left on it, else it takes more from the queue.
+void job_left(pool_actor* self, worker_entry& w) {
+  if (w.st != wstate::busy)
+    return;
+  if (w.jobs.empty())
+    worker_free(self, w);
+  else
+    fill(self, w);
 }
 
 void submit(pool_actor* self, waiter wt) {
@@ -520,7 +655,8 @@ void submit(pool_actor* self, waiter wt) {
       wt.expiry = errc::command_timeout;
     }
   }
-  self->delayed_send(self, wt.limit, timeout_atom::value, wt.id);
+  wt.deadline = wt.enqueued + wt.limit;
+  arm_deadline(self, st.queue_deadlines.add(wt.deadline, wt.id));
   st.queue.push_back(std::move(wt));
   grow_if_needed(self);
 }
@@ -544,12 +680,13 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
                     : errc::worker_crashed;
     if (code || dm.reason != caf::exit_reason::normal)
       count_error(self, why);
-    if (w.st == wstate::busy)  // its caller got that error from the worker
-      ++st.results[to_string(why)];
+    // Each caller in flight on it got that error from the worker.
+    st.results[to_string(why)] += w.jobs.size();
+    fail_jobs(self, w, true);
   } else {
     st.drop_trial(w.trial);
+    fail_jobs(self, w, false);
   }
-  settle(self, w, false);  // its caller got an error
   remove_idle(st, dm.source);
   for (auto a = st.affinity.begin(); a != st.affinity.end();)
     a = a->second == dm.source ? st.affinity.erase(a) : std::next(a);
@@ -594,6 +731,15 @@ void on_holder_down(pool_actor* self, const caf::down_msg& dm) {
   }
 }
 
+// Requests in flight: a busy worker's jobs, or 1 for its health ping.
+std::size_t in_flight(const pool_state& st) {
+  std::size_t n = 0;
+  for (auto& [a, w] : st.workers)
+    if (w.st == wstate::busy)
+      n += std::max<std::size_t>(1, w.jobs.size());
+  return n;
+}
+
 json status_of(pool_actor* self) {
   auto& st = self->state;
   json workers = json::array();
@@ -603,6 +749,7 @@ json status_of(pool_actor* self) {
                        {"overflow", w.overflow},
                        {"served", w.served},
                        {"consecutive_faults", w.consecutive_faults},
+                       {"inflight", w.jobs.size()},
                        {"in_grace", w.in_grace}});
   std::uint64_t replaced = 0;
   for (auto& [cause, n] : st.replaced)
@@ -620,7 +767,7 @@ json status_of(pool_actor* self) {
     {"leased", st.count(wstate::leased)},
     {"overflow", st.overflow_count()},
     {"queue", st.queue.size()},
-    {"in_flight", st.count(wstate::busy)},
+    {"in_flight", in_flight(st)},
     {"checkouts", st.checkouts},
     {"completed", st.completed},
     {"checkout_wait_ms_avg",
@@ -678,6 +825,63 @@ void idle_pings(pool_actor* self) {
           check_drained(self);
         });
   }
+}
+
+// (done, ok, tag): a pooled request on the sender was answered.
+void on_done(pool_actor* self, bool ok, std::uint64_t tag) {
+  auto& st = self->state;
+  auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+  if (it == st.workers.end() || it->second.st != wstate::busy)
+    return;
+  auto& w = it->second;
+  auto j = take_job(w, tag);
+  if (!j)
+    return;
+  ++st.completed;
+  ++st.results[ok ? "ok" : to_string(errc::python_error)];
+  st.latency.observe(clock_type::now() - j->submitted);
+  // An answer is an answer: a Python exception (ok false) is the caller's
+  // business, not a worker fault, and a trial that got one shows the pool
+  // serves again.
+  if (!ok)
+    count_error(self, errc::python_error);
+  settle(self, *j, ok);
+  w.consecutive_faults = 0;
+  st.end_trial(j->trial, true);
+  job_left(self, w);
+  check_drained(self);
+}
+
+// (timedout, pooled, tag): a request on the sender timed out (its caller
+// has command_timeout) and the worker is in its grace. A pooled request's
+// job ends here; the worker takes no more work until it recovers.
+void on_timedout(pool_actor* self, bool pooled, std::uint64_t tag) {
+  auto& st = self->state;
+  auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+  if (it == st.workers.end() || it->second.st == wstate::retiring)
+    return;
+  auto& w = it->second;
+  count_error(self, errc::command_timeout);
+  w.in_grace = true;
+  if (!pooled) {
+    // A leased worker's (its checkin decides), a health ping's (handled
+    // there), or a direct request to an idle worker: out of rotation.
+    if (w.st == wstate::idle) {
+      remove_idle(st, w.hdl.address());
+      w.st = wstate::grace;
+    }
+    return;
+  }
+  ++w.consecutive_faults;
+  if (auto j = take_job(w, tag)) {
+    // A trial passes only if its worker answers in time. The change is
+    // kept: the command may still have taken effect on the worker.
+    ++st.results[to_string(errc::command_timeout)];
+    settle(self, *j, true);
+    st.end_trial(j->trial, false);
+  }
+  job_left(self, w);  // parks it in grace (or replaces it) once nothing is left
+  check_drained(self);
 }
 
 caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
@@ -786,54 +990,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       }
       worker_free(self, w);
     },
-    [self](done_atom, bool ok) {
-      auto& st = self->state;
-      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-      if (it == st.workers.end() || it->second.st != wstate::busy)
-        return;
-      auto& w = it->second;
-      ++st.completed;
-      ++st.results[ok ? "ok" : to_string(errc::python_error)];
-      st.latency.observe(clock_type::now() - w.submitted);
-      // An answer is an answer: a Python exception (ok false) is the
-      // caller's business, not a worker fault, and a trial that got one
-      // shows the pool serves again.
-      if (!ok)
-        count_error(self, errc::python_error);
-      settle(self, w, ok);
-      w.consecutive_faults = 0;
-      st.end_trial(w.trial, true);
-      worker_free(self, w);
-      check_drained(self);
-    },
-    [self](timedout_atom, bool pooled) {
-      // A request on this worker timed out (its caller has command_timeout);
-      // the worker is in its grace. A pooled request's job ends here.
-      auto& st = self->state;
-      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-      if (it == st.workers.end() || it->second.st == wstate::retiring)
-        return;
-      auto& w = it->second;
-      count_error(self, errc::command_timeout);
-      if (pooled && w.st == wstate::busy)
-        ++st.results[to_string(errc::command_timeout)];
-      w.in_grace = true;
-      if (!pooled) {
-        // A leased worker's (its checkin decides), a health ping's (handled
-        // there), or a direct request to an idle worker: out of rotation.
-        if (w.st == wstate::idle) {
-          remove_idle(st, w.hdl.address());
-          w.st = wstate::grace;
-        }
-        return;
-      }
-      ++w.consecutive_faults;
-      // A trial passes only if its worker answers in time.
-      st.end_trial(w.trial, false);
-      if (w.st == wstate::busy)
-        worker_free(self, w);  // parks it in grace (or replaces it)
-      check_drained(self);
-    },
+    [self](done_atom, bool ok, std::uint64_t tag) { on_done(self, ok, tag); },
+    [self](done_atom, bool ok) { on_done(self, ok, 0); },
+    [self](timedout_atom, bool pooled) { on_timedout(self, pooled, 0); },
+    [self](timedout_atom, bool pooled, std::uint64_t tag) { on_timedout(self, pooled, tag); },
     [self](recovered_atom) {
       // Every late reply came within the grace: the worker is sound.
       auto& st = self->state;
@@ -862,18 +1022,37 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     [self](replace_atom, caf::actor& sup, std::string& id, int attempt) {
       restart_worker(self, sup, id, attempt);
     },
-    [self](timeout_atom, std::uint64_t waiter_id) {
+    [self](deadline_atom, std::int64_t at_ns) {
       auto& st = self->state;
-      auto it = std::find_if(st.queue.begin(), st.queue.end(),
-                             [&](const waiter& w) { return w.id == waiter_id; });
-      if (it == st.queue.end())
+      for (auto waiter_id : st.queue_deadlines.fire(deadline_book::from_ns(at_ns), clock_type::now())) {
+        auto it = std::find_if(st.queue.begin(), st.queue.end(),
+                               [&](const waiter& w) { return w.id == waiter_id; });
+        if (it == st.queue.end())
+          continue;
+        auto wt = std::move(*it);
+        st.queue.erase(it);
+        fail(self, wt, wt.expiry,
+             "no worker of pool " + st.cfg.name + " became free within "
+               + std::to_string(wt.limit.count()) + " ms"
+               + (wt.expiry == errc::command_timeout ? " (the request's timeout)" : ""));
+      }
+      arm_deadline(self, st.queue_deadlines.next());
+    },
+    [self](versions_atom, const std::string& pool, std::optional<std::string>& sid,
+           std::uint64_t version) {
+      // Pushed by the registry when state changed through any pool: only
+      // what this pool asked about before is kept (no entry means ask).
+      auto& st = self->state;
+      if (caf::actor_cast<caf::actor>(self->current_sender()) != st.registry)
         return;
-      auto wt = std::move(*it);
-      st.queue.erase(it);
-      fail(self, wt, wt.expiry,
-           "no worker of pool " + st.cfg.name + " became free within "
-             + std::to_string(wt.limit.count()) + " ms"
-             + (wt.expiry == errc::command_timeout ? " (the request's timeout)" : ""));
+      if (!sid) {
+        if (pool == st.cfg.name && st.default_version)
+          st.default_version = version;
+        return;
+      }
+      auto it = st.session_versions.find(*sid);
+      if (it != st.session_versions.end())
+        it->second = version;
     },
     [self](tick_atom) {
       if (!self->state.draining)
@@ -908,6 +1087,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       // A session ended: forget it here and in every worker.
       auto& st = self->state;
       st.affinity.erase(sid);
+      st.session_versions.erase(sid);
       for (auto& [a, w] : st.workers) {
         w.seen_sessions.erase(sid);
         // No timeout: a CAF request timer lives its full span even after the

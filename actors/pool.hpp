@@ -20,7 +20,18 @@
 // pool (done) that it is free. Before it delegates, the pool asks the
 // session registry (prepare, session_state.hpp) what the chosen worker has
 // not seen of the request's session and of the default LM, and sends that
-// first; the pool itself names no command. Leases: (checkout) hands a worker to the
+// first; the pool itself names no command. That round trip is skipped for
+// a request that changes nothing (session_book::changes) on a worker that
+// has seen the versions the registry last told this pool of (each plan
+// carries them, and the registry pushes (versions) to every pool on every
+// change before it answers, so no pool acts on an older one).
+//
+// worker.max_concurrency N > 1: the pool keeps up to N pooled requests in
+// flight on a worker (each a job named by a tag the worker echoes in
+// (done) and (timedout), so replies may come back in any order). A request
+// goes to its session's worker when that one has room, else to an idle
+// worker, else to the busy worker with most room. A lease, a health ping
+// and the grace take a whole worker; a fault fails every job on it. Leases: (checkout) hands a worker to the
 // caller for several commands, (checkin) returns it; a lease holder that
 // dies gives its worker back (replaced when a request was still pending).
 //
@@ -32,7 +43,8 @@
 //
 // Timeouts. A request's timeout (or the worker's request_timeout) is its
 // caller's deadline from submission: queued past it, the caller gets
-// command_timeout from the pool; at the worker, from the worker. The worker
+// command_timeout from the pool; at the worker, from the worker. Queue
+// deadlines share one timer (deadlines.hpp), as do a worker's requests. The worker
 // then has timeout_grace: a late reply is discarded and the worker serves
 // again; none, and the pool replaces it. In its grace it takes no work.
 //
@@ -75,7 +87,7 @@
 //                                       consecutive_faults; crashes, replaced
 //                                       {timeout, health, failures, lease},
 //                                       circuit, circuit_opened, circuit_trials
-// From its workers: (worker_up), (done), (timedout, pooled), (recovered),
+// From its workers: (worker_up), (done, ok, tag), (timedout, pooled, tag), (recovered),
 // (stuck), (initfail) — see worker.hpp.
 #pragma once
 
@@ -101,8 +113,9 @@ enum class affinity_mode { hint, strict };
 
 /// What a worker start function is told: which worker to start and the pool
 /// it serves. The worker speaks the contract of worker.hpp with that pool:
-/// (worker_up, id, overflow) once ready, (done, ok) after every pooled
-/// request, (retire), (stats) with "inflight", exit messages.
+/// (worker_up, id, overflow) once ready, (done, ok, tag) after every pooled
+/// request (the request's tag; (done, ok) names the oldest), (retire),
+/// (stats) with "inflight", exit messages.
 struct worker_start_info {
   std::string id;       ///< "w1", "w3-lazy", "overflow4": its child id
   bool overflow = false;

@@ -94,7 +94,18 @@ caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
       // counts as seeing it.
       if (req.session_id)
         ++touch(self, *req.session_id).requests;
-      return self->state.book.prepare(pool, std::move(req), seen);
+      auto sid = req.session_id;
+      auto changes = session_book::changes(req);
+      auto plan = self->state.book.prepare(pool, std::move(req), seen);
+      // Every pool may skip prepare for a worker that has seen the latest
+      // versions it knows of (pool.cpp): a change is pushed to all of them
+      // before the plan is answered, so no pool acts on an older version
+      // once a client can have heard of the change.
+      if (changes && plan.change != 0)
+        for (auto& [addr, p] : self->state.pools)
+          self->send(p, versions_atom::value, pool, sid,
+                     sid ? plan.seen.session : plan.seen.defaults);
+      return plan;
     },
     [self](settle_atom, std::uint64_t change, bool ok) { self->state.book.settle(change, ok); },
     [self](pool_up_atom, const std::string& name, const json& default_lm) {

@@ -29,6 +29,11 @@ json session_book::redact(const json& lm) {
   return out;
 }
 
+bool session_book::changes(const command_request& req) {
+  return req.command == configure_lm || req.command == create_program
+         || req.command == delete_program;
+}
+
 void session_book::set_pool_default(const std::string& pool, const json& lm) {
   if (!lm.is_object())
     return;

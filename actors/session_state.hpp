@@ -56,6 +56,11 @@ public:
   /// `seen`.
   session_plan prepare(const std::string& pool, command_request req, seen_versions seen);
 
+  /// Whether `req` may change a session's state or a default LM (so its
+  /// dispatch needs prepare()); a request that does not, on a worker that
+  /// has seen the latest versions, needs nothing from the book.
+  static bool changes(const command_request& req);
+
   /// How the request that made `change` ended: a change whose command
   /// failed on its worker (a bad LM, a duplicate program id) is undone, so
   /// that no other worker is replayed what the session never got.

@@ -1,5 +1,6 @@
 #include <dspex/actors/worker.hpp>
 
+#include <dspex/actors/deadlines.hpp>
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/process_link.hpp>
 #include <dspex/bridge/host_run.hpp>
@@ -72,7 +73,9 @@ struct inflight_request {
   caf::response_promise rp;
   bool is_init = false;
   bool pooled = false;
+  std::uint64_t tag = 0;  // the pool's job (pooled only)
   std::chrono::milliseconds timeout{0};
+  clock_type::time_point deadline;
 };
 
 // A request that arrived while the worker was in its timeout grace.
@@ -88,6 +91,7 @@ struct worker_state {
   phase ph = phase::starting;
   std::uint64_t next_id = 1;
   std::unordered_map<std::uint64_t, inflight_request> inflight;
+  deadline_book deadlines;  // of the requests in flight, behind one timer
   std::vector<caf::response_promise> ready_waiters;
   caf::error stop_reason;  // why we were asked to stop
   caf::error init_error;   // set when init failed
@@ -132,6 +136,7 @@ using worker_actor = caf::stateful_actor<worker_state>;
 void fail_all(worker_actor* self, const caf::error& err) {
   auto pending = std::move(self->state.inflight);
   self->state.inflight.clear();
+  self->state.deadlines.clear();
   for (auto& [id, req] : pending)
     req.rp.deliver(err);
   auto held = std::move(self->state.held);
@@ -144,7 +149,7 @@ void fail_all(worker_actor* self, const caf::error& err) {
 // pool's books: the pool learns a worker is free only from (done).
 void release_pooled(worker_actor* self, const command_request& req) {
   if (req.pooled && self->state.cfg.pool)
-    self->send(self->state.cfg.pool, done_atom::value, true);
+    self->send(self->state.cfg.pool, done_atom::value, true, req.tag);
 }
 
 // A worker that failed its init never joined its pool; the pool still wants
@@ -185,7 +190,8 @@ void update_phase(worker_actor* self) {
 
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
                            std::optional<std::string> session, std::chrono::milliseconds timeout,
-                           caf::response_promise rp, bool is_init, bool pooled = false) {
+                           caf::response_promise rp, bool is_init, bool pooled = false,
+                           std::uint64_t tag = 0) {
   auto& st = self->state;
   auto id = st.next_id++;
   bridge::request req{id, command, std::move(args), std::move(session)};
@@ -194,11 +200,12 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
                                                    + std::to_string(st.cfg.max_frame_bytes)
                                                    + ")"));
     if (pooled && st.cfg.pool)
-      self->send(st.cfg.pool, done_atom::value, true);
+      self->send(st.cfg.pool, done_atom::value, true, tag);
     return 0;
   }
-  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled, timeout});
-  self->delayed_send(self, timeout, timeout_atom::value, id);
+  auto deadline = clock_type::now() + timeout;
+  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout, deadline});
+  arm_deadline(self, st.deadlines.add(deadline, id));
   update_phase(self);
   return id;
 }
@@ -209,7 +216,7 @@ void dispatch(worker_actor* self, command_request& req, caf::response_promise rp
   if (req.pooled)
     ++st.checkouts;
   send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
-               std::move(rp), false, req.pooled);
+               std::move(rp), false, req.pooled, req.tag);
 }
 
 // A reply to a request that timed out, within its grace: discarded (its
@@ -255,6 +262,7 @@ void on_frame(worker_actor* self, const std::string& body) {
   }
   auto req = std::move(it->second);
   st.inflight.erase(it);
+  st.deadlines.remove(req.deadline, rep.id);
   st.last_activity = clock_type::now();
   if (req.is_init) {
     if (!rep.success) {
@@ -281,7 +289,7 @@ void on_frame(worker_actor* self, const std::string& body) {
   // the moment it has this reply then finds the worker already free (the
   // pool's mailbox has our (done) first), so session affinity holds.
   if (req.pooled && st.cfg.pool)
-    self->send(st.cfg.pool, done_atom::value, rep.success);
+    self->send(st.cfg.pool, done_atom::value, rep.success, req.tag);
   if (rep.success)
     req.rp.deliver(std::move(rep.result));
   else
@@ -322,6 +330,37 @@ void on_process_exit(worker_actor* self, int raw) {
     self->quit(caf::exit_reason::normal);
   else
     self->quit(with_exit_status(make_error(errc::process_exited, status.describe()), status));
+}
+
+// The deadline of request `id` passed. False: the worker gave up.
+bool on_timeout(worker_actor* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto it = st.inflight.find(id);
+  if (it == st.inflight.end())
+    return true;
+  if (it->second.is_init) {
+    auto err = make_error(errc::init_failed,
+                          "no reply to the init ping within "
+                            + std::to_string(st.cfg.init_timeout.count()) + " ms");
+    report_init_failure(self, err);
+    give_up(self, err, err);
+    return false;
+  }
+  // The caller hears at its deadline; the worker gets a grace to answer
+  // late (the reply is then discarded) before it is replaced.
+  auto late = std::move(it->second);
+  st.inflight.erase(it);
+  ++st.timeouts;
+  ++st.consecutive_faults;
+  st.late.insert(id);
+  late.rp.deliver(make_error(errc::command_timeout,
+                             "worker " + st.cfg.id + " did not reply within "
+                               + std::to_string(late.timeout.count()) + " ms"));
+  if (st.cfg.pool)
+    self->send(st.cfg.pool, timedout_atom::value, late.pooled, late.tag);
+  self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
+  update_phase(self);
+  return true;
 }
 
 json stats_of(worker_actor* self) {
@@ -431,33 +470,12 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
               make_error(errc::protocol_error, detail));
     },
     [self](proc_exit_atom, int raw) { on_process_exit(self, raw); },
-    [self](timeout_atom, std::uint64_t id) {
+    [self](deadline_atom, std::int64_t at_ns) {
       auto& st = self->state;
-      auto it = st.inflight.find(id);
-      if (it == st.inflight.end())
-        return;  // answered in time: a stale timer
-      if (it->second.is_init) {
-        auto err = make_error(errc::init_failed,
-                              "no reply to the init ping within "
-                                + std::to_string(st.cfg.init_timeout.count()) + " ms");
-        report_init_failure(self, err);
-        give_up(self, err, err);
-        return;
-      }
-      // The caller hears at its deadline; the worker gets a grace to answer
-      // late (the reply is then discarded) before it is replaced.
-      auto late = std::move(it->second);
-      st.inflight.erase(it);
-      ++st.timeouts;
-      ++st.consecutive_faults;
-      st.late.insert(id);
-      late.rp.deliver(make_error(errc::command_timeout,
-                                 "worker " + st.cfg.id + " did not reply within "
-                                   + std::to_string(late.timeout.count()) + " ms"));
-      if (st.cfg.pool)
-        self->send(st.cfg.pool, timedout_atom::value, late.pooled);
-      self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
-      update_phase(self);
+      for (auto id : st.deadlines.fire(deadline_book::from_ns(at_ns), clock_type::now()))
+        if (!on_timeout(self, id))
+          return;  // gave up: the worker is gone
+      arm_deadline(self, st.deadlines.next());
     },
     [self](grace_atom, std::uint64_t id) {
       auto& st = self->state;
@@ -513,6 +531,10 @@ std::vector<std::string> worker_command_line(const worker_config& cfg) {
   }
   if (cfg.fault_injection)
     args.push_back("--fault-injection");
+  if (cfg.max_concurrency > 1) {
+    args.push_back("--max-concurrency");
+    args.push_back(std::to_string(cfg.max_concurrency));
+  }
   for (auto& a : cfg.extra_args)
     args.push_back(a);
   return args;

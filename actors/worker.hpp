@@ -20,7 +20,11 @@
 //   it takes no new work (requests are held, then sent or failed). No reply
 //   within the grace: a pool worker asks its pool to replace it (stuck), a
 //   worker on its own exits with command_timeout. Its pool is told of every
-//   timeout (timedout, pooled) and of a failed init (initfail).
+//   timeout (timedout, pooled, tag) and of a failed init (initfail). All
+//   deadlines of a worker share one timer (deadlines.hpp).
+// - Many requests may be in flight (the pool sends up to max_concurrency);
+//   the Python worker then serves them on request threads and replies in
+//   any order. (done, ok, tag) names the pool's job of each pooled one.
 // - Any protocol error: every caller fails with protocol_error and the
 //   worker exits with that reason (a fault its supervisor counts).
 // - (retire), from its pool: it is being replaced on purpose. The process is
@@ -71,6 +75,9 @@ struct worker_config {
   std::chrono::milliseconds timeout_grace{1000};
   std::size_t max_frame_bytes = bridge::default_max_frame_bytes;
   bool fault_injection = false;     ///< enables the worker's fault_* commands
+  /// Requests one process serves at once (Python request threads); its
+  /// pool keeps up to this many in flight on it. 1: one at a time.
+  std::size_t max_concurrency = 1;
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
   std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
   std::string mode = "pool";        ///< passed to Python as --mode

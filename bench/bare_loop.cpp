@@ -271,10 +271,12 @@ bare_result run_bare_loop(const bare_options& opts) {
     });
   }
 
+  double cpu_start = 0;
   {
     std::unique_lock<std::mutex> g(gate.mx);
     gate.cv.wait(g, [&] { return gate.ready == opts.workers; });
     res.startup_seconds = std::chrono::duration<double>(clock_type::now() - t_spawn).count();
+    cpu_start = host_cpu_us();
     gate.start = clock_type::now();
     gate.deadline = gate.start + opts.duration;
     gate.go = true;
@@ -289,6 +291,7 @@ bare_result run_bare_loop(const bare_options& opts) {
         c->proc.signal_group(SIGKILL);
     }
   }
+  const double cpu_end = host_cpu_us();
   for (auto& t : threads)
     t.join();
   stop_all(conns);
@@ -306,6 +309,8 @@ bare_result run_bare_loop(const bare_options& opts) {
   }
   res.seconds = std::chrono::duration<double>(last - gate.start).count();
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.requests) / res.seconds : 0;
+  if (res.requests + res.errors > 0)
+    res.host_cpu_us_per_request = (cpu_end - cpu_start) / static_cast<double>(res.requests + res.errors);
   res.summary = res.latency.summary();
   return res;
 }
@@ -337,6 +342,7 @@ json to_json(const bare_result& r) {
               {"first_error", r.first_error},
               {"seconds", r.seconds},
               {"requests_per_s", r.requests_per_s},
+              {"host_cpu_us_per_request", r.host_cpu_us_per_request},
               {"startup_seconds", r.startup_seconds},
               {"latency", to_json(r.summary)},
               {"cdf_us", r.latency.quantiles_us(200)}};

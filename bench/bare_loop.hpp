@@ -73,6 +73,9 @@ struct bare_result {
   double seconds = 0;          ///< from the common start to the last reply
   double requests_per_s = 0;
   double startup_seconds = 0;  ///< spawning all workers and warming them up
+  /// Host CPU (every thread of this process, user + sys) from the common
+  /// start until every thread finished, per request; -1 when not measured.
+  double host_cpu_us_per_request = -1;
   latency_recorder latency;    ///< one sample per measured request
   latency_summary summary;     ///< of latency
 };

@@ -569,6 +569,7 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
   s.request_timeout_ms = scenario == "hang" ? o.hang_request_timeout_ms : o.request_timeout_ms;
   s.worker_intensity = crashloop ? 1 : 100000;
   s.max_consecutive_failures = 0;  // only the injected faults replace workers
+  s.max_concurrency = o.max_concurrency;
   const auto deadline = std::chrono::milliseconds(s.request_timeout_ms + s.checkout_timeout_ms + 5000);
 
   caf::actor_system_config cfg;

@@ -52,6 +52,7 @@ struct chaos_options {
   std::vector<std::string> scenarios{"kill", "hang", "garbage", "slow", "crashloop"};
   int workers = 4;
   int clients = 0;                               ///< 0: 2 x workers
+  int max_concurrency = 1;                       ///< worker.max_concurrency of the pool
   std::size_t payload_bytes = 64;                ///< echo padding after the key
   std::chrono::milliseconds warmup{300};         ///< load before the first fault
   std::chrono::milliseconds fault_phase{8000};   ///< faults are scheduled inside this

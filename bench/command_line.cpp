@@ -92,6 +92,15 @@ void add_run(CLI::App& app, dspex_bench_options& o) {
   value(cmd, "--big-pool", o.big_pool, "workers of the big pool (0 skips it; --quick: 32)")->check(CLI::Range(0, 4096));
   value(cmd, "--clients-per-worker", o.clients_per_worker, "throughput clients per worker")
     ->check(CLI::PositiveNumber);
+  value(cmd, "--concurrency-variant", o.concurrency_variant,
+        "throughput again with this worker.max_concurrency (0 or 1 skips it)")
+    ->check(CLI::Range(0, 1024));
+  value(cmd, "--io-duration", o.io_duration,
+        "measured ms of the I/O-bound scenario (W=2, max_concurrency 16, 64 clients, 200 ms LM wait; 0 skips it)")
+    ->check(CLI::NonNegativeNumber);
+  value(cmd, "--sustained", o.sustained,
+        "ms of a sustained W=4 run: throughput per second and host RSS (0 skips it; 60000 for the target)")
+    ->check(CLI::NonNegativeNumber);
   cmd->footer("--caf#KEY=VALUE  CAF options for the measured actor systems (as dspex run)");
 }
 
@@ -112,6 +121,9 @@ void add_chaos(CLI::App& app, chaos_options& o) {
   value(cmd, "--scenarios", o.scenarios, "comma-separated scenarios")->check(CLI::IsMember(chaos_options{}.scenarios));
   value(cmd, "--workers", o.workers, "pool size (crashloop uses 2)")->check(CLI::Range(1, 512));
   value(cmd, "--clients", o.clients, "client actors (0: 2 x workers)")->check(CLI::Range(0, 4096));
+  value(cmd, "--max-concurrency", o.max_concurrency,
+        "worker.max_concurrency of the pool: requests in flight on each worker")
+    ->check(CLI::Range(1, 1024));
   value(cmd, "--duration", o.fault_phase, "fault phase per scenario, ms (--quick: 2000)")
     ->check(CLI::Range(100, 3600000));
   value(cmd, "--kill-every", o.kill_every, "kill period of the kill scenario, ms")->check(CLI::Range(1, 60000));

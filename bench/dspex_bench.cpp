@@ -99,6 +99,8 @@ json pool_config_json(const pool_setup& s) {
       w["request_timeout_ms"] = s.request_timeout_ms;
     if (s.init_timeout_ms > 0)
       w["init_timeout_ms"] = s.init_timeout_ms;
+    if (s.max_concurrency > 0)
+      w["max_concurrency"] = s.max_concurrency;
   }
   if (s.root_intensity > 0)
     cfg["root"]["intensity"] = s.root_intensity;
@@ -221,6 +223,8 @@ namespace {
 
 struct load_shared {
   std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> replies{0};  // counted only for per-second samples
+  bool count_replies = false;
   std::atomic<std::int64_t> from_ns{never};
   std::atomic<std::int64_t> to_ns{never};
   std::mutex mx;
@@ -263,6 +267,8 @@ void client_reply(load_client* self, std::int64_t sent, const caf::error* err) {
   const auto done = steady_ns();
   auto& t = *st.tally;
   ++st.replies;
+  if (st.shared->count_replies)
+    st.shared->replies.fetch_add(1, std::memory_order_relaxed);
   if (err) {
     ++t.total_errors;
     if (t.first_error.empty())
@@ -277,7 +283,9 @@ void client_reply(load_client* self, std::int64_t sent, const caf::error* err) {
       ++t.errors;
     else
       ++t.ok;
-    if (!err && sent >= from)
+    // Not in a sustained run: its samples would grow the host's RSS, which
+    // that run watches for flatness.
+    if (!err && sent >= from && !st.shared->count_replies)
       t.latency.add_ns(done - sent);
   }
   client_next(self);
@@ -290,7 +298,11 @@ void client_next(load_client* self) {
     return;
   }
   const auto sent = steady_ns();
-  self->request(st.target, std::chrono::seconds(120), exec_atom::value, st.req)
+  // No client-side timer: the pool answers every request by its deadline
+  // (command_timeout), and a CAF timer per request would load the clock
+  // thread that dspex itself no longer does (deadlines.hpp). The window's
+  // wait below is the guard against a lost reply.
+  self->request(st.target, caf::infinite, exec_atom::value, st.req)
     .then([self, sent](json&) { client_reply(self, sent, nullptr); },
           [self, sent](caf::error& e) { client_reply(self, sent, &e); });
 }
@@ -312,6 +324,8 @@ caf::behavior load_client_impl(load_client* self, caf::actor target, command_req
 
 json to_json(const load_result& r) {
   return json{{"clients", r.clients},       {"ok", r.ok},
+              {"host_cpu_us_per_request", r.host_cpu_us_per_request},
+              {"per_second", r.per_second}, {"rss_kb_per_second", r.rss_kb_per_second},
               {"errors", r.errors},         {"total_ok", r.total_ok},
               {"total_errors", r.total_errors}, {"first_error", r.first_error},
               {"seconds", r.seconds},       {"requests_per_s", r.requests_per_s},
@@ -320,10 +334,11 @@ json to_json(const load_result& r) {
 
 load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, const command_request& req,
                            int clients, std::chrono::milliseconds warmup, std::chrono::milliseconds duration,
-                           std::uint64_t requests_per_client) {
+                           std::uint64_t requests_per_client, bool per_second) {
   load_result res;
   res.clients = clients;
   auto shared = std::make_shared<load_shared>();
+  shared->count_replies = per_second;
   std::vector<std::shared_ptr<client_tally>> tallies;
   const bool counted = requests_per_client > 0;
   if (counted)
@@ -334,12 +349,29 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
     sys.spawn(load_client_impl, target, req, shared, tallies.back(), requests_per_client);
   }
   std::int64_t from = 0, to = 0;
+  double cpu_from = 0, cpu_to = 0;
   if (!counted) {
     std::this_thread::sleep_for(warmup);
     from = steady_ns();
     shared->from_ns = from;
-    std::this_thread::sleep_for(duration);
+    cpu_from = host_cpu_us();
+    if (per_second) {
+      // One sample a second: replies in it and the host's RSS at its end.
+      auto last = shared->replies.load();
+      const auto end = clock_type::now() + duration;
+      for (auto t = clock_type::now() + 1s; t <= end; t += 1s) {
+        std::this_thread::sleep_until(t);
+        auto now_replies = shared->replies.load();
+        res.per_second.push_back(now_replies - last);
+        res.rss_kb_per_second.push_back(self_status_field("VmRSS"));
+        last = now_replies;
+      }
+      std::this_thread::sleep_until(end);
+    } else {
+      std::this_thread::sleep_for(duration);
+    }
     to = steady_ns();
+    cpu_to = host_cpu_us();
     shared->to_ns = to;
     shared->stop = true;
   } else {
@@ -368,6 +400,8 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
   }
   res.seconds = static_cast<double>(to - from) / 1e9;
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.ok) / res.seconds : 0;
+  if (!counted && res.ok + res.errors > 0)
+    res.host_cpu_us_per_request = (cpu_to - cpu_from) / static_cast<double>(res.ok + res.errors);
   res.summary = res.latency.summary();
   return res;
 }
@@ -383,6 +417,7 @@ dspex_bench_options dspex_bench_options::quick_defaults() {
   o.ready_repeats = 2;
   o.kill_repeats = 3;
   o.big_pool = 32;
+  o.io_duration = 2000ms;
   return o;
 }
 
@@ -549,21 +584,99 @@ public:
     done(describe_load("dspex round trip W=1 on CPU " + std::to_string(o_.peers.pin_cpu), r_.round_trip_pinned));
   }
 
+  // W workers, clients_per_worker x W clients; again with
+  // max_concurrency concurrency_variant (the pool keeps that many requests
+  // in flight on each worker).
   void throughput_one(std::size_t i) {
     const int w = o_.peers.workers[i];
+    r_.throughput[i] = throughput_run(w, 0);
+    if (o_.concurrency_variant > 1)
+      r_.throughput_mc[i] = throughput_run(w, o_.concurrency_variant);
+  }
+
+  load_result throughput_run(int w, int concurrency) {
     const int clients = o_.clients_per_worker * w;
-    announce("throughput W=" + std::to_string(w) + ", " + std::to_string(clients) + " clients");
-    auto n = start(sys_, setup(w), "throughput W=" + std::to_string(w));
+    const std::string what = "throughput W=" + std::to_string(w)
+                             + (concurrency > 0 ? ", max_concurrency " + std::to_string(concurrency) : "");
+    announce(what + ", " + std::to_string(clients) + " clients");
+    auto s = setup(w);
+    s.max_concurrency = concurrency;
+    auto n = start(sys_, s, what);
     load_result l;
     l.clients = clients;
     if (n) {
       l = run_actor_load(sys_, n->target(), echo_command(o_.peers.payload_bytes), clients, o_.warmup,
                          o_.peers.duration);
-      check_load("throughput W=" + std::to_string(w), l);
+      check_load(what, l);
       n->stop();
-      done(describe_load("dspex W=" + std::to_string(w), l));
+      done(describe_load("dspex " + what, l) + ", host CPU " + format_fixed(l.host_cpu_us_per_request, 1)
+           + " us/request");
     }
-    r_.throughput[i] = std::move(l);
+    return l;
+  }
+
+  // Every request an LM call that waits io_wait_ms (the mock LM's
+  // latency_ms), io_clients at once on io_workers workers of
+  // max_concurrency io_concurrency; beside mp.Pool(io_workers) with the
+  // same wait and as many in flight.
+  void io_bound() {
+    if (o_.io_duration.count() <= 0)
+      return;
+    const std::string what = "I/O-bound W=" + std::to_string(o_.io_workers) + ", max_concurrency "
+                             + std::to_string(o_.io_concurrency);
+    announce(what + ": mp.Pool");
+    peer_options po;
+    po.python = o_.peers.python;
+    po.inflight = o_.io_clients;
+    po.sleep_ms = o_.io_wait_ms;
+    po.warmup = std::chrono::milliseconds(2 * o_.io_wait_ms);
+    if (o_.peers.python_peers) {
+      r_.io_mp = run_python_peer(peer_kind::mp_pool, o_.io_workers, o_.io_duration, o_.peers.payload_bytes, po);
+      if (!r_.io_mp.ok)
+        r_.failures.push_back("I/O-bound mp.Pool: " + r_.io_mp.error);
+    }
+    announce(what + ": dspex");
+    auto s = setup(o_.io_workers);
+    s.max_concurrency = o_.io_concurrency;
+    auto n = start(sys_, s, what);
+    if (!n)
+      return;
+    // One session whose LM waits; its program is replayed onto the other
+    // worker when a request first lands there.
+    const std::string sid = "io-bound";
+    caf::scoped_actor self{sys_};
+    bool ready = true;
+    for (auto& c : {make_command("configure_lm", json{{"provider", "mock"}, {"latency_ms", o_.io_wait_ms}}, sid),
+                    make_command("create_program", json{{"id", "io"}, {"signature", "q -> a"}}, sid)})
+      self->request(n->target(), std::chrono::seconds(30), exec_atom::value, c)
+        .receive([](json&) {}, [&](caf::error& e) {
+          failed(what + ": setup: " + describe(e));
+          ready = false;
+        });
+    if (ready) {
+      auto req = make_command("execute_program", json{{"program_id", "io"}, {"inputs", {{"q", "x"}}}}, sid);
+      r_.io_bound = run_actor_load(sys_, n->target(), req, o_.io_clients,
+                                   std::chrono::milliseconds(2 * o_.io_wait_ms), o_.io_duration);
+      check_load(what, r_.io_bound);
+      done(describe_load("dspex " + what, r_.io_bound) + "; mp.Pool(" + std::to_string(o_.io_workers) + ") "
+           + format_rate(r_.io_mp.requests_per_s));
+    }
+    n->stop();
+  }
+
+  // W=4, 16 clients for o_.sustained: replies per second and host RSS.
+  void sustained() {
+    if (o_.sustained.count() <= 0)
+      return;
+    announce("sustained W=4, " + std::to_string(o_.sustained.count() / 1000) + " s");
+    auto n = start(sys_, setup(4), "sustained");
+    if (!n)
+      return;
+    r_.sustained = run_actor_load(sys_, n->target(), echo_command(o_.peers.payload_bytes),
+                                  o_.clients_per_worker * 4, o_.warmup, o_.sustained, 0, true);
+    check_load("sustained", r_.sustained);
+    n->stop();
+    done(describe_load("dspex sustained W=4", r_.sustained));
   }
 
   void pool_ready() {
@@ -765,6 +878,7 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
   // alike. Spawn-to-first-reply and the bare pool of 8 come with the last W.
   const auto& ws = opts.peers.workers;
   r.throughput.resize(ws.size());
+  r.throughput_mc.resize(ws.size());
   bool round_trip_done = false;
   for (std::size_t i = 0; i < ws.size(); ++i) {
     const bool last = i + 1 == ws.size();
@@ -813,6 +927,8 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
       run.round_trip_and_payloads();
       run.pinned_round_trip();
     }
+    run.io_bound();
+    run.sustained();
     run.pool_ready();
     run.sigkill();
     run.big_pool();
@@ -860,12 +976,17 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
   if (r.round_trip.ok > 0) {
     double q = b1 ? ratio(r.round_trip.summary.p50_us, b1->summary.p50_us) : nan_ratio;
     t.add({"p50, dspex", format_micros(r.round_trip.summary.p50_us), b1 ? "bare " + format_micros(b1->summary.p50_us) : "",
-           format_ratio(q), "<= 1.25x bare", judge_at_most(q, 1.25), ""});
+           format_ratio(q), "<= 1.15x bare", judge_at_most(q, 1.15), ""});
     double q99 = b1 ? ratio(r.round_trip.summary.p99_us, b1->summary.p99_us) : nan_ratio;
     t.add({"p99, dspex", format_micros(r.round_trip.summary.p99_us),
-           b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99), "", verdict::info, ""});
+           b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99), "<= 1.5x bare",
+           judge_at_most(q99, 1.5), ""});
+    t.add({"host CPU per request, dspex", format_fixed(r.round_trip.host_cpu_us_per_request, 1) + " us",
+           b1 ? "bare " + format_fixed(b1->host_cpu_us_per_request, 1) + " us" : "",
+           b1 ? format_ratio(ratio(r.round_trip.host_cpu_us_per_request, b1->host_cpu_us_per_request)) : "", "",
+           verdict::info, "host threads, user + sys (getrusage), clients included"});
   } else {
-    t.add({"p50, dspex", "-", "", "", "<= 1.25x bare", verdict::skipped, "the round trip did not run"});
+    t.add({"p50, dspex", "-", "", "", "<= 1.15x bare", verdict::skipped, "the round trip did not run"});
   }
   if (p.pinned.requests > 0 && r.round_trip_pinned.ok > 0) {
     const std::string cpu = "CPU " + std::to_string(o.peers.pin_cpu);
@@ -896,23 +1017,80 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
              mp ? format_ratio(ratio(ex->requests_per_s, mp->requests_per_s)) : "", "", verdict::info, ""});
     const load_result* d = i < r.throughput.size() && r.throughput[i].ok > 0 ? &r.throughput[i] : nullptr;
     if (!d) {
-      t.add({"req/s " + ws + ", dspex", "-", "", "", ">= 0.8x bare, >= 1.5x mp.Pool", verdict::skipped,
+      t.add({"req/s " + ws + ", dspex", "-", "", "", ">= 0.6x bare, >= 2x mp.Pool", verdict::skipped,
              "the dspex run did not complete"});
       continue;
     }
     double qb = b ? ratio(d->requests_per_s, b->requests_per_s) : nan_ratio;
     table_row rb{"req/s " + ws + ", dspex vs bare", format_rate(d->requests_per_s),
-                 b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qb), ">= 0.8x bare",
-                 judge_at_least(qb, 0.8), ""};
+                 b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qb), ">= 0.6x bare",
+                 judge_at_least(qb, 0.6), ""};
     t.add(rb);
     double qm = mp ? ratio(d->requests_per_s, mp->requests_per_s) : nan_ratio;
     table_row rm{"req/s " + ws + ", dspex vs mp.Pool", format_rate(d->requests_per_s),
-                 mp ? "mp.Pool " + format_rate(mp->requests_per_s) : "", format_ratio(qm), ">= 1.5x mp.Pool",
-                 judge_at_least(qm, 1.5), ""};
-    if (b && mp && ratio(b->requests_per_s, mp->requests_per_s) < 1.5)
+                 mp ? "mp.Pool " + format_rate(mp->requests_per_s) : "", format_ratio(qm), ">= 2x mp.Pool",
+                 judge_at_least(qm, 2.0), ""};
+    if (b && mp && ratio(b->requests_per_s, mp->requests_per_s) < 2.0)
       rm.note = "the bare loop itself is only " + format_ratio(ratio(b->requests_per_s, mp->requests_per_s)) +
-                " mp.Pool at " + ws + ": 1.5x is above the floor on this machine";
+                " mp.Pool at " + ws + ": 2x is above the floor on this machine";
     t.add(rm);
+    t.add({"host CPU per request " + ws + ", dspex", format_fixed(d->host_cpu_us_per_request, 1) + " us",
+           b ? "bare " + format_fixed(b->host_cpu_us_per_request, 1) + " us" : "",
+           b ? format_ratio(ratio(d->host_cpu_us_per_request, b->host_cpu_us_per_request)) : "", "", verdict::info,
+           "host threads, user + sys (getrusage), clients included"});
+    const load_result* c = i < r.throughput_mc.size() && r.throughput_mc[i].ok > 0 ? &r.throughput_mc[i] : nullptr;
+    if (c) {
+      const std::string mc = "max_concurrency " + std::to_string(o.concurrency_variant);
+      double qc = b ? ratio(c->requests_per_s, b->requests_per_s) : nan_ratio;
+      t.add({"req/s " + ws + ", dspex " + mc + " vs bare", format_rate(c->requests_per_s),
+             b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qc), ">= 1.0x bare",
+             judge_at_least(qc, 1.0), "host CPU " + format_fixed(c->host_cpu_us_per_request, 1) + " us/request"});
+    }
+  }
+
+  // -- I/O-bound --
+  if (r.io_bound.clients > 0) {
+    const std::string ws = "W=" + std::to_string(o.io_workers);
+    t.section("I/O-bound: every request an LM call waiting " + std::to_string(o.io_wait_ms) + " ms; " + ws + ", " +
+              std::to_string(o.io_clients) + " clients (dspex max_concurrency " + std::to_string(o.io_concurrency) +
+              "; mp.Pool " + std::to_string(o.io_clients) + " in flight)");
+    const double ideal = 1000.0 / o.io_wait_ms * o.io_workers * o.io_concurrency;
+    const double ideal_clients = std::min(ideal, 1000.0 / o.io_wait_ms * o.io_clients);
+    if (r.io_mp.ok)
+      t.add({"req/s " + ws + ", mp.Pool", format_rate(r.io_mp.requests_per_s), "", "", "", verdict::floor, ""});
+    double q = ratio(r.io_bound.requests_per_s, ideal_clients);
+    t.add({"req/s " + ws + ", dspex vs ideal", format_rate(r.io_bound.requests_per_s),
+           "ideal " + format_rate(ideal_clients), format_ratio(q), ">= 0.9x ideal", judge_at_least(q, 0.9),
+           "host CPU " + format_fixed(r.io_bound.host_cpu_us_per_request, 1) + " us/request"});
+    if (r.io_mp.ok)
+      t.add({"req/s " + ws + ", dspex vs mp.Pool", format_rate(r.io_bound.requests_per_s),
+             "mp.Pool " + format_rate(r.io_mp.requests_per_s),
+             format_ratio(ratio(r.io_bound.requests_per_s, r.io_mp.requests_per_s)), "", verdict::info, ""});
+  }
+
+  // -- sustained --
+  if (!r.sustained.per_second.empty()) {
+    const auto& ps = r.sustained.per_second;
+    const auto& rss = r.sustained.rss_kb_per_second;
+    t.section("sustained: W=4, " + std::to_string(r.sustained.clients) + " clients, " +
+              std::to_string(ps.size()) + " s");
+    const std::size_t k = std::min<std::size_t>(10, ps.size() / 2);
+    double first = 0, last = 0;
+    for (std::size_t i = 0; i < k; ++i) {
+      first += static_cast<double>(ps[i]);
+      last += static_cast<double>(ps[ps.size() - 1 - i]);
+    }
+    double q = ratio(last, first);
+    t.add({"req/s, last " + std::to_string(k) + " s vs first " + std::to_string(k) + " s",
+           format_rate(k ? last / k : 0), "first " + format_rate(k ? first / k : 0), format_ratio(q),
+           "within 10%", std::isfinite(q) ? (q >= 0.9 && q <= 1.1 ? verdict::pass : verdict::fail) : verdict::skipped,
+           "host CPU " + format_fixed(r.sustained.host_cpu_us_per_request, 1) + " us/request"});
+    if (rss.size() >= 2 * k && k > 0) {
+      const double a = static_cast<double>(rss[k - 1]), z = static_cast<double>(rss.back());
+      t.add({"host RSS at the end vs after " + std::to_string(k) + " s", format_fixed(z / 1024, 1) + " MB",
+             format_fixed(a / 1024, 1) + " MB", format_ratio(ratio(z, a)), "flat (<= 1.1x)",
+             judge_at_most(ratio(z, a), 1.1), ""});
+    }
   }
 
   // -- payloads --
@@ -1038,6 +1216,10 @@ json to_json(const dspex_bench_result& r) {
   for (std::size_t i = 0; i < r.throughput.size(); ++i) {
     auto j = to_json(r.throughput[i]);
     j["workers"] = i < o.peers.workers.size() ? o.peers.workers[i] : 0;
+    if (i < r.throughput_mc.size() && r.throughput_mc[i].clients > 0) {
+      j["max_concurrency_variant"] = to_json(r.throughput_mc[i]);
+      j["max_concurrency_variant"]["max_concurrency"] = o.concurrency_variant;
+    }
     tput.push_back(j);
   }
   json pay = json::array();
@@ -1099,6 +1281,9 @@ json to_json(const dspex_bench_result& r) {
                 {"kill_repeats", o.kill_repeats},
                 {"big_pool", o.big_pool},
                 {"big_pool_requests_per_worker", o.big_pool_requests_per_worker},
+                {"concurrency_variant", o.concurrency_variant},
+                {"io_duration_ms", o.io_duration.count()},
+                {"sustained_ms", o.sustained.count()},
                 {"caf_args", o.caf_args},
                 {"out_dir", o.out_dir}}},
               {"peers", to_json(r.peers)},
@@ -1106,6 +1291,14 @@ json to_json(const dspex_bench_result& r) {
                {{"round_trip", to_json(r.round_trip)},
                 {"round_trip_pinned", r.round_trip_pinned.clients ? to_json(r.round_trip_pinned) : json(nullptr)},
                 {"throughput", tput},
+                {"io_bound", r.io_bound.clients ? json{{"dspex", to_json(r.io_bound)},
+                                                        {"mp_pool", r.io_mp.ok ? to_json(r.io_mp) : json(nullptr)},
+                                                        {"workers", o.io_workers},
+                                                        {"max_concurrency", o.io_concurrency},
+                                                        {"clients", o.io_clients},
+                                                        {"wait_ms", o.io_wait_ms}}
+                                                  : json(nullptr)},
+                {"sustained", r.sustained.clients ? to_json(r.sustained) : json(nullptr)},
                 {"payloads", pay},
                 {"pool_ready_us", ready},
                 {"sigkill", kills},

@@ -62,6 +62,7 @@ struct pool_setup {
   int worker_period_ms = 0;        ///< pool worker_period_ms
   int max_consecutive_failures = -1;  ///< -1 keeps the default
   bool circuit = false;            ///< circuit.enabled (off: every failure is counted, none failed fast)
+  int max_concurrency = 0;         ///< worker.max_concurrency; 0 keeps the default (1)
   int root_intensity = 0;          ///< root intensity
 };
 
@@ -118,6 +119,13 @@ struct load_result {
   double requests_per_s = 0;   ///< ok / seconds
   latency_recorder latency;    ///< requests sent and answered inside the window
   latency_summary summary;
+  /// Host CPU (every thread of this process, user + sys, getrusage) over
+  /// the window, per reply in it; -1 when not measured.
+  double host_cpu_us_per_request = -1;
+  /// Replies per second of the window, when asked for (sustained run; no
+  /// latency samples are kept then, so the host's RSS shows dspex alone).
+  std::vector<std::uint64_t> per_second;
+  std::vector<long> rss_kb_per_second;  ///< host VmRSS at each of those seconds
 };
 
 json to_json(const load_result& r);  ///< without the raw samples
@@ -128,7 +136,7 @@ json to_json(const load_result& r);  ///< without the raw samples
 /// instead (the window is then the whole run).
 load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, const command_request& req,
                            int clients, std::chrono::milliseconds warmup, std::chrono::milliseconds duration,
-                           std::uint64_t requests_per_client = 0);
+                           std::uint64_t requests_per_client = 0, bool per_second = false);
 
 /// The echo request of the bare loop (same command and payload).
 command_request echo_command(std::size_t payload_bytes);
@@ -146,6 +154,15 @@ struct dspex_bench_options {
   int kill_repeats = 5;                    ///< SIGKILL samples
   int big_pool = 256;                      ///< 0 skips the big-pool run
   int big_pool_requests_per_worker = 4;
+  int concurrency_variant = 4;             ///< throughput again with this max_concurrency (0: skip)
+  /// I/O-bound: W=2, max_concurrency 16, 64 clients, every request an LM
+  /// call that waits 200 ms (mock LM latency_ms), beside mp.Pool(2) on the
+  /// same wait. 0 ms skips it.
+  std::chrono::milliseconds io_duration{4000};
+  int io_workers = 2, io_concurrency = 16, io_clients = 64, io_wait_ms = 200;
+  /// Sustained: W=4, 16 clients for this long, throughput per second and
+  /// host RSS; 0 skips it.
+  std::chrono::milliseconds sustained{0};
   std::string out_dir = "bench/out";
   bool plots = true;
   bool quick = false;
@@ -186,6 +203,10 @@ struct dspex_bench_result {
   load_result round_trip;                 ///< 1 client, 1 worker, peers.payload_bytes
   load_result round_trip_pinned;          ///< the same pinned to peers.pin_cpu (clients == 0: not run)
   std::vector<load_result> throughput;    ///< per peers.workers
+  std::vector<load_result> throughput_mc; ///< the same with max_concurrency concurrency_variant
+  load_result io_bound;                   ///< the I/O-bound scenario (clients == 0: not run)
+  peer_result io_mp;                      ///< mp.Pool(io_workers) on the same wait
+  load_result sustained;                  ///< the sustained run (clients == 0: not run)
   std::vector<load_result> payload_dspex; ///< per payloads
   std::vector<bare_result> payload_bare;  ///< per payloads
   latency_recorder ready;                 ///< node::start of a pool of ready_workers

@@ -114,6 +114,10 @@ peer_result run_python_peer(peer_kind kind, int workers, std::chrono::millisecon
                format_seconds(time_limit),
                "--run-id",
                opts.run_id.empty() ? bridge::host_run_id() : opts.run_id};
+  if (opts.sleep_ms > 0) {
+    spec.argv.push_back("--sleep-ms");
+    spec.argv.push_back(std::to_string(opts.sleep_ms));
+  }
   spec.env = {{"PYTHONDONTWRITEBYTECODE", "1"}};
 
   command_result run;

@@ -29,6 +29,7 @@ struct peer_options {
   std::string script;      ///< mp_peer.py; "" = locate_mp_peer()
   int inflight = 0;        ///< outstanding submissions; 0 = 4 x workers
   std::chrono::milliseconds warmup{300};
+  int sleep_ms = 0;        ///< each task waits this long first (the I/O-bound peer)
   std::string run_id;      ///< passed as --run-id (for pgrep); "" = bridge::host_run_id()
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <sys/resource.h>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -744,6 +745,13 @@ void progress_line::clear() {
     os_.flush();
     shown_ = 0;
   }
+}
+
+double host_cpu_us() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto us = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e6 + static_cast<double>(tv.tv_usec); };
+  return us(ru.ru_utime) + us(ru.ru_stime);
 }
 
 } // namespace dspex::bench

@@ -138,6 +138,9 @@ json machine_info(const std::string& python = "python3");
 /// is above the core count mostly measure the other load.
 double load_average_1m();
 
+/// CPU time of this process so far (every thread, user + sys, getrusage), µs.
+double host_cpu_us();
+
 // -- plots (gnuplot) -----------------------------------------------------------------
 
 struct plot_outcome {

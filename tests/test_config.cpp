@@ -4,6 +4,8 @@
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/error.hpp>
 
+#include <algorithm>
+
 using namespace dspex;
 
 namespace {
@@ -42,6 +44,32 @@ TEST_CASE("a wrong type names the place, the expectation and what was found") {
   CHECK(p.find("root.children[1].size") != std::string::npos);
   CHECK(p.find("expected an integer") != std::string::npos);
   CHECK(p.find("-3") != std::string::npos);
+}
+
+TEST_CASE("worker.max_concurrency: 1 by default, 1..1024, reaches the pool's worker config") {
+  auto j = default_config();
+  auto& w = j["root"]["children"][1]["worker"];
+  for (auto bad : {json(0), json(1025), json(-1), json(2.5), json("4")}) {
+    w["max_concurrency"] = bad;
+    auto p = problems(j);
+    CHECK_MESSAGE(p.find("root.children[1].worker.max_concurrency") != std::string::npos, p);
+  }
+  w["max_concurrency"] = 16;
+  auto cfg = parse_config(j);
+  REQUIRE(cfg);
+  bool found = false;
+  for (auto& c : cfg->root.children)
+    if (auto* pool = std::get_if<pool_config>(&c.body)) {
+      CHECK(pool->worker.max_concurrency == 16);
+      CHECK(std::find(pool->worker.extra_args.begin(), pool->worker.extra_args.end(), "--max-concurrency")
+            == pool->worker.extra_args.end());
+      auto line = worker_command_line(pool->worker);
+      auto at = std::find(line.begin(), line.end(), "--max-concurrency");
+      REQUIRE(at != line.end());
+      CHECK(*(at + 1) == "16");
+      found = true;
+    }
+  CHECK(found);
 }
 
 TEST_CASE("unknown keys are refused, so typos do not pass silently") {

@@ -50,10 +50,11 @@ json expiring_tree() {
   j["root"]["children"][0]["ttl_ms"] = 200;
   j["root"]["children"][0]["sweep_interval_ms"] = 100;
   j["root"]["children"][1]["size"] = 2;
-  // Each worker request arms a CAF timer (delayed_send, which cannot be
-  // cancelled) for its whole timeout, and so does each request that waits in
-  // the pool's queue: about 200 bytes per request of the last few seconds.
-  // Short timeouts let a round's timers lapse before it is measured.
+  // A worker's requests and the pool's queue share one timer each
+  // (deadlines.hpp), but a blocking caller's own request (node's
+  // execute_in_session) still arms a CAF timer (delayed_send, which cannot
+  // be cancelled) for its whole span: short timeouts let a round's timers
+  // lapse before it is measured.
   j["root"]["children"][1]["worker"]["request_timeout_ms"] = timer_span.count();
   j["root"]["children"][1]["checkout_timeout_ms"] = timer_span.count();
   return j;

@@ -7,6 +7,7 @@
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/session_registry.hpp>
+#include <dspex/actors/session_state.hpp>
 
 #include "support/pool_fixture.hpp"
 
@@ -301,6 +302,51 @@ TEST_CASE_FIXTURE(sessions_fixture, "an api_key reaches each worker once per LM 
   CHECK(shown.find("sk-SECRET") == std::string::npos);
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["lm"].is_string());
+}
+
+TEST_CASE_FIXTURE(sessions_fixture, "a change made through another path reaches a warm worker before its next request") {
+  // A warm worker serves requests that change nothing without the prepare
+  // round trip (the pool knows it has seen the registry's versions); a
+  // change the registry records for anybody else must still be replayed
+  // onto it before its next request.
+  auto c = config(1);
+  start(c);
+  setup_session("s-w", json{{"provider", "mock"}, {"model", "m1"}});
+  auto anon_lm = [&] {
+    auto r = exec(pool(), "lm_info", json::object(), 0ms, std::nullopt);
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    return (*r)["lm"].get<std::string>();
+  };
+  for (int i = 0; i < 3; ++i) {
+    CHECK(lm_of("s-w") == "mock/m1");
+    CHECK(anon_lm() == "mock/dflt");
+  }
+  // Another path: a client of the registry other than this pool (another
+  // pool, say) records a new LM for the session and a new default for
+  // this pool.
+  auto record = [&](const std::string& pool_name, command_request req) {
+    session_plan plan;
+    self->request(reg(), 30s, prepare_atom::value, pool_name, std::move(req), seen_versions{})
+      .receive([&](session_plan& p) { plan = std::move(p); },
+               [&](caf::error& e) { FAIL(describe(e)); });
+    REQUIRE(plan.change != 0);
+    self->send(reg(), settle_atom::value, plan.change, true);
+  };
+  record("elsewhere", make_command("configure_lm", json{{"provider", "mock"}, {"model", "m2"}},
+                                   std::string("s-w")));
+  CHECK(lm_of("s-w") == "mock/m2");
+  CHECK(anon_lm() == "mock/dflt");
+  record(c.name, make_command("configure_lm", json{{"provider", "mock"}, {"model", "d2"}}));
+  CHECK(anon_lm() == "mock/d2");
+  CHECK(lm_of("s-w") == "mock/m2");
+  // Warm again: each LM version reached the worker once.
+  for (int i = 0; i < 3; ++i)
+    CHECK(lm_of("s-w") == "mock/m2");
+  auto ws = workers();
+  REQUIRE(ws.size() == 1);
+  auto info = lm_info(ws[0], "s-w");
+  CHECK(info["configured"] == 2);
+  CHECK(info["default_configured"] == 2);
 }
 
 } // TEST_SUITE

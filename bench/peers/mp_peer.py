@@ -2,12 +2,15 @@
 """Peer benchmark: Python's own process pools running dspex's trivial function.
 
     python3 mp_peer.py --kind pool|executor --workers W --duration S \
-        --payload N [--inflight K] [--warmup S] [--time-limit S] [--run-id R]
+        --payload N [--inflight K] [--warmup S] [--time-limit S] [--run-id R] \
+        [--sleep-ms MS]
 
 kind "pool" is multiprocessing.Pool.apply_async, kind "executor" is
 concurrent.futures.ProcessPoolExecutor.submit; both with W processes (fork
 start method, Linux's default) running echo(payload) -> {"payload": payload},
-the same work as the dspex worker's "echo" command. The driver keeps K
+the same work as the dspex worker's "echo" command; with --sleep-ms each
+task first waits that long (the I/O-bound scenario: an LM call's wait, as
+the dspex mock LM's latency_ms). The driver keeps K
 submissions outstanding (default 4W, as the dspex target's "4W clients"):
 each completion callback frees a slot and the main thread refills it.
 
@@ -38,6 +41,11 @@ EXIT_TIME_LIMIT = 3
 
 def echo(payload):
     # The benchmark's trivial function: keep it free of work.
+    return {"payload": payload}
+
+
+def wait_then_echo(payload, sleep_s):
+    time.sleep(sleep_s)
     return {"payload": payload}
 
 
@@ -132,7 +140,7 @@ class Driver:
         return start
 
 
-def run_pool(ctx, workers, payload, inflight, warmup, duration):
+def run_pool(ctx, workers, payload, inflight, warmup, duration, sleep_s=0.0):
     pool = ctx.Pool(processes=workers, initializer=_pool_process_init,
                     initargs=(os.getpid(),))
     finished = False
@@ -150,7 +158,11 @@ def run_pool(ctx, workers, payload, inflight, warmup, duration):
 
             def failed(exc):
                 driver.complete(t0, False)
-            pool.apply_async(echo, (payload,), callback=done, error_callback=failed)
+            if sleep_s > 0:
+                pool.apply_async(wait_then_echo, (payload, sleep_s), callback=done,
+                                 error_callback=failed)
+            else:
+                pool.apply_async(echo, (payload,), callback=done, error_callback=failed)
 
         driver = Driver(submit, inflight, payload)
         result = measure(driver, warmup, duration)
@@ -232,6 +244,8 @@ def parse_args(argv):
                         help="hard limit in seconds (default duration + warmup + 30)")
     # Unused: it sits in argv so the host can find this run's processes.
     parser.add_argument("--run-id", default="")
+    parser.add_argument("--sleep-ms", type=float, default=0.0,
+                        help="each task waits this long first (kind pool)")
     options = parser.parse_args(argv)
     if options.workers < 1 or options.payload < 0 or options.duration <= 0:
         parser.error("workers >= 1, payload >= 0 and duration > 0 are required")
@@ -270,10 +284,13 @@ def main(argv=None):
     _arm_time_limit(options.time_limit)
     ctx = multiprocessing.get_context("fork")
     payload = "x" * options.payload
-    run = run_pool if options.kind == "pool" else run_executor
     try:
-        result = run(ctx, options.workers, payload, options.inflight,
-                     options.warmup, options.duration)
+        if options.kind == "pool":
+            result = run_pool(ctx, options.workers, payload, options.inflight,
+                              options.warmup, options.duration, options.sleep_ms / 1000.0)
+        else:
+            result = run_executor(ctx, options.workers, payload, options.inflight,
+                                  options.warmup, options.duration)
     except Exception as exc:
         _emit({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return EXIT_ERROR
@@ -285,6 +302,7 @@ def main(argv=None):
         "payload_bytes": options.payload,
         "python": sys.version.split()[0],
         "start_method": "fork",
+        "sleep_ms": options.sleep_ms,
     })
     _emit(result)
     return 0

@@ -35,6 +35,8 @@ def parse_args(argv):
     parser.add_argument("--max-frame-bytes", type=positive_int,
                         default=DEFAULT_MAX_FRAME_BYTES)
     parser.add_argument("--mode", choices=("pool", "single"), default="pool")
+    parser.add_argument("--max-concurrency", type=positive_int, default=1,
+                        help="requests served at once (threads)")
     parser.add_argument("--parent-pid", type=positive_int, default=None,
                         help="exit at once unless this is our parent")
     options = parser.parse_args(argv)
@@ -112,7 +114,8 @@ def main(argv=None, ppid_at_start=None):
     worker = Worker(worker_id=options.worker_id, run_id=options.run_id,
                     mode=options.mode,
                     channel=Channel(in_fd, out_fd, options.max_frame_bytes),
-                    registry=registry, fault_injection=options.fault_injection)
+                    registry=registry, fault_injection=options.fault_injection,
+                    max_concurrency=options.max_concurrency)
     try:
         code = worker.serve()
     except SystemExit as exc:  # SIGTERM

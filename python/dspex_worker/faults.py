@@ -8,6 +8,7 @@ failure is detected, classified and recovered from.
 
 import os
 import sys
+import threading
 import time
 
 from .protocol import encode_success
@@ -69,6 +70,26 @@ def fault_sleep(args, ctx):
     seconds = _number_arg(args, "seconds", 1.0, 0)
     time.sleep(seconds)
     return {"slept_s": seconds}
+
+
+_gatherings = {}
+_gatherings_lock = threading.Lock()
+
+
+@fault("fault_gather")
+def fault_gather(args, ctx):
+    """Returns once `parties` requests of the same `name` are inside at the
+    same time (proof of max_concurrency without a clock); a BrokenBarrierError
+    after timeout_s when they never are (requests served one at a time)."""
+    parties = _int_arg(args, "parties", 2, 1, 1024)
+    timeout = _number_arg(args, "timeout_s", 10.0, 0)
+    name = str(args.get("name", ""))
+    with _gatherings_lock:
+        barrier = _gatherings.get(name)
+        if barrier is None or barrier.parties != parties or barrier.broken:
+            barrier = _gatherings[name] = threading.Barrier(parties)
+    barrier.wait(timeout)
+    return {"parties": parties, "thread": threading.current_thread().name}
 
 
 @fault("fault_garbage")

@@ -10,6 +10,7 @@ real model.
 
 import json
 import os
+import time
 
 from . import dspy_backend
 from .registry import CommandRegistry
@@ -56,16 +57,21 @@ class MockLM:
 
     Each output field gets responses[field] when configured, else
     "mock <field> for <inputs as sorted JSON>", so equal inputs always give
-    equal outputs and different inputs give different ones.
+    equal outputs and different inputs give different ones. latency_ms
+    makes each completion wait that long first (an endpoint's latency,
+    without a network: the I/O-bound benchmark).
     """
 
     provider = "mock"
     dspy_lm = None
 
-    def __init__(self, model="mock", responses=None):
+    def __init__(self, model="mock", responses=None, latency_ms=0):
         if responses is not None and not isinstance(responses, dict):
             raise TypeError("responses must be an object mapping output field -> text")
+        if latency_ms < 0:
+            raise ValueError("latency_ms must not be negative")
         self.model = model
+        self.latency_s = latency_ms / 1000.0
         self.responses = dict(responses or {})
         self.calls = 0
 
@@ -75,6 +81,8 @@ class MockLM:
 
     def complete(self, request):
         self.calls += 1
+        if self.latency_s:
+            time.sleep(self.latency_s)
         inputs_json = json.dumps(request.inputs, sort_keys=True,
                                  ensure_ascii=False, default=str)
         lines = []
@@ -179,7 +187,8 @@ def lm_from_args(args):
     provider = args.get("provider", "mock")
     if provider == "mock":
         return MockLM(model=_opt_str(args, "model", "mock"),
-                      responses=args.get("responses"))
+                      responses=args.get("responses"),
+                      latency_ms=_opt_number(args, "latency_ms", 0))
     if provider == "openai":
         api_key = args.get("api_key") or os.environ.get("OPENAI_API_KEY")
         return OpenAICompatibleLM(

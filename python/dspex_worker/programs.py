@@ -13,6 +13,7 @@ that has not seen them, so everything here may be lost with the process.
 
 import json
 import re
+import threading
 import time
 
 from . import dspy_backend
@@ -214,57 +215,71 @@ class Program:
 
 
 class ProgramStore:
-    """session_id (None allowed) -> {program_id -> Program}, in creation order."""
+    """session_id (None allowed) -> {program_id -> Program}, in creation order.
+
+    Thread-safe: request threads (max_concurrency > 1) read it while the
+    protocol thread changes it.
+    """
 
     def __init__(self):
         self._sessions = {}
         self._generated = 0
+        self._lock = threading.RLock()
 
     def new_id(self, session_id):
-        programs = self._sessions.get(session_id, {})
-        while True:
-            self._generated += 1
-            program_id = f"prog_{self._generated}"
-            # Skip ids a client chose itself (or the host replayed).
-            if program_id not in programs:
-                return program_id
+        with self._lock:
+            programs = self._sessions.get(session_id, {})
+            while True:
+                self._generated += 1
+                program_id = f"prog_{self._generated}"
+                # Skip ids a client chose itself (or the host replayed).
+                if program_id not in programs:
+                    return program_id
 
     def add(self, program):
-        programs = self._sessions.setdefault(program.session_id, {})
-        if program.program_id in programs:
-            raise ValueError(f"Program with ID {program.program_id!r} already "
-                             f"exists in {_describe_session(program.session_id)}")
-        programs[program.program_id] = program
+        with self._lock:
+            programs = self._sessions.setdefault(program.session_id, {})
+            if program.program_id in programs:
+                raise ValueError(f"Program with ID {program.program_id!r} already "
+                                 f"exists in {_describe_session(program.session_id)}")
+            programs[program.program_id] = program
 
     def has(self, session_id, program_id):
-        return program_id in self._sessions.get(session_id, {})
+        with self._lock:
+            return program_id in self._sessions.get(session_id, {})
 
     def get(self, session_id, program_id):
-        program = self._sessions.get(session_id, {}).get(program_id)
-        if program is None:
-            raise KeyError(f"program {program_id!r} not found in "
-                           f"{_describe_session(session_id)}")
-        return program
+        with self._lock:
+            program = self._sessions.get(session_id, {}).get(program_id)
+            if program is None:
+                raise KeyError(f"program {program_id!r} not found in "
+                               f"{_describe_session(session_id)}")
+            return program
 
     def remove(self, session_id, program_id):
-        program = self.get(session_id, program_id)
-        programs = self._sessions[session_id]
-        del programs[program_id]
-        if not programs:
-            del self._sessions[session_id]
-        return program
+        with self._lock:
+            program = self.get(session_id, program_id)
+            programs = self._sessions[session_id]
+            del programs[program_id]
+            if not programs:
+                del self._sessions[session_id]
+            return program
 
     def list(self, session_id):
-        return list(self._sessions.get(session_id, {}).values())
+        with self._lock:
+            return list(self._sessions.get(session_id, {}).values())
 
     def drop_session(self, session_id):
-        return len(self._sessions.pop(session_id, {}))
+        with self._lock:
+            return len(self._sessions.pop(session_id, {}))
 
     def count(self):
-        return sum(len(programs) for programs in self._sessions.values())
+        with self._lock:
+            return sum(len(programs) for programs in self._sessions.values())
 
     def session_ids(self):
-        return list(self._sessions)
+        with self._lock:
+            return list(self._sessions)
 
 
 def _describe_session(session_id):

@@ -11,6 +11,7 @@ the benchmark's trivial "echo" is dominated by this loop.
 
 import json
 import os
+import threading
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 HEADER_BYTES = 4
@@ -74,6 +75,8 @@ class Channel:
         self._buf = bytearray()
         self._chunk = bytearray(READ_CHUNK_BYTES)
         self._chunk_view = memoryview(self._chunk)
+        # Request threads (max_concurrency > 1) write their own replies.
+        self._write_lock = threading.Lock()
 
     # -- input ---------------------------------------------------------------
 
@@ -114,6 +117,10 @@ class Channel:
         self._write_all([data])
 
     def _write_all(self, parts):
+        with self._write_lock:
+            self._write_all_locked(parts)
+
+    def _write_all_locked(self, parts):
         total = sum(len(p) for p in parts)
         written = os.writev(self.out_fd, parts)
         if written == total:

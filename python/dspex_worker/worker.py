@@ -1,12 +1,21 @@
 """The request loop and the state one worker process keeps between requests.
 
-Requests are served strictly one at a time, in arrival order: read a frame,
-run its handler, write its reply. Nothing a handler does (raise, sys.exit,
-return something unencodable) may break the loop; only SIGTERM, EOF, the
-shutdown command and an unrecoverable framing error end it.
+With max_concurrency 1 (the default) requests are served strictly one at a
+time, in arrival order: read a frame, run its handler, write its reply.
+With N > 1 this thread keeps reading and hands each request to one of N
+request threads, which writes its reply itself (the channel serializes
+writes; replies may leave out of order, ids tell them apart). Commands that
+change what later requests see (STATE_COMMANDS) still run on the protocol
+thread, in arrival order: a request read after them runs with their effect,
+which is what the host's replay before a request relies on. Nothing a
+handler does (raise, sys.exit, return something unencodable) may break the
+loop; only SIGTERM, EOF, the shutdown command and an unrecoverable framing
+error end it.
 """
 
 import os
+import queue
+import threading
 import time
 
 from . import hygiene
@@ -20,16 +29,21 @@ from .registry import NO_REPLY, CommandContext
 EXIT_OK = 0
 EXIT_FRAME_TOO_LARGE = 2
 
+# Run on the protocol thread even with max_concurrency > 1 (see above).
+STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program",
+                            "cleanup_session", "shutdown"})
+
 
 class Worker:
     def __init__(self, *, worker_id, run_id, mode, channel, registry,
-                 fault_injection=False):
+                 fault_injection=False, max_concurrency=1):
         self.worker_id = worker_id
         self.run_id = run_id
         self.mode = mode
         self.channel = channel
         self.registry = registry
         self.fault_injection = fault_injection
+        self.max_concurrency = max_concurrency
         self.pid = os.getpid()
 
         self.programs = ProgramStore()
@@ -43,21 +57,26 @@ class Worker:
         self._session_states = {}     # session_id -> ctx.session_state
         self.held_memory = []         # fault_alloc with "hold": a deliberate leak
 
-        self.requests = 0
-        self.errors = 0
+        self.requests = 0             # counted on the protocol thread
+        self.errors = 0               # counted by request threads too: locked
+        self._errors_lock = threading.Lock()
         self.started_monotonic = time.monotonic()
         self.last_activity = time.time()
         self.stop_after_reply = False  # set by the shutdown command
 
     # -- state helpers used by commands ---------------------------------------
 
+    def _count_error(self):
+        with self._errors_lock:
+            self.errors += 1
+
     def uptime_s(self):
         return time.monotonic() - self.started_monotonic
 
     def session_state(self, session_id):
         state = self._session_states.get(session_id)
-        if state is None:
-            state = self._session_states[session_id] = {}
+        if state is None:  # setdefault: two request threads get one dict
+            state = self._session_states.setdefault(session_id, {})
         return state
 
     def set_lm(self, session_id, lm):
@@ -82,7 +101,8 @@ class Worker:
     def session_count(self):
         ids = set(self.programs.session_ids())
         ids.update(self._session_lms)
-        ids.update(sid for sid, state in self._session_states.items() if state)
+        # list(): one step under the GIL, while request threads add states
+        ids.update(sid for sid, state in list(self._session_states.items()) if state)
         ids.discard(None)
         return len(ids)
 
@@ -90,6 +110,8 @@ class Worker:
 
     def serve(self):
         """Serve until EOF, shutdown or a fatal framing error; returns the exit code."""
+        if self.max_concurrency > 1:
+            return self._serve_concurrently()
         channel = self.channel
         read_frame = channel.read_frame
         write_frame = channel.write_frame
@@ -117,20 +139,70 @@ class Worker:
             if self.stop_after_reply or hygiene.termination_requested():
                 return EXIT_OK
 
+    def _serve_concurrently(self):
+        read_frame = self.channel.read_frame
+        jobs = queue.SimpleQueue()
+        # Daemon threads: a handler stuck in Python must not hold the exit.
+        for n in range(self.max_concurrency):
+            threading.Thread(target=self._request_thread, args=(jobs,),
+                             name=f"dspex-request-{n}", daemon=True).start()
+        while True:
+            try:
+                payload = read_frame()
+            except FrameTooLarge as exc:
+                log(f"fatal: {exc}; exiting")
+                self._write_quietly(encode_failure(0, "FrameTooLarge", str(exc)))
+                return EXIT_FRAME_TOO_LARGE
+            except TruncatedFrame as exc:
+                log(f"{exc}; host gone, exiting")
+                return EXIT_OK
+            if payload is None:
+                return EXIT_OK
+            request = self.decode(payload)
+            if isinstance(request, bytes):  # a protocol error's reply
+                self._write_quietly(request)
+            elif request[1] in STATE_COMMANDS:
+                self._reply(self.run(*request))
+            else:
+                jobs.put(request)
+            if self.stop_after_reply or hygiene.termination_requested():
+                return EXIT_OK
+
+    def _request_thread(self, jobs):
+        while True:
+            self._reply(self.run(*jobs.get()))
+
+    def _reply(self, reply):
+        if reply is None:
+            return
+        try:
+            self.channel.write_frame(reply)
+        except BrokenPipeError:
+            log("protocol output closed by the host")
+
     def handle(self, payload):
         """Turn one request frame into one reply frame (None: no reply)."""
+        request = self.decode(payload)
+        if isinstance(request, bytes):
+            return request
+        return self.run(*request)
+
+    def decode(self, payload):
+        """(id, command, args, session_id), or the reply to a bad frame."""
         self.requests += 1
         self.last_activity = time.time()
         try:
-            request_id, name, args, session_id = decode_request(payload)
+            return decode_request(payload)
         except ProtocolError as exc:
-            self.errors += 1
+            self._count_error()
             log(f"protocol error: {exc}")
             return encode_failure(exc.request_id, "ProtocolError", str(exc))
 
+    def run(self, request_id, name, args, session_id):
+        """Run one decoded request; its reply frame (None: no reply)."""
         handler = self.registry.get(name)
         if handler is None:
-            self.errors += 1
+            self._count_error()
             return encode_failure(request_id, "UnknownCommand",
                                   self._unknown_message(name))
 
@@ -143,7 +215,7 @@ class Worker:
             # be a real Ctrl-C).
             if hygiene.termination_requested():
                 raise
-            self.errors += 1
+            self._count_error()
             return _failure_from_exception(request_id, exc)
 
         if result is NO_REPLY:
@@ -151,14 +223,14 @@ class Worker:
         try:
             reply = encode_success(request_id, result)
         except Exception as exc:
-            self.errors += 1
+            self._count_error()
             return _failure_from_exception(
                 request_id, exc,
                 f"result of command {name!r} cannot be sent as JSON: {exc}")
         if len(reply) > self.channel.max_frame_bytes:
             # The host would refuse it and lose the stream; a small classified
             # error keeps both sides in step.
-            self.errors += 1
+            self._count_error()
             return encode_failure(
                 request_id, "FrameTooLarge",
                 f"reply of {len(reply)} bytes to {name!r} exceeds the limit of "
