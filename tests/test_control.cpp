@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/cli_program.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -215,38 +216,6 @@ std::string random_binary(std::mt19937& rng) {
 }
 
 // The dspex binary as a child process, its output collected.
-struct program {
-  std::mutex mx;
-  std::string out;
-  promise_box<bridge::exit_status> exited;
-  std::shared_ptr<bridge::python_process> proc;
-
-  program(bridge::io_loop& loop, std::vector<std::string> args) {
-    bridge::process_options o;
-    o.executable = DSPEX_TEST_CLI;
-    o.args = std::move(args);
-    o.framed = false;
-    o.env = {{"DSPEX_PYTHON_PATH", DSPEX_TEST_PYTHON_DIR}};
-    bridge::process_callbacks cbs;
-    cbs.on_output = [this](std::string_view l) {
-      std::lock_guard<std::mutex> g(mx);
-      out.append(l).append("\n");
-    };
-    cbs.on_exit = [this](bridge::exit_status s) { exited.set(s); };
-    proc = bridge::python_process::spawn(loop, o, cbs);
-  }
-  std::string output() {
-    std::lock_guard<std::mutex> g(mx);
-    return out;
-  }
-  ~program() {
-    if (!exited.wait(0ms)) {
-      proc->kill();
-      exited.wait(30s);
-    }
-  }
-};
-
 bool serving(const std::string& path) {
   auto s = cli::control_call(path, {{"op", "status"}}, 30s);
   return s.contains("pools") && s["pools"]["default"].value("workers", 0) == 1;
