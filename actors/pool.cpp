@@ -750,6 +750,23 @@ void idle_pings(pool_actor* self) {
   }
 }
 
+// A pool restarted on its own (an operator's restart_child of it; rest_for_one
+// restarts the workers after a pool that died, so none run then) takes over
+// the workers still running under its supervisor, which serve the old pool.
+void adopt_workers(pool_actor* self) {
+  auto sup = self->state.links->worker_sup();
+  if (!sup)
+    return;
+  self->request(sup, std::chrono::seconds(30), supervision::which_children_atom::value)
+    .then(
+      [self](std::vector<supervision::child_info>& kids) {
+        for (auto& k : kids)
+          if (k.handle && !self->state.workers.count(k.handle.address()))
+            self->send(k.handle, adopt_atom::value, caf::actor_cast<caf::actor>(self));
+      },
+      [](caf::error&) {});
+}
+
 caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
                         std::shared_ptr<pool_links> links) {
   auto& st = self->state;
@@ -788,6 +805,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     self->link_to(st.own_registry);
   }
   current_registry(self);
+  adopt_workers(self);
   if (st.cfg.worker_idle_timeout.count() > 0)
     self->delayed_send(self, st.cfg.worker_idle_timeout, tick_atom::value);
   st.recycling = recycler(st.cfg.recycle);

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fstream>
 #include <poll.h>
+#include <set>
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -226,6 +227,27 @@ TEST_CASE_FIXTURE(run_fixture, "dspex restart, stop and start one worker: new pi
   CHECK(p["circuit"] == "closed");
   CHECK(p["errors"].empty());
   CHECK(child(w1)["restarts"] == 0);
+}
+
+TEST_CASE_FIXTURE(run_fixture, "dspex restart of the pool actor alone: the new pool adopts the running workers") {
+  auto pids = std::make_pair(pid_of(w1), pid_of("root/pool_sup/workers/w2"));
+  int code = -1;
+  auto out = dspex({"restart", "root/pool_sup/pool"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK(wait_until([&] { return pool()["workers"] == 2; }));
+  std::set<int> served;
+  for (int i = 0; i < 6; ++i)
+    served.insert(ping_pid());
+  CHECK(served.count(pids.first) + served.count(pids.second) == served.size());
+  CHECK(pid_of(w1) == pids.first);
+  CHECK(pid_of("root/pool_sup/workers/w2") == pids.second);
+  // Stopped and started again, too.
+  out = dspex({"stop", "root/pool_sup/pool"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  out = dspex({"start", "root/pool_sup/pool"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK(wait_until([&] { return pool()["workers"] == 2; }));
+  CHECK(ping_pid() > 0);
 }
 
 TEST_CASE_FIXTURE(run_fixture, "an unknown path is invalid_request naming it and the children found there") {
