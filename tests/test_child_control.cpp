@@ -320,19 +320,108 @@ TEST_CASE_FIXTURE(run_fixture, "dspex status --watch --count 2 prints two blocks
   CHECK(count_of(out, "\"run_id\"") == 3);
 }
 
+TEST_CASE_FIXTURE(run_fixture, "dspex status --watch on a terminal redraws in place") {
+  // script(1) (util-linux, Essential in Debian) gives the command a pty.
+  if (::access("/usr/bin/script", X_OK) != 0) {
+    MESSAGE("no /usr/bin/script: skipped");
+    return;
+  }
+  std::string cmd = std::string(DSPEX_TEST_CLI) + " status --watch --count 2 --interval-ms 50 --control "
+                    + path;
+  bridge::process_options o;
+  o.executable = "/usr/bin/script";
+  o.args = {"-qec", cmd, "/dev/null"};
+  o.framed = false;
+  std::mutex mx;
+  std::string out;
+  promise_box<bridge::exit_status> done;
+  bridge::process_callbacks cbs;
+  cbs.on_output = [&](std::string_view l) {
+    std::lock_guard<std::mutex> g(mx);
+    out.append(l).append("\n");
+  };
+  cbs.on_exit = [&](bridge::exit_status s) { done.set(s); };
+  auto p = bridge::python_process::spawn(loop, o, cbs);
+  REQUIRE(done.wait(60s));
+  CHECK(done.get().clean());
+  std::lock_guard<std::mutex> g(mx);
+  CHECK_MESSAGE(count_of(out, "\033[H\033[2J") == 2, out);
+  CHECK(count_of(out, "tree (mode pool)") == 2);
+}
+
+// A tree with no Python: one `process` child.
+json sleeper_tree(int children) {
+  json kids = json::array();
+  for (int i = 1; i <= children; ++i)
+    kids.push_back({{"id", "p" + std::to_string(i)}, {"type", "process"},
+                    {"command", {"sleep", "600"}}});
+  return {{"mode", "pool"},
+          {"root",
+           {{"strategy", "one_for_one"},
+            {"intensity", 10},
+            {"children",
+             json::array({{{"id", "many"}, {"type", "supervisor"}, {"children", kids}}})}}}};
+}
+
+int connect_unix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
+// The first line from `fd` (blocking), "" at EOF.
+std::string first_line(int fd) {
+  std::string buf;
+  char c;
+  while (::recv(fd, &c, 1, 0) == 1) {
+    if (c == '\n')
+      return buf;
+    buf += c;
+  }
+  return buf;
+}
+
+TEST_CASE("a follower holds a connection slot while it follows, and frees it when it hangs up") {
+  auto tc = parse_config(sleeper_tree(1));
+  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto started = node::start(sys, *tc);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto n = *started;
+  auto dir = temp_dir();
+  auto path = dir + "/c.sock";
+  {
+    cli::control_options opts;
+    opts.max_connections = 1;
+    cli::control_server server(*n, path, opts);
+    REQUIRE(server.listening());
+    int fd = connect_unix(path);
+    std::string req = "{\"op\": \"events\"}\n";
+    REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+    CHECK(json::parse(first_line(fd))["following"] == "events");
+    auto refused = cli::control_call(path, {{"op", "status"}}, 30s);
+    CHECK(is_class(refused, "unavailable"));
+    CHECK(message_of(refused).find("too many control connections (1)") != std::string::npos);
+    // The follower sees the events of a restart.
+    REQUIRE_FALSE(n->restart_child("root/many/p1"));
+    auto exited = json::parse(first_line(fd));
+    CHECK(exited["event"] == "child_exited");
+    CHECK(exited["path"] == "root/many/p1");
+    ::close(fd);
+    CHECK(wait_until([&] { return cli::control_call(path, {{"op", "status"}}, 30s).contains("tree"); }));
+  }
+  n->stop();
+  remove_dir(dir);
+}
+
 TEST_CASE("a follower that stops reading is dropped with a last line, and the node goes on") {
   // 100 `process` children under one supervisor: each restart of it is a
   // burst of 200 events, far more than a socket buffer and a small backlog.
-  json kids = json::array();
-  for (int i = 1; i <= 100; ++i)
-    kids.push_back({{"id", "p" + std::to_string(i)}, {"type", "process"},
-                    {"command", {"sleep", "600"}}});
-  json j = {{"mode", "pool"},
-            {"root",
-             {{"strategy", "one_for_one"},
-              {"intensity", 10},
-              {"children",
-               json::array({{{"id", "many"}, {"type", "supervisor"}, {"children", kids}}})}}}};
+  auto j = sleeper_tree(100);
   auto tc = parse_config(j);
   REQUIRE_MESSAGE(tc, detail_of(tc.error()));
   caf::actor_system_config cfg;

@@ -218,4 +218,23 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_age_ms: idle workers are recycled when
   check_no_escalation();
 }
 
+TEST_CASE_FIXTURE(recycling_fixture, "a busy worker past its age finishes its request first, then goes") {
+  auto c = test_pool_config(1);
+  c.recycle.max_age = std::chrono::milliseconds(200);
+  c.recycle.jitter = 0;
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto before = pid_of_ping();
+  // Well past its age while it sleeps: the tick leaves a busy worker alone.
+  auto r = exec(pool(), "fault_sleep", json{{"seconds", 1.5}});
+  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK(wait_until([&] { return replaced("recycled_age") >= 1; }));
+  CHECK(wait_until([&] { return process_gone(before); }));
+  CHECK(pid_of_ping() != before);
+  auto st = status();
+  CHECK(st["crashes"] == 0);
+  CHECK(st["errors"].empty());
+  check_no_escalation();
+}
+
 } // TEST_SUITE
