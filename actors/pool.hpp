@@ -74,12 +74,16 @@
 //   (checkin, actor worker, bool ok) -> unit
 //   (drain)                          -> unit once nothing is in flight; new work
 //                                       then gets shutting_down
-//   (status)                         -> json metrics: per worker state and
-//                                       consecutive_faults; crashes, replaced
-//                                       {timeout, health, failures, lease},
-//                                       circuit, circuit_opened, circuit_trials
+//   (status)                         -> json metrics: per worker state,
+//                                       consecutive_faults (and rss_mb with
+//                                       max_rss_mb); crashes, replaced
+//                                       {timeout, health, failures, lease,
+//                                       recycled_requests, recycled_rss,
+//                                       recycled_age}, circuit,
+//                                       circuit_opened, circuit_trials
 // From its workers: (worker_up), (done), (timedout, pooled), (recovered),
-// (stuck), (initfail) — see worker.hpp.
+// (stuck), (initfail) — see worker.hpp. To its workers: (retire), and
+// (adopt, pool) from a pool started while its workers run (restarted alone).
 #pragma once
 
 #include <dspex/actors/circuit_breaker.hpp>
