@@ -204,6 +204,13 @@ TEST_CASE_FIXTURE(run_fixture, "dspex restart, stop and start one worker: new pi
   CHECK(wait_until([&] { return pool()["workers"] == 1; }));
   for (int i = 0; i < 4; ++i)
     CHECK(ping_pid() == other);
+  auto shown = dspex({"status"}, code);
+  CHECK(code == 0);
+  bool listed = false;
+  std::istringstream rows(shown);
+  for (std::string row; std::getline(rows, row);)
+    listed = listed || (row.find(" w1 ") != std::string::npos && row.find(" stopped") != std::string::npos);
+  CHECK_MESSAGE(listed, shown);
   // Stopped stays stopped: a second stop changes nothing.
   out = dspex({"stop", w1}, code);
   CHECK_MESSAGE(code == 0, out);
