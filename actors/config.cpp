@@ -63,7 +63,11 @@ json default_config() {
             {"fault_injection", false},
             {"max_concurrency", 1},
             {"stop_grace_ms", 2000},
-            {"term_grace_ms", 1000}}}},
+            {"term_grace_ms", 1000},
+            {"max_requests", 0},
+            {"max_rss_mb", 0},
+            {"max_age_ms", 0},
+            {"recycle_jitter", 0.1}}}},
          {{"id", "monitor"}, {"type", "monitor"}, {"interval_ms", 1000}},
        })}}},
   };
@@ -140,6 +144,16 @@ public:
     long long n = out.count();
     integer(key, n, min, 1LL << 40);
     out = milliseconds(n);
+  }
+
+  /// A number in [min, max) (integers are accepted).
+  void fraction(const std::string& key, double& out, double min, double max) {
+    auto v = get(key);
+    if (!v)
+      return;
+    if (!v->is_number() || v->get<double>() < min || v->get<double>() >= max)
+      return error(at(key), "a number in [" + json(min).dump() + ", " + json(max).dump() + ")", *v);
+    out = v->get<double>();
   }
 
   void boolean(const std::string& key, bool& out) {
@@ -255,6 +269,14 @@ void read_worker(reader& r, worker_config& w) {
               "a Python module name (dotted identifiers), not '" + w.preload[i] + "'");
 }
 
+// A pool's worker section only: a worker on its own has nobody to replace it.
+void read_recycling(reader& r, recycle_config& c) {
+  r.integer("max_requests", c.max_requests, 0, 1LL << 40);
+  r.integer("max_rss_mb", c.max_rss_mb, 0, 1LL << 24);
+  r.ms("max_age_ms", c.max_age);
+  r.fraction("recycle_jitter", c.jitter, 0.0, 1.0);
+}
+
 void read_children(reader& r, const std::string& path, const json* arr,
                    std::vector<node_spec>& out, std::vector<std::string>& errors);
 
@@ -353,6 +375,7 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
     if (auto wj = r.get("worker")) {
       reader wr(*wj, r.at("worker"), errors);
       read_worker(wr, c.worker);
+      read_recycling(wr, c.recycle);
       wr.finish();
     }
     if (!c.lazy && c.size == 0)

@@ -33,6 +33,9 @@ using init_atom = caf::atom_constant<caf::atom("init")>;
 // -- pool <-> worker ------------------------------------------------------------
 using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow)
 using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome, tag)
+/// pool -> worker: (adopt, pool). A pool restarted on its own (an operator's
+/// restart_child of it) takes over the running workers of its supervisor.
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 // Worker faults (see pool.hpp, "Faults"): a request timed out and the worker
 // is in its grace (timedout, pooled); every late reply came within the grace
 // (recovered); the grace expired, replace me (stuck); the init ping failed

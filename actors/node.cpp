@@ -438,6 +438,8 @@ json walk(caf::scoped_actor& self, const caf::actor& sup, const std::string& pat
               {"restarts", restarts.value(p, 0)}};
     if (c.os_pid)
       k["os_pid"] = *c.os_pid;
+    if (!c.handle && c.status == sup::child_status::undefined)
+      k["state"] = "stopped";  // by stop_child, or a transient child that ended
     if (c.handle && c.type == sup::child_type::supervisor) {
       k["children"] = walk(self, c.handle, p, restarts);
     } else if (c.handle) {

@@ -99,6 +99,27 @@ public:
   /// pool metrics and the session stats.
   json status();
 
+  /// Operator control of one child, by its path from the root
+  /// ("root/pool_sup/workers/w1"), as supervisorctl does, through the parent
+  /// supervisor's dynamic API with OTP's semantics: stop_child
+  /// (terminate_child) leaves it stopped, listed with status undefined,
+  /// until start_child (restart_child); restart_child stops it when it runs,
+  /// then starts it. None of this spends restart intensity, and a pool does
+  /// not count a worker stopped this way as a crash. Errors: invalid_request
+  /// for a path that names no child (the message names the deepest
+  /// supervisor found and its children) or a start of a running child;
+  /// init_failed when the child did not start. Blocking: not for use inside
+  /// an actor. Implemented in node_control.cpp.
+  caf::error stop_child(const std::string& path);
+  caf::error start_child(const std::string& path);
+  caf::error restart_child(const std::string& path);
+
+  /// Adds a subscriber of every supervision event of the tree from now on
+  /// (supervision_event messages); it is dropped when it terminates, or by
+  /// unsubscribe. Does not block.
+  void subscribe(const caf::actor& subscriber);
+  void unsubscribe(const caf::actor& subscriber);
+
   /// Graceful shutdown: new requests get shutting_down, in-flight ones
   /// finish within the pools' drain timeout, then the tree stops in
   /// reverse order and every process is reaped. Idempotent.

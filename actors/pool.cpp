@@ -48,7 +48,8 @@ const char* to_string(wstate s) {
 }
 
 // Why the pool replaced a worker on purpose (status "replaced").
-enum class replace_cause { timeout, health, failures, lease };
+enum class replace_cause {
+  timeout, health, failures, lease, recycled_requests, recycled_rss, recycled_age };
 
 const char* to_string(replace_cause c) {
   switch (c) {
@@ -56,6 +57,9 @@ const char* to_string(replace_cause c) {
     case replace_cause::health: return "health";
     case replace_cause::failures: return "failures";
     case replace_cause::lease: return "lease";
+    case replace_cause::recycled_requests: return replaced_key(recycle_cause::requests);
+    case replace_cause::recycled_rss: return replaced_key(recycle_cause::rss);
+    case replace_cause::recycled_age: return replaced_key(recycle_cause::age);
   }
   return "?";
 }
@@ -67,6 +71,11 @@ struct job {
   std::uint64_t trial = 0;   // breaker ticket (0: none)
   clock_type::time_point submitted;  // when its caller asked (latency)
 };
+
+bool is_recycling(replace_cause c) {
+  return c == replace_cause::recycled_requests || c == replace_cause::recycled_rss
+         || c == replace_cause::recycled_age;
+}
 
 struct worker_entry {
   caf::actor hdl;
@@ -87,6 +96,7 @@ struct worker_entry {
   /// (versions of the current registry's session_book).
   std::unordered_map<std::string, std::uint64_t> seen_sessions;
   std::uint64_t seen_default = 0;
+  recycle_budget recycle;    // its recycling limits (recycling.hpp)
 };
 
 struct waiter {
@@ -135,6 +145,7 @@ struct pool_state {
   std::size_t starting = 0;         // lazy workers asked for, not yet up
   std::size_t overflow_starting = 0;
   circuit_breaker breaker;
+  recycler recycling;
 
   // -- metrics --
   std::uint64_t checkouts = 0;
@@ -142,7 +153,8 @@ struct pool_state {
   std::uint64_t wait_max_us = 0;
   std::uint64_t crashes = 0;  // worker exits nobody asked for
   std::map<std::string, std::uint64_t> replaced{
-    {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0}};
+    {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0},
+    {"recycled_requests", 0}, {"recycled_rss", 0}, {"recycled_age", 0}};
   std::uint64_t completed = 0;
   std::map<std::string, std::uint64_t> errors;
   /// How each request's caller was answered: "ok" or an errc name.
@@ -170,10 +182,11 @@ struct pool_state {
   std::size_t in_use() const { return count(wstate::busy) + count(wstate::leased); }
 
   /// A busy worker may take another request (max_concurrency > 1): it
-  /// serves requests (not a health ping), has room and is not in its grace.
+  /// serves requests (not a health ping), has room, is not in its grace and
+  /// is not due for recycling (else a loaded worker would never be idle).
   bool has_room(const worker_entry& w) const {
     return w.st == wstate::busy && !w.jobs.empty() && w.jobs.size() < cfg.worker.max_concurrency
-           && !w.in_grace;
+           && !w.in_grace && w.recycle.due(w.served, clock_type::now()) == recycle_cause::none;
   }
 
   /// The breaker hears how a trial ended, once.
@@ -530,7 +543,9 @@ void replace(pool_actor* self, worker_entry& w, replace_cause cause) {
   w.st = wstate::retiring;
   remove_idle(st, w.hdl.address());
   ++st.replaced[to_string(cause)];
-  self->send(w.hdl, retire_atom::value);
+  // A recycled worker is idle and sound: its supervisor stops it gracefully.
+  if (!is_recycling(cause))
+    self->send(w.hdl, retire_atom::value);
   auto sup = st.links->worker_sup();
   if (!sup) {  // a pool on its own (no worker supervisor): just stop it
     self->send_exit(w.hdl, caf::exit_reason::user_shutdown);
@@ -547,6 +562,66 @@ void replace(pool_actor* self, worker_entry& w, replace_cause cause) {
       [](caf::error&) {
         // not_found: it exited by itself first; the supervisor handles that.
       });
+}
+
+// -- recycling (recycling.hpp): the policy is there; here only when and how --
+
+replace_cause replace_cause_of(recycle_cause c) {
+  switch (c) {
+    case recycle_cause::rss: return replace_cause::recycled_rss;
+    case recycle_cause::age: return replace_cause::recycled_age;
+    default: return replace_cause::recycled_requests;
+  }
+}
+
+// Called when `w` is free (idle, nothing in flight): retires it when it is
+// past one of its limits.
+bool recycle_if_due(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  if (st.draining || !st.recycling.config().enabled())
+    return false;
+  auto cause = w.recycle.due(w.served, clock_type::now());
+  if (cause == recycle_cause::none)
+    return false;
+  replace(self, w, replace_cause_of(cause));
+  check_drained(self);
+  return true;
+}
+
+// A worker joined: draw its limits, and learn its os pid when RSS counts.
+void recycle_join(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  if (!st.recycling.config().enabled())
+    return;
+  w.recycle = st.recycling.draw(clock_type::now());
+  if (st.recycling.config().max_rss_mb == 0)
+    return;
+  auto hdl = w.hdl;
+  self->request(hdl, caf::infinite, stats_atom::value)
+    .then(
+      [self, hdl](json& s) {
+        auto it = self->state.workers.find(hdl.address());
+        if (it != self->state.workers.end() && s.contains("os_pid") && s["os_pid"].is_number_integer())
+          it->second.recycle.os_pid = s["os_pid"].get<int>();
+      },
+      [](caf::error&) {});
+}
+
+// The tick: sample every worker's RSS (a busy one over its limit goes when
+// it checks in) and retire the idle ones that are due.
+void recycle_tick(pool_actor* self) {
+  auto& st = self->state;
+  if (st.draining)
+    return;
+  if (st.recycling.config().max_rss_mb > 0)
+    for (auto& [a, w] : st.workers)
+      w.recycle.sample_rss();
+  auto idle = st.idle;  // replace() edits the list
+  for (auto& a : idle) {
+    auto it = st.workers.find(a);
+    if (it != st.workers.end() && it->second.st == wstate::idle)
+      recycle_if_due(self, it->second);
+  }
 }
 
 // A worker became free: give it to the first waiter that may take it, or
@@ -567,6 +642,8 @@ void worker_free(pool_actor* self, worker_entry& w) {
     check_drained(self);
     return;
   }
+  if (recycle_if_due(self, w))
+    return;
   auto a = w.hdl.address();
   for (auto it = st.queue.begin(); it != st.queue.end(); ++it) {
     if (!may_take(st, *it, a))
@@ -667,7 +744,10 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
   if (it == st.workers.end())
     return;
   auto& w = it->second;
-  bool expected = w.st == wstate::retiring || st.draining;
+  // A shutdown exit is one its supervisor asked for (an operator's
+  // stop_child or restart_child, a tree stopping): no fault of the worker.
+  bool expected = w.st == wstate::retiring || st.draining
+                  || supervision::classify(dm.reason) == supervision::exit_class::shutdown;
   if (!expected) {
     // An exit nobody asked for (crash, protocol error, a timed-out worker
     // outside the deliberate path): its supervisor counts it, and so does
@@ -743,7 +823,7 @@ std::size_t in_flight(const pool_state& st) {
 json status_of(pool_actor* self) {
   auto& st = self->state;
   json workers = json::array();
-  for (auto& [a, w] : st.workers)
+  for (auto& [a, w] : st.workers) {
     workers.push_back({{"id", w.id},
                        {"state", to_string(w.st)},
                        {"overflow", w.overflow},
@@ -751,6 +831,9 @@ json status_of(pool_actor* self) {
                        {"consecutive_faults", w.consecutive_faults},
                        {"inflight", w.jobs.size()},
                        {"in_grace", w.in_grace}});
+    if (w.recycle.rss_bytes > 0)  // sampled for max_rss_mb only
+      workers.back()["rss_mb"] = static_cast<double>(w.recycle.rss_bytes) / (1024.0 * 1024.0);
+  }
   std::uint64_t replaced = 0;
   for (auto& [cause, n] : st.replaced)
     replaced += n;
@@ -884,6 +967,23 @@ void on_timedout(pool_actor* self, bool pooled, std::uint64_t tag) {
   check_drained(self);
 }
 
+// A pool restarted on its own (an operator's restart_child of it; rest_for_one
+// restarts the workers after a pool that died, so none run then) takes over
+// the workers still running under its supervisor, which serve the old pool.
+void adopt_workers(pool_actor* self) {
+  auto sup = self->state.links->worker_sup();
+  if (!sup)
+    return;
+  self->request(sup, std::chrono::seconds(30), supervision::which_children_atom::value)
+    .then(
+      [self](std::vector<supervision::child_info>& kids) {
+        for (auto& k : kids)
+          if (k.handle && !self->state.workers.count(k.handle.address()))
+            self->send(k.handle, adopt_atom::value, caf::actor_cast<caf::actor>(self));
+      },
+      [](caf::error&) {});
+}
+
 caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
                         std::shared_ptr<pool_links> links) {
   auto& st = self->state;
@@ -922,8 +1022,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     self->link_to(st.own_registry);
   }
   current_registry(self);
+  adopt_workers(self);
   if (st.cfg.worker_idle_timeout.count() > 0)
     self->delayed_send(self, st.cfg.worker_idle_timeout, tick_atom::value);
+  st.recycling = recycler(st.cfg.recycle);
+  if (st.cfg.recycle.needs_tick())
+    self->delayed_send(self, st.cfg.recycle.tick_interval(), recycle_atom::value);
 
   return {
     [self](ready_atom) -> caf::result<void> {
@@ -977,6 +1081,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       w.hdl = hdl;
       w.id = std::move(id);
       w.overflow = overflow;
+      recycle_join(self, w);
       if (st.draining) {
         w.st = wstate::idle;
         st.idle.push_back(hdl.address());
@@ -1058,6 +1163,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       if (!self->state.draining)
         idle_pings(self);
       self->delayed_send(self, self->state.cfg.worker_idle_timeout, tick_atom::value);
+    },
+    [self](recycle_atom) {
+      recycle_tick(self);
+      self->delayed_send(self, self->state.cfg.recycle.tick_interval(), recycle_atom::value);
     },
     [self](drain_atom) -> caf::result<void> {
       auto& st = self->state;

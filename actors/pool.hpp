@@ -62,6 +62,9 @@
 //   health    an idle worker's health ping failed (timed out)
 //   failures  max_consecutive_failures reached
 //   lease     the lease holder died with a request in flight
+//   recycled_requests, recycled_rss, recycled_age
+//             worker recycling (recycling.hpp): an idle worker past its
+//             limit; stopped gracefully, not killed
 // "crashes" counts the exits nobody asked for; "restarts" is both together.
 //
 // Circuit breaker (circuit_breaker.hpp). It opens on faults that show the
@@ -83,16 +86,22 @@
 //   (checkin, actor worker, bool ok) -> unit
 //   (drain)                          -> unit once nothing is in flight; new work
 //                                       then gets shutting_down
-//   (status)                         -> json metrics: per worker state and
-//                                       consecutive_faults; crashes, replaced
-//                                       {timeout, health, failures, lease},
-//                                       circuit, circuit_opened, circuit_trials
-// From its workers: (worker_up), (done, ok, tag), (timedout, pooled, tag), (recovered),
-// (stuck), (initfail) — see worker.hpp.
+//   (status)                         -> json metrics: per worker state,
+//                                       consecutive_faults (and rss_mb with
+//                                       max_rss_mb); crashes, replaced
+//                                       {timeout, health, failures, lease,
+//                                       recycled_requests, recycled_rss,
+//                                       recycled_age}, circuit,
+//                                       circuit_opened, circuit_trials
+// From its workers: (worker_up), (done, ok, tag), (timedout, pooled, tag),
+// (recovered), (stuck), (initfail) — see worker.hpp. To its workers:
+// (retire), and (adopt, pool) from a pool started while its workers run
+// (restarted alone).
 #pragma once
 
 #include <dspex/actors/circuit_breaker.hpp>
 #include <dspex/actors/messages.hpp>
+#include <dspex/actors/recycling.hpp>
 #include <dspex/actors/worker.hpp>
 #include <dspex/bridge/io_loop.hpp>
 #include <dspex/supervision/child_spec.hpp>
@@ -141,6 +150,9 @@ struct pool_config {
   std::chrono::milliseconds drain_timeout{10000};
   circuit_config circuit;
   worker_config worker;  ///< template for every worker (id and pool are filled in)
+  /// When an idle worker is retired and replaced (recycling.hpp); config:
+  /// worker.max_requests, worker.max_rss_mb, worker.max_age_ms, worker.recycle_jitter.
+  recycle_config recycle;
   /// Restart intensity of the worker supervisor; 0: max(3, size) in 5 s.
   int worker_intensity = 0;
   std::chrono::milliseconds worker_period{5000};

@@ -105,6 +105,7 @@ struct worker_state {
   bool stuck = false;      // a grace expired: a replacement was asked for
   bool retired = false;    // the pool replaces us: process killed, exit awaited
   bool proc_gone = false;  // ... and already reaped
+  bool adopted = false;    // a new pool took us over: join it once idle
 
   // -- stats --
   clock_type::time_point started = clock_type::now();
@@ -176,6 +177,17 @@ void give_up(worker_actor* self, caf::error caller_error, caf::error exit_reason
   self->quit(std::move(exit_reason));
 }
 
+// A pool that took this worker over (adopt) hears worker_up once nothing of
+// the old pool's is in flight, so it never hands us work on top of that.
+void join_adopter(worker_actor* self) {
+  auto& st = self->state;
+  if (!st.adopted || !st.inflight.empty() || st.in_grace() || st.retired
+      || st.ph == phase::starting || st.ph == phase::terminating || !st.cfg.pool)
+    return;
+  st.adopted = false;
+  self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow);
+}
+
 void update_phase(worker_actor* self) {
   auto& st = self->state;
   if (st.ph == phase::starting || st.ph == phase::terminating)
@@ -234,6 +246,7 @@ void on_late_reply(worker_actor* self) {
   st.held.clear();
   for (auto& h : held)
     dispatch(self, h.req, std::move(h.rp));
+  join_adopter(self);
 }
 
 void on_frame(worker_actor* self, const std::string& body) {
@@ -294,6 +307,7 @@ void on_frame(worker_actor* self, const std::string& body) {
     req.rp.deliver(std::move(rep.result));
   else
     req.rp.deliver(make_python_error(rep.error));
+  join_adopter(self);
 }
 
 void on_process_exit(worker_actor* self, int raw) {
@@ -462,6 +476,12 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       return caf::delegated<json>();
     },
     [self](stats_atom) -> json { return stats_of(self); },
+    [self](adopt_atom, caf::actor& pool) {
+      // Still starting: its worker_up goes to the new pool once ready.
+      self->state.cfg.pool = pool;
+      self->state.adopted = self->state.ph != phase::starting;
+      join_adopter(self);
+    },
     [self](frame_atom, std::string& body) { on_frame(self, body); },
     [self](proto_err_atom, std::string& detail) {
       if (self->state.retired)

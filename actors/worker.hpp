@@ -38,6 +38,9 @@
 // - An exit message (a supervisor's shutdown) starts the staged stop: the
 //   shutdown command, EOF, SIGTERM, SIGKILL; the actor exits once the process
 //   was reaped, with the reason it was given.
+// - (adopt, pool): a pool restarted on its own takes this worker over; it
+//   serves that pool from now on and tells it (worker_up) once nothing of the
+//   old pool's is in flight.
 // - (stats) -> json: requests, errors, checkouts, session requests, uptime,
 //   last activity, os pid, state, health.
 #pragma once

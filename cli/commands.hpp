@@ -23,4 +23,21 @@ caf::actor spawn_event_logger(caf::actor_system& sys);
 /// Prints the tree and pool metrics of `status` for people.
 void print_status(const json& status);
 
+// -- operating a running node through its control socket (operate.cpp) --
+
+/// `dspex restart|stop|start PATH`: one child of the tree. Returns the exit
+/// code (0, or 1 with the node's error on stderr).
+int control_child(const std::string& control, const std::string& op, const std::string& path);
+
+/// `dspex status [--json] --watch`: the status again every `interval_ms`,
+/// `count` times (0: until interrupted). On a terminal each refresh clears
+/// the screen and draws from the top; otherwise the blocks follow one
+/// another, separated by a blank line.
+int watch_status(const std::string& control, bool as_json, int interval_ms, int count);
+
+/// `dspex events --follow`: prints each supervision event of the running
+/// node as one JSON line as it happens; stops after `count` events (0:
+/// never) or when the node closes the stream.
+int follow_events(const std::string& control, int count);
+
 } // namespace dspex::cli

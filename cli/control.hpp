@@ -2,8 +2,17 @@
 // never a network port), one JSON request line in, one JSON reply line out.
 //   {"op": "status"}
 //   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n}
+//   {"op": "restart" | "stop" | "start", "path": "root/pool_sup/workers/w1"}
+//        -> {"ok": true, "result": {"op", "path"}} (node::restart_child ...)
+//   {"op": "events"} -> {"ok": true, "following": "events"}, then one line per
+//        supervision event (control_events.hpp) for as long as the client
+//        reads; the connection takes no more requests. A follower that falls
+//        more than follow_backlog lines behind is dropped, after a last line
+//        {"ok": false, "error": {"class": "unavailable", ...}} saying so: the
+//        node never waits for it.
 // A connection may carry several requests, one line each, answered in order.
-// `dspex status` and `dspex exec` are its clients.
+// `dspex status`, `exec`, `restart`, `stop`, `start` and `events` are its
+// clients.
 //
 // No client can take the node down or hold up another: connections are
 // served concurrently, each must deliver a complete line within a deadline
@@ -16,6 +25,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -66,8 +76,11 @@ struct control_options {
   std::size_t max_line = 1u << 20;
   /// Connections open at once; one more gets a refusal line and is closed.
   std::size_t max_connections = 64;
-  /// Threads that run `status` (node::status blocks); exec needs none.
+  /// Threads that run `status` and restart / stop / start (they block on
+  /// the node); exec needs none.
   std::size_t status_threads = 2;
+  /// Event lines an events follower may fall behind before it is dropped.
+  std::size_t follow_backlog = 1024;
 };
 
 class control_server {
@@ -98,5 +111,12 @@ private:
 /// protocol_error when the reply is not a JSON object line.
 json control_call(const std::string& path, const json& request,
                   std::chrono::milliseconds reply_timeout = std::chrono::milliseconds{0});
+
+/// Sends one request and hands every reply line to `on_line` until it
+/// returns false or the node closes the connection (the events op). Returns
+/// the last line seen, or a failure as control_call does. Waits without a
+/// deadline for lines after the first.
+json control_stream(const std::string& path, const json& request,
+                    const std::function<bool(const json&)>& on_line);
 
 } // namespace dspex::cli

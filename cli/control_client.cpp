@@ -1,10 +1,11 @@
-// The client side of the control socket (`dspex status`, `dspex exec`):
+// The client side of the control socket (`dspex status`, `exec`, `events`...):
 // every wait is bounded, and every failure is a classified error reply.
 #include "control.hpp"
 #include "control_request.hpp"
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -65,8 +66,20 @@ std::string default_control_path(const std::string& name) {
   return dir + "/" + name + ".sock";
 }
 
-json control_call(const std::string& path, const json& request,
-                  std::chrono::milliseconds reply_timeout) {
+namespace {
+
+struct fd_closer {
+  int fd = -1;
+  ~fd_closer() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
+// Connects to `path` and sends `request` as one line; a failure reply, or
+// nothing with the connected descriptor in `out`.
+std::optional<json> connect_and_send(const std::string& path, const json& request,
+                                     clock::time_point deadline, fd_closer& out) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(a.sun_path))
@@ -75,10 +88,7 @@ json control_call(const std::string& path, const json& request,
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return failure("unavailable", std::string("socket: ") + std::strerror(errno));
-  struct closer {
-    int fd;
-    ~closer() { ::close(fd); }
-  } guard{fd};
+  out.fd = fd;
 
   // A Unix connect never blocks half-way: it succeeds, or the backlog is
   // full (EAGAIN: the node is alive but busy; try again until the deadline).
@@ -96,8 +106,6 @@ json control_call(const std::string& path, const json& request,
                                                    : std::string(std::strerror(e))));
   }
 
-  auto budget = reply_timeout.count() > 0 ? reply_timeout : reply_budget(request);
-  auto deadline = clock::now() + budget;
   auto text = dump_line(request);
   for (std::size_t off = 0; off < text.size();) {
     auto n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
@@ -112,39 +120,98 @@ json control_call(const std::string& path, const json& request,
     return failure("unavailable", "cannot send the request to " + path + ": "
                                     + (n < 0 ? std::strerror(errno) : "connection closed"));
   }
+  return std::nullopt;
+}
 
-  std::string line;
+// Reads the next line from `fd` into `line` (kept in `buf` across calls);
+// a failure reply, or nothing. `deadline` unset: waits as long as it takes.
+std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
+                              std::optional<clock::time_point> deadline,
+                              std::chrono::milliseconds budget, std::string& line) {
   char chunk[4096];
   for (;;) {
-    auto nl = line.find('\n');
+    auto nl = buf.find('\n');
     if (nl != std::string::npos) {
-      line.resize(nl);
-      break;
+      line = buf.substr(0, nl);
+      buf.erase(0, nl + 1);
+      return std::nullopt;
     }
     auto n = ::recv(fd, chunk, sizeof chunk, 0);
     if (n > 0) {
-      line.append(chunk, static_cast<std::size_t>(n));
+      buf.append(chunk, static_cast<std::size_t>(n));
       continue;
     }
     if (n == 0) {
-      if (line.empty())
-        return failure("protocol_error", "the node at " + path + " closed the connection without a reply");
-      break;  // a last line without newline: judge it below
+      if (buf.empty())
+        return failure("protocol_error",
+                       "the node at " + path + " closed the connection without a reply");
+      line = std::move(buf);  // a last line without newline: judged by the caller
+      buf.clear();
+      return std::nullopt;
     }
     if (errno == EINTR)
       continue;
-    if ((errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (wait_for(fd, POLLIN, deadline))
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!deadline) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, -1) >= 0 || errno == EINTR)
+          continue;
+        return failure("protocol_error", std::string("waiting for a line: ") + std::strerror(errno));
+      }
+      if (wait_for(fd, POLLIN, *deadline))
         continue;
       return failure("unavailable", "no reply from the node at " + path + " within "
                                       + std::to_string(budget.count()) + " ms");
     }
     return failure("protocol_error", std::string("reading the reply: ") + std::strerror(errno));
   }
-  auto j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
+}
+
+std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out) {
+  out = json::parse(line, nullptr, false);
+  if (out.is_discarded() || !out.is_object())
     return failure("protocol_error", "unreadable reply from the node at " + path);
+  return std::nullopt;
+}
+
+} // namespace
+
+json control_call(const std::string& path, const json& request,
+                  std::chrono::milliseconds reply_timeout) {
+  auto budget = reply_timeout.count() > 0 ? reply_timeout : reply_budget(request);
+  auto deadline = clock::now() + budget;
+  fd_closer fd;
+  if (auto f = connect_and_send(path, request, deadline, fd))
+    return *f;
+  std::string buf, line;
+  if (auto f = read_line(fd.fd, path, buf, deadline, budget, line))
+    return *f;
+  json j;
+  if (auto f = parse_reply(path, line, j))
+    return *f;
   return j;
+}
+
+json control_stream(const std::string& path, const json& request,
+                    const std::function<bool(const json&)>& on_line) {
+  auto budget = reply_budget(request);
+  fd_closer fd;
+  if (auto f = connect_and_send(path, request, clock::now() + budget, fd))
+    return *f;
+  // The first line (an acknowledgement or an error) comes at once; the
+  // events after it whenever they happen.
+  std::string buf, line;
+  std::optional<clock::time_point> deadline = clock::now() + budget;
+  json last;
+  for (;;) {
+    if (auto f = read_line(fd.fd, path, buf, deadline, budget, line))
+      return last.is_null() ? *f : last;
+    deadline.reset();
+    if (auto f = parse_reply(path, line, last))
+      return *f;
+    if (!on_line(last))
+      return last;
+  }
 }
 
 } // namespace dspex::cli

@@ -19,6 +19,36 @@ std::string found(const json& v) {
   return shown(v);
 }
 
+constexpr const char* known_ops =
+  "\"status\", \"exec\", \"restart\", \"stop\", \"start\" or \"events\"";
+
+// restart / stop / start {"path": "root/pool_sup/workers/w1"}: the shape of
+// the path is checked here; whether it names a child, by the node.
+bool parse_child_op(const json& req, const std::string& op, control_request& out,
+                    std::string& error) {
+  out.op = op == "restart" ? control_request::kind::restart
+           : op == "stop"  ? control_request::kind::stop
+                           : control_request::kind::start;
+  auto p = req.find("path");
+  if (p == req.end()) {
+    error = "path: missing; " + op + " needs the child's path, as \"root/pool_sup/workers/w1\"";
+    return false;
+  }
+  if (!p->is_string() || p->get_ref<const std::string&>().empty()) {
+    error = "path: expected a non-empty string such as \"root/pool_sup/workers/w1\", found "
+            + found(*p);
+    return false;
+  }
+  auto& path = p->get_ref<const std::string&>();
+  if (path.rfind("root/", 0) != 0 || path.size() == 5 || path.find("//") != std::string::npos
+      || path.back() == '/') {
+    error = "path: expected root/<child>[/<child>...], found " + shown(*p);
+    return false;
+  }
+  out.path = path;
+  return true;
+}
+
 } // namespace
 
 std::string dump_line(const json& j) {
@@ -43,19 +73,25 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
   }
   auto op = req.find("op");
   if (op == req.end()) {
-    error = "op: missing; expected \"status\" or \"exec\"";
+    error = std::string("op: missing; expected ") + known_ops;
     return false;
   }
   if (!op->is_string()) {
-    error = "op: expected the string \"status\" or \"exec\", found " + found(*op);
+    error = std::string("op: expected one of the strings ") + known_ops + ", found " + found(*op);
     return false;
   }
   if (*op == "status") {
     out.op = control_request::kind::status;
     return true;
   }
+  if (*op == "events") {
+    out.op = control_request::kind::events;
+    return true;
+  }
+  if (*op == "restart" || *op == "stop" || *op == "start")
+    return parse_child_op(req, *op, out, error);
   if (*op != "exec") {
-    error = "op: unknown op " + shown(*op) + "; expected \"status\" or \"exec\"";
+    error = "op: unknown op " + shown(*op) + "; expected " + known_ops;
     return false;
   }
   out.op = control_request::kind::exec;

@@ -12,8 +12,11 @@
 namespace dspex::cli {
 
 struct control_request {
-  enum class kind { status, exec };
+  /// restart / stop / start: one child by `path` (node::restart_child ...);
+  /// events: the connection then streams supervision events (control.hpp).
+  enum class kind { status, exec, restart, stop, start, events };
   kind op = kind::status;
+  std::string path;  ///< restart / stop / start: "root/pool_sup/workers/w1"
   std::string command;
   json args = json::object();
   std::optional<std::string> session_id;

@@ -1,9 +1,11 @@
 // The control server: one asio thread of its own serves every connection;
 // nothing that can take long runs on it. `exec` goes to the pool as an
 // asynchronous CAF request (one short-lived actor per request), `status`
-// (node::status blocks on several asks) runs on a few threads of its own,
-// and both post their reply back to the asio thread. So an idle or slow
-// client, or a slow exec, never holds up anyone else.
+// and restart / stop / start (the node's calls block on supervisors) run on
+// a few threads of its own, and all post their reply back to the asio
+// thread. So an idle or slow client, or a slow exec, never holds up anyone
+// else. An events follower gets lines from a forwarder actor through the
+// same mailbox into a bounded backlog of its own.
 //
 // Threads and lifetimes: connections live on the asio thread only, owned by
 // `open` until closed. Replies from other threads arrive through the
@@ -11,6 +13,7 @@
 // at shutdown, so nothing is posted to a context that is going away, and a
 // reply whose connection is gone is dropped.
 #include "control.hpp"
+#include "control_events.hpp"
 #include "control_request.hpp"
 
 #include <boost/asio.hpp>
@@ -20,6 +23,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <sys/socket.h>
@@ -99,7 +103,7 @@ struct control_server::impl {
 };
 
 struct control_server::impl::connection : std::enable_shared_from_this<connection> {
-  enum class state { reading, busy, writing, closed };
+  enum class state { reading, busy, writing, following, closed };
   impl& srv;
   std::uint64_t id;
   local::socket sock;
@@ -108,10 +112,18 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
   state st = state::busy;
   std::uint64_t generation = 0;  ///< tags the deadline of one read or write
 
+  // -- the events op: this connection only streams from then on --
+  caf::actor forwarder;
+  std::deque<std::string> backlog;  // lines not yet written, at most follow_backlog
+  bool write_pending = false;
+  bool close_when_flushed = false;  // the backlog ends with the line that drops us
+  char discard[256];                // what a follower sends is read and ignored
+
   connection(impl& s, std::uint64_t i, int fd)
     : srv(s), id(i), sock(s.io), deadline(s.io), buf(s.opts.max_line + 1) {
     sock.assign(local(), fd);
   }
+  ~connection() { stop_forwarder(); }
 
   void read_next() {
     if (st == state::closed)
@@ -177,25 +189,146 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     }
     std::weak_ptr<connection> weak = shared_from_this();
     auto mb = srv.mailbox;
-    if (req.op == control_request::kind::status) {
-      node& nd = srv.n;
-      asio::post(srv.status_pool, [weak, mb, &nd] {
-        json r;
-        try {
-          r = nd.status();
-        } catch (const std::exception& e) {
-          r = error_reply("internal", std::string("status failed: ") + e.what());
-        } catch (...) {
-          r = error_reply("internal", "status failed");
-        }
-        mb->post([weak, r = std::move(r)]() mutable {
-          if (auto c = weak.lock())
-            c->reply(std::move(r), false);
+    node& nd = srv.n;
+    using kind = control_request::kind;
+    switch (req.op) {
+      case kind::status:
+        off_thread("status", [&nd] { return nd.status(); });
+        return;
+      case kind::restart:
+      case kind::stop:
+      case kind::start:
+        off_thread("control", [&nd, req] {
+          auto err = req.op == kind::restart ? nd.restart_child(req.path)
+                     : req.op == kind::stop  ? nd.stop_child(req.path)
+                                             : nd.start_child(req.path);
+          if (err)
+            return json{{"ok", false}, {"error", error_json(err)}};
+          auto op = req.op == kind::restart ? "restart" : req.op == kind::stop ? "stop" : "start";
+          return json{{"ok", true}, {"result", {{"op", op}, {"path", req.path}}}};
         });
-      });
-      return;
+        return;
+      case kind::events:
+        start_follow();
+        return;
+      case kind::exec:
+        break;
     }
     start_exec(std::move(req), std::move(weak), std::move(mb));
+  }
+
+  // Runs `f` (which blocks on the node) on the status threads; its reply
+  // comes back through the mailbox.
+  template <class F>
+  void off_thread(const char* what, F f) {
+    std::weak_ptr<connection> weak = shared_from_this();
+    auto mb = srv.mailbox;
+    asio::post(srv.status_pool, [weak, mb, what, f = std::move(f)] {
+      json r;
+      try {
+        r = f();
+      } catch (const std::exception& e) {
+        r = error_reply("internal", std::string(what) + " failed: " + e.what());
+      } catch (...) {
+        r = error_reply("internal", std::string(what) + " failed");
+      }
+      mb->post([weak, r = std::move(r)]() mutable {
+        if (auto c = weak.lock())
+          c->reply(std::move(r), false);
+      });
+    });
+  }
+
+  // The events op: a forwarder actor subscribed to the root posts each
+  // event line here; the acknowledgement goes first.
+  void start_follow() {
+    auto root = srv.n.root();
+    if (!root) {
+      reply(error_reply("unavailable", "the tree is not running"), true);
+      return;
+    }
+    st = state::following;
+    ++generation;  // no read deadline from now on
+    deadline.cancel();
+    std::weak_ptr<connection> weak = shared_from_this();
+    auto mb = srv.mailbox;
+    forwarder = spawn_event_forwarder(root.home_system(), [weak, mb](std::string line) {
+      mb->post([weak, line = std::move(line)]() mutable {
+        if (auto c = weak.lock())
+          c->push_event(std::move(line));
+      });
+    });
+    srv.n.subscribe(forwarder);
+    push_event(dump_line(json{{"ok", true}, {"following", "events"}}));
+    watch_peer();
+  }
+
+  void push_event(std::string line) {
+    if (st != state::following || close_when_flushed)
+      return;
+    if (backlog.size() >= srv.opts.follow_backlog) {
+      // Too slow: never let the node wait, nor the backlog grow.
+      backlog.clear();
+      backlog.push_back(dump_line(error_reply(
+        "unavailable", "events follower too slow: more than "
+                         + std::to_string(srv.opts.follow_backlog)
+                         + " event lines behind; dropped")));
+      close_when_flushed = true;
+      stop_forwarder();
+    } else {
+      backlog.push_back(std::move(line));
+    }
+    pump();
+  }
+
+  // One write at a time; each must be taken within the read deadline.
+  void pump() {
+    if (write_pending || backlog.empty() || st != state::following)
+      return;
+    write_pending = true;
+    auto out = std::make_shared<std::string>(std::move(backlog.front()));
+    backlog.pop_front();
+    auto gen = ++generation;
+    auto self = shared_from_this();
+    deadline.expires_after(srv.opts.read_deadline);
+    deadline.async_wait([self, gen](const error_code& ec) {
+      if (!ec && self->st == state::following && self->generation == gen)
+        self->close();
+    });
+    asio::async_write(sock, asio::buffer(*out), [self, out](const error_code& ec, std::size_t) {
+      if (self->st != state::following)
+        return;
+      self->write_pending = false;
+      self->deadline.cancel();
+      if (ec || (self->close_when_flushed && self->backlog.empty())) {
+        self->close();
+        return;
+      }
+      self->pump();
+    });
+  }
+
+  // A follower that hangs up is noticed by this read (EOF), not only by the
+  // next event's write.
+  void watch_peer() {
+    auto self = shared_from_this();
+    sock.async_read_some(asio::buffer(discard), [self](const error_code& ec, std::size_t) {
+      if (self->st != state::following)
+        return;
+      if (ec) {
+        self->close();
+        return;
+      }
+      self->watch_peer();
+    });
+  }
+
+  void stop_forwarder() {
+    if (!forwarder)
+      return;
+    srv.n.unsubscribe(forwarder);
+    caf::anon_send_exit(forwarder, caf::exit_reason::kill);
+    forwarder = nullptr;
   }
 
   // As node::execute, but asynchronous: the reply comes back through the
@@ -268,6 +401,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     if (st == state::closed)
       return;
     st = state::closed;
+    stop_forwarder();
     error_code ig;
     deadline.cancel();
     sock.close(ig);

@@ -18,7 +18,9 @@ using clock_type = std::chrono::steady_clock;
 void print_tree(const json& node, int depth) {
   std::string line(static_cast<std::size_t>(depth) * 2, ' ');
   line += node.value("id", "?");
-  std::printf("  %-30s %-10s", line.c_str(), node.value("status", "running").c_str());
+  // A child stopped by `dspex stop` says so (its supervisor's status: undefined).
+  auto status = node.value("state", "") == "stopped" ? "stopped" : node.value("status", "running");
+  std::printf("  %-30s %-10s", line.c_str(), status.c_str());
   if (node.contains("os_pid"))
     std::printf(" pid %-7d", node["os_pid"].get<int>());
   else
@@ -55,6 +57,14 @@ void print_status(const json& status) {
                 p.value("circuit", "?").c_str());
     if (p.contains("errors") && !p["errors"].empty())
       std::printf("  errors: %s\n", p["errors"].dump().c_str());
+    // Deliberate replacements by cause (recycling included), when any.
+    std::string replaced;
+    if (p.contains("replaced") && p["replaced"].is_object())
+      for (auto& [cause, n] : p["replaced"].items())
+        if (n.is_number_unsigned() && n.get<std::uint64_t>() > 0)
+          replaced += (replaced.empty() ? "" : ", ") + cause + " " + std::to_string(n.get<std::uint64_t>());
+    if (!replaced.empty())
+      std::printf("  replaced: %s (crashes %llu)\n", replaced.c_str(), p.value("crashes", 0ull));
   }
 }
 

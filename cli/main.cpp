@@ -1,5 +1,6 @@
 // dspex: run supervised pools of Python workers from a config and watch them.
-// Subcommands: run, config, status, exec (benchmarks: dspex-bench, bench/).
+// Subcommands: run, config, status, exec, restart, stop, start, events
+// (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
 #include "log.hpp"
@@ -249,6 +250,37 @@ int main(int argc, char** argv) {
   std::string status_control;
   status->add_flag("--json", as_json, "machine-readable output");
   status->add_option("--control", status_control, "control socket path");
+  bool watch = false;
+  int watch_interval = 1000, watch_count = 0;
+  status->add_flag("--watch", watch, "refresh until interrupted (in place on a terminal)");
+  status->add_option("--interval-ms", watch_interval, "--watch: time between refreshes")
+    ->check(CLI::Range(10, 3600000));
+  status->add_option("--count", watch_count, "--watch: stop after N refreshes (0: never)")
+    ->check(CLI::NonNegativeNumber);
+
+  // One child of the tree, as supervisorctl: restart | stop | start PATH.
+  struct child_cmd {
+    CLI::App* app;
+    std::string path, control;
+  };
+  std::vector<std::pair<std::string, child_cmd>> child_cmds;
+  for (auto [name, help] : {std::pair{"restart", "restart one child of a running node's tree"},
+                            std::pair{"stop", "stop one child; it stays stopped until start"},
+                            std::pair{"start", "start a stopped child again"}})
+    child_cmds.emplace_back(name, child_cmd{app.add_subcommand(name, help), {}, {}});
+  for (auto& [name, c] : child_cmds) {
+    c.app->add_option("path", c.path, "the child's path, as root/pool_sup/workers/w1")->required();
+    c.app->add_option("--control", c.control, "control socket path");
+  }
+
+  auto events = app.add_subcommand("events", "stream a running node's supervision events");
+  bool follow = false;
+  int events_count = 0;
+  std::string events_control;
+  events->add_flag("--follow", follow, "stream events as JSON lines as they happen (required)");
+  events->add_option("--count", events_count, "stop after N events (0: never)")
+    ->check(CLI::NonNegativeNumber);
+  events->add_option("--control", events_control, "control socket path");
 
   auto exec = app.add_subcommand("exec", "run one command against a running node");
   std::string exec_cmd, exec_args = "{}", exec_session, exec_control;
@@ -282,6 +314,20 @@ int main(int argc, char** argv) {
     std::printf("%s\n", default_config().dump(2).c_str());
     return 0;
   }
+  auto control_of = [](const std::string& p) {
+    return p.empty() ? cli::default_control_path() : p;
+  };
+  for (auto& [name, c] : child_cmds)
+    if (*c.app)
+      return cli::control_child(control_of(c.control), name, c.path);
+  if (*events) {
+    if (!follow)
+      return fail("events needs --follow (the node keeps no history of events; "
+                  "dspex run --events FILE writes one)");
+    return cli::follow_events(control_of(events_control), events_count);
+  }
+  if (*status && watch)
+    return cli::watch_status(control_of(status_control), as_json, watch_interval, watch_count);
   if (*status) {
     auto r = cli::control_call(status_control.empty() ? cli::default_control_path() : status_control,
                                json{{"op", "status"}});

@@ -143,6 +143,44 @@ TEST_CASE("nested supervisors, workers and processes parse") {
   CHECK(p.find("root.children[1].command") != std::string::npos);
 }
 
+TEST_CASE("worker recycling: limits parse into the pool, bad values name the field") {
+  auto j = default_config();
+  auto& w = j["root"]["children"][1]["worker"];
+  w["max_requests"] = 500;
+  w["max_rss_mb"] = 256;
+  w["max_age_ms"] = 3600000;
+  w["recycle_jitter"] = 0.25;
+  auto r = parse_config(j);
+  REQUIRE_MESSAGE(r, detail_of(r.error()));
+  auto& pool = std::get<pool_config>(r->root.children[1].body);
+  CHECK(pool.recycle.max_requests == 500);
+  CHECK(pool.recycle.max_rss_mb == 256);
+  CHECK(pool.recycle.max_age == std::chrono::milliseconds(3600000));
+  CHECK(pool.recycle.jitter == doctest::Approx(0.25));
+  // The default: all off, jitter 0.1.
+  auto d = parse_config(default_config());
+  REQUIRE(d);
+  auto& dp = std::get<pool_config>(d->root.children[1].body);
+  CHECK_FALSE(dp.recycle.enabled());
+  CHECK(dp.recycle.jitter == doctest::Approx(0.1));
+
+  w["max_requests"] = -1;
+  w["max_rss_mb"] = "big";
+  w["max_age_ms"] = 1.5;
+  w["recycle_jitter"] = 1;
+  auto p = problems(j);
+  CHECK(p.find("root.children[1].worker.max_requests: expected an integer") != std::string::npos);
+  CHECK(p.find("root.children[1].worker.max_rss_mb: expected an integer") != std::string::npos);
+  CHECK(p.find("root.children[1].worker.max_age_ms: expected an integer") != std::string::npos);
+  CHECK(p.find("root.children[1].worker.recycle_jitter: expected a number in [0.0, 1.0)")
+        != std::string::npos);
+  // A worker on its own has nobody to replace it: no recycling keys there.
+  json single = {{"root",
+                  {{"children",
+                    json::array({{{"id", "w"}, {"type", "worker"}, {"max_requests", 10}}})}}}};
+  CHECK(problems(single).find("root.children[0].max_requests: unknown key") != std::string::npos);
+}
+
 TEST_CASE("a config file with a syntax error names the file") {
   auto r = load_config("/nonexistent/dspex.json");
   REQUIRE_FALSE(r);

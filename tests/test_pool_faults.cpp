@@ -4,6 +4,7 @@
 // timeouts with a grace; the circuit breaker's whole cycle inside a pool.
 #include <doctest/doctest.h>
 
+#include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
 
 #include <dspex/supervision/events.hpp>
@@ -21,45 +22,6 @@ using supervision::exit_class;
 using supervision::supervision_event;
 
 namespace {
-
-// Every supervision event of the tree, as the root's subscriber sees it.
-struct event_log {
-  std::mutex mx;
-  std::vector<supervision_event> events;
-
-  void add(supervision_event e) {
-    std::lock_guard<std::mutex> g(mx);
-    events.push_back(std::move(e));
-  }
-  int count(event_kind k) {
-    std::lock_guard<std::mutex> g(mx);
-    int n = 0;
-    for (auto& e : events)
-      n += e.kind == k;
-    return n;
-  }
-  int exits(exit_class c) {
-    std::lock_guard<std::mutex> g(mx);
-    int n = 0;
-    for (auto& e : events)
-      n += e.kind == event_kind::child_exited && e.reason_class == c;
-    return n;
-  }
-  std::string dump() {
-    std::lock_guard<std::mutex> g(mx);
-    std::string out;
-    for (auto& e : events)
-      if (e.kind != event_kind::child_started)
-        out += to_string(e) + "\n";
-    return out;
-  }
-};
-
-// The log is shared: the sink may still be handling the last events of a
-// stopping tree when the test's fixture is gone.
-caf::behavior event_sink(caf::event_based_actor*, std::shared_ptr<event_log> log) {
-  return {[log](supervision_event& e) { log->add(std::move(e)); }};
-}
 
 // Outcomes of many requests: "ok", an errc name, or for python_error
 // "python_error:<exception type>".

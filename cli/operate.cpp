@@ -1,0 +1,74 @@
+// Operating a running node (commands.hpp): restart / stop / start of one
+// child, status --watch and events --follow, all through the control socket.
+#include "commands.hpp"
+#include "control.hpp"
+
+#include <cstdio>
+#include <thread>
+#include <unistd.h>
+
+namespace dspex::cli {
+
+namespace {
+
+int report_error(const json& r) {
+  auto& e = r["error"];
+  std::fprintf(stderr, "dspex: %s: %s\n", e.value("class", "error").c_str(),
+               e.value("message", "").c_str());
+  return 1;
+}
+
+} // namespace
+
+int control_child(const std::string& control, const std::string& op, const std::string& path) {
+  auto r = control_call(control, json{{"op", op}, {"path", path}});
+  if (!r.value("ok", false))
+    return report_error(r);
+  std::printf("%s: %s\n", path.c_str(),
+              op == "restart" ? "restarted" : op == "stop" ? "stopped" : "started");
+  return 0;
+}
+
+int watch_status(const std::string& control, bool as_json, int interval_ms, int count) {
+  bool tty = ::isatty(STDOUT_FILENO) == 1;
+  for (int i = 0; count <= 0 || i < count; ++i) {
+    if (i > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    auto r = control_call(control, json{{"op", "status"}});
+    if (r.contains("error"))
+      return report_error(r);
+    if (tty)
+      std::printf("\033[H\033[2J");  // home, clear: the refresh draws in place
+    else if (i > 0)
+      std::printf("\n");
+    if (as_json)
+      std::printf("%s\n", r.dump(2).c_str());
+    else
+      print_status(r);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+int follow_events(const std::string& control, int count) {
+  int seen = 0;
+  bool acked = false;
+  auto last = control_stream(control, json{{"op", "events"}}, [&](const json& line) {
+    if (!acked) {
+      acked = line.value("ok", false);
+      if (acked)  // on stderr, so stdout stays pure JSON lines
+        std::fprintf(stderr, "dspex: following the events of the node at %s\n", control.c_str());
+      return acked;
+    }
+    if (line.contains("error"))
+      return false;  // the node dropped us; reported below
+    std::printf("%s\n", line.dump().c_str());
+    std::fflush(stdout);
+    return count <= 0 || ++seen < count;
+  });
+  if (last.contains("error"))
+    return report_error(last);
+  return 0;
+}
+
+} // namespace dspex::cli

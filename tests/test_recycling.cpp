@@ -1,0 +1,240 @@
+// Worker recycling (recycling.hpp) with real Python workers: a worker past
+// max_requests, max_rss_mb or max_age_ms is retired while idle on the
+// deliberate path, so no request fails and no restart intensity is spent.
+#include <doctest/doctest.h>
+
+#include "support/event_log.hpp"
+#include "support/pool_fixture.hpp"
+
+#include <dspex/actors/recycling.hpp>
+
+#include <atomic>
+#include <map>
+#include <set>
+
+using namespace dspex;
+using namespace dspex::test;
+using supervision::event_kind;
+using supervision::exit_class;
+
+namespace {
+
+// Outcomes and the pids that served, of many requests from several clients.
+struct outcomes {
+  std::mutex mx;
+  std::map<std::string, int> by;
+  std::set<int> pids;
+  std::atomic<int> total{0};
+
+  void ok(const json& r) {
+    std::lock_guard<std::mutex> g(mx);
+    ++by["ok"];
+    if (r.is_object() && r.contains("pid"))
+      pids.insert(r["pid"].get<int>());
+    ++total;
+  }
+  void failed(const caf::error& e) {
+    std::lock_guard<std::mutex> g(mx);
+    ++by[describe(e)];
+    ++total;
+  }
+  std::string dump() {
+    std::lock_guard<std::mutex> g(mx);
+    std::string out;
+    for (auto& [k, n] : by)
+      out += k + "=" + std::to_string(n) + " ";
+    return out;
+  }
+};
+
+// Sends `n` requests one after another.
+void serial(caf::event_based_actor* self, caf::actor pool, command_request req, int n,
+            outcomes* out) {
+  if (n == 0)
+    return;
+  self->request(pool, std::chrono::seconds(60), exec_atom::value, req)
+    .then(
+      [=](json& r) {
+        out->ok(r);
+        serial(self, pool, req, n - 1, out);
+      },
+      [=](caf::error& e) {
+        out->failed(e);
+        serial(self, pool, req, n - 1, out);
+      });
+}
+
+struct recycling_fixture : pool_fixture {
+  std::shared_ptr<event_log> events = std::make_shared<event_log>();
+
+  caf::error start_logged(pool_config c) {
+    return start(std::move(c), {sys.spawn(event_sink, events)});
+  }
+
+  std::uint64_t replaced(const char* cause) {
+    return status()["replaced"][cause].get<std::uint64_t>();
+  }
+
+  int pid_of_ping() {
+    auto r = exec(pool(), "ping");
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    return (*r)["pid"].get<int>();
+  }
+
+  // No exit the supervisors did not ask for, and none of them gave up.
+  void check_no_escalation() {
+    CHECK_MESSAGE(events->count(event_kind::intensity_reached) == 0, events->dump());
+    CHECK_MESSAGE(events->count(event_kind::supervisor_stopped) == 0, events->dump());
+    CHECK_MESSAGE(events->count(event_kind::child_restarted) == 0, events->dump());
+    CHECK_MESSAGE(events->exits(exit_class::crash) == 0, events->dump());
+    CHECK_MESSAGE(events->exits(exit_class::killed) == 0, events->dump());
+  }
+};
+
+} // namespace
+
+TEST_SUITE("recycling") {
+
+TEST_CASE("jitter draws each worker's limits below the configured cap") {
+  recycle_config c;
+  c.max_requests = 10;
+  c.max_age = std::chrono::milliseconds(1000);
+  c.jitter = 0.1;
+  recycler r(c);
+  std::set<std::uint64_t> requests;
+  auto now = recycle_clock::now();
+  for (int i = 0; i < 200; ++i) {
+    auto b = r.draw(now);
+    requests.insert(b.max_requests);
+    CHECK(b.max_requests >= 9);
+    CHECK(b.max_requests <= 10);
+    CHECK(b.max_age.count() >= 900);
+    CHECK(b.max_age.count() <= 1000);
+    CHECK(b.due(b.max_requests - 1, now) == recycle_cause::none);
+    CHECK(b.due(b.max_requests, now) == recycle_cause::requests);
+    CHECK(b.due(0, now + b.max_age) == recycle_cause::age);
+  }
+  CHECK(requests.size() == 2);  // both 9 and 10 come up
+  c.jitter = 0;
+  recycler fixed(c);
+  CHECK(fixed.draw(now).max_requests == 10);
+  CHECK(fixed.draw(now).max_age.count() == 1000);
+  // RSS: our own process is resident, and a budget over it is due.
+  auto own = rss_bytes(::getpid());
+  REQUIRE(own);
+  CHECK(*own > 0);
+  CHECK_FALSE(rss_bytes(-5));
+}
+
+TEST_CASE_FIXTURE(recycling_fixture, "max_requests 10, 1000 requests: none fails, about 100 recycles, intensity 1 untouched") {
+  auto c = test_pool_config(2);
+  c.recycle.max_requests = 10;
+  c.worker_intensity = 1;  // two counted restarts within a minute would end the tree
+  c.worker_period = std::chrono::seconds(60);
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  // One session with state of its own: its program is replayed on each new
+  // worker, as after any replacement.
+  const std::string sid = "s-recycled";
+  REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}}, 0ms, sid));
+  REQUIRE(exec(pool(), "create_program", json{{"id", "p"}, {"signature", "q -> a"}}, 0ms, sid));
+  outcomes pings, session;
+  constexpr int clients = 3, per_client = 300, in_session = 100;
+  for (int i = 0; i < clients; ++i)
+    sys.spawn(serial, pool(), make_command("ping"), per_client, &pings);
+  sys.spawn(serial, pool(),
+            make_command("execute_program", json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}},
+                         sid),
+            in_session, &session);
+  REQUIRE(wait_until(
+    [&] { return pings.total.load() == clients * per_client && session.total.load() == in_session; },
+    300s));
+  CHECK_MESSAGE(pings.by["ok"] == clients * per_client, pings.dump());
+  CHECK_MESSAGE(session.by["ok"] == in_session, session.dump());
+  auto recycled = replaced("recycled_requests");
+  MESSAGE("recycled " << recycled << ", distinct pids " << pings.pids.size());
+  // 1,002 requests (the session's setup too) at 9 or 10 per worker.
+  CHECK(recycled >= 70);
+  CHECK(recycled <= 130);
+  CHECK(pings.pids.size() >= 50);
+  auto st = status();
+  CHECK(st["crashes"] == 0);
+  CHECK(st["errors"].empty());
+  CHECK(st["replaced"]["timeout"] == 0);
+  // Every recycled worker was stopped by its supervisor (shutdown), none killed.
+  CHECK_MESSAGE(wait_until([&] {
+                  return events->exits(exit_class::shutdown) >= static_cast<int>(recycled);
+                }, 30s),
+                events->dump());
+  check_no_escalation();
+  CHECK(wait_until([&] { return status()["workers"] == 2; }));
+  CHECK(exec(pool(), "execute_program", json{{"program_id", "p"}, {"inputs", {{"q", "y"}}}}, 0ms,
+             sid));
+}
+
+TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is recycled while idle, no request fails") {
+  auto c = test_pool_config(1);
+  c.recycle.max_rss_mb = 120;
+  c.worker_intensity = 1;
+  c.worker_period = std::chrono::seconds(60);
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto before = pid_of_ping();
+  // The pool samples the RSS on its tick; a fresh worker is well below.
+  REQUIRE(wait_until([&] { return status()["worker_list"][0].contains("rss_mb"); }));
+  auto fresh = status()["worker_list"][0]["rss_mb"].get<double>();
+  MESSAGE("fresh worker rss " << fresh << " MB");
+  REQUIRE(fresh < 120);
+  CHECK(replaced("recycled_rss") == 0);
+  auto grown = exec(pool(), "fault_alloc", json{{"mb", 200}, {"hold", true}});
+  REQUIRE_MESSAGE(grown, describe(grown.error()));
+  CHECK((*grown)["held_mb"] == 200);
+  CHECK(wait_until([&] { return replaced("recycled_rss") == 1; }));
+  auto after = pid_of_ping();
+  CHECK(after != before);
+  CHECK(process_gone(before));
+  auto st = status();
+  CHECK(st["crashes"] == 0);
+  CHECK(st["errors"].empty());
+  check_no_escalation();
+}
+
+TEST_CASE_FIXTURE(recycling_fixture, "max_age_ms: idle workers are recycled when they grow old, and serve after") {
+  auto c = test_pool_config(2);
+  c.recycle.max_age = std::chrono::milliseconds(400);
+  c.worker_intensity = 1;
+  c.worker_period = std::chrono::seconds(60);
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  std::set<int> seen{pid_of_ping()};
+  // Nobody sends anything: the tick finds them idle and old.
+  CHECK(wait_until([&] { return replaced("recycled_age") >= 4; }, 60s));
+  for (int i = 0; i < 5; ++i)
+    seen.insert(pid_of_ping());
+  CHECK(seen.size() >= 2);
+  auto st = status();
+  CHECK(st["crashes"] == 0);
+  CHECK(st["errors"].empty());
+  check_no_escalation();
+}
+
+TEST_CASE_FIXTURE(recycling_fixture, "a busy worker past its age finishes its request first, then goes") {
+  auto c = test_pool_config(1);
+  c.recycle.max_age = std::chrono::milliseconds(200);
+  c.recycle.jitter = 0;
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto before = pid_of_ping();
+  // Well past its age while it sleeps: the tick leaves a busy worker alone.
+  auto r = exec(pool(), "fault_sleep", json{{"seconds", 1.5}});
+  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK(wait_until([&] { return replaced("recycled_age") >= 1; }));
+  CHECK(wait_until([&] { return process_gone(before); }));
+  CHECK(pid_of_ping() != before);
+  auto st = status();
+  CHECK(st["crashes"] == 0);
+  CHECK(st["errors"].empty());
+  check_no_escalation();
+}
+
+} // TEST_SUITE
