@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -410,6 +411,27 @@ void read_children(reader& r, const std::string& path, const json* arr,
   }
 }
 
+// Pool names are how requests find a pool (node::pool, the control
+// protocol's "pool"), so they are unique across the whole tree, not only
+// among siblings. `where` is the path read_children gave the node.
+void check_pool_names(const std::vector<node_spec>& kids, const std::string& path,
+                      std::map<std::string, std::string>& seen, std::vector<std::string>& errors) {
+  for (std::size_t i = 0; i < kids.size(); ++i) {
+    auto where = path + "[" + std::to_string(i) + "]";
+    std::string name;
+    if (auto p = std::get_if<pool_config>(&kids[i].body))
+      name = p->name;
+    else if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&kids[i].body))
+      check_pool_names((*s)->children, where + ".children", seen, errors);
+    if (name.empty())
+      continue;
+    auto [it, fresh] = seen.emplace(name, where);
+    if (!fresh)
+      errors.push_back(where + ".name: duplicate pool name \"" + name + "\", also used by "
+                       + it->second + " (pool names are unique across the tree)");
+  }
+}
+
 } // namespace
 
 caf::expected<tree_config> parse_config(const json& j) {
@@ -429,6 +451,8 @@ caf::expected<tree_config> parse_config(const json& j) {
         read_flags(rr, cfg.root.flags);
         read_children(rr, "root.children", rr.get("children"), cfg.root.children, errors);
         rr.finish();
+        std::map<std::string, std::string> names;
+        check_pool_names(cfg.root.children, "root.children", names, errors);
       }
     } else {
       errors.push_back("config.root: is required");

@@ -12,6 +12,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -144,6 +145,7 @@ struct builder {
   bridge_mode mode;
   std::vector<std::string>& pools;
   std::string& single_worker;
+  std::vector<std::pair<std::string, std::string>>& named;
 
   worker_config adjust(worker_config w) const {
     if (!opts.python_path.empty())
@@ -194,6 +196,7 @@ struct builder {
         auto w = adjust(p->worker);
         w.id = n.id;
         w.mode = "single";
+        named.emplace_back(p->name, "worker:" + n.id);
         return build_worker(n, w);
       }
       auto c = *p;
@@ -201,6 +204,7 @@ struct builder {
       auto d = dir;
       auto key = "pool:" + c.name;
       pools.push_back(c.name);
+      named.emplace_back(c.name, key);
       spec = pool_supervisor_spec(
         n.id, c, loop, [d, key](caf::actor a) { d->set(key, a); },
         [d] { return d->get("registry"); });
@@ -289,7 +293,7 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
                          + "); running with the bridge disabled";
     }
   }
-  builder b{n->loop_, n->dir_, opts, n->mode_, n->pool_names_, n->single_worker_};
+  builder b{n->loop_, n->dir_, opts, n->mode_, n->pool_names_, n->single_worker_, n->named_};
   std::vector<sup::child_spec> children;
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
@@ -337,17 +341,47 @@ caf::actor node::target() const {
   return {};
 }
 
-caf::expected<json> node::execute(const std::string& command, json args,
-                                  std::optional<std::string> session,
-                                  std::chrono::milliseconds timeout) {
+caf::actor node::pool(const std::string& name) const {
+  for (auto& [n, key] : named_)
+    if (n == name)
+      return dir_->get(key);
+  return {};
+}
+
+std::vector<std::string> node::pool_names() const {
+  std::vector<std::string> out;
+  for (auto& kv : named_)
+    out.push_back(kv.first);
+  return out;
+}
+
+caf::expected<caf::actor> node::resolve(const std::string& name) const {
+  if (mode_ == bridge_mode::disabled && (name.empty() || pool(name) == nullptr))
+    return make_error(errc::unavailable, "the Python bridge is disabled"
+                                           + (mode_message_.empty() ? "" : ": " + mode_message_));
+  auto t = name.empty() ? target() : pool(name);
+  if (t)
+    return t;
+  if (!name.empty() && std::none_of(named_.begin(), named_.end(),
+                                    [&](auto& kv) { return kv.first == name; })) {
+    std::string known;
+    for (auto& kv : named_)
+      known += (known.empty() ? "" : ", ") + kv.first;
+    return make_error(errc::invalid_request, "pool: unknown pool \"" + name + "\"; known pools: "
+                                               + (known.empty() ? "none" : known));
+  }
+  return make_error(errc::unavailable, "no pool or worker is running");
+}
+
+caf::expected<json> node::execute_on(const std::string& pool, const std::string& command,
+                                     json args, std::optional<std::string> session,
+                                     std::chrono::milliseconds timeout) {
   if (stopped_)
     return make_error(errc::shutting_down, "the node is stopped");
-  auto t = target();
-  if (!t)
-    return make_error(errc::unavailable, mode_ == bridge_mode::disabled
-                                           ? "the Python bridge is disabled"
-                                             + (mode_message_.empty() ? "" : ": " + mode_message_)
-                                           : "no pool or worker is running");
+  auto resolved = resolve(pool);
+  if (!resolved)
+    return resolved.error();
+  auto t = *resolved;
   // In single mode no pool touches the registry: do it here.
   if (session && pool_names_.empty())
     if (auto reg = dir_->get("registry"))

@@ -81,7 +81,15 @@ public:
 
   caf::expected<json> execute(const std::string& command, json args = json::object(),
                               std::optional<std::string> session = std::nullopt,
-                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) {
+    return execute_on({}, command, std::move(args), std::move(session), timeout);
+  }
+  /// As execute, on the pool (or remote_pool) named `pool`; an empty name is
+  /// target(). An unknown name is invalid_request naming the known pools.
+  caf::expected<json> execute_on(const std::string& pool, const std::string& command,
+                                 json args = json::object(),
+                                 std::optional<std::string> session = std::nullopt,
+                                 std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
   caf::expected<json> execute_in_session(const std::string& session, const std::string& command,
                                          json args = json::object(),
                                          std::chrono::milliseconds timeout = {}) {
@@ -121,6 +129,14 @@ public:
   /// The actor that serves requests (the first pool, or the single worker);
   /// invalid when disabled.
   caf::actor target() const;
+  /// The actor of the pool (or remote_pool) named `name`, which takes the
+  /// same (exec, command_request) as target(); invalid when no such name.
+  caf::actor pool(const std::string& name) const;
+  /// `pool(name)`, or target() for an empty name; else invalid_request
+  /// naming the known pools (unavailable when the bridge is disabled).
+  caf::expected<caf::actor> resolve(const std::string& name) const;
+  /// The names of the tree's pools and remote pools, in config order.
+  std::vector<std::string> pool_names() const;
   caf::actor root() const { return root_; }
   bridge_mode mode() const { return mode_; }
   const std::string& mode_message() const { return mode_message_; }
@@ -141,6 +157,9 @@ private:
   std::shared_ptr<class directory> dir_;
   std::shared_ptr<bridge::io_loop> loop_;
   std::vector<std::string> pool_names_;
+  std::vector<std::string> remote_names_;
+  /// Every name pool() knows, with its directory key, in config order.
+  std::vector<std::pair<std::string, std::string>> named_;
   std::string single_worker_;
   bool stopped_ = false;
 };

@@ -1,7 +1,8 @@
 // The local control channel of a running node: a Unix socket (mode 0600,
 // never a network port), one JSON request line in, one JSON reply line out.
 //   {"op": "status"}
-//   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n}
+//   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n,
+//    "pool": "name"|null}
 // A connection may carry several requests, one line each, answered in order.
 // `dspex status` and `dspex exec` are its clients.
 //

@@ -184,13 +184,14 @@ int main(int argc, char** argv) {
   status->add_option("--control", status_control, "control socket path");
 
   auto exec = app.add_subcommand("exec", "run one command against a running node");
-  std::string exec_cmd, exec_args = "{}", exec_session, exec_control;
+  std::string exec_cmd, exec_args = "{}", exec_session, exec_control, exec_pool;
   int exec_timeout = 0;
   exec->add_option("command", exec_cmd, "command name")->required();
   exec->add_option("args", exec_args, "JSON object of arguments");
   exec->add_option("--session", exec_session, "session id");
   exec->add_option("--timeout-ms", exec_timeout, "request timeout");
   exec->add_option("--control", exec_control, "control socket path");
+  exec->add_option("--pool", exec_pool, "the pool (or remote_pool) by name (default: the first)");
 
   std::reverse(ours.begin(), ours.end());
   try {
@@ -232,6 +233,8 @@ int main(int argc, char** argv) {
       return fail("args must be a JSON object, found: " + exec_args);
     json req = {{"op", "exec"}, {"command", exec_cmd}, {"args", args}, {"timeout_ms", exec_timeout}};
     req["session_id"] = exec_session.empty() ? json(nullptr) : json(exec_session);
+    if (!exec_pool.empty())
+      req["pool"] = exec_pool;
     auto r = cli::control_call(exec_control.empty() ? cli::default_control_path() : exec_control, req);
     std::printf("%s\n", r.dump(2).c_str());
     return r.value("ok", false) ? 0 : 1;
