@@ -26,6 +26,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -73,7 +74,7 @@ struct root_failure {
 /// ("/workers/": the pool workers).
 std::vector<int> tree_os_pids(const json& tree, const std::string& path_part = {});
 
-class node {
+class node : public std::enable_shared_from_this<node> {
 public:
   static caf::expected<std::shared_ptr<node>> start(caf::actor_system& sys, tree_config cfg,
                                                     node_options opts = {});
@@ -138,6 +139,9 @@ public:
   /// The names of the tree's pools and remote pools, in config order.
   std::vector<std::string> pool_names() const;
   caf::actor root() const { return root_; }
+  /// The port the router is published on (config `listen`; port 0 there
+  /// picks one); 0 when the node does not listen.
+  std::uint16_t listen_port() const { return listen_port_; }
   bridge_mode mode() const { return mode_; }
   const std::string& mode_message() const { return mode_message_; }
 
@@ -147,6 +151,7 @@ public:
   struct root_watch;
 
 private:
+  caf::error listen(const tree_config& cfg);
   struct impl;
   caf::actor_system& sys_;
   std::shared_ptr<root_watch> watch_;
@@ -161,6 +166,10 @@ private:
   /// Every name pool() knows, with its directory key, in config order.
   std::vector<std::pair<std::string, std::string>> named_;
   std::string single_worker_;
+  caf::actor router_;             ///< published when the config listens
+  std::uint16_t listen_port_ = 0;
+  std::string listen_host_;
+  bool listen_tls_ = false;
   bool stopped_ = false;
 };
 

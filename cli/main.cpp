@@ -88,13 +88,25 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
   return exit_root_stopped;
 }
 
+// --listen / --insecure (run) and --node / --tls-* (status, exec).
+struct net_args {
+  std::string listen, node;
+  bool insecure = false;
+  tls_options tls;
+};
+
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
             const std::string& config_path, bool demo, const std::string& events_path,
-            const std::string& control_path) {
+            const std::string& control_path, const net_args& net) {
   caf::expected<tree_config> cfg = config_path.empty() ? parse_config(default_config())
                                                        : load_config(config_path);
   if (!cfg)
     return fail("invalid config:\n" + detail_of(cfg.error()));
+  if (!net.listen.empty())
+    cfg->listen = net.listen;
+  cfg->insecure = cfg->insecure || net.insecure;
+  if (auto why = check_listen(*cfg); !why.empty())
+    return fail("--listen " + cfg->listen + ": " + why);
 
   // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
   // exists so every thread inherits the mask.
@@ -106,6 +118,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 
   caf::actor_system_config sys_cfg;
   recommended_settings(sys_cfg);
+  if (auto err = network_settings(sys_cfg, *cfg))
+    return fail("invalid config:\n" + detail_of(err));
   std::vector<char*> caf_argv{argv[0]};
   for (auto& a : cafs)
     caf_argv.push_back(const_cast<char*>(a.c_str()));
@@ -125,6 +139,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
       std::fprintf(stderr, "dspex: control socket off: %s\n", control_sock.error().c_str());
   }
 
+  auto listen_text = cfg->listen;
+  auto listen_tls = cfg->tls.enabled();
   node_options opts;
   if (!events_path.empty())
     opts.subscribers.push_back(cli::spawn_event_log(sys, events_path));
@@ -143,6 +159,9 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     cli::control_server control(**n, std::move(control_sock));
     std::fprintf(stderr, "dspex: running (mode %s, control %s); SIGTERM or Ctrl-C stops\n",
                  to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
+    if ((*n)->listen_port() != 0)
+      std::fprintf(stderr, "dspex: listening on %s, port %u (%s)\n", listen_text.c_str(),
+                   unsigned((*n)->listen_port()), listen_tls ? "tls" : "plain");
     rc = serve_until_stopped(sigs, **n);
   }
   (*n)->stop();
@@ -170,6 +189,15 @@ int main(int argc, char** argv) {
   run->add_flag("--demo", demo, "run the demo workload once the tree is up, then shut down");
   run->add_option("--events", events_path, "append every supervision event as a JSON line");
   run->add_option("--control", control_path, "control socket path (default /tmp/dspex-UID/default.sock)");
+  net_args net;
+  run->add_option("--listen", net.listen, "serve remote nodes at HOST:PORT (config listen)");
+  run->add_flag("--insecure", net.insecure, "allow a listen off loopback without TLS (README)");
+  auto remote_opts = [&net](CLI::App* sub) {
+    sub->add_option("--node", net.node, "talk to the node listening at HOST:PORT instead");
+    sub->add_option("--tls-certificate", net.tls.certificate, "with --node: PEM certificate");
+    sub->add_option("--tls-key", net.tls.key, "with --node: PEM private key");
+    sub->add_option("--tls-cafile", net.tls.cafile, "with --node: PEM CA of the node");
+  };
 
   auto config = app.add_subcommand("config", "print the default config or check one");
   bool print_default = false;
@@ -182,6 +210,7 @@ int main(int argc, char** argv) {
   std::string status_control;
   status->add_flag("--json", as_json, "machine-readable output");
   status->add_option("--control", status_control, "control socket path");
+  remote_opts(status);
 
   auto exec = app.add_subcommand("exec", "run one command against a running node");
   std::string exec_cmd, exec_args = "{}", exec_session, exec_control, exec_pool;
@@ -192,6 +221,7 @@ int main(int argc, char** argv) {
   exec->add_option("--timeout-ms", exec_timeout, "request timeout");
   exec->add_option("--control", exec_control, "control socket path");
   exec->add_option("--pool", exec_pool, "the pool (or remote_pool) by name (default: the first)");
+  remote_opts(exec);
 
   std::reverse(ours.begin(), ours.end());
   try {
@@ -204,7 +234,7 @@ int main(int argc, char** argv) {
   }
 
   if (*run)
-    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path);
+    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path, net);
   if (*config) {
     if (!check_path.empty()) {
       auto c = load_config(check_path);
@@ -217,8 +247,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*status) {
-    auto r = cli::control_call(status_control.empty() ? cli::default_control_path() : status_control,
-                               json{{"op", "status"}});
+    auto r = !net.node.empty()
+               ? cli::remote_status(net.node, net.tls)
+               : cli::control_call(status_control.empty() ? cli::default_control_path()
+                                                          : status_control,
+                                   json{{"op", "status"}});
     if (r.contains("error"))
       return fail(r["error"].value("message", "error"), 1);
     if (as_json)
@@ -235,7 +268,17 @@ int main(int argc, char** argv) {
     req["session_id"] = exec_session.empty() ? json(nullptr) : json(exec_session);
     if (!exec_pool.empty())
       req["pool"] = exec_pool;
-    auto r = cli::control_call(exec_control.empty() ? cli::default_control_path() : exec_control, req);
+    auto r = !net.node.empty()
+               ? cli::remote_exec(net.node, net.tls,
+                                  make_command(exec_cmd, args,
+                                               exec_session.empty()
+                                                 ? std::nullopt
+                                                 : std::optional<std::string>(exec_session),
+                                               std::chrono::milliseconds(exec_timeout)),
+                                  exec_pool)
+               : cli::control_call(exec_control.empty() ? cli::default_control_path()
+                                                        : exec_control,
+                                   req);
     std::printf("%s\n", r.dump(2).c_str());
     return r.value("ok", false) ? 0 : 1;
   }
