@@ -7,10 +7,15 @@
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
 
+#include <openssl/conf.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <unistd.h>
 
 namespace dspex {
 
@@ -38,6 +43,33 @@ std::string ssl_error() {
   return out.empty() ? "unknown OpenSSL error" : out;
 }
 
+// caf_openssl 0.17.6 drops a TLS 1.3 connection after a few records (the
+// post-handshake messages of 1.3 confuse its read loop: the remote_pool
+// reconnected about once a second under heartbeats), and it offers no way
+// to set the protocol range of its SSL_CTX. OpenSSL's "system_default"
+// section applies to every context created afterwards, so one is loaded
+// here, once, before CAF creates any: TLS 1.2 exactly, never aNULL.
+void cap_at_tls12() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    char path[] = "/tmp/dspex-openssl-XXXXXX";
+    int fd = ::mkstemp(path);
+    if (fd < 0)
+      return;
+    static const char text[] =
+      "dspex_conf = dspex_sect\n[dspex_sect]\nssl_conf = dspex_ssl\n"
+      "[dspex_ssl]\nsystem_default = dspex_tls\n"
+      "[dspex_tls]\nMinProtocol = TLSv1.2\nMaxProtocol = TLSv1.2\n"
+      "CipherString = HIGH:!aNULL:!eNULL:!MD5\n";
+    [[maybe_unused]] auto n = ::write(fd, text, sizeof text - 1);
+    ::close(fd);
+    OPENSSL_init_ssl(0, nullptr);
+    CONF_modules_load_file(path, "dspex_conf", 0);
+    ERR_clear_error();
+    ::unlink(path);
+  });
+}
+
 } // namespace
 
 bool needs_network(const tree_config& tree) {
@@ -52,6 +84,7 @@ bool needs_tls(const tree_config& tree) {
 
 caf::error check_tls(const tls_options& tls) {
   auto bad = [](const std::string& m) { return make_error(errc::invalid_config, m); };
+  cap_at_tls12();
   if (tls.certificate.empty() || tls.key.empty() || tls.cafile.empty())
     return bad("tls: certificate, key and cafile are all required (dspex never runs TLS "
                "without mutual certificate authentication)");
