@@ -82,13 +82,14 @@ struct remote_fixture {
     std::system(("rm -rf " + dir).c_str());
   }
 
-  // Short heartbeats so that a hung peer is noticed quickly.
+  // Short heartbeats so that a hung peer is noticed soon; a timeout loose
+  // enough for a loaded CI machine.
   static json base(int size) {
     auto j = default_config();
     j["root"]["children"][1]["size"] = size;
     j["root"]["children"][1]["worker"]["fault_injection"] = true;
-    j["heartbeat_interval_ms"] = 200;
-    j["connection_timeout_ms"] = 1500;
+    j["heartbeat_interval_ms"] = 250;
+    j["connection_timeout_ms"] = 4000;
     return j;
   }
 
