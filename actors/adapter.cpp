@@ -114,6 +114,7 @@ bool degrades(const caf::error& err) noexcept {
     case errc::worker_crashed:
     case errc::process_exited:
     case errc::protocol_error:
+    case errc::node_down:
       return true;
     default:
       return false;

@@ -1,10 +1,13 @@
 #include <dspex/actors/config.hpp>
 
 #include <dspex/actors/error.hpp>
+#include <dspex/actors/remote_protocol.hpp>
 
 #include <arpa/inet.h>
 #include <csignal>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -411,9 +414,34 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
         r.error(r.at("stop_signal"), "a signal name: " + names, *v);
     }
     n.body = c;
+  } else if (n.type == "remote_pool") {
+    remote_pool_config c;
+    c.name = n.id;
+    r.text("name", c.name);
+    r.text("host", c.host, true);
+    long long port = -1;
+    r.integer("port", port, 1, 65535);
+    if (port < 0 && r.ok() && !r.get("port"))
+      r.error(r.at("port"), "is required");
+    c.port = static_cast<std::uint16_t>(port < 0 ? 0 : port);
+    r.text("pool", c.pool);
+    r.ms("connect_timeout_ms", c.connect_timeout, 1);
+    r.ms("request_timeout_ms", c.request_timeout, 1);
+    r.ms("reconnect_min_ms", c.reconnect_min, 1);
+    r.ms("reconnect_max_ms", c.reconnect_max, 1);
+    if (auto v = r.get("tls"); v && !v->is_boolean())
+      r.error(r.at("tls"), "true or false (the certificate, key and cafile are the node's "
+                           "top-level tls: CAF 0.17 holds one TLS identity per actor system)",
+              *v);
+    else if (v)
+      c.tls = v->get<bool>();
+    if (c.reconnect_max < c.reconnect_min)
+      r.error(r.at("reconnect_max_ms"), "must be at least reconnect_min_ms");
+    n.body = c;
   } else if (!n.type.empty()) {
     r.error(r.at("type"),
-            "one of supervisor | session_registry | pool | monitor | worker | process",
+            "one of supervisor | session_registry | pool | monitor | worker | process | "
+            "remote_pool",
             json(n.type));
   }
   r.finish();
@@ -433,6 +461,29 @@ void read_children(reader& r, const std::string& path, const json* arr,
     if (!n.id.empty() && !ids.insert(n.id).second)
       errors.push_back(p + ".id: duplicate id \"" + n.id + "\" among siblings");
     out.push_back(std::move(n));
+  }
+}
+
+// Pool names are how requests find a pool (node::pool, the control
+// protocol's "pool"), so they are unique across the whole tree, not only
+// among siblings. `where` is the path read_children gave the node.
+void check_pool_names(const std::vector<node_spec>& kids, const std::string& path,
+                      std::map<std::string, std::string>& seen, std::vector<std::string>& errors) {
+  for (std::size_t i = 0; i < kids.size(); ++i) {
+    auto where = path + "[" + std::to_string(i) + "]";
+    std::string name;
+    if (auto p = std::get_if<pool_config>(&kids[i].body))
+      name = p->name;
+    else if (auto rp = std::get_if<remote_pool_config>(&kids[i].body))
+      name = rp->name;
+    else if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&kids[i].body))
+      check_pool_names((*s)->children, where + ".children", seen, errors);
+    if (name.empty())
+      continue;
+    auto [it, fresh] = seen.emplace(name, where);
+    if (!fresh)
+      errors.push_back(where + ".name: duplicate pool name \"" + name + "\", also used by "
+                       + it->second + " (pool names are unique across the tree)");
   }
 }
 
@@ -457,6 +508,20 @@ caf::expected<std::string> parse_listen_address(const std::string& s) {
          : ::inet_pton(AF_INET, host.c_str(), buf) != 1)
     return bad("the host must be an IPv4 address, [IPv6] or localhost");
   return host + ":" + std::to_string(std::stoi(port));
+}
+
+std::string check_listen(const tree_config& cfg) {
+  if (cfg.listen.empty())
+    return {};
+  std::string host, why;
+  std::uint16_t port = 0;
+  if (!remote::parse_endpoint(cfg.listen, host, port, why))
+    return why;
+  if (!cfg.tls.enabled() && !cfg.insecure && !remote::is_loopback(host))
+    return "\"" + host + "\" is not a loopback address: listening there needs tls "
+           "{certificate, key, cafile} (or insecure: true / --insecure, which lets anyone "
+           "who reaches the port run commands)";
+  return {};
 }
 
 caf::expected<tree_config> parse_config(const json& j) {
@@ -497,10 +562,43 @@ caf::expected<tree_config> parse_config(const json& j) {
         read_flags(rr, cfg.root.flags);
         read_children(rr, "root.children", rr.get("children"), cfg.root.children, errors);
         rr.finish();
+        std::map<std::string, std::string> names;
+        check_pool_names(cfg.root.children, "root.children", names, errors);
       }
     } else {
       errors.push_back("config.root: is required");
     }
+    top.text("listen", cfg.listen);
+    top.boolean("insecure", cfg.insecure);
+    if (auto tj = top.get("tls")) {
+      reader tr(*tj, "config.tls", errors);
+      tr.text("certificate", cfg.tls.certificate, true);
+      tr.text("key", cfg.tls.key, true);
+      tr.text("cafile", cfg.tls.cafile, true);
+      tr.finish();
+      if (!cfg.tls.certificate.empty() && !cfg.tls.key.empty() && !cfg.tls.cafile.empty())
+        if (auto err = check_tls(cfg.tls))
+          errors.push_back("config." + detail_of(err));
+    }
+    top.ms("heartbeat_interval_ms", cfg.timing.heartbeat_interval, 1);
+    top.ms("connection_timeout_ms", cfg.timing.connection_timeout, 1);
+    if (cfg.timing.connection_timeout <= cfg.timing.heartbeat_interval)
+      errors.push_back("config.connection_timeout_ms: must be above heartbeat_interval_ms");
+    if (auto why = check_listen(cfg); !why.empty())
+      errors.push_back("config.listen: " + why);
+    std::function<void(const std::vector<node_spec>&, const std::string&)> need_tls =
+      [&](const std::vector<node_spec>& kids, const std::string& path) {
+        for (std::size_t i = 0; i < kids.size(); ++i) {
+          auto where = path + "[" + std::to_string(i) + "]";
+          if (auto rp = std::get_if<remote_pool_config>(&kids[i].body); rp && rp->tls
+              && !cfg.tls.enabled())
+            errors.push_back(where + ".tls: needs the node's top-level tls "
+                                     "{certificate, key, cafile}");
+          if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&kids[i].body))
+            need_tls((*s)->children, where + ".children");
+        }
+      };
+    need_tls(cfg.root.children, "root.children");
     top.finish();
   }
   if (!errors.empty()) {

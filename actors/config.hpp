@@ -7,7 +7,9 @@
 #pragma once
 
 #include <dspex/actors/monitor.hpp>
+#include <dspex/actors/network.hpp>
 #include <dspex/actors/pool.hpp>
+#include <dspex/actors/remote_pool.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/worker.hpp>
 #include <dspex/supervision/child_spec.hpp>
@@ -48,12 +50,12 @@ struct supervisor_node {
 /// One child of a supervisor in the config.
 struct node_spec {
   std::string id;
-  std::string type;  ///< supervisor | session_registry | pool | monitor | worker | process
+  std::string type;  ///< supervisor | session_registry | pool | monitor | worker | process | remote_pool
   supervision::restart_type restart = supervision::restart_type::permanent;
   std::optional<supervision::shutdown_spec> shutdown;
   bool significant = false;
   std::variant<std::monostate, std::shared_ptr<supervisor_node>, session_registry_config,
-               pool_config, monitor_config, worker_config, process_config>
+               pool_config, monitor_config, worker_config, process_config, remote_pool_config>
     body;
 };
 
@@ -69,6 +71,13 @@ struct tree_config {
   /// error critical off).
   std::string log_level = "info";
   json source;  ///< the validated JSON, defaults filled in
+  /// "HOST:PORT": publish the node's router there (actors/router.hpp).
+  std::string listen;
+  /// Allows a plain (non-TLS) listen on a non-loopback address.
+  bool insecure = false;
+  /// The node's TLS identity (listen, and remote_pools with tls).
+  tls_options tls;
+  network_timing timing;
 };
 
 /// Where `dspex run` serves /metrics when `metrics` names no address.
@@ -79,6 +88,11 @@ inline constexpr const char* default_metrics_listen = "127.0.0.1:9464";
 /// otherwise). Returns the normalized form, or invalid_config saying what
 /// is wrong with `s`.
 caf::expected<std::string> parse_listen_address(const std::string& s);
+
+/// The rules a listen address must follow (a port, TLS or --insecure off
+/// loopback); empty when it does, else the message. parse_config applies
+/// it; so does the CLI after --listen / --insecure.
+std::string check_listen(const tree_config& cfg);
 
 /// The built-in default: root(one_for_one) -> sessions, pool_sup, monitor.
 json default_config();

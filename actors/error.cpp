@@ -22,6 +22,7 @@ const char* to_string(errc code) noexcept {
     case errc::duplicate_session: return "duplicate_session";
     case errc::invalid_config: return "invalid_config";
     case errc::unavailable: return "unavailable";
+    case errc::node_down: return "node_down";
   }
   return "unknown";
 }

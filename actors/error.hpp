@@ -34,6 +34,9 @@ enum class errc : std::uint8_t {
   duplicate_session,     ///< a session with this id exists already
   invalid_config,        ///< the configuration was rejected
   unavailable,           ///< no bridge is running (disabled mode)
+  node_down,             ///< a remote node (remote_pool) is unreachable, or its
+                         ///< connection died with the request in flight; the
+                         ///< request may or may not have run there
 };
 
 inline constexpr caf::atom_value error_category = caf::atom("dspex");

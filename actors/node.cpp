@@ -3,6 +3,8 @@
 #include <dspex/actors/monitor.hpp>
 #include <dspex/actors/os_process.hpp>
 #include <dspex/actors/pool.hpp>
+#include <dspex/actors/remote_protocol.hpp>
+#include <dspex/actors/router.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/worker.hpp>
 #include <dspex/bridge/host_run.hpp>
@@ -11,7 +13,10 @@
 #include <dspex/supervision/supervisor.hpp>
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/publish.hpp>
 
+#include <algorithm>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -157,6 +162,8 @@ struct builder {
   bridge_mode mode;
   std::vector<std::string>& pools;
   std::string& single_worker;
+  std::vector<std::pair<std::string, std::string>>& named;
+  std::vector<std::string>& remotes;
 
   worker_config adjust(worker_config w) const {
     if (!opts.python_path.empty())
@@ -207,6 +214,7 @@ struct builder {
         auto w = adjust(p->worker);
         w.id = n.id;
         w.mode = "single";
+        named.emplace_back(p->name, "worker:" + n.id);
         return build_worker(n, w);
       }
       auto c = *p;
@@ -214,11 +222,19 @@ struct builder {
       auto d = dir;
       auto key = "pool:" + c.name;
       pools.push_back(c.name);
+      named.emplace_back(c.name, key);
       spec = pool_supervisor_spec(
         n.id, c, loop, [d, key](caf::actor a) { d->set(key, a); },
         [d] { return d->get("registry"); });
       spec.restart = n.restart;
       spec.significant = n.significant;
+    } else if (auto rp = std::get_if<remote_pool_config>(&n.body)) {
+      // A remote pool starts no Python here: it runs in every mode.
+      auto c = *rp;
+      named.emplace_back(c.name, "remote:" + c.name);
+      remotes.push_back(c.name);
+      spec.start = registered("remote:" + c.name,
+                              [c](caf::local_actor* ctx) { return spawn_remote_pool(ctx, c); });
     } else if (auto w = std::get_if<worker_config>(&n.body)) {
       if (mode == bridge_mode::disabled)
         return std::nullopt;
@@ -285,6 +301,16 @@ void recommended_settings(caf::actor_system_config& cfg) {
 
 caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_config cfg,
                                                  node_options opts) {
+  if (needs_network(cfg) && !sys.has_middleman())
+    return make_error(errc::invalid_config,
+                      "the tree listens or holds a remote_pool, but the actor_system has no "
+                      "middleman: call dspex::network_settings(cfg, tree) before creating it");
+  if (needs_tls(cfg) && !sys.has_openssl_manager())
+    return make_error(errc::invalid_config,
+                      "the tree uses tls, but the actor_system has no openssl module: call "
+                      "dspex::network_settings(cfg, tree) before creating it");
+  if (auto why = check_listen(cfg); !why.empty())
+    return make_error(errc::invalid_config, "listen: " + why);
   auto n = std::make_shared<node>(sys);
   n->loop_ = std::make_shared<bridge::io_loop>();
   n->dir_ = std::make_shared<directory>();
@@ -302,7 +328,8 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
                          + "); running with the bridge disabled";
     }
   }
-  builder b{n->loop_, n->dir_, opts, n->mode_, n->pool_names_, n->single_worker_};
+  builder b{n->loop_, n->dir_, opts, n->mode_, n->pool_names_, n->single_worker_, n->named_,
+            n->remote_names_};
   std::vector<sup::child_spec> children;
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
@@ -333,7 +360,48 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
       return make_error(errc::init_failed, "pool " + name + " did not get ready: " + describe(err));
     }
   }
+  if (!cfg.listen.empty())
+    if (auto err = n->listen(cfg)) {
+      n->stop();
+      return err;
+    }
   return n;
+}
+
+caf::error node::listen(const tree_config& cfg) {
+  std::string why;
+  if (!remote::parse_endpoint(cfg.listen, listen_host_, listen_port_, why))
+    return make_error(errc::invalid_config, "listen: " + why);
+  router_hooks hooks;
+  std::weak_ptr<node> weak = shared_from_this();
+  hooks.resolve = [weak](const std::string& name) -> caf::expected<caf::actor> {
+    auto n = weak.lock();
+    if (!n || n->stopped_)
+      return make_error(errc::shutting_down, "the node is stopping");
+    return n->resolve(name);
+  };
+  hooks.status = [weak]() -> json {
+    auto n = weak.lock();
+    if (!n || n->stopped_)
+      return json{{"stopping", true}};
+    return n->status();
+  };
+  hooks.pools = pool_names();
+  router_ = spawn_router(sys_, std::move(hooks));
+  listen_tls_ = cfg.tls.enabled();
+  // SO_REUSEADDR: a node restarted at once after a crash binds its port
+  // again, despite the dead one's connections in TIME_WAIT.
+  auto host = listen_host_ == "localhost" ? std::string("127.0.0.1") : listen_host_;
+  auto port = listen_tls_ ? caf::openssl::publish(router_, listen_port_, host.c_str(), true)
+                          : sys_.middleman().publish(router_, listen_port_, host.c_str(), true);
+  if (!port) {
+    caf::anon_send_exit(router_, caf::exit_reason::kill);
+    router_ = nullptr;
+    return make_error(errc::invalid_config, "listen " + cfg.listen + ": cannot publish: "
+                                              + sys_.render(port.error()));
+  }
+  listen_port_ = *port;
+  return {};
 }
 
 node::~node() {
@@ -350,17 +418,47 @@ caf::actor node::target() const {
   return {};
 }
 
-caf::expected<json> node::execute(const std::string& command, json args,
-                                  std::optional<std::string> session,
-                                  std::chrono::milliseconds timeout) {
+caf::actor node::pool(const std::string& name) const {
+  for (auto& [n, key] : named_)
+    if (n == name)
+      return dir_->get(key);
+  return {};
+}
+
+std::vector<std::string> node::pool_names() const {
+  std::vector<std::string> out;
+  for (auto& kv : named_)
+    out.push_back(kv.first);
+  return out;
+}
+
+caf::expected<caf::actor> node::resolve(const std::string& name) const {
+  if (mode_ == bridge_mode::disabled && (name.empty() || pool(name) == nullptr))
+    return make_error(errc::unavailable, "the Python bridge is disabled"
+                                           + (mode_message_.empty() ? "" : ": " + mode_message_));
+  auto t = name.empty() ? target() : pool(name);
+  if (t)
+    return t;
+  if (!name.empty() && std::none_of(named_.begin(), named_.end(),
+                                    [&](auto& kv) { return kv.first == name; })) {
+    std::string known;
+    for (auto& kv : named_)
+      known += (known.empty() ? "" : ", ") + kv.first;
+    return make_error(errc::invalid_request, "pool: unknown pool \"" + name + "\"; known pools: "
+                                               + (known.empty() ? "none" : known));
+  }
+  return make_error(errc::unavailable, "no pool or worker is running");
+}
+
+caf::expected<json> node::execute_on(const std::string& pool, const std::string& command,
+                                     json args, std::optional<std::string> session,
+                                     std::chrono::milliseconds timeout) {
   if (stopped_)
     return make_error(errc::shutting_down, "the node is stopped");
-  auto t = target();
-  if (!t)
-    return make_error(errc::unavailable, mode_ == bridge_mode::disabled
-                                           ? "the Python bridge is disabled"
-                                             + (mode_message_.empty() ? "" : ": " + mode_message_)
-                                           : "no pool or worker is running");
+  auto resolved = resolve(pool);
+  if (!resolved)
+    return resolved.error();
+  auto t = *resolved;
   // In single mode no pool touches the registry: do it here.
   if (session && pool_names_.empty())
     if (auto reg = dir_->get("registry"))
@@ -469,7 +567,17 @@ json node::status() {
   json pools = json::object();
   for (auto& name : pool_names_)
     pools[name] = ask(self, dir_->get("pool:" + name), caf::make_message(status_atom::value));
+  json remotes = json::object();
+  for (auto& name : remote_names_) {
+    auto r = ask(self, dir_->get("remote:" + name), caf::make_message(status_atom::value));
+    remotes[name] = r.is_object() ? r : json{{"state", "restarting"}};
+  }
+  json listening = nullptr;
+  if (router_)
+    listening = {{"host", listen_host_}, {"port", listen_port_}, {"tls", listen_tls_}};
   return json{{"mode", to_string(mode_)},
+              {"remotes", remotes},
+              {"listen", listening},
               {"mode_message", mode_message_},
               {"run_id", bridge::host_run_id()},
               {"tree", {{"id", "root"}, {"path", "root"}, {"type", "supervisor"},
@@ -523,6 +631,14 @@ void node::stop() {
     watch_->cv.notify_all();
   }
   caf::scoped_actor self{sys_};
+  // No new remote callers; those in flight get their answer from the pools.
+  // (caf/openssl/unpublish.hpp does not compile in 0.17.6; both publish
+  // through the one BASP broker, which the middleman's unpublish reaches.)
+  if (router_)
+    sys_.middleman().unpublish(router_, listen_port_);
+  for (auto& name : remote_names_)
+    if (auto p = dir_->get("remote:" + name))
+      self->request(p, 5s, drain_atom::value).receive([] {}, [](caf::error&) {});
   // Drain first: the pools refuse new work and let in-flight requests finish.
   for (auto& name : pool_names_)
     if (auto p = dir_->get("pool:" + name))
@@ -535,6 +651,10 @@ void node::stop() {
   }
   if (events_)
     self->send_exit(events_, caf::exit_reason::kill);
+  if (router_) {
+    self->send_exit(router_, caf::exit_reason::user_shutdown);
+    router_ = nullptr;
+  }
 }
 
 } // namespace dspex

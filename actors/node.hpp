@@ -26,6 +26,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -73,7 +74,7 @@ struct root_failure {
 /// ("/workers/": the pool workers).
 std::vector<int> tree_os_pids(const json& tree, const std::string& path_part = {});
 
-class node {
+class node : public std::enable_shared_from_this<node> {
 public:
   static caf::expected<std::shared_ptr<node>> start(caf::actor_system& sys, tree_config cfg,
                                                     node_options opts = {});
@@ -81,7 +82,15 @@ public:
 
   caf::expected<json> execute(const std::string& command, json args = json::object(),
                               std::optional<std::string> session = std::nullopt,
-                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) {
+    return execute_on({}, command, std::move(args), std::move(session), timeout);
+  }
+  /// As execute, on the pool (or remote_pool) named `pool`; an empty name is
+  /// target(). An unknown name is invalid_request naming the known pools.
+  caf::expected<json> execute_on(const std::string& pool, const std::string& command,
+                                 json args = json::object(),
+                                 std::optional<std::string> session = std::nullopt,
+                                 std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
   caf::expected<json> execute_in_session(const std::string& session, const std::string& command,
                                          json args = json::object(),
                                          std::chrono::milliseconds timeout = {}) {
@@ -142,7 +151,18 @@ public:
   /// The actor that serves requests (the first pool, or the single worker);
   /// invalid when disabled.
   caf::actor target() const;
+  /// The actor of the pool (or remote_pool) named `name`, which takes the
+  /// same (exec, command_request) as target(); invalid when no such name.
+  caf::actor pool(const std::string& name) const;
+  /// `pool(name)`, or target() for an empty name; else invalid_request
+  /// naming the known pools (unavailable when the bridge is disabled).
+  caf::expected<caf::actor> resolve(const std::string& name) const;
+  /// The names of the tree's pools and remote pools, in config order.
+  std::vector<std::string> pool_names() const;
   caf::actor root() const { return root_; }
+  /// The port the router is published on (config `listen`; port 0 there
+  /// picks one); 0 when the node does not listen.
+  std::uint16_t listen_port() const { return listen_port_; }
   bridge_mode mode() const { return mode_; }
   const std::string& mode_message() const { return mode_message_; }
 
@@ -152,6 +172,7 @@ public:
   struct root_watch;
 
 private:
+  caf::error listen(const tree_config& cfg);
   struct impl;
   caf::actor_system& sys_;
   std::shared_ptr<root_watch> watch_;
@@ -162,7 +183,14 @@ private:
   std::shared_ptr<class directory> dir_;
   std::shared_ptr<bridge::io_loop> loop_;
   std::vector<std::string> pool_names_;
+  std::vector<std::string> remote_names_;
+  /// Every name pool() knows, with its directory key, in config order.
+  std::vector<std::pair<std::string, std::string>> named_;
   std::string single_worker_;
+  caf::actor router_;             ///< published when the config listens
+  std::uint16_t listen_port_ = 0;
+  std::string listen_host_;
+  bool listen_tls_ = false;
   bool stopped_ = false;
 };
 

@@ -157,6 +157,16 @@ void add_start(CLI::App& app, start_bench_options& o) {
   value(cmd, "--python", o.python, "Python interpreter of the workers");
 }
 
+void add_remote(CLI::App& app, remote_bench_options& o) {
+  auto* cmd = app.add_subcommand("remote", "a pool through a remote_pool (loopback BASP) against the "
+                                           "same pool called locally: round trip and throughput");
+  value(cmd, "--workers", o.workers, "workers of the remote node's pool")->check(CLI::Range(1, 256));
+  value(cmd, "--clients", o.clients, "threads of the throughput run")->check(CLI::Range(1, 1024));
+  value(cmd, "--round-trips", o.round_trips, "round-trip samples per side")->check(CLI::PositiveNumber);
+  value(cmd, "--requests", o.requests, "requests of the throughput run per side")
+    ->check(CLI::PositiveNumber);
+}
+
 } // namespace
 
 std::variant<bench_command, int> parse_command_line(int argc, const char* const* argv, std::ostream& out,
@@ -175,10 +185,11 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
   add_chaos(app, cmd.chaos);
   add_supervisor_stop(app, cmd.supervisor_stop);
   add_start(app, cmd.start);
+  add_remote(app, cmd.remote);
   try {
     app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
     if (app.get_subcommands().empty())
-      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start)");
+      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start, remote)");
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err) == 0 ? 0 : 2;
   }
@@ -220,6 +231,8 @@ int dspex_bench_main(int argc, char** argv) {
       return run_chaos(cmd.chaos);
     if (cmd.name == "start")
       return run_start_bench(cmd.start);
+    if (cmd.name == "remote")
+      return run_remote_bench(cmd.remote);
     return run_supervisor_stop_bench(cmd.supervisor_stop);
   } catch (const std::exception& e) {  // the runners report failures; this is the last resort
     std::cerr << "dspex-bench " << cmd.name << ": " << e.what() << "\n";

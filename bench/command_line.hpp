@@ -6,6 +6,7 @@
 //   dspex-bench chaos [options]            seeded fault-injection scenarios (chaos.hpp)
 //   dspex-bench supervisor-stop [options]  supervisor stop time against children (supervisor_stop.hpp)
 //   dspex-bench start [options]            fork server against spawn: start and recovery (start_bench.hpp)
+//   dspex-bench remote [options]           a remote_pool against the same pool locally (remote_bench.hpp)
 //
 // CLI11 parses every option; `--caf#KEY=VALUE` arguments are taken out
 // first and go to CAF (run and chaos), as `dspex run` does with its own.
@@ -15,6 +16,7 @@
 
 #include <dspex/bench/chaos.hpp>
 #include <dspex/bench/dspex_bench.hpp>
+#include <dspex/bench/remote_bench.hpp>
 #include <dspex/bench/start_bench.hpp>
 #include <dspex/bench/supervisor_stop.hpp>
 
@@ -33,6 +35,7 @@ struct bench_command {
   chaos_options chaos;
   supervisor_stop_options supervisor_stop;
   start_bench_options start;
+  remote_bench_options remote;
 };
 
 /// Parses dspex-bench's argv (argv[0] is the program). Returns the command,

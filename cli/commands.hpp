@@ -1,6 +1,7 @@
 // The dspex executable's subcommands, one file each.
 #pragma once
 
+#include <dspex/actors/network.hpp>
 #include <dspex/actors/node.hpp>
 
 #include <caf/actor_system.hpp>
@@ -19,6 +20,11 @@ caf::actor spawn_event_log(caf::actor_system& sys, const std::string& path);
 
 /// An actor that logs every supervision event as one line on stderr (log.hpp).
 caf::actor spawn_event_logger(caf::actor_system& sys);
+/// A node's router over the network (remote_client.cpp): replies as the
+/// control socket's ({"ok", "result" | "error"}; status: the status object).
+json remote_exec(const std::string& endpoint, const tls_options& tls, const command_request& cmd,
+                 const std::string& pool);
+json remote_status(const std::string& endpoint, const tls_options& tls);
 
 /// Prints the tree and pool metrics of `status` for people.
 void print_status(const json& status);

@@ -1,7 +1,8 @@
 // The local control channel of a running node: a Unix socket (mode 0600,
 // never a network port), one JSON request line in, one JSON reply line out.
 //   {"op": "status"}
-//   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n}
+//   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n,
+//    "pool": "name"|null}
 //   {"op": "restart" | "stop" | "start", "path": "root/pool_sup/workers/w1"}
 //        -> {"ok": true, "result": {"op", "path"}} (node::restart_child ...)
 //   {"op": "events"} -> {"ok": true, "following": "events"}, then one line per

@@ -139,6 +139,16 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
     }
     out.timeout = std::chrono::milliseconds{t->get<long long>()};
   }
+
+  out.pool.clear();
+  if (auto p = req.find("pool"); p != req.end()) {
+    if (p->is_string() && !p->get_ref<const std::string&>().empty())
+      out.pool = p->get<std::string>();
+    else if (!p->is_null()) {
+      error = "pool: expected a pool name (a non-empty string) or null, found " + found(*p);
+      return false;
+    }
+  }
   return true;
 }
 

@@ -21,6 +21,8 @@ struct control_request {
   json args = json::object();
   std::optional<std::string> session_id;
   std::chrono::milliseconds timeout{0};
+  /// The pool (or remote_pool) by name; empty: the node's first pool.
+  std::string pool;
 };
 
 /// Largest timeout_ms accepted (a day): keeps the node's deadline arithmetic

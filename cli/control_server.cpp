@@ -335,16 +335,12 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
   // mailbox, and nothing waits for it.
   void start_exec(control_request req, std::weak_ptr<connection> weak,
                   std::shared_ptr<reply_mailbox> mb) {
-    auto t = srv.n.target();
-    if (!t) {
-      auto& why = srv.n.mode_message();
-      reply(error_reply("unavailable", srv.n.mode() == bridge_mode::disabled
-                                         ? "the Python bridge is disabled"
-                                             + (why.empty() ? "" : ": " + why)
-                                         : "no pool or worker is running"),
-            false);
+    auto resolved = srv.n.resolve(req.pool);
+    if (!resolved) {
+      reply(json{{"ok", false}, {"error", error_json(resolved.error())}}, false);
       return;
     }
+    auto t = *resolved;
     auto wait = req.timeout.count() > 0 ? req.timeout * 2 + 30s : std::chrono::milliseconds(10min);
     auto cmd = make_command(std::move(req.command), std::move(req.args), std::move(req.session_id),
                             req.timeout);

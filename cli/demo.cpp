@@ -66,6 +66,22 @@ void print_status(const json& status) {
     if (!replaced.empty())
       std::printf("  replaced: %s (crashes %llu)\n", replaced.c_str(), p.value("crashes", 0ull));
   }
+  if (status.contains("remotes") && status["remotes"].is_object())
+    for (auto& [name, r] : status["remotes"].items()) {
+      auto state = r.value("state", std::string("?"));
+      std::printf("remote %s -> %s:%d%s%s: %s%s%s\n", name.c_str(),
+                  r.value("host", std::string("?")).c_str(), r.value("port", 0),
+                  r.value("pool", std::string()).empty() ? "" : "/",
+                  r.value("pool", std::string()).c_str(), state.c_str(),
+                  state == "connected" ? "" : (" since " + r.value("since", std::string("?"))).c_str(),
+                  r.contains("last_error") ? (" (" + r["last_error"].get<std::string>() + ")").c_str()
+                                           : "");
+    }
+  if (status.contains("listen") && status["listen"].is_object())
+    std::printf("listening on %s port %d (%s)\n",
+                status["listen"].value("host", std::string("?")).c_str(),
+                status["listen"].value("port", 0),
+                status["listen"].value("tls", false) ? "tls" : "plain");
 }
 
 int run_demo(caf::actor_system&, node& n) {

@@ -124,9 +124,16 @@ struct ops_options {
   std::string log_level;  // --log-level: overrides config log_level
 };
 
+// --listen / --insecure (run) and --node / --tls-* (status, exec).
+struct net_args {
+  std::string listen, node;
+  bool insecure = false;
+  tls_options tls;
+};
+
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
             const std::string& config_path, bool demo, const std::string& events_path,
-            const std::string& control_path, const ops_options& ops) {
+            const std::string& control_path, const ops_options& ops, const net_args& net) {
   caf::expected<tree_config> cfg = config_path.empty() ? parse_config(default_config())
                                                        : load_config(config_path);
   if (!cfg)
@@ -141,6 +148,11 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   if (!cli::set_log_level(ops.log_level.empty() ? cfg->log_level : ops.log_level))
     return fail("--log-level: expected trace | debug | info | warn | error | critical | off, found "
                 + ops.log_level);
+  if (!net.listen.empty())
+    cfg->listen = net.listen;
+  cfg->insecure = cfg->insecure || net.insecure;
+  if (auto why = check_listen(*cfg); !why.empty())
+    return fail("--listen " + cfg->listen + ": " + why);
 
   // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
   // exists so every thread inherits the mask.
@@ -152,6 +164,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
 
   caf::actor_system_config sys_cfg;
   recommended_settings(sys_cfg);
+  if (auto err = network_settings(sys_cfg, *cfg))
+    return fail("invalid config:\n" + detail_of(err));
   std::vector<char*> caf_argv{argv[0]};
   for (auto& a : cafs)
     caf_argv.push_back(const_cast<char*>(a.c_str()));
@@ -180,6 +194,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     exporter = std::move(*ex);
   }
 
+  auto listen_text = cfg->listen;
+  auto listen_tls = cfg->tls.enabled();
   node_options opts;
   if (cli::log_enabled(cli::log_level::critical))
     opts.subscribers.push_back(cli::spawn_event_logger(sys));
@@ -204,6 +220,9 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     cli::control_server control(**n, std::move(control_sock));
     std::fprintf(stderr, "dspex: running (mode %s, control %s); SIGTERM or Ctrl-C stops\n",
                  to_string((*n)->mode()), control.listening() ? control.path().c_str() : "off");
+    if ((*n)->listen_port() != 0)
+      std::fprintf(stderr, "dspex: listening on %s, port %u (%s)\n", listen_text.c_str(),
+                   unsigned((*n)->listen_port()), listen_tls ? "tls" : "plain");
     rc = serve_until_stopped(sigs, **n);
   }
   exporter.reset();  // a scrape reads the node: the endpoint goes first
@@ -238,6 +257,15 @@ int main(int argc, char** argv) {
   run->add_option("--log-level", ops.log_level,
                   "stderr log of supervision events: trace debug info warn error critical off "
                   "(default: config log_level, info)");
+  net_args net;
+  run->add_option("--listen", net.listen, "serve remote nodes at HOST:PORT (config listen)");
+  run->add_flag("--insecure", net.insecure, "allow a listen off loopback without TLS (README)");
+  auto remote_opts = [&net](CLI::App* sub) {
+    sub->add_option("--node", net.node, "talk to the node listening at HOST:PORT instead");
+    sub->add_option("--tls-certificate", net.tls.certificate, "with --node: PEM certificate");
+    sub->add_option("--tls-key", net.tls.key, "with --node: PEM private key");
+    sub->add_option("--tls-cafile", net.tls.cafile, "with --node: PEM CA of the node");
+  };
 
   auto config = app.add_subcommand("config", "print the default config or check one");
   bool print_default = false;
@@ -250,6 +278,7 @@ int main(int argc, char** argv) {
   std::string status_control;
   status->add_flag("--json", as_json, "machine-readable output");
   status->add_option("--control", status_control, "control socket path");
+  remote_opts(status);
   bool watch = false;
   int watch_interval = 1000, watch_count = 0;
   status->add_flag("--watch", watch, "refresh until interrupted (in place on a terminal)");
@@ -283,13 +312,15 @@ int main(int argc, char** argv) {
   events->add_option("--control", events_control, "control socket path");
 
   auto exec = app.add_subcommand("exec", "run one command against a running node");
-  std::string exec_cmd, exec_args = "{}", exec_session, exec_control;
+  std::string exec_cmd, exec_args = "{}", exec_session, exec_control, exec_pool;
   int exec_timeout = 0;
   exec->add_option("command", exec_cmd, "command name")->required();
   exec->add_option("args", exec_args, "JSON object of arguments");
   exec->add_option("--session", exec_session, "session id");
   exec->add_option("--timeout-ms", exec_timeout, "request timeout");
   exec->add_option("--control", exec_control, "control socket path");
+  exec->add_option("--pool", exec_pool, "the pool (or remote_pool) by name (default: the first)");
+  remote_opts(exec);
 
   std::reverse(ours.begin(), ours.end());
   try {
@@ -302,7 +333,7 @@ int main(int argc, char** argv) {
   }
 
   if (*run)
-    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path, ops);
+    return cmd_run(argc, argv, cafs, config_path, demo, events_path, control_path, ops, net);
   if (*config) {
     if (!check_path.empty()) {
       auto c = load_config(check_path);
@@ -329,8 +360,11 @@ int main(int argc, char** argv) {
   if (*status && watch)
     return cli::watch_status(control_of(status_control), as_json, watch_interval, watch_count);
   if (*status) {
-    auto r = cli::control_call(status_control.empty() ? cli::default_control_path() : status_control,
-                               json{{"op", "status"}});
+    auto r = !net.node.empty()
+               ? cli::remote_status(net.node, net.tls)
+               : cli::control_call(status_control.empty() ? cli::default_control_path()
+                                                          : status_control,
+                                   json{{"op", "status"}});
     if (r.contains("error"))
       return fail(r["error"].value("message", "error"), 1);
     if (as_json)
@@ -345,7 +379,19 @@ int main(int argc, char** argv) {
       return fail("args must be a JSON object, found: " + exec_args);
     json req = {{"op", "exec"}, {"command", exec_cmd}, {"args", args}, {"timeout_ms", exec_timeout}};
     req["session_id"] = exec_session.empty() ? json(nullptr) : json(exec_session);
-    auto r = cli::control_call(exec_control.empty() ? cli::default_control_path() : exec_control, req);
+    if (!exec_pool.empty())
+      req["pool"] = exec_pool;
+    auto r = !net.node.empty()
+               ? cli::remote_exec(net.node, net.tls,
+                                  make_command(exec_cmd, args,
+                                               exec_session.empty()
+                                                 ? std::nullopt
+                                                 : std::optional<std::string>(exec_session),
+                                               std::chrono::milliseconds(exec_timeout)),
+                                  exec_pool)
+               : cli::control_call(exec_control.empty() ? cli::default_control_path()
+                                                        : exec_control,
+                                   req);
     std::printf("%s\n", r.dump(2).c_str());
     return r.value("ok", false) ? 0 : 1;
   }

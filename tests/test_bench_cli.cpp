@@ -96,6 +96,14 @@ TEST_CASE("each subcommand fills its own options; the others keep their defaults
   CHECK_FALSE(pe.command().peers.python_peers);
   CHECK(pe.command().peers.pin_cpu == 1);
   CHECK(pe.command().peers.spawn_repeats == 2);
+
+  auto rm = parse({"remote", "--workers", "3", "--clients", "4", "--round-trips", "10", "--requests", "20"});
+  CHECK(rm.command().name == "remote");
+  CHECK(rm.command().remote.workers == 3);
+  CHECK(rm.command().remote.clients == 4);
+  CHECK(rm.command().remote.round_trips == 10);
+  CHECK(rm.command().remote.requests == 20);
+  CHECK(parse({"remote", "--clients", "0"}).code() == 2);
 }
 
 TEST_CASE("--quick sets its defaults and the options given override them, wherever they stand") {

@@ -1,0 +1,361 @@
+// Two real `dspex run` processes on loopback: a local node whose
+// remote_pool forwards to a pool of a remote node through CAF's middleman.
+// The remote node is SIGKILLed, SIGSTOPped and restarted under the local
+// one; a TLS pair uses a CA made here by the openssl command. Nothing
+// asserts wall-clock time: a request that can only end by node_down
+// (fault_hang never returns) shows that node_down came.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/config.hpp>
+#include <dspex/actors/node.hpp>
+#include <dspex/cli/control.hpp>
+
+#include "support/cli_process.hpp"
+#include "support/wait.hpp"
+#include "test_paths.hpp"
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <netinet/in.h>
+#include <set>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A port nobody listens on right now (the OS picks it; we let it go).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::set<int> worker_pids(const json& status) {
+  auto v = tree_os_pids(status["tree"], "/workers/");
+  return {v.begin(), v.end()};
+}
+
+bool is_class(const json& r, const std::string& cls) {
+  return r.is_object() && r.value("ok", true) == false && r.contains("error")
+         && r["error"].value("class", "") == cls;
+}
+
+struct remote_fixture {
+  bridge::io_loop loop;
+  std::string dir;
+  int port = free_port();
+  std::string a_sock, b_sock, a_cfg, b_cfg;
+  std::unique_ptr<cli_process> a, b;
+
+  remote_fixture() {
+    char tmpl[] = "/tmp/dspex-rm-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    a_sock = dir + "/a.sock";
+    b_sock = dir + "/b.sock";
+    a_cfg = dir + "/a.json";
+    b_cfg = dir + "/b.json";
+  }
+  ~remote_fixture() {
+    for (auto* p : {&a, &b})
+      if (*p && !(*p)->exited.wait(0ms)) {
+        (*p)->proc->signal(SIGCONT);
+        (*p)->proc->signal(SIGTERM);
+        if (!(*p)->exited.wait(30s))
+          (*p)->proc->kill();
+        (*p)->exited.wait(30s);
+      }
+    std::system(("rm -rf " + dir).c_str());
+  }
+
+  // Short heartbeats so that a hung peer is noticed soon; a timeout loose
+  // enough for a loaded CI machine.
+  static json base(int size) {
+    auto j = default_config();
+    j["root"]["children"][1]["size"] = size;
+    j["root"]["children"][1]["worker"]["fault_injection"] = true;
+    j["heartbeat_interval_ms"] = 250;
+    j["connection_timeout_ms"] = 4000;
+    return j;
+  }
+
+  void write_configs(json remote_extra = json::object(), json local_extra = json::object(),
+                     json pool_extra = json::object()) {
+    auto bj = base(2);
+    bj["listen"] = "127.0.0.1:" + std::to_string(port);
+    bj.update(remote_extra);
+    std::ofstream(b_cfg) << bj.dump(2);
+    auto aj = base(1);
+    json far = {{"id", "far"},
+                {"type", "remote_pool"},
+                {"host", "127.0.0.1"},
+                {"port", port},
+                {"connect_timeout_ms", 3000},
+                {"request_timeout_ms", 600000},
+                {"reconnect_min_ms", 50},
+                {"reconnect_max_ms", 400}};
+    far.update(pool_extra);
+    aj["root"]["children"].insert(aj["root"]["children"].begin() + 2, far);
+    aj.update(local_extra);
+    std::ofstream(a_cfg) << aj.dump(2);
+  }
+
+  json status(const std::string& sock) { return cli::control_call(sock, {{"op", "status"}}, 30s); }
+
+  std::unique_ptr<cli_process> start(const std::string& cfg, const std::string& sock) {
+    auto p = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", cfg, "--control", sock});
+    REQUIRE_MESSAGE(wait_until([&] {
+      auto s = status(sock);
+      return s.contains("pools") && worker_pids(s).size() >= 1;
+    }, 60s), p->output());
+    return p;
+  }
+  void start_remote() { b = start(b_cfg, b_sock); }
+  void start_local() { a = start(a_cfg, a_sock); }
+
+  std::string far_state() {
+    auto s = status(a_sock);
+    return s.contains("remotes") ? s["remotes"]["far"].value("state", "") : "";
+  }
+  json far() { return status(a_sock)["remotes"]["far"]; }
+
+  json exec_far(const std::string& cmd, json args = json::object()) {
+    return cli::control_call(
+      a_sock, {{"op", "exec"}, {"command", cmd}, {"args", args}, {"pool", "far"}}, 120s);
+  }
+};
+
+} // namespace
+
+TEST_SUITE("remote") {
+
+TEST_CASE_FIXTURE(remote_fixture, "requests through a remote_pool reach the remote node's workers") {
+  write_configs();
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  auto remote_pids = worker_pids(status(b_sock));
+  auto local_pids = worker_pids(status(a_sock));
+  REQUIRE(remote_pids.size() == 2);
+  for (int i = 0; i < 10; ++i) {
+    auto r = exec_far("ping");
+    REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+    CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
+    auto l = cli::control_call(a_sock, {{"op", "exec"}, {"command", "ping"}}, 30s);
+    REQUIRE(l.value("ok", false));
+    CHECK(local_pids.count(l["result"]["pid"].get<int>()) == 1);
+  }
+  // The remote's classified errors come back as they are.
+  auto bad = exec_far("no_such_command");
+  CHECK(is_class(bad, "python_error"));
+  CHECK(bad["error"].value("message", "").find("UnknownCommand") != std::string::npos);
+  CHECK(far()["forwarded"] == 11);
+  CHECK(far()["in_flight"] == 0);
+
+  // The CLI: exec --pool through the local node, exec/status --node direct.
+  int code = 0;
+  auto out = run_cli(loop, {"exec", "ping", "--pool", "far", "--control", a_sock}, &code);
+  CHECK(code == 0);
+  CHECK(remote_pids.count(json::parse(out)["result"]["pid"].get<int>()) == 1);
+  auto endpoint = "127.0.0.1:" + std::to_string(port);
+  out = run_cli(loop, {"exec", "ping", "--node", endpoint}, &code);
+  CHECK(code == 0);
+  CHECK(remote_pids.count(json::parse(out)["result"]["pid"].get<int>()) == 1);
+  out = run_cli(loop, {"exec", "ping", "--node", endpoint, "--pool", "nope"}, &code);
+  CHECK(code == 1);
+  CHECK(out.find("known pools: default") != std::string::npos);
+  out = run_cli(loop, {"status", "--json", "--node", endpoint}, &code);
+  CHECK(code == 0);
+  auto st = json::parse(out, nullptr, false);
+  REQUIRE(st.is_object());
+  CHECK(st["listen"]["port"] == port);
+  CHECK(worker_pids(st) == remote_pids);
+  out = run_cli(loop, {"status", "--control", a_sock}, &code);
+  CHECK(out.find("remote far -> 127.0.0.1:" + std::to_string(port) + ": connected")
+        != std::string::npos);
+  CHECK(far()["connects"] == 1);  // heartbeats kept the one connection
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "SIGKILL of the remote node: node_down for every caller, then back after a restart") {
+  write_configs();
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  auto local_pid = a->proc->pid();
+
+  // Requests that only node_down can end: fault_hang never answers and the
+  // remote_pool's request_timeout is ten minutes.
+  constexpr int n = 4;
+  std::vector<json> replies(n);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < n; ++i)
+    callers.emplace_back([&, i] { replies[i] = exec_far("fault_hang"); });
+  REQUIRE(wait_until([&] { return far()["in_flight"] == n; }));
+  b->proc->kill();
+  REQUIRE(b->exited.wait(30s));
+  for (auto& t : callers)
+    t.join();
+  for (auto& r : replies)
+    CHECK_MESSAGE(is_class(r, "node_down"), r.dump());
+  auto f = far();
+  CHECK(f["in_flight"] == 0);
+  CHECK(f["state"] != "connected");
+  // While it is away: node_down at once, never a hang.
+  for (int i = 0; i < 3; ++i)
+    CHECK(is_class(exec_far("ping"), "node_down"));
+  auto text = run_cli(loop, {"status", "--control", a_sock});
+  CHECK(text.find("remote far -> 127.0.0.1:" + std::to_string(port) + ": down since")
+        != std::string::npos);
+
+  // A new remote node on the same port: the local node reconnects by itself.
+  start_remote();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }, 60s));
+  auto remote_pids = worker_pids(status(b_sock));
+  auto r = exec_far("ping");
+  REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+  CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
+  CHECK(a->proc->pid() == local_pid);
+  CHECK(!a->exited.wait(0ms));
+  CHECK(far()["connects"] == 2);
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "a hung remote node (SIGSTOP) is dropped by the heartbeat timeout") {
+  write_configs();
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  json reply;
+  std::thread caller([&] { reply = exec_far("fault_hang"); });
+  REQUIRE(wait_until([&] { return far()["in_flight"] == 1; }));
+  // The socket stays open: only the missing heartbeats show the peer is gone.
+  b->proc->signal(SIGSTOP);
+  caller.join();
+  CHECK_MESSAGE(is_class(reply, "node_down"), reply.dump());
+  CHECK(far()["in_flight"] == 0);
+  b->proc->signal(SIGCONT);
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "TLS with a CA made here: mutual authentication, a client without a certificate is refused") {
+  auto sh = [&](const std::string& cmd) {
+    auto full = "cd " + dir + " && " + cmd + " >/dev/null 2>&1";
+    REQUIRE_MESSAGE(std::system(full.c_str()) == 0, cmd);
+  };
+  auto make_ca = [&](const std::string& name) {
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "
+       + name + ".key -out " + name + ".pem -days 2 -subj /CN=" + name);
+  };
+  auto make_cert = [&](const std::string& name, const std::string& ca) {
+    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + name
+       + ".key -out " + name + ".csr -subj /CN=" + name);
+    sh("openssl x509 -req -in " + name + ".csr -CA " + ca + ".pem -CAkey " + ca
+       + ".key -CAcreateserial -out " + name + ".pem -days 2");
+  };
+  make_ca("ca");
+  make_cert("remote", "ca");
+  make_cert("local", "ca");
+  make_ca("other_ca");
+  make_cert("stranger", "other_ca");
+  auto tls = [&](const std::string& who) {
+    return json{{"certificate", dir + "/" + who + ".pem"}, {"key", dir + "/" + who + ".key"},
+                {"cafile", dir + "/ca.pem"}};
+  };
+  write_configs({{"tls", tls("remote")}}, {{"tls", tls("local")}}, {{"tls", true}});
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }, 30s));
+  auto remote_pids = worker_pids(status(b_sock));
+  auto r = exec_far("ping");
+  REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+  CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
+  CHECK(status(b_sock)["listen"]["tls"] == true);
+  for (int i = 0; i < 5; ++i)
+    CHECK(exec_far("ping").value("ok", false));
+  CHECK(far()["connects"] == 1);  // heartbeats over TLS 1.2 keep it (network.cpp)
+
+  auto endpoint = "127.0.0.1:" + std::to_string(port);
+  int code = 0;
+  // dspex with the right identity, directly.
+  auto out = run_cli(loop, {"exec", "ping", "--node", endpoint, "--tls-certificate",
+                            dir + "/local.pem", "--tls-key", dir + "/local.key", "--tls-cafile",
+                            dir + "/ca.pem"}, &code);
+  CHECK_MESSAGE(code == 0, out);
+  // A TLS client with no certificate at all (OpenSSL's own client).
+  auto s_client = "openssl s_client -connect " + endpoint + " -tls1_2 </dev/null";
+  CHECK(std::system(("cd " + dir + " && " + s_client + " >s_client.log 2>&1").c_str()) != 0);
+  // A dspex client without TLS, and one whose certificate another CA signed.
+  out = run_cli(loop, {"exec", "ping", "--node", endpoint}, &code);
+  CHECK(code == 1);
+  CHECK(out.find("node_down") != std::string::npos);
+  out = run_cli(loop, {"exec", "ping", "--node", endpoint, "--tls-certificate",
+                       dir + "/stranger.pem", "--tls-key", dir + "/stranger.key", "--tls-cafile",
+                       dir + "/other_ca.pem"}, &code);
+  CHECK(code == 1);
+  CHECK(out.find("node_down") != std::string::npos);
+  // The node serves on. (caf_openssl 0.17.6 may drop the local node's TLS
+  // connection when another client comes or goes: the remote_pool
+  // reconnects by itself, README "Several machines".)
+  CHECK(wait_until([&] { return exec_far("ping").value("ok", false); }, 30s));
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "listen and tls rules are config errors") {
+  auto j = default_config();
+  j["listen"] = "0.0.0.0:7000";
+  auto r = parse_config(j);
+  REQUIRE(!r);
+  CHECK(detail_of(r.error()).find("config.listen: \"0.0.0.0\" is not a loopback address")
+        != std::string::npos);
+  j["insecure"] = true;
+  CHECK(parse_config(j));
+  j = default_config();
+  j["listen"] = "localhost:70000";
+  CHECK(detail_of(parse_config(j).error()).find("port") != std::string::npos);
+  j = default_config();
+  j["root"]["children"].push_back({{"id", "far"}, {"type", "remote_pool"}, {"host", "h"},
+                                   {"port", 1}, {"tls", true}});
+  CHECK(detail_of(parse_config(j).error()).find("root.children[3].tls: needs the node's top-level tls")
+        != std::string::npos);
+  j["root"]["children"][3].erase("tls");
+  j["root"]["children"][3]["name"] = "default";
+  CHECK(detail_of(parse_config(j).error()).find("duplicate pool name \"default\"")
+        != std::string::npos);
+  j = default_config();
+  j["tls"] = {{"certificate", dir + "/none.pem"}, {"key", dir + "/none.key"},
+              {"cafile", dir + "/none.pem"}};
+  CHECK(detail_of(parse_config(j).error()).find("config.tls.certificate: cannot load")
+        != std::string::npos);
+
+  // The CLI refuses a plain listen off loopback before starting anything.
+  std::ofstream(a_cfg) << default_config().dump();
+  int code = 0;
+  auto out = run_cli(loop, {"run", a_cfg, "--control", a_sock, "--listen", "0.0.0.0:" + std::to_string(port)},
+                     &code);
+  CHECK(code == 2);
+  CHECK(out.find("not a loopback address") != std::string::npos);
+
+  // An embedder's actor_system without the middleman: a clear error.
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  j = default_config();
+  j["listen"] = "127.0.0.1:0";
+  auto tc = parse_config(j);
+  REQUIRE(tc);
+  auto n = node::start(sys, *tc);
+  REQUIRE(!n);
+  CHECK(describe(n.error()).find("network_settings") != std::string::npos);
+}
+
+} // TEST_SUITE
