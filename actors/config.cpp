@@ -494,20 +494,20 @@ caf::expected<std::string> parse_listen_address(const std::string& s) {
     return make_error(errc::invalid_config, "\"" + s + "\": " + why
                                               + " (expected HOST:PORT, e.g. 127.0.0.1:9464)");
   };
-  auto colon = s.rfind(':');
-  std::string host = colon == std::string::npos ? "127.0.0.1" : s.substr(0, colon);
-  std::string port = colon == std::string::npos ? s : s.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos
-      || std::stoi(port) > 65535)
-    return bad("the port must be a number in [0, 65535]");
+  // HOST:PORT as every listener reads it (remote::parse_endpoint); a bare
+  // port is loopback's.
+  auto text = s.find(':') == std::string::npos ? "127.0.0.1:" + s : s;
+  std::string host, why;
+  std::uint16_t port = 0;
+  if (!remote::parse_endpoint(text, host, port, why))
+    return bad(why);
   if (host == "localhost")
     host = "127.0.0.1";
   unsigned char buf[sizeof(in6_addr)];
-  bool v6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
-  if (v6 ? ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buf) != 1
-         : ::inet_pton(AF_INET, host.c_str(), buf) != 1)
+  bool v6 = text.front() == '[';  // IPv6 only in brackets: "::1:9464" is ambiguous
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, host.c_str(), buf) != 1)
     return bad("the host must be an IPv4 address, [IPv6] or localhost");
-  return host + ":" + std::to_string(std::stoi(port));
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
 std::string check_listen(const tree_config& cfg) {

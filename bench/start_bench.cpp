@@ -45,18 +45,6 @@ std::string slurp(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-pid_t parent_of(pid_t pid) {
-  auto s = slurp("/proc/" + std::to_string(pid) + "/stat");
-  auto close = s.rfind(')');
-  if (close == std::string::npos)
-    return -1;
-  std::istringstream rest(s.substr(close + 2));
-  std::string state;
-  pid_t ppid = -1;
-  rest >> state >> ppid;
-  return ppid;
-}
-
 long pss_kb(pid_t pid) {
   std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/smaps_rollup"));
   for (std::string line; std::getline(in, line);)

@@ -9,6 +9,7 @@
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -145,13 +146,7 @@ struct control_fixture {
     auto j = default_config();
     j["root"]["children"][1]["size"] = 2;
     j["root"]["children"][1]["worker"]["fault_injection"] = true;
-    auto tc = parse_config(j);
-    REQUIRE_MESSAGE(tc, detail_of(tc.error()));
-    node_options opts;
-    opts.python_path = DSPEX_TEST_PYTHON_DIR;
-    auto r = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(r, describe(r.error()));
-    n = *r;
+    n = start_test_node(sys, j);
   }
   ~control_fixture() {
     if (n)

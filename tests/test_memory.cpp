@@ -8,6 +8,7 @@
 
 #include <dspex/actors/node.hpp>
 
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -130,13 +131,8 @@ TEST_SUITE("memory") {
 TEST_CASE("two rounds of unique expiring sessions: host and worker memory stay flat") {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  node_options opts;
-  opts.python_path = DSPEX_TEST_PYTHON_DIR;
-  auto tc = parse_config(expiring_tree());
-  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
-  auto started = node::start(sys, *tc, opts);
-  REQUIRE_MESSAGE(started, describe(started.error()));
-  auto& n = **started;
+  auto started = start_test_node(sys, expiring_tree());
+  auto& n = *started;
   auto pool = n.target();
   REQUIRE(pool);
 
@@ -204,13 +200,8 @@ TEST_CASE("two rounds of unique expiring sessions: host and worker memory stay f
 TEST_CASE("a session that only leased a worker expires too: the pool forgets its affinity") {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  node_options opts;
-  opts.python_path = DSPEX_TEST_PYTHON_DIR;
-  auto tc = parse_config(expiring_tree());
-  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
-  auto started = node::start(sys, *tc, opts);
-  REQUIRE_MESSAGE(started, describe(started.error()));
-  auto& n = **started;
+  auto started = start_test_node(sys, expiring_tree());
+  auto& n = *started;
   {
     caf::scoped_actor self{sys};
     caf::actor leased;

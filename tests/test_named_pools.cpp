@@ -6,6 +6,7 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -46,13 +47,7 @@ struct two_pool_fixture {
   std::shared_ptr<node> n;
 
   two_pool_fixture() {
-    auto tc = parse_config(two_pools());
-    REQUIRE_MESSAGE(tc, detail_of(tc.error()));
-    node_options opts;
-    opts.python_path = DSPEX_TEST_PYTHON_DIR;
-    auto r = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(r, describe(r.error()));
-    n = *r;
+    n = start_test_node(sys, two_pools());
   }
   ~two_pool_fixture() {
     if (n)

@@ -3,6 +3,7 @@
 
 #include <dspex/actors/node.hpp>
 
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -41,13 +42,7 @@ struct node_fixture {
   node_options opts;
   node_fixture() { opts.python_path = DSPEX_TEST_PYTHON_DIR; }
 
-  std::shared_ptr<node> start(const json& j) {
-    auto tc = parse_config(j);
-    REQUIRE_MESSAGE(tc, detail_of(tc.error()));
-    auto n = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(n, describe(n.error()));
-    return *n;
-  }
+  std::shared_ptr<node> start(const json& j) { return start_test_node(sys, j, opts); }
 };
 
 } // namespace

@@ -108,6 +108,21 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------
 
+    def _next_frame(self, read_frame):
+        """(payload, None), or (None, exit code) when the input ended or broke."""
+        try:
+            payload = read_frame()
+        except FrameTooLarge as exc:
+            log(f"fatal: {exc}; exiting")
+            self._write_quietly(encode_failure(0, "FrameTooLarge", str(exc)))
+            return None, EXIT_FRAME_TOO_LARGE
+        except TruncatedFrame as exc:
+            log(f"{exc}; host gone, exiting")
+            return None, EXIT_OK
+        if payload is None:
+            return None, EXIT_OK
+        return payload, None
+
     def serve(self):
         """Serve until EOF, shutdown or a fatal framing error; returns the exit code."""
         if self.max_concurrency > 1:
@@ -117,17 +132,9 @@ class Worker:
         write_frame = channel.write_frame
         handle = self.handle
         while True:
-            try:
-                payload = read_frame()
-            except FrameTooLarge as exc:
-                log(f"fatal: {exc}; exiting")
-                self._write_quietly(encode_failure(0, "FrameTooLarge", str(exc)))
-                return EXIT_FRAME_TOO_LARGE
-            except TruncatedFrame as exc:
-                log(f"{exc}; host gone, exiting")
-                return EXIT_OK
+            payload, code = self._next_frame(read_frame)
             if payload is None:
-                return EXIT_OK
+                return code
 
             reply = handle(payload)
             if reply is not None:
@@ -147,17 +154,9 @@ class Worker:
             threading.Thread(target=self._request_thread, args=(jobs,),
                              name=f"dspex-request-{n}", daemon=True).start()
         while True:
-            try:
-                payload = read_frame()
-            except FrameTooLarge as exc:
-                log(f"fatal: {exc}; exiting")
-                self._write_quietly(encode_failure(0, "FrameTooLarge", str(exc)))
-                return EXIT_FRAME_TOO_LARGE
-            except TruncatedFrame as exc:
-                log(f"{exc}; host gone, exiting")
-                return EXIT_OK
+            payload, code = self._next_frame(read_frame)
             if payload is None:
-                return EXIT_OK
+                return code
             request = self.decode(payload)
             if isinstance(request, bytes):  # a protocol error's reply
                 self._write_quietly(request)
