@@ -9,6 +9,7 @@
 #include <dspex/cli/control_request.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -392,13 +393,9 @@ std::string first_line(int fd) {
 }
 
 TEST_CASE("a follower holds a connection slot while it follows, and frees it when it hangs up") {
-  auto tc = parse_config(sleeper_tree(1));
-  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  auto started = node::start(sys, *tc);
-  REQUIRE_MESSAGE(started, describe(started.error()));
-  auto n = *started;
+  auto n = start_test_node(sys, sleeper_tree(1));
   auto dir = temp_dir();
   auto path = dir + "/c.sock";
   {
@@ -428,14 +425,9 @@ TEST_CASE("a follower holds a connection slot while it follows, and frees it whe
 TEST_CASE("a follower that stops reading is dropped with a last line, and the node goes on") {
   // 100 `process` children under one supervisor: each restart of it is a
   // burst of 200 events, far more than a socket buffer and a small backlog.
-  auto j = sleeper_tree(100);
-  auto tc = parse_config(j);
-  REQUIRE_MESSAGE(tc, detail_of(tc.error()));
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
-  auto started = node::start(sys, *tc);
-  REQUIRE_MESSAGE(started, describe(started.error()));
-  auto n = *started;
+  auto n = start_test_node(sys, sleeper_tree(100));
   auto dir = temp_dir();
   auto path = dir + "/c.sock";
   {
