@@ -1,12 +1,12 @@
 #include <dspex/metrics/node_metrics.hpp>
 
+#include <dspex/actors/recycling.hpp>
+
 #include <algorithm>
 #include <deque>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <string>
-#include <unistd.h>
 
 namespace dspex::metrics {
 
@@ -140,14 +140,6 @@ void pool_families(family_set& fs, const json& pools) {
 
 } // namespace
 
-std::optional<std::uint64_t> resident_bytes(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/statm");
-  std::uint64_t size = 0, resident = 0;
-  if (!(in >> size >> resident))
-    return std::nullopt;
-  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-}
-
 std::vector<MetricFamily> node_families(const json& status) {
   family_set fs;
   try {
@@ -185,7 +177,7 @@ std::vector<MetricFamily> node_families(const json& status) {
                        "process children), from /proc/PID/statm",
                        MetricType::Gauge);
     for (auto& [path, pid] : procs)
-      if (auto b = resident_bytes(pid))
+      if (auto b = rss_bytes(pid))
         sample(rss, {{"path", path}}, static_cast<double>(*b));
 
     auto& sessions = obj(status, "sessions");

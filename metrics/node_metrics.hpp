@@ -9,7 +9,6 @@
 #include <prometheus/metric_family.h>
 
 #include <cstdint>
-#include <optional>
 #include <vector>
 
 namespace dspex::metrics {
@@ -18,8 +17,5 @@ namespace dspex::metrics {
 /// set of every process in its tree from /proc. Tolerates missing parts (a
 /// pool that did not answer has no samples); never throws.
 std::vector<prometheus::MetricFamily> node_families(const nlohmann::json& status);
-
-/// Resident set size of process `pid` in bytes (/proc/PID/statm), if it lives.
-std::optional<std::uint64_t> resident_bytes(int pid);
 
 } // namespace dspex::metrics
