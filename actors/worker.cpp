@@ -2,6 +2,7 @@
 
 #include <dspex/actors/deadlines.hpp>
 #include <dspex/actors/error.hpp>
+#include <dspex/actors/inflight_table.hpp>
 #include <dspex/actors/process_link.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/protocol.hpp>
@@ -69,15 +70,6 @@ const char* to_string(phase p) {
 
 using clock_type = std::chrono::steady_clock;
 
-struct inflight_request {
-  caf::response_promise rp;
-  bool is_init = false;
-  bool pooled = false;
-  std::uint64_t tag = 0;  // the pool's job (pooled only)
-  std::chrono::milliseconds timeout{0};
-  clock_type::time_point deadline;
-};
-
 // A request that arrived while the worker was in its timeout grace.
 struct held_request {
   command_request req;
@@ -90,8 +82,10 @@ struct worker_state {
   std::shared_ptr<bridge::python_process> proc;
   phase ph = phase::starting;
   std::uint64_t next_id = 1;
-  std::unordered_map<std::uint64_t, inflight_request> inflight;
-  deadline_book deadlines;  // of the requests in flight, behind one timer
+  // The requests in flight and their deadlines (behind one timer), shared
+  // with the io thread, which answers ordinary replies itself; also the
+  // answer counts (inflight_table.hpp).
+  std::shared_ptr<inflight_table> table;
   std::vector<caf::response_promise> ready_waiters;
   caf::error stop_reason;  // why we were asked to stop
   caf::error init_error;   // set when init failed
@@ -109,24 +103,33 @@ struct worker_state {
 
   // -- stats --
   clock_type::time_point started = clock_type::now();
-  clock_type::time_point last_activity = clock_type::now();
-  std::uint64_t requests = 0;
-  std::uint64_t errors = 0;
+  clock_type::time_point last_activity = clock_type::now();  // a late reply (answers: table)
   std::uint64_t checkouts = 0;
   std::uint64_t timeouts = 0;
-  /// Worker-level faults since the last answer (timeouts); Python
-  /// exceptions are answers and reset it like successes.
-  std::uint64_t consecutive_faults = 0;
   // Requests that ran in a session. A count, not the ids: a worker serves
   // many sessions over its life and must not keep one byte per session.
   std::uint64_t session_requests = 0;
 
   static inline const char* name = "dspex.worker";
 
-  const char* health() const {
+  worker_state() = default;
+  worker_state(const worker_state&) = delete;
+  worker_state& operator=(const worker_state&) = delete;
+  // The io thread's callbacks may outlive the actor: they must not keep the
+  // pool alive nor answer in the name of a worker that is gone.
+  ~worker_state() {
+    if (table) {
+      table->set_direct(false);
+      table->bind(caf::actor_addr{}, caf::actor{});
+    }
+  }
+
+  /// Worker-level faults since the last answer (timeouts) count in
+  /// table.consecutive_faults; Python exceptions are answers and reset it.
+  const char* health(const inflight_table::counts& c) const {
     if (!late.empty() || stuck || retired)
       return "unhealthy";
-    return consecutive_faults > 0 ? "degraded" : "healthy";
+    return c.consecutive_faults > 0 ? "degraded" : "healthy";
   }
 
   bool in_grace() const { return !late.empty() || stuck; }
@@ -135,10 +138,7 @@ struct worker_state {
 using worker_actor = caf::stateful_actor<worker_state>;
 
 void fail_all(worker_actor* self, const caf::error& err) {
-  auto pending = std::move(self->state.inflight);
-  self->state.inflight.clear();
-  self->state.deadlines.clear();
-  for (auto& [id, req] : pending)
+  for (auto& req : self->state.table->take_all())
     req.rp.deliver(err);
   auto held = std::move(self->state.held);
   self->state.held.clear();
@@ -181,10 +181,11 @@ void give_up(worker_actor* self, caf::error caller_error, caf::error exit_reason
 // the old pool's is in flight, so it never hands us work on top of that.
 void join_adopter(worker_actor* self) {
   auto& st = self->state;
-  if (!st.adopted || !st.inflight.empty() || st.in_grace() || st.retired
+  if (!st.adopted || st.table->snapshot().inflight > 0 || st.in_grace() || st.retired
       || st.ph == phase::starting || st.ph == phase::terminating || !st.cfg.pool)
     return;
   st.adopted = false;
+  st.table->set_direct(true);
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow);
 }
 
@@ -194,10 +195,10 @@ void update_phase(worker_actor* self) {
     return;
   if (st.in_grace())
     st.ph = phase::grace;
-  else if (!st.inflight.empty())
+  else if (auto c = st.table->snapshot(); c.inflight > 0)
     st.ph = phase::busy;
   else
-    st.ph = st.consecutive_faults > 0 ? phase::degraded : phase::ready;
+    st.ph = c.consecutive_faults > 0 ? phase::degraded : phase::ready;
 }
 
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
@@ -207,17 +208,20 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
   auto& st = self->state;
   auto id = st.next_id++;
   bridge::request req{id, command, std::move(args), std::move(session)};
+  auto deadline = clock_type::now() + timeout;
+  // In the table before the frame is written: the io thread may read the
+  // reply before this function returns.
+  arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
+                                                        deadline}));
   if (!st.proc->send(bridge::encode_request(req))) {
-    rp.deliver(make_error(errc::invalid_request, "request above max_frame_bytes ("
+    auto refused = st.table->take(id);
+    refused->rp.deliver(make_error(errc::invalid_request, "request above max_frame_bytes ("
                                                    + std::to_string(st.cfg.max_frame_bytes)
                                                    + ")"));
     if (pooled && st.cfg.pool)
       self->send(st.cfg.pool, done_atom::value, true, tag);
     return 0;
   }
-  auto deadline = clock_type::now() + timeout;
-  st.inflight.emplace(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout, deadline});
-  arm_deadline(self, st.deadlines.add(deadline, id));
   update_phase(self);
   return id;
 }
@@ -260,23 +264,20 @@ void on_frame(worker_actor* self, const std::string& body) {
     return;
   }
   auto& rep = std::get<bridge::reply>(parsed);
-  auto it = st.inflight.find(rep.id);
-  if (it == st.inflight.end() && rep.id == st.shutdown_id && st.shutdown_id != 0)
+  auto taken = st.table->take(rep.id);
+  if (!taken && rep.id == st.shutdown_id && st.shutdown_id != 0)
     return;
-  if (it == st.inflight.end() && st.late.erase(rep.id) > 0) {
+  if (!taken && st.late.erase(rep.id) > 0) {
     on_late_reply(self);
     return;
   }
-  if (it == st.inflight.end()) {
+  if (!taken) {
     auto detail = "unknown_id: reply to request " + std::to_string(rep.id)
                   + " that nobody is waiting for";
     give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
     return;
   }
-  auto req = std::move(it->second);
-  st.inflight.erase(it);
-  st.deadlines.remove(req.deadline, rep.id);
-  st.last_activity = clock_type::now();
+  auto req = std::move(*taken);
   if (req.is_init) {
     if (!rep.success) {
       auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message);
@@ -292,11 +293,8 @@ void on_frame(worker_actor* self, const std::string& body) {
     st.ready_waiters.clear();
     return;
   }
-  ++st.requests;
   // Any answer, a Python exception included, shows the worker is sound.
-  st.consecutive_faults = 0;
-  if (!rep.success)
-    ++st.errors;
+  st.table->note_answer(rep.success);
   update_phase(self);
   // Tell the pool before the caller: a caller that sends its next request
   // the moment it has this reply then finds the worker already free (the
@@ -349,10 +347,10 @@ void on_process_exit(worker_actor* self, int raw) {
 // The deadline of request `id` passed. False: the worker gave up.
 bool on_timeout(worker_actor* self, std::uint64_t id) {
   auto& st = self->state;
-  auto it = st.inflight.find(id);
-  if (it == st.inflight.end())
+  auto taken = st.table->take(id);
+  if (!taken)
     return true;
-  if (it->second.is_init) {
+  if (taken->is_init) {
     auto err = make_error(errc::init_failed,
                           "no reply to the init ping within "
                             + std::to_string(st.cfg.init_timeout.count()) + " ms");
@@ -362,10 +360,9 @@ bool on_timeout(worker_actor* self, std::uint64_t id) {
   }
   // The caller hears at its deadline; the worker gets a grace to answer
   // late (the reply is then discarded) before it is replaced.
-  auto late = std::move(it->second);
-  st.inflight.erase(it);
+  auto late = std::move(*taken);
   ++st.timeouts;
-  ++st.consecutive_faults;
+  st.table->note_fault();
   st.late.insert(id);
   late.rp.deliver(make_error(errc::command_timeout,
                              "worker " + st.cfg.id + " did not reply within "
@@ -380,35 +377,41 @@ bool on_timeout(worker_actor* self, std::uint64_t id) {
 json stats_of(worker_actor* self) {
   auto& st = self->state;
   auto now = clock_type::now();
+  update_phase(self);  // answers the io thread gave change it
+  auto c = st.table->snapshot();
+  auto last = std::max(c.last_answer, st.last_activity);
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
   return json{
     {"id", st.cfg.id},
     {"os_pid", st.proc ? st.proc->pid() : -1},
     {"state", to_string(st.ph)},
-    {"health", st.health()},
-    {"requests", st.requests},
-    {"errors", st.errors},
+    {"health", st.health(c)},
+    {"requests", c.requests},
+    {"errors", c.errors},
+    {"direct_replies", c.direct},
     {"timeouts", st.timeouts},
-    {"consecutive_faults", st.consecutive_faults},
+    {"consecutive_faults", c.consecutive_faults},
     {"late", st.late.size()},
     {"held", st.held.size()},
     {"retired", st.retired},
     {"checkouts", st.checkouts},
     {"overflow", st.cfg.overflow},
     {"session_requests", st.session_requests},
-    {"inflight", st.inflight.size()},
+    {"inflight", c.inflight},
     {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
-    {"last_activity_ms_ago", duration_cast<milliseconds>(now - st.last_activity).count()},
+    {"last_activity_ms_ago", duration_cast<milliseconds>(now - last).count()},
   };
 }
 
 caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> loop,
                           worker_config cfg, std::shared_ptr<bridge::python_process> proc,
-                          caf::error spawn_error) {
+                          std::shared_ptr<inflight_table> table, caf::error spawn_error) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.loop = std::move(loop);
+  st.table = std::move(table);
+  st.table->bind(self->address(), st.cfg.pool);
   // The process was spawned before this actor (spawn_worker below), so the
   // supervisor knew its pid at once; its callbacks reach us through the inbox.
   if (!proc) {
@@ -479,7 +482,11 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     [self](adopt_atom, caf::actor& pool) {
       // Still starting: its worker_up goes to the new pool once ready.
       self->state.cfg.pool = pool;
+      self->state.table->set_pool(pool);
       self->state.adopted = self->state.ph != phase::starting;
+      // Until it joins, every frame goes through the actor (join_adopter).
+      if (self->state.adopted)
+        self->state.table->set_direct(false);
       join_adopter(self);
     },
     [self](frame_atom, std::string& body) { on_frame(self, body); },
@@ -492,10 +499,10 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     [self](proc_exit_atom, int raw) { on_process_exit(self, raw); },
     [self](deadline_atom, std::int64_t at_ns) {
       auto& st = self->state;
-      for (auto id : st.deadlines.fire(deadline_book::from_ns(at_ns), clock_type::now()))
+      for (auto id : st.table->fire(deadline_book::from_ns(at_ns), clock_type::now()))
         if (!on_timeout(self, id))
           return;  // gave up: the worker is gone
-      arm_deadline(self, st.deadlines.next());
+      arm_deadline(self, st.table->next_timer());
     },
     [self](grace_atom, std::uint64_t id) {
       auto& st = self->state;
@@ -524,6 +531,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       if (st.retired)
         return;
       st.retired = true;
+      st.table->set_direct(false);
       fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
       if (st.proc)
         st.proc->kill();
@@ -586,8 +594,14 @@ template <class SpawnActor>
 caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridge::io_loop>& loop,
                               worker_config cfg, SpawnActor spawn_actor) {
   auto inbox = std::make_shared<process_inbox>();
+  auto table = std::make_shared<inflight_table>();
   bridge::process_callbacks cbs;
-  cbs.on_frame = [inbox](std::string body) {
+  cbs.on_frame = [inbox, table](std::string body) {
+    // An ordinary reply is answered here, on the io thread; anything else
+    // (and a malformed frame, parsed again there) is the actor's.
+    auto parsed = bridge::parse_reply(body);
+    if (auto rep = std::get_if<bridge::reply>(&parsed); rep && table->answer(*rep))
+      return;
     inbox->post(caf::make_message(frame_atom::value, std::move(body)));
   };
   cbs.on_protocol_error = [inbox](bridge::protocol_error e) {
@@ -617,7 +631,8 @@ caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridg
     spawn_error = make_error(errc::init_failed, e.what());
   }
   auto pid = proc ? proc->pid() : -1;
-  auto a = spawn_actor(worker_impl, loop, std::move(cfg), std::move(proc), std::move(spawn_error));
+  auto a = spawn_actor(worker_impl, loop, std::move(cfg), std::move(proc), std::move(table),
+                       std::move(spawn_error));
   inbox->bind(a);
   if (ctx && pid > 0)
     supervision::report_os_pid(ctx, pid);

@@ -42,7 +42,8 @@
 //   serves that pool from now on and tells it (worker_up) once nothing of the
 //   old pool's is in flight.
 // - (stats) -> json: requests, errors, checkouts, session requests, uptime,
-//   last activity, os pid, state, health.
+//   last activity, os pid, state, health, and direct_replies: the answers
+//   the io thread gave without the actor (inflight_table.hpp).
 #pragma once
 
 #include <dspex/actors/messages.hpp>

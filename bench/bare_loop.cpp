@@ -271,12 +271,12 @@ bare_result run_bare_loop(const bare_options& opts) {
     });
   }
 
-  double cpu_start = 0;
+  host_usage use_start;
   {
     std::unique_lock<std::mutex> g(gate.mx);
     gate.cv.wait(g, [&] { return gate.ready == opts.workers; });
     res.startup_seconds = std::chrono::duration<double>(clock_type::now() - t_spawn).count();
-    cpu_start = host_cpu_us();
+    use_start = host_usage_now();
     gate.start = clock_type::now();
     gate.deadline = gate.start + opts.duration;
     gate.go = true;
@@ -291,7 +291,7 @@ bare_result run_bare_loop(const bare_options& opts) {
         c->proc.signal_group(SIGKILL);
     }
   }
-  const double cpu_end = host_cpu_us();
+  const auto use_end = host_usage_now();
   for (auto& t : threads)
     t.join();
   stop_all(conns);
@@ -309,8 +309,11 @@ bare_result run_bare_loop(const bare_options& opts) {
   }
   res.seconds = std::chrono::duration<double>(last - gate.start).count();
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.requests) / res.seconds : 0;
-  if (res.requests + res.errors > 0)
-    res.host_cpu_us_per_request = (cpu_end - cpu_start) / static_cast<double>(res.requests + res.errors);
+  if (res.requests + res.errors > 0) {
+    const auto n = static_cast<double>(res.requests + res.errors);
+    res.host_cpu_us_per_request = (use_end.cpu_us - use_start.cpu_us) / n;
+    res.host_switches_per_request = (use_end.switches - use_start.switches) / n;
+  }
   res.summary = res.latency.summary();
   return res;
 }
@@ -343,6 +346,7 @@ json to_json(const bare_result& r) {
               {"seconds", r.seconds},
               {"requests_per_s", r.requests_per_s},
               {"host_cpu_us_per_request", r.host_cpu_us_per_request},
+              {"host_switches_per_request", r.host_switches_per_request},
               {"startup_seconds", r.startup_seconds},
               {"latency", to_json(r.summary)},
               {"cdf_us", r.latency.quantiles_us(200)}};

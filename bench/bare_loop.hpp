@@ -76,6 +76,7 @@ struct bare_result {
   /// Host CPU (every thread of this process, user + sys) from the common
   /// start until every thread finished, per request; -1 when not measured.
   double host_cpu_us_per_request = -1;
+  double host_switches_per_request = -1;  ///< context switches of this process, the same way
   latency_recorder latency;    ///< one sample per measured request
   latency_summary summary;     ///< of latency
 };

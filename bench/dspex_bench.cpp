@@ -325,6 +325,7 @@ caf::behavior load_client_impl(load_client* self, caf::actor target, command_req
 json to_json(const load_result& r) {
   return json{{"clients", r.clients},       {"ok", r.ok},
               {"host_cpu_us_per_request", r.host_cpu_us_per_request},
+              {"host_switches_per_request", r.host_switches_per_request},
               {"per_second", r.per_second}, {"rss_kb_per_second", r.rss_kb_per_second},
               {"errors", r.errors},         {"total_ok", r.total_ok},
               {"total_errors", r.total_errors}, {"first_error", r.first_error},
@@ -349,12 +350,12 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
     sys.spawn(load_client_impl, target, req, shared, tallies.back(), requests_per_client);
   }
   std::int64_t from = 0, to = 0;
-  double cpu_from = 0, cpu_to = 0;
+  host_usage use_from, use_to;
   if (!counted) {
     std::this_thread::sleep_for(warmup);
     from = steady_ns();
     shared->from_ns = from;
-    cpu_from = host_cpu_us();
+    use_from = host_usage_now();
     if (per_second) {
       // One sample a second: replies in it and the host's RSS at its end.
       auto last = shared->replies.load();
@@ -371,7 +372,7 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
       std::this_thread::sleep_for(duration);
     }
     to = steady_ns();
-    cpu_to = host_cpu_us();
+    use_to = host_usage_now();
     shared->to_ns = to;
     shared->stop = true;
   } else {
@@ -400,8 +401,11 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
   }
   res.seconds = static_cast<double>(to - from) / 1e9;
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.ok) / res.seconds : 0;
-  if (!counted && res.ok + res.errors > 0)
-    res.host_cpu_us_per_request = (cpu_to - cpu_from) / static_cast<double>(res.ok + res.errors);
+  if (!counted && res.ok + res.errors > 0) {
+    const auto n = static_cast<double>(res.ok + res.errors);
+    res.host_cpu_us_per_request = (use_to.cpu_us - use_from.cpu_us) / n;
+    res.host_switches_per_request = (use_to.switches - use_from.switches) / n;
+  }
   res.summary = res.latency.summary();
   return res;
 }
@@ -961,6 +965,19 @@ latency_summary summarize(const std::vector<double>& us) {
 
 } // namespace
 
+// What the host spent per request, dspex beside the bare loop: CPU, and
+// context switches (wake-ups, which decide a round trip's latency here).
+void add_host_rows(report_table& t, const std::string& what, const load_result& d, const bare_result* b) {
+  t.add({"host CPU per request" + what + ", dspex", format_fixed(d.host_cpu_us_per_request, 1) + " us",
+         b ? "bare " + format_fixed(b->host_cpu_us_per_request, 1) + " us" : "",
+         b ? format_ratio(ratio(d.host_cpu_us_per_request, b->host_cpu_us_per_request)) : "", "", verdict::info,
+         "host threads, user + sys (getrusage), clients included"});
+  t.add({"host context switches per request" + what + ", dspex", format_fixed(d.host_switches_per_request, 1),
+         b ? "bare " + format_fixed(b->host_switches_per_request, 1) : "",
+         b ? format_ratio(ratio(d.host_switches_per_request, b->host_switches_per_request)) : "", "", verdict::info,
+         "host threads, voluntary + involuntary (getrusage)"});
+}
+
 void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
   const auto& p = r.peers;
   const auto& o = r.options;
@@ -981,10 +998,7 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
     t.add({"p99, dspex", format_micros(r.round_trip.summary.p99_us),
            b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99), "<= 1.5x bare",
            judge_at_most(q99, 1.5), ""});
-    t.add({"host CPU per request, dspex", format_fixed(r.round_trip.host_cpu_us_per_request, 1) + " us",
-           b1 ? "bare " + format_fixed(b1->host_cpu_us_per_request, 1) + " us" : "",
-           b1 ? format_ratio(ratio(r.round_trip.host_cpu_us_per_request, b1->host_cpu_us_per_request)) : "", "",
-           verdict::info, "host threads, user + sys (getrusage), clients included"});
+    add_host_rows(t, "", r.round_trip, b1);
   } else {
     t.add({"p50, dspex", "-", "", "", "<= 1.15x bare", verdict::skipped, "the round trip did not run"});
   }
@@ -1034,10 +1048,7 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
       rm.note = "the bare loop itself is only " + format_ratio(ratio(b->requests_per_s, mp->requests_per_s)) +
                 " mp.Pool at " + ws + ": 2x is above the floor on this machine";
     t.add(rm);
-    t.add({"host CPU per request " + ws + ", dspex", format_fixed(d->host_cpu_us_per_request, 1) + " us",
-           b ? "bare " + format_fixed(b->host_cpu_us_per_request, 1) + " us" : "",
-           b ? format_ratio(ratio(d->host_cpu_us_per_request, b->host_cpu_us_per_request)) : "", "", verdict::info,
-           "host threads, user + sys (getrusage), clients included"});
+    add_host_rows(t, " " + ws, *d, b);
     const load_result* c = i < r.throughput_mc.size() && r.throughput_mc[i].ok > 0 ? &r.throughput_mc[i] : nullptr;
     if (c) {
       const std::string mc = "max_concurrency " + std::to_string(o.concurrency_variant);

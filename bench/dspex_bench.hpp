@@ -122,6 +122,7 @@ struct load_result {
   /// Host CPU (every thread of this process, user + sys, getrusage) over
   /// the window, per reply in it; -1 when not measured.
   double host_cpu_us_per_request = -1;
+  double host_switches_per_request = -1;  ///< context switches of this process, the same way
   /// Replies per second of the window, when asked for (sustained run; no
   /// latency samples are kept then, so the host's RSS shows dspex alone).
   std::vector<std::uint64_t> per_second;

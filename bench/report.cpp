@@ -747,11 +747,11 @@ void progress_line::clear() {
   }
 }
 
-double host_cpu_us() {
+host_usage host_usage_now() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
   auto us = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e6 + static_cast<double>(tv.tv_usec); };
-  return us(ru.ru_utime) + us(ru.ru_stime);
+  return {us(ru.ru_utime) + us(ru.ru_stime), static_cast<double>(ru.ru_nvcsw + ru.ru_nivcsw)};
 }
 
 } // namespace dspex::bench

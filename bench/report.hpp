@@ -138,8 +138,15 @@ json machine_info(const std::string& python = "python3");
 /// is above the core count mostly measure the other load.
 double load_average_1m();
 
-/// CPU time of this process so far (every thread, user + sys, getrusage), µs.
-double host_cpu_us();
+/// What this process used so far (every thread, getrusage): CPU time
+/// (user + sys) in µs, and context switches (voluntary and not). Switches
+/// count thread wake-ups, the cost that dominates a round trip on a VM, and
+/// unlike times they barely move with the machine's other load.
+struct host_usage {
+  double cpu_us = 0;
+  double switches = 0;
+};
+host_usage host_usage_now();
 
 // -- plots (gnuplot) -----------------------------------------------------------------
 

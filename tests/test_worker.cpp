@@ -43,6 +43,51 @@ TEST_CASE_FIXTURE(actor_fixture, "init handshake, ping and stats") {
   CHECK(s["state"] == "ready");
 }
 
+TEST_CASE_FIXTURE(actor_fixture, "ordinary replies are answered on the io thread, each exactly once") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(exec(w, "echo", json{{"i", i}}));
+  REQUIRE_FALSE(exec(w, "no_such_command"));  // a Python exception is an answer too
+  auto s = stats(w);
+  CHECK(s["requests"] == 21);
+  CHECK(s["errors"] == 1);
+  // Not the init ping: the actor answers that one itself.
+  CHECK(s["direct_replies"] == 21);
+  CHECK(s["inflight"] == 0);
+  CHECK(s["state"] == "ready");
+}
+
+TEST_CASE_FIXTURE(actor_fixture, "a reply racing its deadline answers its caller once: a reply or a timeout") {
+  // The io thread (reply) and the actor (deadline) both reach for the same
+  // request: whoever takes it answers, the other finds nothing. A late reply
+  // within the grace is discarded, so the worker stays up throughout.
+  auto c = test_worker_config();
+  c.timeout_grace = 5s;
+  auto w = spawn(c);
+  REQUIRE_FALSE(await_ready(w));
+  const int n = 30;
+  int ok = 0, timed_out = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = exec(w, "fault_sleep", json{{"seconds", 0.02}}, 20ms);
+    if (r)
+      ++ok;
+    else if (is(r.error(), errc::command_timeout))
+      ++timed_out;
+    else
+      FAIL("unexpected error: " << describe(r.error()));
+  }
+  CHECK(ok + timed_out == n);
+  // Whatever was held in a grace has been answered by now; the counts hold
+  // every request exactly once.
+  REQUIRE(wait_until([&] { auto s = stats(w); return s["inflight"] == 0 && s["late"] == 0; }, 10s));
+  auto s = stats(w);
+  CHECK(s["requests"].get<int>() == ok);
+  CHECK(s["timeouts"].get<int>() == timed_out);
+  CHECK(s["health"] != "unhealthy");
+  CHECK(exec(w, "ping"));
+}
+
 TEST_CASE_FIXTURE(actor_fixture, "1 MiB payloads both ways") {
   auto w = spawn(test_worker_config());
   REQUIRE_FALSE(await_ready(w));

@@ -1,0 +1,133 @@
+#include <dspex/actors/inflight_table.hpp>
+
+#include <dspex/actors/error.hpp>
+#include <dspex/actors/messages.hpp>
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_control_block.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/message_id.hpp>
+
+namespace dspex {
+
+void inflight_table::bind(const caf::actor_addr& worker, const caf::actor& pool) {
+  std::lock_guard<std::mutex> g(mx_);
+  worker_ = worker;
+  pool_ = pool;
+}
+
+void inflight_table::set_pool(const caf::actor& pool) {
+  std::lock_guard<std::mutex> g(mx_);
+  pool_ = pool;
+}
+
+void inflight_table::set_direct(bool on) {
+  std::lock_guard<std::mutex> g(mx_);
+  direct_ = on;
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::add(std::uint64_t id,
+                                                                     inflight_request r) {
+  std::lock_guard<std::mutex> g(mx_);
+  auto at = r.deadline;
+  requests_.emplace(id, std::move(r));
+  return deadlines_.add(at, id);
+}
+
+std::optional<inflight_request> inflight_table::take(std::uint64_t id) {
+  std::lock_guard<std::mutex> g(mx_);
+  auto it = requests_.find(id);
+  if (it == requests_.end())
+    return std::nullopt;
+  auto r = std::move(it->second);
+  requests_.erase(it);
+  deadlines_.remove(r.deadline, id);
+  return r;
+}
+
+std::vector<inflight_request> inflight_table::take_all() {
+  std::lock_guard<std::mutex> g(mx_);
+  std::vector<inflight_request> out;
+  out.reserve(requests_.size());
+  for (auto& kv : requests_)
+    out.push_back(std::move(kv.second));
+  requests_.clear();
+  deadlines_.clear();
+  return out;
+}
+
+std::vector<std::uint64_t> inflight_table::fire(clock::time_point fired, clock::time_point now) {
+  std::lock_guard<std::mutex> g(mx_);
+  return deadlines_.fire(fired, now);
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::next_timer() {
+  std::lock_guard<std::mutex> g(mx_);
+  return deadlines_.next();
+}
+
+void inflight_table::note_answer(bool success) {
+  std::lock_guard<std::mutex> g(mx_);
+  ++answered_;
+  if (!success)
+    ++errors_;
+  consecutive_faults_ = 0;
+  last_answer_ = clock::now();
+}
+
+void inflight_table::note_fault() {
+  std::lock_guard<std::mutex> g(mx_);
+  ++consecutive_faults_;
+}
+
+inflight_table::counts inflight_table::snapshot() const {
+  std::lock_guard<std::mutex> g(mx_);
+  return counts{requests_.size(), answered_, errors_, direct_answers_, consecutive_faults_, last_answer_};
+}
+
+bool inflight_table::answer(bridge::reply& rep) {
+  inflight_request req;
+  caf::actor pool;
+  caf::actor_addr worker;
+  {
+    std::lock_guard<std::mutex> g(mx_);
+    if (!direct_)
+      return false;
+    auto it = requests_.find(rep.id);
+    if (it == requests_.end() || it->second.is_init)
+      return false;
+    req = std::move(it->second);
+    requests_.erase(it);
+    deadlines_.remove(req.deadline, rep.id);
+    ++answered_;
+    ++direct_answers_;
+    if (!rep.success)
+      ++errors_;
+    consecutive_faults_ = 0;
+    last_answer_ = clock::now();
+    pool = pool_;
+    worker = worker_;
+  }
+  // As response_promise::deliver would, but from this thread: no execution
+  // unit (the scheduler's external queue), the worker named as the sender.
+  auto me = caf::actor_cast<caf::strong_actor_ptr>(worker);
+  if (req.pooled && pool)
+    caf::actor_cast<caf::abstract_actor*>(pool)->enqueue(
+      me, caf::make_message_id(), caf::make_message(done_atom::value, rep.success, req.tag), nullptr);
+  auto msg = rep.success ? caf::make_message(std::move(rep.result))
+                         : caf::make_message(make_python_error(rep.error));
+  auto& rp = req.rp;
+  if (!rp.stages().empty()) {
+    auto stages = rp.stages();
+    auto next = std::move(stages.back());
+    stages.pop_back();
+    if (next)
+      next->enqueue(caf::make_mailbox_element(rp.source(), rp.id(), std::move(stages), std::move(msg)),
+                    nullptr);
+  } else if (rp.source()) {
+    rp.source()->enqueue(me, rp.id().response_id(), std::move(msg), nullptr);
+  }
+  return true;
+}
+
+} // namespace dspex
