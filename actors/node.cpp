@@ -508,28 +508,34 @@ struct node::caller_pool {
     auto response_id = me.request(callee, caf::infinite, std::forward<Ts>(xs)...).id();
     // The tag is this call's own: a freed notice's address may be reused by
     // another call's notice on the same callee.
-    const char tag = 0;
+    char tag = 0;
     auto cp = caf::actor_cast<caf::abstract_actor*>(callee);
     cp->attach(caf::attachable_ptr{
       new exit_notice(caf::actor_cast<caf::strong_actor_ptr>(me.ctrl()), response_id, &tag)});
     bool answered = true;
-    caf::blocking_actor::accept_one_cond rc;
-    me.varargs_receive(
-      rc, response_id, std::move(on_reply), [&](caf::error& e) { on_error(e); },
-      [&](gone_atom, caf::error& reason) {
-        answered = false;
-        caf::error e = make_error(errc::unavailable,
-                                  "the actor serving the request exited without answering ("
-                                    + supervision::render_reason(reason) + ")");
-        on_error(e);
-      },
-      caf::after(backstop) >> [&] {
-        answered = false;
-        caf::error e = caf::make_error(caf::sec::request_timeout);
-        on_error(e);
-      });
     // A notice no longer attached has fired: its message may still arrive.
-    auto attached = cp->detach(caf::attachable::token{exit_notice::token_type, &tag}) > 0;
+    // (Detached on every way out: an attached one holds this caller.)
+    bool attached = true;
+    {
+      auto detach = caf::detail::make_scope_guard([&] {
+        attached = cp->detach(caf::attachable::token{exit_notice::token_type, &tag}) > 0;
+      });
+      caf::blocking_actor::accept_one_cond rc;
+      me.varargs_receive(
+        rc, response_id, std::move(on_reply), [&](caf::error& e) { on_error(e); },
+        [&](gone_atom, caf::error& reason) {
+          answered = false;
+          caf::error e = make_error(errc::unavailable,
+                                    "the actor serving the request exited without answering ("
+                                      + supervision::render_reason(reason) + ")");
+          on_error(e);
+        },
+        caf::after(backstop) >> [&] {
+          answered = false;
+          caf::error e = caf::make_error(caf::sec::request_timeout);
+          on_error(e);
+        });
+    }
     if (answered && attached)
       release(std::move(self));
   }
