@@ -457,6 +457,140 @@ caf::expected<caf::actor> node::resolve(const std::string& name) const {
   return make_error(errc::unavailable, "no pool or worker is running");
 }
 
+namespace {
+
+using gone_atom = caf::atom_constant<caf::atom("gone")>;
+
+// Stands in for the answer of an actor that died holding a request: CAF 0.17
+// drops a response_promise silently, so without it the caller would wait
+// for its whole backstop. Attached to the callee once the request is sent
+// (a request to an actor already dead bounces first, with CAF's own
+// request_receiver_down, so that case is classified as before).
+class exit_notice : public caf::attachable {
+public:
+  static constexpr size_t token_type = 0x64737078;  // "dspx": matched by no other attachable
+
+  exit_notice(caf::strong_actor_ptr caller, caf::message_id response_id, const void* tag)
+      : caller_(std::move(caller)), response_id_(response_id), tag_(tag) {}
+
+  void actor_exited(const caf::error& reason, caf::execution_unit* host) override {
+    caller_->enqueue(nullptr, response_id_, caf::make_message(gone_atom::value, reason), host);
+  }
+
+  bool matches(const token& what) override {
+    return what.subtype == token_type && what.ptr == tag_;
+  }
+
+private:
+  caf::strong_actor_ptr caller_;
+  caf::message_id response_id_;
+  const void* tag_;
+};
+
+} // namespace
+
+// Blocking calls into the tree from threads outside the actors, at no cost
+// in CAF's clock thread: a request with a finite timeout arms a timer there
+// (two wake-ups of caf.clock per call). The backstop is the blocking actor's
+// own timed wait on its mailbox, and a callee that dies holding the request
+// is noticed at once by an exit_notice. Blocking actors are kept for reuse
+// (constructing one costs a few microseconds); one goes back only after a
+// call that got its callee's answer and nothing else can still arrive.
+struct node::caller_pool {
+  explicit caller_pool(caf::actor_system& s) : sys(s) {}
+
+  /// Sends (xs...) to `callee` and hands its answer to on_reply or on_error,
+  /// exactly once: the callee's own error as it is, unavailable when the
+  /// callee exited without answering, CAF's request_timeout after `backstop`.
+  template <class OnReply, class OnError, class... Ts>
+  void call(const caf::actor& callee, std::chrono::milliseconds backstop, OnReply on_reply,
+            OnError on_error, Ts&&... xs) {
+    if (!callee) {
+      caf::error e = make_error(errc::unavailable, "no actor to ask");
+      on_error(e);
+      return;
+    }
+    auto self = acquire();
+    auto& me = **self;
+    auto response_id = me.request(callee, caf::infinite, std::forward<Ts>(xs)...).id();
+    // The tag is this call's own: a freed notice's address may be reused by
+    // another call's notice on the same callee.
+    char tag = 0;
+    auto cp = caf::actor_cast<caf::abstract_actor*>(callee);
+    cp->attach(caf::attachable_ptr{
+      new exit_notice(caf::actor_cast<caf::strong_actor_ptr>(me.ctrl()), response_id, &tag)});
+    bool answered = true;
+    // A notice no longer attached has fired: its message may still arrive.
+    // (Detached on every way out: an attached one holds this caller.)
+    bool attached = true;
+    {
+      auto detach = caf::detail::make_scope_guard([&] {
+        attached = cp->detach(caf::attachable::token{exit_notice::token_type, &tag}) > 0;
+      });
+      caf::blocking_actor::accept_one_cond rc;
+      me.varargs_receive(
+        rc, response_id, std::move(on_reply), [&](caf::error& e) { on_error(e); },
+        [&](gone_atom, caf::error& reason) {
+          answered = false;
+          caf::error e = make_error(errc::unavailable,
+                                    "the actor serving the request exited without answering ("
+                                      + supervision::render_reason(reason) + ")");
+          on_error(e);
+        },
+        caf::after(backstop) >> [&] {
+          answered = false;
+          caf::error e = caf::make_error(caf::sec::request_timeout);
+          on_error(e);
+        });
+    }
+    if (answered && attached)
+      release(std::move(self));
+  }
+
+  void clear() {
+    std::vector<std::unique_ptr<caf::scoped_actor>> gone;
+    std::lock_guard<std::mutex> g(mx);
+    gone.swap(idle);
+  }
+
+private:
+  /// Enough for the callers a node serves at once; more are made and dropped.
+  static constexpr size_t max_idle = 64;
+
+  std::unique_ptr<caf::scoped_actor> acquire() {
+    {
+      std::lock_guard<std::mutex> g(mx);
+      if (!idle.empty()) {
+        auto self = std::move(idle.back());
+        idle.pop_back();
+        return self;
+      }
+    }
+    // Hidden: an idle caller must not count as a running actor for
+    // actor_system::await_all_actors_done().
+    return std::make_unique<caf::scoped_actor>(sys, true);
+  }
+
+  void release(std::unique_ptr<caf::scoped_actor> self) {
+    // A second answer to a past request (a callee answering twice) waits in
+    // the mailbox, skipped by every later receive (they match their own
+    // request id only): such an actor is dropped.
+    auto& mb = (*self)->mailbox();
+    mb.flush_cache();
+    if (!mb.empty())
+      return;
+    std::lock_guard<std::mutex> g(mx);
+    if (idle.size() < max_idle)
+      idle.push_back(std::move(self));
+  }
+
+  caf::actor_system& sys;
+  std::mutex mx;
+  std::vector<std::unique_ptr<caf::scoped_actor>> idle;
+};
+
+node::node(caf::actor_system& sys) : sys_(sys), callers_(std::make_shared<caller_pool>(sys)) {}
+
 caf::expected<json> node::execute_on(const std::string& pool, const std::string& command,
                                      json args, std::optional<std::string> session,
                                      std::chrono::milliseconds timeout) {
@@ -470,12 +604,12 @@ caf::expected<json> node::execute_on(const std::string& pool, const std::string&
   if (session && pool_names_.empty())
     if (auto reg = dir_->get("registry"))
       caf::anon_send(reg, touch_atom::value, *session);
-  caf::scoped_actor self{sys_};
   caf::expected<json> result{caf::error{}};
   auto wait = timeout.count() > 0 ? timeout * 2 + 30s : std::chrono::milliseconds(10min);
-  self->request(t, wait, exec_atom::value, make_command(command, std::move(args), session, timeout))
-    .receive([&](json& j) { result = std::move(j); },
-             [&](caf::error& e) { result = classify(std::move(e)); });
+  callers_->call(
+    t, wait, [&](json& j) { result = std::move(j); },
+    [&](caf::error& e) { result = classify(std::move(e)); }, exec_atom::value,
+    make_command(command, std::move(args), session, timeout));
   return result;
 }
 
@@ -483,24 +617,23 @@ namespace {
 
 // A session registry call from outside the actors: unit or a classified error.
 template <class Atom>
-caf::error ask_registry(caf::actor_system& sys, const caf::actor& reg, Atom what,
+caf::error ask_registry(node::caller_pool& callers, const caf::actor& reg, Atom what,
                         const std::string& session) {
   if (!reg)
     return make_error(errc::unavailable, "no session registry in this tree");
-  caf::scoped_actor self{sys};
   caf::error err;
-  self->request(reg, 10s, what, session).receive([] {}, [&](caf::error& e) { err = std::move(e); });
+  callers.call(reg, 10s, [] {}, [&](caf::error& e) { err = std::move(e); }, what, session);
   return err;
 }
 
 } // namespace
 
 caf::error node::create_session(const std::string& session) {
-  return ask_registry(sys_, dir_->get("registry"), sess_new_atom::value, session);
+  return ask_registry(*callers_, dir_->get("registry"), sess_new_atom::value, session);
 }
 
 caf::error node::end_session(const std::string& session) {
-  return ask_registry(sys_, dir_->get("registry"), sess_end_atom::value, session);
+  return ask_registry(*callers_, dir_->get("registry"), sess_end_atom::value, session);
 }
 
 std::vector<int> tree_os_pids(const json& tree, const std::string& path_part) {
@@ -662,6 +795,7 @@ void node::stop() {
     self->send_exit(router_, caf::exit_reason::user_shutdown);
     router_ = nullptr;
   }
+  callers_->clear();
 }
 
 } // namespace dspex

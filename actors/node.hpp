@@ -166,16 +166,20 @@ public:
   bridge_mode mode() const { return mode_; }
   const std::string& mode_message() const { return mode_message_; }
 
-  node(caf::actor_system& sys) : sys_(sys) {}
+  explicit node(caf::actor_system& sys);
 
   /// Internal: what the node's watcher actor shares with the node (node.cpp).
   struct root_watch;
+  /// Internal: the blocking calls into the tree, with their reusable callers
+  /// (node.cpp).
+  struct caller_pool;
 
 private:
   caf::error listen(const tree_config& cfg);
   struct impl;
   caf::actor_system& sys_;
   std::shared_ptr<root_watch> watch_;
+  std::shared_ptr<caller_pool> callers_;
   caf::actor root_;
   caf::actor events_;
   bridge_mode mode_ = bridge_mode::pool;
