@@ -6,13 +6,12 @@
 
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/request_tally.hpp"
 
 #include <dspex/supervision/events.hpp>
 
-#include <atomic>
 #include <csignal>
 #include <functional>
-#include <map>
 #include <set>
 
 using namespace dspex;
@@ -23,61 +22,10 @@ using supervision::supervision_event;
 
 namespace {
 
-// Outcomes of many requests: "ok", an errc name, or for python_error
-// "python_error:<exception type>".
-struct tally {
-  std::mutex mx;
-  std::map<std::string, int> by;
-  std::atomic<int> total{0};
-
-  void record(const caf::error* e) {
-    std::string key = "ok";
-    if (e) {
-      auto code = code_of(*e);
-      key = code ? to_string(*code) : describe(*e);
-      if (code == errc::python_error)
-        if (auto pe = python_error_of(*e))
-          key += ":" + pe->type;
-    }
-    std::lock_guard<std::mutex> g(mx);
-    ++by[key];
-    ++total;
-  }
-  int get(const std::string& k) {
-    std::lock_guard<std::mutex> g(mx);
-    auto it = by.find(k);
-    return it == by.end() ? 0 : it->second;
-  }
-  std::string dump() {
-    std::lock_guard<std::mutex> g(mx);
-    std::string out;
-    for (auto& [k, n] : by)
-      out += k + "=" + std::to_string(n) + " ";
-    return out;
-  }
-};
-
-// Runs requests make(0..n-1) one after another.
-void serial_client(caf::event_based_actor* self, caf::actor pool,
-                   std::function<command_request(int)> make, int n, tally* out, int i = 0) {
-  if (i == n)
-    return;
-  self->request(pool, std::chrono::seconds(60), exec_atom::value, make(i))
-    .then(
-      [=](json&) {
-        out->record(nullptr);
-        serial_client(self, pool, make, n, out, i + 1);
-      },
-      [=](caf::error& e) {
-        out->record(&e);
-        serial_client(self, pool, make, n, out, i + 1);
-      });
-}
-
 // Open loop: one request every `every` (a load generator's pace, not a
 // wait for anything), n in all; quits once all are answered.
 caf::behavior paced_client(caf::event_based_actor* self, caf::actor pool, command_request req,
-                           std::chrono::milliseconds every, int n, tally* out) {
+                           std::chrono::milliseconds every, int n, request_tally* out) {
   auto sent = std::make_shared<int>(0);
   auto answered = std::make_shared<int>(0);
   auto done = [self, answered, n] {
@@ -89,12 +37,12 @@ caf::behavior paced_client(caf::event_based_actor* self, caf::actor pool, comman
     [=](tick_atom) {
       self->request(pool, std::chrono::seconds(120), exec_atom::value, req)
         .then(
-          [=](json&) {
-            out->record(nullptr);
+          [=](json& r) {
+            out->ok(r);
             done();
           },
           [=](caf::error& e) {
-            out->record(&e);
+            out->failed(e);
             done();
           });
       if (++*sent < n)
@@ -180,7 +128,7 @@ TEST_CASE_FIXTURE(faults_fixture, "2000 failing requests from 8 clients: every r
   auto handles = supervised_workers();
   REQUIRE(pids.size() == 4);
   REQUIRE(handles.size() == 4);
-  tally t;
+  request_tally t;
   constexpr int clients = 8, per_client = 250;
   for (int c = 0; c < clients; ++c)
     sys.spawn(serial_client, pool(),
@@ -213,7 +161,7 @@ TEST_CASE_FIXTURE(faults_fixture, "a hung endpoint: 20 timing-out requests per s
   REQUIRE_FALSE(start_logged(c));
   REQUIRE_FALSE(await_pool_ready());
   auto initial = worker_pids();
-  tally storm, pings;
+  request_tally storm, pings;
   constexpr int storm_n = 300, ping_n = 150;  // 15 s at 20/s and at 10/s
   sys.spawn(paced_client, pool(), make_command("fault_hang", json::object(), std::nullopt, 100ms),
             50ms, storm_n, &storm);

@@ -5,11 +5,10 @@
 
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/request_tally.hpp"
 
 #include <dspex/actors/recycling.hpp>
 
-#include <atomic>
-#include <map>
 #include <set>
 
 using namespace dspex;
@@ -18,51 +17,6 @@ using supervision::event_kind;
 using supervision::exit_class;
 
 namespace {
-
-// Outcomes and the pids that served, of many requests from several clients.
-struct outcomes {
-  std::mutex mx;
-  std::map<std::string, int> by;
-  std::set<int> pids;
-  std::atomic<int> total{0};
-
-  void ok(const json& r) {
-    std::lock_guard<std::mutex> g(mx);
-    ++by["ok"];
-    if (r.is_object() && r.contains("pid"))
-      pids.insert(r["pid"].get<int>());
-    ++total;
-  }
-  void failed(const caf::error& e) {
-    std::lock_guard<std::mutex> g(mx);
-    ++by[describe(e)];
-    ++total;
-  }
-  std::string dump() {
-    std::lock_guard<std::mutex> g(mx);
-    std::string out;
-    for (auto& [k, n] : by)
-      out += k + "=" + std::to_string(n) + " ";
-    return out;
-  }
-};
-
-// Sends `n` requests one after another.
-void serial(caf::event_based_actor* self, caf::actor pool, command_request req, int n,
-            outcomes* out) {
-  if (n == 0)
-    return;
-  self->request(pool, std::chrono::seconds(60), exec_atom::value, req)
-    .then(
-      [=](json& r) {
-        out->ok(r);
-        serial(self, pool, req, n - 1, out);
-      },
-      [=](caf::error& e) {
-        out->failed(e);
-        serial(self, pool, req, n - 1, out);
-      });
-}
 
 struct recycling_fixture : pool_fixture {
   std::shared_ptr<event_log> events = std::make_shared<event_log>();
@@ -138,25 +92,25 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_requests 10, 1000 requests: none fails
   const std::string sid = "s-recycled";
   REQUIRE(exec(pool(), "configure_lm", json{{"provider", "mock"}}, 0ms, sid));
   REQUIRE(exec(pool(), "create_program", json{{"id", "p"}, {"signature", "q -> a"}}, 0ms, sid));
-  outcomes pings, session;
+  request_tally pings, session;
   constexpr int clients = 3, per_client = 300, in_session = 100;
   for (int i = 0; i < clients; ++i)
-    sys.spawn(serial, pool(), make_command("ping"), per_client, &pings);
-  sys.spawn(serial, pool(),
-            make_command("execute_program", json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}},
-                         sid),
-            in_session, &session);
+    sys.spawn(serial_client, pool(), always(make_command("ping")), per_client, &pings, 0);
+  sys.spawn(serial_client, pool(),
+            always(make_command("execute_program",
+                                json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}}, sid)),
+            in_session, &session, 0);
   REQUIRE(wait_until(
     [&] { return pings.total.load() == clients * per_client && session.total.load() == in_session; },
     300s));
-  CHECK_MESSAGE(pings.by["ok"] == clients * per_client, pings.dump());
-  CHECK_MESSAGE(session.by["ok"] == in_session, session.dump());
+  CHECK_MESSAGE(pings.get("ok") == clients * per_client, pings.dump());
+  CHECK_MESSAGE(session.get("ok") == in_session, session.dump());
   auto recycled = replaced("recycled_requests");
-  MESSAGE("recycled " << recycled << ", distinct pids " << pings.pids.size());
+  MESSAGE("recycled " << recycled << ", distinct pids " << pings.pids().size());
   // 1,002 requests (the session's setup too) at 9 or 10 per worker.
   CHECK(recycled >= 70);
   CHECK(recycled <= 130);
-  CHECK(pings.pids.size() >= 50);
+  CHECK(pings.pids().size() >= 50);
   auto st = status();
   CHECK(st["crashes"] == 0);
   CHECK(st["errors"].empty());

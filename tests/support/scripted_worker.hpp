@@ -9,7 +9,7 @@
 // - at start it tells its pool (worker_up, id, overflow) (or, scripted to
 //   fail its init, (initfail, id, detail) and exits with init_failed);
 // - (ready) -> unit; (stats) -> json with "inflight", as the pool asks a dead
-//   lease holder's worker;
+//   lease holder's worker; (adopt, pool): serve `pool` and announce again;
 // - (exec, command_request) -> json, or an error; a pooled request reports
 //   (done, ok) to the pool before the caller gets the reply (ok false for a
 //   Python exception, which is an answer);
@@ -363,6 +363,17 @@ inline caf::behavior scripted_worker(scripted_actor* self, worker_start_info inf
         return;
       st.retired = true;
       fail_held(self, make_error(errc::worker_crashed, "worker " + st.info.id + " was replaced"));
+    },
+    // A pool that starts after its workers (its init runs once scheduled,
+    // so the worker supervisor may be up by then) adopts the workers it has
+    // not heard from, its own fresh ones included. As worker.cpp: follow the
+    // new pool and announce again (the pool ignores a repeated worker_up).
+    // Unhandled, CAF would print the message from its printer actor.
+    [self](adopt_atom, caf::actor& pool) {
+      auto& st = self->state;
+      st.info.pool = pool;
+      if (!st.retired && pool)
+        self->send(pool, worker_up_atom::value, st.info.id, st.info.overflow);
     },
     [self](stats_atom) -> json {
       auto& st = self->state;
