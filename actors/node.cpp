@@ -299,11 +299,13 @@ std::string probe_python(const tree_config& cfg, const node_options& opts,
 
 void recommended_settings(caf::actor_system_config& cfg) {
   cfg.set("scheduler.policy", caf::atom("sharing"));
-  // CAF's default is max(cores, 4) threads. On 2 cores the extra threads
-  // only trade wake-ups: each hop between actors may wake another sleeping
-  // thread (4 threads: 14.7 context switches per round trip, 1 thread: 8.1;
-  // README, Performance).
-  cfg.set("scheduler.max-threads", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // One scheduler thread (CAF's default is max(cores, 4)). dspex's actors
+  // only route messages; the work is in Python and on the io thread. With
+  // more threads every hop between actors may wake another sleeping one:
+  // a round trip cost 5.6 host context switches with 2 threads and 2.0 with
+  // one, for the same throughput (README, Performance). An embedder whose
+  // own actors compute sets scheduler.max-threads after this call.
+  cfg.set("scheduler.max-threads", 1);
 }
 
 caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_config cfg,

@@ -37,8 +37,8 @@ namespace dspex {
 
 /// CAF settings that suit dspex's message pattern (many short hops between
 /// a few actors and the io thread): the work-sharing scheduler, which halved
-/// the round trip against work stealing on 2 cores, with one thread per
-/// core instead of CAF's at least 4 (see README, Performance). Call before cfg.parse(...), so configuration files and
+/// the round trip against work stealing on 2 cores, with one scheduler
+/// thread instead of CAF's at least 4 (see README, Performance). Call before cfg.parse(...), so configuration files and
 /// --caf# options still override it. The dspex CLI does.
 void recommended_settings(caf::actor_system_config& cfg);
 
