@@ -14,7 +14,6 @@
 
 #include <caf/all.hpp>
 
-#include <thread>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/publish.hpp>
 
