@@ -6,6 +6,7 @@
 #include <dspex/actors/adapter.hpp>
 #include <dspex/actors/node.hpp>
 
+#include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -19,13 +20,6 @@ using namespace dspex::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-json small_tree(const std::string& mode) {
-  auto j = default_config();
-  j["mode"] = mode;
-  j["root"]["children"][1]["size"] = 2;
-  return j;
-}
 
 struct adapter_fixture {
   caf::actor_system_config cfg;
@@ -41,7 +35,7 @@ struct adapter_fixture {
   }
 
   std::shared_ptr<node> start(const std::string& mode) {
-    auto tc = parse_config(small_tree(mode));
+    auto tc = parse_config(small_tree(mode, 2, false));
     REQUIRE_MESSAGE(tc, detail_of(tc.error()));
     auto n = node::start(sys, *tc, opts);
     REQUIRE_MESSAGE(n, describe(n.error()));

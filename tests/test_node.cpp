@@ -28,14 +28,6 @@ std::vector<int> worker_pids(const json& tree) {
   return out;
 }
 
-json small_tree(const std::string& mode = "pool") {
-  auto j = default_config();
-  j["mode"] = mode;
-  j["root"]["children"][1]["size"] = 2;
-  j["root"]["children"][1]["worker"]["fault_injection"] = true;
-  return j;
-}
-
 struct node_fixture {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};

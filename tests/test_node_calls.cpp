@@ -23,13 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-json one_worker_tree() {
-  auto j = default_config();
-  j["root"]["children"][1]["size"] = 1;
-  j["root"]["children"][1]["worker"]["fault_injection"] = true;
-  return j;
-}
-
 struct calls_fixture {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
@@ -61,7 +54,7 @@ void check_own_answers(node& n, const std::string& who, int count) {
 TEST_SUITE("node_calls") {
 
 TEST_CASE_FIXTURE(calls_fixture, "a pool killed with requests in it: unavailable for its callers, not a hang") {
-  auto n = start(one_worker_tree());
+  auto n = start(small_tree("pool", 1));
   // One request on the worker, one in the pool's queue: only the pool holds
   // the second, and a killed actor answers nothing.
   auto on_worker = std::async(std::launch::async, [&] {
@@ -89,7 +82,7 @@ TEST_CASE_FIXTURE(calls_fixture, "a pool killed with requests in it: unavailable
 }
 
 TEST_CASE_FIXTURE(calls_fixture, "callers on many threads at once each get their own answer") {
-  auto j = one_worker_tree();
+  auto j = small_tree("pool", 1);
   j["root"]["children"][1]["size"] = 2;
   auto n = start(j);
   std::vector<std::thread> threads;
@@ -108,7 +101,7 @@ TEST_CASE_FIXTURE(calls_fixture, "callers on many threads at once each get their
 }
 
 TEST_CASE_FIXTURE(calls_fixture, "stop with calls in flight answers every one") {
-  auto n = start(one_worker_tree());
+  auto n = start(small_tree("pool", 1));
   std::vector<std::future<caf::expected<json>>> calls;
   for (int i = 0; i < 4; ++i)
     calls.push_back(std::async(std::launch::async, [&] {
@@ -131,7 +124,7 @@ TEST_CASE_FIXTURE(calls_fixture, "stop with calls in flight answers every one") 
 }
 
 TEST_CASE_FIXTURE(calls_fixture, "session calls answer through the same reused callers") {
-  auto n = start(one_worker_tree());
+  auto n = start(small_tree("pool", 1));
   REQUIRE_FALSE(n->create_session("a"));
   for (int i = 0; i < 50; ++i) {
     auto s = "s" + std::to_string(i);

@@ -12,8 +12,18 @@
 #include <doctest/doctest.h>
 
 #include <memory>
+#include <string>
 
 namespace dspex::test {
+
+/// The default tree in `mode` with its pool at `size` workers.
+inline json small_tree(const std::string& mode = "pool", int size = 2, bool fault_injection = true) {
+  auto j = default_config();
+  j["mode"] = mode;
+  j["root"]["children"][1]["size"] = size;
+  j["root"]["children"][1]["worker"]["fault_injection"] = fault_injection;
+  return j;
+}
 
 inline std::shared_ptr<node> start_test_node(caf::actor_system& sys, const json& config,
                                              node_options opts = {}) {
