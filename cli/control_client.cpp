@@ -79,7 +79,8 @@ struct fd_closer {
 // Connects to `path` and sends `request` as one line; a failure reply, or
 // nothing with the connected descriptor in `out`.
 std::optional<json> connect_and_send(const std::string& path, const json& request,
-                                     clock::time_point deadline, fd_closer& out) {
+                                     clock::time_point deadline, fd_closer& out,
+                                     bool& send_failed) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(a.sun_path))
@@ -117,6 +118,7 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_for(fd, POLLOUT, deadline))
       continue;
+    send_failed = true;
     return failure("unavailable", "cannot send the request to " + path + ": "
                                     + (n < 0 ? std::strerror(errno) : "connection closed"));
   }
@@ -167,6 +169,19 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
   }
 }
 
+std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out);
+
+// A node that refuses a connection (too many) writes its one error line and
+// closes at once, possibly before the request went out: then that line,
+// already buffered here, is the answer rather than the failed send.
+json refusal_or(int fd, const std::string& path, json send_failure) {
+  std::string buf, line;
+  json j;
+  if (read_line(fd, path, buf, clock::now() + 1s, 1s, line) || parse_reply(path, line, j))
+    return send_failure;
+  return j;
+}
+
 std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out) {
   out = json::parse(line, nullptr, false);
   if (out.is_discarded() || !out.is_object())
@@ -181,8 +196,9 @@ json control_call(const std::string& path, const json& request,
   auto budget = reply_timeout.count() > 0 ? reply_timeout : reply_budget(request);
   auto deadline = clock::now() + budget;
   fd_closer fd;
-  if (auto f = connect_and_send(path, request, deadline, fd))
-    return *f;
+  bool send_failed = false;
+  if (auto f = connect_and_send(path, request, deadline, fd, send_failed))
+    return send_failed ? refusal_or(fd.fd, path, *f) : *f;
   std::string buf, line;
   if (auto f = read_line(fd.fd, path, buf, deadline, budget, line))
     return *f;
@@ -196,8 +212,9 @@ json control_stream(const std::string& path, const json& request,
                     const std::function<bool(const json&)>& on_line) {
   auto budget = reply_budget(request);
   fd_closer fd;
-  if (auto f = connect_and_send(path, request, clock::now() + budget, fd))
-    return *f;
+  bool send_failed = false;
+  if (auto f = connect_and_send(path, request, clock::now() + budget, fd, send_failed))
+    return send_failed ? refusal_or(fd.fd, path, *f) : *f;
   // The first line (an acknowledgement or an error) comes at once; the
   // events after it whenever they happen.
   std::string buf, line;

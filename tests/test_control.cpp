@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace dspex;
@@ -588,6 +589,37 @@ TEST_CASE("dspex run: a second node on a live path gives up; a dead node's socke
     REQUIRE(winner.exited.wait(60s));
     CHECK(winner.exited.get().clean());
   }
+  remove_dir(dir);
+}
+
+TEST_CASE("a node that refuses and closes before the request went out: the refusal is the answer") {
+  // A stand-in node: accepts, writes its one error line, closes without
+  // reading. The request is larger than the socket buffer, so the client's
+  // send is still under way when the connection closes (EPIPE).
+  std::string dir = temp_dir();
+  std::string path = dir + "/refuse.sock";
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(lfd, 4) == 0);
+  std::thread refuser([lfd] {
+    int c = ::accept(lfd, nullptr, nullptr);
+    if (c < 0)
+      return;
+    std::string line =
+      "{\"ok\": false, \"error\": {\"class\": \"unavailable\", \"message\": \"too many control connections (1)\"}}\n";
+    (void)::send(c, line.data(), line.size(), MSG_NOSIGNAL);
+    ::close(c);
+  });
+  auto r = cli::control_call(path, {{"op", "status"}, {"pad", std::string(4 << 20, 'x')}}, 10s);
+  refuser.join();
+  ::close(lfd);
+  CHECK(r["ok"] == false);
+  CHECK(r["error"]["class"] == "unavailable");
+  CHECK(r["error"]["message"].get<std::string>().find("too many control connections") != std::string::npos);
   remove_dir(dir);
 }
 
