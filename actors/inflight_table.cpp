@@ -36,6 +36,10 @@ std::optional<inflight_table::clock::time_point> inflight_table::add(std::uint64
 
 std::optional<inflight_request> inflight_table::take(std::uint64_t id) {
   std::lock_guard<std::mutex> g(mx_);
+  return take_locked(id);
+}
+
+std::optional<inflight_request> inflight_table::take_locked(std::uint64_t id) {
   auto it = requests_.find(id);
   if (it == requests_.end())
     return std::nullopt;
@@ -68,6 +72,10 @@ std::optional<inflight_table::clock::time_point> inflight_table::next_timer() {
 
 void inflight_table::note_answer(bool success) {
   std::lock_guard<std::mutex> g(mx_);
+  count_answer_locked(success);
+}
+
+void inflight_table::count_answer_locked(bool success) {
   ++answered_;
   if (!success)
     ++errors_;
@@ -96,15 +104,9 @@ bool inflight_table::answer(bridge::reply& rep) {
     auto it = requests_.find(rep.id);
     if (it == requests_.end() || it->second.is_init)
       return false;
-    req = std::move(it->second);
-    requests_.erase(it);
-    deadlines_.remove(req.deadline, rep.id);
-    ++answered_;
+    req = std::move(*take_locked(rep.id));
+    count_answer_locked(rep.success);
     ++direct_answers_;
-    if (!rep.success)
-      ++errors_;
-    consecutive_faults_ = 0;
-    last_answer_ = clock::now();
     pool = pool_;
     worker = worker_;
   }

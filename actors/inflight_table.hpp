@@ -95,6 +95,10 @@ public:
   bool answer(bridge::reply& rep);
 
 private:
+  // Both with mx_ held.
+  std::optional<inflight_request> take_locked(std::uint64_t id);
+  void count_answer_locked(bool success);
+
   mutable std::mutex mx_;
   caf::actor_addr worker_;
   caf::actor pool_;

@@ -13,7 +13,6 @@
 #include <dspex/supervision/supervisor.hpp>
 
 #include <caf/all.hpp>
-
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/publish.hpp>
 

@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <unordered_map>
 #include <unordered_set>
 
 static_assert(!std::is_convertible<nlohmann::json, caf::error>::value,

@@ -310,9 +310,9 @@ bare_result run_bare_loop(const bare_options& opts) {
   res.seconds = std::chrono::duration<double>(last - gate.start).count();
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.requests) / res.seconds : 0;
   if (res.requests + res.errors > 0) {
-    const auto n = static_cast<double>(res.requests + res.errors);
-    res.host_cpu_us_per_request = (use_end.cpu_us - use_start.cpu_us) / n;
-    res.host_switches_per_request = (use_end.switches - use_start.switches) / n;
+    auto per = per_request(use_start, use_end, res.requests + res.errors);
+    res.host_cpu_us_per_request = per.cpu_us;
+    res.host_switches_per_request = per.switches;
   }
   res.summary = res.latency.summary();
   return res;

@@ -402,9 +402,9 @@ load_result run_actor_load(caf::actor_system& sys, const caf::actor& target, con
   res.seconds = static_cast<double>(to - from) / 1e9;
   res.requests_per_s = res.seconds > 0 ? static_cast<double>(res.ok) / res.seconds : 0;
   if (!counted && res.ok + res.errors > 0) {
-    const auto n = static_cast<double>(res.ok + res.errors);
-    res.host_cpu_us_per_request = (use_to.cpu_us - use_from.cpu_us) / n;
-    res.host_switches_per_request = (use_to.switches - use_from.switches) / n;
+    auto per = per_request(use_from, use_to, res.ok + res.errors);
+    res.host_cpu_us_per_request = per.cpu_us;
+    res.host_switches_per_request = per.switches;
   }
   res.summary = res.latency.summary();
   return res;
@@ -965,6 +965,8 @@ latency_summary summarize(const std::vector<double>& us) {
 
 } // namespace
 
+namespace {
+
 // What the host spent per request, dspex beside the bare loop: CPU, and
 // context switches (wake-ups, which decide a round trip's latency here).
 void add_host_rows(report_table& t, const std::string& what, const load_result& d, const bare_result* b) {
@@ -977,6 +979,8 @@ void add_host_rows(report_table& t, const std::string& what, const load_result& 
          b ? format_ratio(ratio(d.host_switches_per_request, b->host_switches_per_request)) : "", "", verdict::info,
          "host threads, voluntary + involuntary (getrusage)"});
 }
+
+} // namespace
 
 void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
   const auto& p = r.peers;

@@ -754,4 +754,9 @@ host_usage host_usage_now() {
   return {us(ru.ru_utime) + us(ru.ru_stime), static_cast<double>(ru.ru_nvcsw + ru.ru_nivcsw)};
 }
 
+host_usage per_request(const host_usage& from, const host_usage& to, std::uint64_t n) {
+  const auto k = static_cast<double>(n);
+  return {(to.cpu_us - from.cpu_us) / k, (to.switches - from.switches) / k};
+}
+
 } // namespace dspex::bench

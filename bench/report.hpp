@@ -147,6 +147,8 @@ struct host_usage {
   double switches = 0;
 };
 host_usage host_usage_now();
+/// What was used between two readings, per request (n > 0).
+host_usage per_request(const host_usage& from, const host_usage& to, std::uint64_t n);
 
 // -- plots (gnuplot) -----------------------------------------------------------------
 

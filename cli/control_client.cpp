@@ -76,55 +76,6 @@ struct fd_closer {
   }
 };
 
-// Connects to `path` and sends `request` as one line; a failure reply, or
-// nothing with the connected descriptor in `out`.
-std::optional<json> connect_and_send(const std::string& path, const json& request,
-                                     clock::time_point deadline, fd_closer& out,
-                                     bool& send_failed) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(a.sun_path))
-    return failure("unavailable", "invalid control path \"" + path + "\"");
-  std::memcpy(a.sun_path, path.data(), path.size());
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return failure("unavailable", std::string("socket: ") + std::strerror(errno));
-  out.fd = fd;
-
-  // A Unix connect never blocks half-way: it succeeds, or the backlog is
-  // full (EAGAIN: the node is alive but busy; try again until the deadline).
-  auto connect_deadline = clock::now() + connect_timeout;
-  for (;;) {
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0)
-      break;
-    int e = errno;
-    if ((e == EAGAIN || e == EINTR) && clock::now() < connect_deadline) {
-      std::this_thread::sleep_for(10ms);
-      continue;
-    }
-    return failure("unavailable", "cannot reach a running node at " + path + ": "
-                                    + (e == EAGAIN ? "it accepts no connection (busy)"
-                                                   : std::string(std::strerror(e))));
-  }
-
-  auto text = dump_line(request);
-  for (std::size_t off = 0; off < text.size();) {
-    auto n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
-    if (n > 0) {
-      off += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_for(fd, POLLOUT, deadline))
-      continue;
-    send_failed = true;
-    return failure("unavailable", "cannot send the request to " + path + ": "
-                                    + (n < 0 ? std::strerror(errno) : "connection closed"));
-  }
-  return std::nullopt;
-}
-
 // Reads the next line from `fd` into `line` (kept in `buf` across calls);
 // a failure reply, or nothing. `deadline` unset: waits as long as it takes.
 std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
@@ -169,7 +120,12 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
   }
 }
 
-std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out);
+std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out) {
+  out = json::parse(line, nullptr, false);
+  if (out.is_discarded() || !out.is_object())
+    return failure("protocol_error", "unreadable reply from the node at " + path);
+  return std::nullopt;
+}
 
 // A node that refuses a connection (too many) writes its one error line and
 // closes at once, possibly before the request went out: then that line,
@@ -182,10 +138,51 @@ json refusal_or(int fd, const std::string& path, json send_failure) {
   return j;
 }
 
-std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out) {
-  out = json::parse(line, nullptr, false);
-  if (out.is_discarded() || !out.is_object())
-    return failure("protocol_error", "unreadable reply from the node at " + path);
+// Connects to `path` and sends `request` as one line; a failure reply, or
+// nothing with the connected descriptor in `out`.
+std::optional<json> connect_and_send(const std::string& path, const json& request,
+                                     clock::time_point deadline, fd_closer& out) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(a.sun_path))
+    return failure("unavailable", "invalid control path \"" + path + "\"");
+  std::memcpy(a.sun_path, path.data(), path.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    return failure("unavailable", std::string("socket: ") + std::strerror(errno));
+  out.fd = fd;
+
+  // A Unix connect never blocks half-way: it succeeds, or the backlog is
+  // full (EAGAIN: the node is alive but busy; try again until the deadline).
+  auto connect_deadline = clock::now() + connect_timeout;
+  for (;;) {
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0)
+      break;
+    int e = errno;
+    if ((e == EAGAIN || e == EINTR) && clock::now() < connect_deadline) {
+      std::this_thread::sleep_for(10ms);
+      continue;
+    }
+    return failure("unavailable", "cannot reach a running node at " + path + ": "
+                                    + (e == EAGAIN ? "it accepts no connection (busy)"
+                                                   : std::string(std::strerror(e))));
+  }
+
+  auto text = dump_line(request);
+  for (std::size_t off = 0; off < text.size();) {
+    auto n = ::send(fd, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_for(fd, POLLOUT, deadline))
+      continue;
+    return refusal_or(fd, path,
+                      failure("unavailable", "cannot send the request to " + path + ": "
+                                               + (n < 0 ? std::strerror(errno) : "connection closed")));
+  }
   return std::nullopt;
 }
 
@@ -196,9 +193,8 @@ json control_call(const std::string& path, const json& request,
   auto budget = reply_timeout.count() > 0 ? reply_timeout : reply_budget(request);
   auto deadline = clock::now() + budget;
   fd_closer fd;
-  bool send_failed = false;
-  if (auto f = connect_and_send(path, request, deadline, fd, send_failed))
-    return send_failed ? refusal_or(fd.fd, path, *f) : *f;
+  if (auto f = connect_and_send(path, request, deadline, fd))
+    return *f;
   std::string buf, line;
   if (auto f = read_line(fd.fd, path, buf, deadline, budget, line))
     return *f;
@@ -212,9 +208,8 @@ json control_stream(const std::string& path, const json& request,
                     const std::function<bool(const json&)>& on_line) {
   auto budget = reply_budget(request);
   fd_closer fd;
-  bool send_failed = false;
-  if (auto f = connect_and_send(path, request, clock::now() + budget, fd, send_failed))
-    return send_failed ? refusal_or(fd.fd, path, *f) : *f;
+  if (auto f = connect_and_send(path, request, clock::now() + budget, fd))
+    return *f;
   // The first line (an acknowledgement or an error) comes at once; the
   // events after it whenever they happen.
   std::string buf, line;
