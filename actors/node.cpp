@@ -1,5 +1,6 @@
 #include <dspex/actors/node.hpp>
 
+#include <dspex/actors/io_scheduler.hpp>
 #include <dspex/actors/monitor.hpp>
 #include <dspex/actors/os_process.hpp>
 #include <dspex/actors/pool.hpp>
@@ -296,14 +297,19 @@ std::string probe_python(const tree_config& cfg, const node_options& opts,
 } // namespace
 
 void recommended_settings(caf::actor_system_config& cfg) {
+  // One scheduler thread that also drives the io loop (actors/io_scheduler.hpp):
+  // dspex's actors only route messages; the work is in Python. A round trip
+  // then wakes one host thread, as the bare loop does (README, Performance).
+  // An embedder whose own actors compute sets scheduler.max-threads above 1
+  // after this call and gets CAF's work-sharing scheduler with that many
+  // threads, and the io loop on a thread of its own.
   cfg.set("scheduler.policy", caf::atom("sharing"));
-  // One scheduler thread (CAF's default is max(cores, 4)). dspex's actors
-  // only route messages; the work is in Python and on the io thread. With
-  // more threads every hop between actors may wake another sleeping one:
-  // a round trip cost 5.6 host context switches with 2 threads and 2.0 with
-  // one, for the same throughput (README, Performance). An embedder whose
-  // own actors compute sets scheduler.max-threads after this call.
   cfg.set("scheduler.max-threads", 1);
+  // DSPEX_IO_THREAD=1: the io loop on a thread of its own, as before the io
+  // scheduler (for comparison, and as a way out should it misbehave).
+  auto own = std::getenv("DSPEX_IO_THREAD");
+  if (!own || std::string(own) != "1")
+    use_io_scheduler(cfg);
 }
 
 caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_config cfg,
@@ -319,7 +325,9 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
   if (auto why = check_listen(cfg); !why.empty())
     return make_error(errc::invalid_config, "listen: " + why);
   auto n = std::make_shared<node>(sys);
-  n->loop_ = std::make_shared<bridge::io_loop>();
+  n->loop_ = driven_io_loop(sys);
+  if (!n->loop_)
+    n->loop_ = std::make_shared<bridge::io_loop>();
   n->dir_ = std::make_shared<directory>();
   n->mode_ = cfg.mode;
   if (opts.reap_leftovers)

@@ -248,7 +248,7 @@ std::shared_ptr<fork_server> fork_server::start(io_loop& loop, fork_server_optio
   loop.run_sync([&] { im->watch(); });
 
   std::unique_lock<std::mutex> g(im->mx);
-  bool answered = im->cv.wait_for(g, o.ready_timeout, [&] {
+  bool answered = loop.wait_for(g, im->cv, o.ready_timeout, [&] {
     return im->ready || im->dead || !im->init_error.empty();
   });
   if (im->ready) {
@@ -345,7 +345,7 @@ pid_t fork_server::fork_worker(const std::vector<std::string>& argv,
     im.pending.erase(req);
     throw fork_server_error(std::string("cannot reach the fork server: ") + std::strerror(errno));
   }
-  bool answered = im.cv.wait_for(g, timeout, [&] { return im.pending[req].done; });
+  bool answered = im.loop.wait_for(g, im.cv, timeout, [&] { return im.pending[req].done; });
   auto& r = im.pending[req];
   if (!answered) {
     r.abandoned = true;  // a late fork is killed on arrival

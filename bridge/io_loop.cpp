@@ -8,15 +8,29 @@
 
 namespace dspex::bridge {
 
+namespace {
+
+// Set while this thread runs the loop's handlers: a post from a handler runs
+// inline, as it always did on the loop's own thread.
+thread_local const io_loop* running_handlers = nullptr;
+
+// A write to a pipe whose reader died must fail with EPIPE, not kill the
+// host. SIGPIPE is thread-directed, so blocking it on the loop's thread
+// suffices and leaves the embedding application's signal setup alone.
+void block_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+} // namespace
+
 io_loop::io_loop() : guard_(boost::asio::make_work_guard(ctx_)) {
   thread_ = std::thread([this] {
-    // A write to a pipe whose reader died must fail with EPIPE, not kill the
-    // host. SIGPIPE is thread-directed, so blocking it here suffices and
-    // leaves the embedding application's signal setup alone.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    block_sigpipe();
+    loop_thread_ = std::this_thread::get_id();
+    running_handlers = this;
     for (;;) {
       try {
         ctx_.run();
@@ -27,7 +41,13 @@ io_loop::io_loop() : guard_(boost::asio::make_work_guard(ctx_)) {
       }
     }
   });
+  // Posts before the thread ran are queued; run_sync from here must not run
+  // inline, so wait until the id is known.
+  while (loop_thread_.load() == std::thread::id{})
+    std::this_thread::yield();
 }
+
+io_loop::io_loop(driven_t) : guard_(boost::asio::make_work_guard(ctx_)) {}
 
 io_loop::~io_loop() {
   guard_.reset();
@@ -37,10 +57,43 @@ io_loop::~io_loop() {
 }
 
 void io_loop::post(std::function<void()> fn) {
-  if (on_loop_thread())
+  if (running_handlers == this)
     fn();
   else
     boost::asio::post(ctx_, std::move(fn));
+}
+
+void io_loop::adopt_this_thread() {
+  block_sigpipe();
+  loop_thread_ = std::this_thread::get_id();
+}
+
+template <class Run>
+void io_loop::run_guarded(Run run) {
+  auto outer = running_handlers;
+  running_handlers = this;
+  try {
+    run();
+  } catch (const std::exception& e) {
+    std::cerr << "dspex: io loop handler threw: " << e.what() << '\n';
+  }
+  running_handlers = outer;
+}
+
+void io_loop::drive_one() {
+  run_guarded([this] { ctx_.run_one(); });
+}
+
+void io_loop::drive_ready() {
+  run_guarded([this] { ctx_.poll(); });
+}
+
+void io_loop::drive_for(std::chrono::steady_clock::duration limit) {
+  run_guarded([this, limit] { ctx_.run_one_for(limit); });
+}
+
+void io_loop::interrupt() {
+  boost::asio::post(ctx_, [] {});
 }
 
 } // namespace dspex::bridge

@@ -6,6 +6,7 @@
 #include <dspex/actors/adapter.hpp>
 #include <dspex/actors/node.hpp>
 
+#include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -22,7 +23,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct adapter_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   node_options opts;
   std::vector<std::shared_ptr<node>> nodes;

@@ -8,6 +8,7 @@
 #include <dspex/cli/control.hpp>
 #include <dspex/cli/control_request.hpp>
 
+#include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
@@ -393,7 +394,7 @@ std::string first_line(int fd) {
 }
 
 TEST_CASE("a follower holds a connection slot while it follows, and frees it when it hangs up") {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   auto n = start_test_node(sys, sleeper_tree(1));
   auto dir = temp_dir();
@@ -425,7 +426,7 @@ TEST_CASE("a follower holds a connection slot while it follows, and frees it whe
 TEST_CASE("a follower that stops reading is dropped with a last line, and the node goes on") {
   // 100 `process` children under one supervisor: each restart of it is a
   // burst of 200 events, far more than a socket buffer and a small backlog.
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   auto n = start_test_node(sys, sleeper_tree(100));
   auto dir = temp_dir();

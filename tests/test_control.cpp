@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
@@ -137,7 +138,7 @@ void collect_workers(const json& n, std::map<std::string, int>& pids, int& resta
 }
 
 struct control_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   std::string dir = temp_dir();
   std::string path = dir + "/c.sock";
@@ -468,7 +469,7 @@ TEST_CASE_FIXTURE(control_fixture, "a slow exec does not delay status or other e
 }
 
 TEST_CASE("a node with the bridge disabled: exec is unavailable, status answers") {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   auto j = default_config();
   j["mode"] = "disabled";

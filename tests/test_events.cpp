@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/supervision/events.hpp>
 
+#include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -87,7 +88,7 @@ std::string comm(int pid) {
 }
 
 struct events_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   std::shared_ptr<event_sink> sink = std::make_shared<event_sink>();
   node_options opts;

@@ -8,6 +8,7 @@
 
 #include <dspex/actors/node.hpp>
 
+#include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -129,7 +130,7 @@ void let_request_timers_lapse() {
 TEST_SUITE("memory") {
 
 TEST_CASE("two rounds of unique expiring sessions: host and worker memory stay flat") {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   auto started = start_test_node(sys, expiring_tree());
   auto& n = *started;
@@ -198,7 +199,7 @@ TEST_CASE("two rounds of unique expiring sessions: host and worker memory stay f
 }
 
 TEST_CASE("a session that only leased a worker expires too: the pool forgets its affinity") {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   auto started = start_test_node(sys, expiring_tree());
   auto& n = *started;

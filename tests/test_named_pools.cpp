@@ -6,6 +6,7 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -42,7 +43,7 @@ std::set<int> pids_under(const json& status, const std::string& part) {
 }
 
 struct two_pool_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   std::shared_ptr<node> n;
 

@@ -3,6 +3,7 @@
 
 #include <dspex/actors/node.hpp>
 
+#include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -29,7 +30,7 @@ std::vector<int> worker_pids(const json& tree) {
 }
 
 struct node_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   node_options opts;
   node_fixture() { opts.python_path = DSPEX_TEST_PYTHON_DIR; }

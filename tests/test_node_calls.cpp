@@ -7,6 +7,7 @@
 
 #include <dspex/actors/node.hpp>
 
+#include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 
@@ -24,7 +25,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct calls_fixture {
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
 
   std::shared_ptr<node> start(const json& j) { return start_test_node(sys, j); }

@@ -10,6 +10,7 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/cli/control.hpp>
 
+#include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -347,7 +348,7 @@ TEST_CASE_FIXTURE(remote_fixture, "listen and tls rules are config errors") {
   CHECK(out.find("not a loopback address") != std::string::npos);
 
   // An embedder's actor_system without the middleman: a clear error.
-  caf::actor_system_config cfg;
+  test::system_config cfg;
   caf::actor_system sys{cfg};
   j = default_config();
   j["listen"] = "127.0.0.1:0";

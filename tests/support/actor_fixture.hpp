@@ -1,5 +1,6 @@
 // An actor system of its own for every test case (no state shared between
-// tests), with a scoped actor for blocking requests and one io_loop.
+// tests), on the shipped configuration (system_config.hpp), with a scoped
+// actor for blocking requests and the io_loop workers share.
 #pragma once
 
 #include <dspex/actors/error.hpp>
@@ -10,6 +11,7 @@
 
 #include <caf/all.hpp>
 
+#include "system_config.hpp"
 #include "test_paths.hpp"
 
 #include <chrono>
@@ -23,9 +25,9 @@ namespace dspex::test {
 using namespace std::chrono_literals;
 
 struct actor_fixture {
-  caf::actor_system_config cfg;
+  system_config cfg;
   caf::actor_system sys{cfg};
-  std::shared_ptr<bridge::io_loop> loop = std::make_shared<bridge::io_loop>();
+  std::shared_ptr<bridge::io_loop> loop = io_loop_for(sys);
   caf::scoped_actor self{sys};
   std::vector<caf::actor> owned;  // stopped at the end of the test
   // Workers on their own fork from this when the start method is fork (a

@@ -1,0 +1,147 @@
+#include <dspex/actors/io_scheduler.hpp>
+
+#include <caf/policy/unprofiled.hpp>
+#include <caf/policy/work_sharing.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/coordinator.hpp>
+
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace dspex {
+
+namespace {
+
+class io_sharing : public caf::policy::unprofiled {
+public:
+  // Ready io handlers run at least once every this many jobs.
+  static constexpr int poll_every = 16;
+
+  struct coordinator_data {
+    explicit coordinator_data(caf::scheduler::abstract_coordinator*) {}
+
+    std::shared_ptr<bridge::io_loop> loop = std::make_shared<bridge::io_loop>(bridge::io_loop::driven);
+    std::mutex lock;
+    std::deque<caf::resumable*> queue;
+    bool in_io = false;       // the thread sleeps (or may) in the loop
+    bool interrupted = false; // an interrupt is on its way
+    int since_poll = 0;
+  };
+
+  struct worker_data {
+    explicit worker_data(caf::scheduler::abstract_coordinator*) {}
+  };
+
+  template <class Coordinator>
+  void enqueue(Coordinator* self, caf::resumable* job) {
+    auto& d = self->data();
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> g(d.lock);
+      d.queue.push_back(job);
+      // From the loop's own thread (an io handler answering a reply) the
+      // job is seen as soon as the handler returns: no interrupt.
+      if (d.in_io && !d.interrupted && !d.loop->on_loop_thread()) {
+        d.interrupted = true;
+        wake = true;
+      }
+    }
+    if (wake)
+      d.loop->interrupt();
+  }
+
+  template <class Coordinator>
+  void central_enqueue(Coordinator* self, caf::resumable* job) {
+    enqueue(self, job);
+  }
+
+  template <class Worker>
+  void external_enqueue(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  void internal_enqueue(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  void resume_job_later(Worker* self, caf::resumable* job) {
+    enqueue(self->parent(), job);
+  }
+
+  template <class Worker>
+  caf::resumable* dequeue(Worker* self) {
+    auto& d = self->parent()->data();
+    if (!d.loop->on_loop_thread())
+      d.loop->adopt_this_thread();
+    std::unique_lock<std::mutex> g(d.lock);
+    for (;;) {
+      if (!d.queue.empty()) {
+        if (++d.since_poll >= poll_every) {
+          d.since_poll = 0;
+          g.unlock();
+          d.loop->drive_ready();
+          g.lock();
+        }
+        auto job = d.queue.front();
+        d.queue.pop_front();
+        return job;
+      }
+      d.since_poll = 0;
+      d.in_io = true;
+      d.interrupted = false;
+      g.unlock();
+      d.loop->drive_one();
+      g.lock();
+      d.in_io = false;
+    }
+  }
+
+  template <class Worker, class UnaryFunction>
+  void foreach_resumable(Worker*, UnaryFunction) {}
+
+  template <class Coordinator, class UnaryFunction>
+  void foreach_central_resumable(Coordinator* self, UnaryFunction f) {
+    auto& d = self->data();
+    std::unique_lock<std::mutex> g(d.lock);
+    while (!d.queue.empty()) {
+      auto job = d.queue.front();
+      d.queue.pop_front();
+      f(job);
+    }
+  }
+};
+
+class io_coordinator : public caf::scheduler::coordinator<io_sharing> {
+public:
+  using super = caf::scheduler::coordinator<io_sharing>;
+  using super::super;
+
+  void init(caf::actor_system_config& cfg) override {
+    super::init(cfg);
+    num_workers_ = 1;  // the loop has one thread (see the header)
+  }
+};
+
+} // namespace
+
+void use_io_scheduler(caf::actor_system_config& cfg) {
+  // Installed twice (recommended_settings called twice), the second
+  // coordinator replaces the first before either started: harmless.
+  cfg.module_factories.push_back([](caf::actor_system& sys) -> caf::actor_system::module* {
+    // More threads asked for (by the embedder, after recommended_settings):
+    // CAF's work sharing with that many, and the node's loop its own thread.
+    if (caf::get_or(sys.config(), "scheduler.max-threads", size_t{1}) > 1)
+      return new caf::scheduler::coordinator<caf::policy::work_sharing>(sys);
+    return new io_coordinator(sys);
+  });
+}
+
+std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys) {
+  auto* c = dynamic_cast<io_coordinator*>(&sys.scheduler());
+  return c ? c->data().loop : nullptr;
+}
+
+} // namespace dspex

@@ -1,0 +1,34 @@
+// A CAF scheduler whose one thread also drives the host's io loop.
+//
+// Why: with CAF's own scheduler a reply read on the io thread is handed to
+// the caller's actor on a scheduler thread, so every round trip wakes two
+// host threads where the bare loop wakes one, and on a VM a wake-up of a
+// sleeping thread costs tens of microseconds (docs/architecture.md, The
+// request path). Here the thread runs actors while it has any and otherwise
+// sleeps in the io loop's epoll: a reply is read, answered and the caller's
+// next request written on the same thread, without a wake-up in between.
+//
+// Work sharing with exactly one thread: dspex's actors only route, and the
+// loop must have one thread (it forks every child, see io_loop.hpp). The
+// queue is FIFO; io handlers that are ready run every few jobs, so a busy
+// mailbox never starves the pipes. Detached and blocking actors run on
+// threads of their own, as with any CAF scheduler.
+#pragma once
+
+#include <dspex/bridge/io_loop.hpp>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include <memory>
+
+namespace dspex {
+
+/// Installs the scheduler into `cfg` (recommended_settings does).
+void use_io_scheduler(caf::actor_system_config& cfg);
+
+/// The io loop driven by `sys`'s scheduler; nullptr when `sys` runs
+/// another scheduler (the node then starts a threaded loop of its own).
+std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys);
+
+} // namespace dspex

@@ -1,0 +1,25 @@
+// The actor system configuration tests run on: what dspex ships
+// (recommended_settings: the io scheduler, one thread that runs actors and
+// the io loop), or with DSPEX_IO_THREAD=1 the io loop on its own thread.
+#pragma once
+
+#include <dspex/actors/io_scheduler.hpp>
+#include <dspex/actors/node.hpp>
+
+#include <caf/actor_system_config.hpp>
+
+#include <memory>
+
+namespace dspex::test {
+
+struct system_config : caf::actor_system_config {
+  system_config() { recommended_settings(*this); }
+};
+
+/// The system's driven io loop, else a threaded one of the test's own.
+inline std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys) {
+  auto loop = driven_io_loop(sys);
+  return loop ? loop : std::make_shared<bridge::io_loop>();
+}
+
+} // namespace dspex::test

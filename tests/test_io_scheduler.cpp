@@ -1,0 +1,146 @@
+// The io scheduler (actors/io_scheduler.hpp): one thread runs the actors and
+// the io loop's handlers, wakes for work from other threads, and an actor
+// that waits for the loop (the fork server) runs the loop itself.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/io_scheduler.hpp>
+#include <dspex/bridge/fork_server.hpp>
+#include <dspex/bridge/python_process.hpp>
+
+#include "support/actor_fixture.hpp"
+#include "support/system_config.hpp"
+#include "support/wait.hpp"
+
+#include <caf/all.hpp>
+
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string id_of(std::thread::id id) {
+  std::ostringstream out;
+  out << id;
+  return out.str();
+}
+
+// Answers with the id of the thread it runs on.
+caf::behavior thread_teller(caf::event_based_actor*) {
+  return {[](caf::get_atom) { return id_of(std::this_thread::get_id()); }};
+}
+
+std::string ask_thread(caf::scoped_actor& self, const caf::actor& a) {
+  std::string out = "no answer";
+  self->request(a, caf::infinite, caf::get_atom::value)
+    .receive([&](std::string& s) { out = std::move(s); }, [&](caf::error&) { out = "error"; });
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("io scheduler: one thread runs the actors and the io loop's handlers") {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto loop = driven_io_loop(sys);
+  REQUIRE(loop);
+  CHECK(loop->is_driven());
+  caf::scoped_actor self{sys};
+  auto a = sys.spawn(thread_teller);
+  auto actor_thread = ask_thread(self, a);
+  // run_sync from outside: posted, run when the thread next sleeps in the loop.
+  auto handler_thread = loop->run_sync([] { return id_of(std::this_thread::get_id()); });
+  CHECK(actor_thread == handler_thread);
+  CHECK(actor_thread != id_of(std::this_thread::get_id()));
+  CHECK_FALSE(loop->on_loop_thread());
+  self->send_exit(a, caf::exit_reason::kill);
+}
+
+TEST_CASE("io scheduler: work from other threads wakes it, a handler's send runs the actor") {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto loop = driven_io_loop(sys);
+  REQUIRE(loop);
+  caf::scoped_actor self{sys};
+  auto a = sys.spawn(thread_teller);
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(1ms);  // the thread is asleep in epoll now
+    CHECK(ask_thread(self, a) != "no answer");
+  }
+  // A handler that sends (as the io thread answers a reply): the actor runs
+  // after the handler, on the same thread, and its answer reaches us.
+  caf::actor me = caf::actor_cast<caf::actor>(self.ptr());
+  promise_box<std::string> from_handler;
+  loop->post([&] {
+    from_handler.set(id_of(std::this_thread::get_id()));
+    caf::anon_send(a, caf::get_atom::value);  // answered to nobody: dropped
+    caf::anon_send(me, caf::ok_atom::value);
+  });
+  bool got = false;
+  self->receive([&](caf::ok_atom) { got = true; }, caf::after(20s) >> [] {});
+  CHECK(got);
+  REQUIRE(from_handler.wait());
+  CHECK(from_handler.get() == ask_thread(self, a));
+  self->send_exit(a, caf::exit_reason::kill);
+}
+
+TEST_CASE("io scheduler: a throwing handler is reported, the thread goes on") {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto loop = driven_io_loop(sys);
+  REQUIRE(loop);
+  caf::scoped_actor self{sys};
+  auto a = sys.spawn(thread_teller);
+  loop->post([] { throw std::runtime_error("a handler's bug (expected in this test)"); });
+  CHECK(loop->run_sync([] { return 7; }) == 7);
+  CHECK(ask_thread(self, a) != "no answer");
+  self->send_exit(a, caf::exit_reason::kill);
+}
+
+TEST_CASE("io scheduler: an actor that waits for the fork server runs the loop itself") {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  auto loop = driven_io_loop(sys);
+  REQUIRE(loop);
+  caf::scoped_actor self{sys};
+  auto opts = fork_server_options_for(actor_fixture::test_worker_config("fs"));
+  std::shared_ptr<bridge::fork_server> fs;
+  std::shared_ptr<bridge::python_process> child;
+  // Both waits (the server's ready line, the fork's pid) are answered by
+  // the loop's handlers, which only this very thread can run.
+  auto starter = sys.spawn([&](caf::event_based_actor*) -> caf::behavior {
+    return {[&](caf::get_atom) -> int {
+      fs = bridge::fork_server::start(*loop, opts, {});
+      bridge::process_options po;
+      po.args = {"--worker-id", "fs-child", "--run-id", opts.run_id, "--fault-injection"};
+      child = bridge::python_process::fork_from(*loop, *fs, po, {}, 20s);
+      return child->pid();
+    }};
+  });
+  int pid = 0;
+  self->request(starter, caf::infinite, caf::get_atom::value)
+    .receive([&](int p) { pid = p; }, [&](caf::error& e) { FAIL(to_string(e)); });
+  CHECK(pid > 0);
+  REQUIRE(fs);
+  auto server_pid = fs->pid();
+  child->kill();
+  fs->stop();
+  CHECK(wait_until([&] { return child->reaped(); }));
+  CHECK(wait_until([&] { return process_gone(server_pid); }));
+  child.reset();
+  fs.reset();
+  self->send_exit(starter, caf::exit_reason::kill);
+}
+
+TEST_CASE("io scheduler: more than one scheduler thread asked for is CAF's work sharing") {
+  caf::actor_system_config cfg;
+  recommended_settings(cfg);
+  cfg.set("scheduler.max-threads", 2);
+  caf::actor_system sys{cfg};
+  CHECK_FALSE(driven_io_loop(sys));
+  CHECK(sys.scheduler().num_workers() == 2);
+}
