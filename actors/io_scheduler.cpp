@@ -144,4 +144,9 @@ std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys) {
   return c ? c->data().loop : nullptr;
 }
 
+std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys) {
+  auto loop = driven_io_loop(sys);
+  return loop ? loop : std::make_shared<bridge::io_loop>();
+}
+
 } // namespace dspex

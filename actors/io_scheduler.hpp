@@ -31,4 +31,8 @@ void use_io_scheduler(caf::actor_system_config& cfg);
 /// another scheduler (the node then starts a threaded loop of its own).
 std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys);
 
+/// The loop a node (or a test's workers) on `sys` runs on: the driven one,
+/// else a new threaded loop.
+std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys);
+
 } // namespace dspex

@@ -325,9 +325,7 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
   if (auto why = check_listen(cfg); !why.empty())
     return make_error(errc::invalid_config, "listen: " + why);
   auto n = std::make_shared<node>(sys);
-  n->loop_ = driven_io_loop(sys);
-  if (!n->loop_)
-    n->loop_ = std::make_shared<bridge::io_loop>();
+  n->loop_ = io_loop_for(sys);
   n->dir_ = std::make_shared<directory>();
   n->mode_ = cfg.mode;
   if (opts.reap_leftovers)

@@ -14,32 +14,39 @@ namespace {
 // inline, as it always did on the loop's own thread.
 thread_local const io_loop* running_handlers = nullptr;
 
-// A write to a pipe whose reader died must fail with EPIPE, not kill the
-// host. SIGPIPE is thread-directed, so blocking it on the loop's thread
-// suffices and leaves the embedding application's signal setup alone.
+} // namespace
+
 void block_sigpipe() {
+  thread_local bool blocked = false;
+  if (blocked)
+    return;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  blocked = true;
 }
 
-} // namespace
+template <class Run>
+void io_loop::run_guarded(Run run) {
+  auto outer = running_handlers;
+  running_handlers = this;
+  try {
+    run();
+  } catch (const std::exception& e) {
+    // A throwing handler must not take every process down with the loop.
+    std::cerr << "dspex: io loop handler threw: " << e.what() << '\n';
+  }
+  running_handlers = outer;
+}
 
 io_loop::io_loop() : guard_(boost::asio::make_work_guard(ctx_)) {
   thread_ = std::thread([this] {
-    block_sigpipe();
-    loop_thread_ = std::this_thread::get_id();
-    running_handlers = this;
-    for (;;) {
-      try {
-        ctx_.run();
-        return;
-      } catch (const std::exception& e) {
-        // A throwing handler must not take every process down with the loop.
-        std::cerr << "dspex: io loop handler threw: " << e.what() << '\n';
-      }
-    }
+    adopt_this_thread();
+    // run() returns normally only once stopped (the work guard holds it
+    // until then); after a throwing handler it goes on.
+    while (!ctx_.stopped())
+      run_guarded([this] { ctx_.run(); });
   });
   // Posts before the thread ran are queued; run_sync from here must not run
   // inline, so wait until the id is known.
@@ -66,18 +73,6 @@ void io_loop::post(std::function<void()> fn) {
 void io_loop::adopt_this_thread() {
   block_sigpipe();
   loop_thread_ = std::this_thread::get_id();
-}
-
-template <class Run>
-void io_loop::run_guarded(Run run) {
-  auto outer = running_handlers;
-  running_handlers = this;
-  try {
-    run();
-  } catch (const std::exception& e) {
-    std::cerr << "dspex: io loop handler threw: " << e.what() << '\n';
-  }
-  running_handlers = outer;
 }
 
 void io_loop::drive_one() {

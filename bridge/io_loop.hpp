@@ -26,6 +26,13 @@
 
 namespace dspex::bridge {
 
+/// Blocks SIGPIPE on the calling thread (once per thread): a write to a pipe
+/// whose reader died must fail with EPIPE, not kill the host. SIGPIPE is
+/// thread-directed, so blocking it on the threads that write (the loop's,
+/// and actor threads that write directly) leaves the embedding
+/// application's signal setup alone.
+void block_sigpipe();
+
 class io_loop {
 public:
   struct driven_t {};

@@ -20,7 +20,6 @@
 #include <csignal>
 #include <deque>
 #include <mutex>
-#include <pthread.h>
 #include <fcntl.h>
 #include <iostream>
 #include <sys/prctl.h>
@@ -111,21 +110,6 @@ void set_nonblocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0)
     ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
-
-// A direct write may hit a pipe whose reader died: that must be EPIPE, not a
-// SIGPIPE that kills the host. SIGPIPE is thread-directed, so blocking it on
-// the threads that write (the io thread, and actor threads that send) is
-// enough and leaves the rest of the application alone.
-void block_sigpipe_here() {
-  thread_local bool blocked = false;
-  if (blocked)
-    return;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  blocked = true;
 }
 
 constexpr std::size_t read_chunk = 64 * 1024;
@@ -375,7 +359,7 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       return direct::written;  // dropped, as the queue would drop it
     if (writing || !write_queue.empty())
       return direct::not_tried;
-    block_sigpipe_here();
+    block_sigpipe();  // a direct write may hit a pipe whose reader died
     std::size_t off = 0;
     while (off < frame.size()) {
       auto n = ::write(in.native_sink(), frame.data() + off, frame.size() - off);

@@ -34,42 +34,43 @@ caf::behavior thread_teller(caf::event_based_actor*) {
   return {[](caf::get_atom) { return id_of(std::this_thread::get_id()); }};
 }
 
-std::string ask_thread(caf::scoped_actor& self, const caf::actor& a) {
-  std::string out = "no answer";
-  self->request(a, caf::infinite, caf::get_atom::value)
-    .receive([&](std::string& s) { out = std::move(s); }, [&](caf::error&) { out = "error"; });
-  return out;
-}
+// A system on the shipped configuration, with a thread_teller.
+struct io_system {
+  system_config cfg;
+  caf::actor_system sys{cfg};
+  std::shared_ptr<bridge::io_loop> loop = driven_io_loop(sys);
+  caf::scoped_actor self{sys};
+  caf::actor teller = sys.spawn(thread_teller);
+
+  ~io_system() { self->send_exit(teller, caf::exit_reason::kill); }
+
+  /// The teller's thread, asked from this one.
+  std::string ask_thread() {
+    std::string out = "no answer";
+    self->request(teller, caf::infinite, caf::get_atom::value)
+      .receive([&](std::string& s) { out = std::move(s); }, [&](caf::error&) { out = "error"; });
+    return out;
+  }
+};
 
 } // namespace
 
-TEST_CASE("io scheduler: one thread runs the actors and the io loop's handlers") {
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  auto loop = driven_io_loop(sys);
+TEST_CASE_FIXTURE(io_system, "io scheduler: one thread runs the actors and the io loop's handlers") {
   REQUIRE(loop);
   CHECK(loop->is_driven());
-  caf::scoped_actor self{sys};
-  auto a = sys.spawn(thread_teller);
-  auto actor_thread = ask_thread(self, a);
+  auto actor_thread = ask_thread();
   // run_sync from outside: posted, run when the thread next sleeps in the loop.
   auto handler_thread = loop->run_sync([] { return id_of(std::this_thread::get_id()); });
   CHECK(actor_thread == handler_thread);
   CHECK(actor_thread != id_of(std::this_thread::get_id()));
   CHECK_FALSE(loop->on_loop_thread());
-  self->send_exit(a, caf::exit_reason::kill);
 }
 
-TEST_CASE("io scheduler: work from other threads wakes it, a handler's send runs the actor") {
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  auto loop = driven_io_loop(sys);
+TEST_CASE_FIXTURE(io_system, "io scheduler: work from other threads wakes it, a handler's send runs the actor") {
   REQUIRE(loop);
-  caf::scoped_actor self{sys};
-  auto a = sys.spawn(thread_teller);
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(1ms);  // the thread is asleep in epoll now
-    CHECK(ask_thread(self, a) != "no answer");
+    CHECK(ask_thread() != "no answer");
   }
   // A handler that sends (as the io thread answers a reply): the actor runs
   // after the handler, on the same thread, and its answer reaches us.
@@ -77,36 +78,25 @@ TEST_CASE("io scheduler: work from other threads wakes it, a handler's send runs
   promise_box<std::string> from_handler;
   loop->post([&] {
     from_handler.set(id_of(std::this_thread::get_id()));
-    caf::anon_send(a, caf::get_atom::value);  // answered to nobody: dropped
+    caf::anon_send(teller, caf::get_atom::value);  // answered to nobody: dropped
     caf::anon_send(me, caf::ok_atom::value);
   });
   bool got = false;
   self->receive([&](caf::ok_atom) { got = true; }, caf::after(20s) >> [] {});
   CHECK(got);
   REQUIRE(from_handler.wait());
-  CHECK(from_handler.get() == ask_thread(self, a));
-  self->send_exit(a, caf::exit_reason::kill);
+  CHECK(from_handler.get() == ask_thread());
 }
 
-TEST_CASE("io scheduler: a throwing handler is reported, the thread goes on") {
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  auto loop = driven_io_loop(sys);
+TEST_CASE_FIXTURE(io_system, "io scheduler: a throwing handler is reported, the thread goes on") {
   REQUIRE(loop);
-  caf::scoped_actor self{sys};
-  auto a = sys.spawn(thread_teller);
   loop->post([] { throw std::runtime_error("a handler's bug (expected in this test)"); });
   CHECK(loop->run_sync([] { return 7; }) == 7);
-  CHECK(ask_thread(self, a) != "no answer");
-  self->send_exit(a, caf::exit_reason::kill);
+  CHECK(ask_thread() != "no answer");
 }
 
-TEST_CASE("io scheduler: an actor that waits for the fork server runs the loop itself") {
-  system_config cfg;
-  caf::actor_system sys{cfg};
-  auto loop = driven_io_loop(sys);
+TEST_CASE_FIXTURE(io_system, "io scheduler: an actor that waits for the fork server runs the loop itself") {
   REQUIRE(loop);
-  caf::scoped_actor self{sys};
   auto opts = fork_server_options_for(actor_fixture::test_worker_config("fs"));
   std::shared_ptr<bridge::fork_server> fs;
   std::shared_ptr<bridge::python_process> child;

@@ -16,10 +16,4 @@ struct system_config : caf::actor_system_config {
   system_config() { recommended_settings(*this); }
 };
 
-/// The system's driven io loop, else a threaded one of the test's own.
-inline std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys) {
-  auto loop = driven_io_loop(sys);
-  return loop ? loop : std::make_shared<bridge::io_loop>();
-}
-
 } // namespace dspex::test
