@@ -10,7 +10,7 @@ builtin = BUILTIN_COMMANDS.command
 _PYTHON_VERSION = sys.version.split()[0]
 
 
-@builtin("ping")
+@builtin("ping", inline=True)
 def ping(args, ctx):
     worker = ctx.worker
     return {"status": "ok", "worker_id": worker.worker_id, "pid": worker.pid,
@@ -18,13 +18,13 @@ def ping(args, ctx):
             "mode": worker.mode}
 
 
-@builtin("echo")
+@builtin("echo", inline=True)
 def echo(args, ctx):
     # The benchmark's trivial function: keep it free of work.
     return {"payload": args.get("payload")}
 
 
-@builtin("get_stats")
+@builtin("get_stats", inline=True)
 def get_stats(args, ctx):
     worker = ctx.worker
     return {"worker_id": worker.worker_id, "pid": worker.pid,
@@ -54,6 +54,6 @@ def cleanup_session(args, ctx):
             "session_id": session_id}
 
 
-@builtin("list_commands")
+@builtin("list_commands", inline=True)
 def list_commands(args, ctx):
     return {"commands": ctx.worker.registry.names()}

@@ -7,7 +7,9 @@ request threads, which writes its reply itself (the channel serializes
 writes; replies may leave out of order, ids tell them apart). Commands that
 change what later requests see (STATE_COMMANDS) still run on the protocol
 thread, in arrival order: a request read after them runs with their effect,
-which is what the host's replay before a request relies on. Nothing a
+which is what the host's replay before a request relies on. So do inline
+commands (registry.py: ping, echo, get_stats, ...), whose hand-off to a
+request thread would cost more than they do. Nothing a
 handler does (raise, sys.exit, return something unencodable) may break the
 loop; only SIGTERM, EOF, the shutdown command and an unrecoverable framing
 error end it.
@@ -148,6 +150,7 @@ class Worker:
 
     def _serve_concurrently(self):
         read_frame = self.channel.read_frame
+        on_this_thread = STATE_COMMANDS | self.registry.inline_names()
         jobs = queue.SimpleQueue()
         # Daemon threads: a handler stuck in Python must not hold the exit.
         for n in range(self.max_concurrency):
@@ -160,7 +163,7 @@ class Worker:
             request = self.decode(payload)
             if isinstance(request, bytes):  # a protocol error's reply
                 self._write_quietly(request)
-            elif request[1] in STATE_COMMANDS:
+            elif request[1] in on_this_thread:
                 self._reply(self.run(*request))
             else:
                 jobs.put(request)

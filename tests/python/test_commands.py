@@ -199,6 +199,14 @@ class RegistryTest(unittest.TestCase):
             return "hi"
         self.assertIs(registry.get("hello"), hello)
 
+    def test_inline_survives_include(self):
+        inner = CommandRegistry()
+        inner.register("quick", lambda args, ctx: 1, inline=True)
+        inner.register("slow", lambda args, ctx: 2)
+        outer = CommandRegistry()
+        outer.include(inner)
+        self.assertEqual(outer.inline_names(), {"quick"})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -2,9 +2,21 @@
 leave in any order (ids tell them apart), state commands apply in arrival
 order before the requests read after them, and frames never interleave."""
 
+import os
+import tempfile
+import textwrap
 import unittest
 
 from worker_harness import WorkerTestCase
+
+INLINE_HANDLERS = """
+    import threading
+    from dspex_worker import command
+
+    @command("where", inline=True)
+    def where(args, ctx):
+        return {"thread": threading.current_thread().name}
+"""
 
 
 class ConcurrencyTest(WorkerTestCase):
@@ -20,6 +32,28 @@ class ConcurrencyTest(WorkerTestCase):
         self.assertEqual(sorted(r["id"] for r in replies), [1, 3])
         self.assertTrue(all(r["success"] for r in replies))
         self.assertNotEqual(replies[0]["result"]["thread"], replies[1]["result"]["thread"])
+
+    def test_inline_commands_answer_while_every_request_thread_waits(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "inline_handlers.py"), "w") as module:
+                module.write(textwrap.dedent(INLINE_HANDLERS))
+            worker = self.start_worker("--fault-injection", "--max-concurrency", "2",
+                                       "--handlers", "inline_handlers",
+                                       cwd=folder)
+            # Both request threads wait for a third party that never comes.
+            gather = {"command": "fault_gather", "args": {"parties": 3, "timeout_s": 3, "name": "i"}}
+            worker.send(dict(gather, id=1))
+            worker.send(dict(gather, id=2))
+            worker.send({"id": 3, "command": "ping"})
+            worker.send({"id": 4, "command": "where"})
+            # Queued behind them, the inline commands would only answer after both.
+            self.assertEqual(worker.read_frame(timeout=10)["id"], 3)
+            reply = worker.read_frame(timeout=10)
+            self.assertEqual(reply["id"], 4)
+            self.assertEqual(reply["result"]["thread"], "MainThread")
+            waited = [worker.read_frame(timeout=10) for _ in range(2)]
+            self.assertEqual(sorted(r["id"] for r in waited), [1, 2])
+            self.assertTrue(all(r["error"]["type"] == "BrokenBarrierError" for r in waited))
 
     def test_one_at_a_time_without_the_flag(self):
         worker = self.start_worker("--fault-injection")
