@@ -212,11 +212,15 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
   // reply before this function returns.
   arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
                                                         deadline}));
-  if (!st.proc->send(bridge::encode_request(req))) {
+  std::string frame;
+  std::string refusal;
+  if (!bridge::append_request_frame(frame, req))
+    refusal = "request holds a string that is not UTF-8 (JSON carries text only)";
+  else if (!st.proc->send_frame(std::move(frame)))
+    refusal = "request above max_frame_bytes (" + std::to_string(st.cfg.max_frame_bytes) + ")";
+  if (!refusal.empty()) {
     auto refused = st.table->take(id);
-    refused->rp.deliver(make_error(errc::invalid_request, "request above max_frame_bytes ("
-                                                   + std::to_string(st.cfg.max_frame_bytes)
-                                                   + ")"));
+    refused->rp.deliver(make_error(errc::invalid_request, std::move(refusal)));
     if (pooled && st.cfg.pool)
       self->send(st.cfg.pool, done_atom::value, true, tag);
     return 0;

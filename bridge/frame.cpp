@@ -4,11 +4,14 @@
 
 namespace dspex::bridge {
 
+void write_frame_header(char* at, std::uint32_t n) {
+  for (std::size_t i = 0; i < frame_header_bytes; ++i)
+    at[i] = static_cast<char>((n >> (8 * (frame_header_bytes - 1 - i))) & 0xFF);
+}
+
 void append_frame(std::string& out, std::string_view body) {
-  auto n = static_cast<std::uint32_t>(body.size());
-  char header[frame_header_bytes] = {
-    static_cast<char>((n >> 24) & 0xFF), static_cast<char>((n >> 16) & 0xFF),
-    static_cast<char>((n >> 8) & 0xFF), static_cast<char>(n & 0xFF)};
+  char header[frame_header_bytes];
+  write_frame_header(header, static_cast<std::uint32_t>(body.size()));
   out.append(header, frame_header_bytes);
   out.append(body.data(), body.size());
 }

@@ -23,6 +23,9 @@ inline constexpr std::size_t default_max_frame_bytes = 64u * 1024u * 1024u;
 /// Bytes of the length prefix.
 inline constexpr std::size_t frame_header_bytes = 4;
 
+/// Writes the big-endian length prefix of a body of `n` bytes at `at`.
+void write_frame_header(char* at, std::uint32_t n);
+
 /// Appends one encoded frame (header + body) to `out`. Precondition: the body
 /// fits in 32 bits (callers check against their max_frame_bytes first).
 void append_frame(std::string& out, std::string_view body);

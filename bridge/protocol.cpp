@@ -1,5 +1,10 @@
 #include <dspex/bridge/protocol.hpp>
 
+#include <dspex/bridge/frame.hpp>
+#include <dspex/bridge/json_writer.hpp>
+
+#include <stdexcept>
+
 namespace dspex::bridge {
 
 const char* to_string(protocol_errc code) noexcept {
@@ -14,10 +19,46 @@ const char* to_string(protocol_errc code) noexcept {
   return "unknown";
 }
 
+namespace {
+
+// The keys in the order dump() of the envelope object wrote them (sorted),
+// so frames stay byte for byte what they were.
+bool append_request_body(std::string& out, const request& req) {
+  out += "{\"args\":";
+  if (!append_json(out, req.args))
+    return false;
+  out += ",\"command\":";
+  if (!append_json_string(out, req.command))
+    return false;
+  out += ",\"id\":";
+  out += std::to_string(req.id);
+  out += ",\"session_id\":";
+  if (!req.session_id)
+    out += "null";
+  else if (!append_json_string(out, *req.session_id))
+    return false;
+  out += '}';
+  return true;
+}
+
+} // namespace
+
+bool append_request_frame(std::string& out, const request& req) {
+  const auto start = out.size();
+  out.append(frame_header_bytes, '\0');
+  if (!append_request_body(out, req)) {
+    out.resize(start);
+    return false;
+  }
+  write_frame_header(&out[start], static_cast<std::uint32_t>(out.size() - start - frame_header_bytes));
+  return true;
+}
+
 std::string encode_request(const request& req) {
-  json j = {{"id", req.id}, {"command", req.command}, {"args", req.args}};
-  j["session_id"] = req.session_id ? json(*req.session_id) : json(nullptr);
-  return j.dump();
+  std::string out;
+  if (!append_request_body(out, req))
+    throw std::invalid_argument("request holds a string that is not UTF-8");
+  return out;
 }
 
 std::string encode_reply(const reply& rep) {
@@ -73,13 +114,15 @@ bool is_valid_utf8(std::string_view s) noexcept {
 
 namespace {
 
-// Parses and checks the encoding; on failure fills `err`.
+// Parses and checks the encoding; on failure fills `err`. The parser itself
+// refuses ill-formed UTF-8 (in strings; outside them any byte >= 0x80 is
+// not JSON), so the separate pass only runs to classify a failure.
 std::optional<json> parse_body(std::string_view body, protocol_error& err) {
-  if (!is_valid_utf8(body)) {
+  auto j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded() && !is_valid_utf8(body)) {
     err = {protocol_errc::invalid_utf8, "frame body is not valid UTF-8"};
     return std::nullopt;
   }
-  auto j = json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded()) {
     std::string head(body.substr(0, 80));
     err = {protocol_errc::invalid_json, "frame body is not JSON: '" + head + "'"};

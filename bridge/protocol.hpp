@@ -57,7 +57,14 @@ struct reply {
   python_error error;  ///< when !success
 };
 
-/// The JSON body of a request frame.
+/// Appends the request's frame (length prefix, then its JSON body) to `out`
+/// in one pass. False when a string in it (command, session id, a key or a
+/// value in args) is not UTF-8, which JSON cannot carry; `out` is then as
+/// it was.
+bool append_request_frame(std::string& out, const request& req);
+
+/// The JSON body of a request frame; throws std::invalid_argument where
+/// append_request_frame returns false.
 std::string encode_request(const request& req);
 
 /// The JSON body of a reply frame (used by tests and by in-process peers).

@@ -381,6 +381,20 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
     return direct::handed_over;
   }
 
+  // Any thread.
+  void write_or_queue(std::string frame) {
+    switch (try_write_direct(frame)) {
+      case direct::written:
+        break;
+      case direct::handed_over:
+        loop.post([self = shared_from_this()] { self->write_next(); });
+        break;
+      case direct::not_tried:
+        loop.post([self = shared_from_this(), f = std::move(frame)]() mutable { self->enqueue(std::move(f)); });
+        break;
+    }
+  }
+
   void enqueue(std::string frame) {
     {
       std::lock_guard<std::mutex> g(wmx);
@@ -575,18 +589,13 @@ python_process::~python_process() {
 bool python_process::send(std::string body) {
   if (body.size() > impl_->opts.max_frame_bytes)
     return false;
-  auto frame = encode_frame(body);
-  auto im = impl_;
-  switch (im->try_write_direct(frame)) {
-    case impl::direct::written:
-      break;
-    case impl::direct::handed_over:
-      im->loop.post([im] { im->write_next(); });
-      break;
-    case impl::direct::not_tried:
-      im->loop.post([im, f = std::move(frame)]() mutable { im->enqueue(std::move(f)); });
-      break;
-  }
+  return send_frame(encode_frame(body));
+}
+
+bool python_process::send_frame(std::string frame) {
+  if (frame.size() < frame_header_bytes || frame.size() - frame_header_bytes > impl_->opts.max_frame_bytes)
+    return false;
+  impl_->write_or_queue(std::move(frame));
   return true;
 }
 

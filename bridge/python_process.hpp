@@ -110,6 +110,10 @@ public:
   /// max_frame_bytes are refused with false and nothing is written.
   bool send(std::string body);
 
+  /// Queues one frame already encoded (header and body, as
+  /// append_request_frame writes it); the same refusal as send.
+  bool send_frame(std::string frame);
+
   /// Closes the process's stdin (thread-safe): a worker exits on EOF.
   void close_input();
 

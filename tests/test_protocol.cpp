@@ -1,7 +1,12 @@
 // Request/reply envelopes: every malformed body is a classified error.
 #include <doctest/doctest.h>
 
+#include <dspex/bridge/frame.hpp>
+#include <dspex/bridge/json_writer.hpp>
 #include <dspex/bridge/protocol.hpp>
+
+#include <cmath>
+#include <limits>
 
 using namespace dspex::bridge;
 
@@ -67,8 +72,12 @@ TEST_CASE("missing or ill-typed id") {
   CHECK(error_of(R"({"id": 1})") == protocol_errc::bad_envelope);
 }
 
-TEST_CASE("invalid UTF-8 is classified before JSON parsing") {
+TEST_CASE("invalid UTF-8 is classified as such, inside a string or outside") {
   CHECK(error_of("{\"id\": 1, \"success\": true, \"result\": \"\xC3\x28\"}") == protocol_errc::invalid_utf8);
+  // Well-formed JSON around ill-formed UTF-8: the parser must refuse each.
+  for (const char* bad : {"\xED\xA0\x80", "\xC0\xAF", "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80", "\x80", "\xE2\x82"})
+    CHECK(error_of(std::string("{\"id\": 1, \"success\": true, \"result\": \"") + bad + "\"}")
+          == protocol_errc::invalid_utf8);
   CHECK(error_of("\xFF\xFE") == protocol_errc::invalid_utf8);
   CHECK(error_of("\xED\xA0\x80") == protocol_errc::invalid_utf8);  // a surrogate
   CHECK(error_of("\xC0\xAF") == protocol_errc::invalid_utf8);      // an overlong '/'
@@ -80,6 +89,63 @@ TEST_CASE("invalid JSON and non-objects") {
   CHECK(error_of("") == protocol_errc::invalid_json);
   CHECK(error_of("[1, 2]") == protocol_errc::bad_envelope);
   CHECK(error_of("42") == protocol_errc::bad_envelope);
+}
+
+TEST_CASE("the JSON writer writes what dump() writes") {
+  std::string every_byte;  // every ASCII byte at every offset from an 8-byte boundary
+  for (int c = 1; c < 0x80; ++c)
+    every_byte += std::string(static_cast<std::size_t>(c % 9), 'a') + static_cast<char>(c);
+  std::vector<json> values = {
+    nullptr, true, false, 0, -1, std::numeric_limits<std::int64_t>::min(),
+    std::numeric_limits<std::uint64_t>::max(), "", "plain", every_byte,
+    "h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x98\x80 \x7F", std::string(1000, 'x') + "\"\\\n",
+    json::array(), json::object(), json{{"b", {1, 2, {{"c", nullptr}}}}, {"a", "x"}, {"\n", "k"}},
+  };
+  for (const auto& v : values) {
+    std::string out = "prefix";
+    REQUIRE(append_json(out, v));
+    CHECK(out == "prefix" + v.dump());
+  }
+}
+
+TEST_CASE("the JSON writer keeps floats floats and values exact") {
+  for (double d : {1.0, -0.0, 0.1, 1e-4, 1e20, 123456.789, 5e-324, 1.7976931348623157e308}) {
+    std::string out;
+    REQUIRE(append_json(out, json(d)));
+    auto back = json::parse(out);
+    CHECK(back.is_number_float());
+    CHECK(back.get<double>() == d);
+  }
+  std::string out;
+  REQUIRE(append_json(out, json{std::nan(""), INFINITY}));
+  CHECK(out == "[null,null]");
+}
+
+TEST_CASE("a string that is not UTF-8 is reported, not thrown") {
+  for (const char* bad : {"\xC3\x28", "\xFF", "\xED\xA0\x80", "\xC0\xAF", "abcdefgh\xE2\x82"}) {
+    std::string out;
+    CHECK_FALSE(append_json_string(out, bad));
+    CHECK_FALSE(append_json(out, json{{"k", bad}}));
+    CHECK_FALSE(append_json(out, json{{bad, 1}}));
+    std::string frame = "kept";
+    CHECK_FALSE(append_request_frame(frame, request{1, "echo", json{{"x", {bad}}}, std::nullopt}));
+    CHECK_FALSE(append_request_frame(frame, request{1, bad, json::object(), std::nullopt}));
+    CHECK_FALSE(append_request_frame(frame, request{1, "echo", json::object(), std::string(bad)}));
+    CHECK(frame == "kept");
+    CHECK_THROWS_AS(encode_request(request{1, bad, json::object(), std::nullopt}), std::invalid_argument);
+  }
+}
+
+TEST_CASE("a request frame is byte for byte the framed dump of its envelope") {
+  for (auto sid : {std::optional<std::string>{}, std::optional<std::string>{"s\"1"}}) {
+    request req{18446744073709551615ull, "run \t it", json{{"payload", std::string(70, 'x')}, {"n", {1, -2, true}}}, sid};
+    json envelope = {{"id", req.id}, {"command", req.command}, {"args", req.args}};
+    envelope["session_id"] = sid ? json(*sid) : json(nullptr);
+    std::string frame = "head";
+    REQUIRE(append_request_frame(frame, req));
+    CHECK(frame == "head" + encode_frame(envelope.dump()));
+    CHECK(encode_request(req) == envelope.dump());
+  }
 }
 
 TEST_CASE("every error code has a name") {

@@ -154,6 +154,22 @@ TEST_CASE_FIXTURE(actor_fixture, "an oversized frame from the worker is a protoc
   CHECK(is(await_down(w), errc::protocol_error));
 }
 
+TEST_CASE_FIXTURE(actor_fixture, "a request with a string that is not UTF-8 is refused; the worker stays") {
+  auto w = spawn(test_worker_config());
+  REQUIRE_FALSE(await_ready(w));
+  auto pid = stats(w)["os_pid"].get<pid_t>();
+  for (auto args : {json{{"payload", "ok \xC3\x28"}}, json{{"k\xFF", 1}}, json{{"list", {1, "\xED\xA0\x80"}}}}) {
+    auto r = exec(w, "echo", args);
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::invalid_request));
+    CHECK(detail_of(r.error()).find("UTF-8") != std::string::npos);
+  }
+  auto ok = exec(w, "echo", json{{"payload", "caf\xC3\xA9"}});
+  REQUIRE(ok);
+  CHECK((*ok)["payload"] == "caf\xC3\xA9");
+  CHECK(stats(w)["os_pid"].get<pid_t>() == pid);
+}
+
 TEST_CASE_FIXTURE(actor_fixture, "the worker dies in the middle of a reply") {
   auto w = spawn(test_worker_config());
   REQUIRE_FALSE(await_ready(w));
