@@ -26,6 +26,25 @@ void inflight_table::set_direct(bool on) {
   direct_ = on;
 }
 
+void inflight_table::set_accepting(bool on) {
+  std::lock_guard<std::mutex> g(mx_);
+  accepting_ = on && !closed_;
+}
+
+bool inflight_table::add_if_accepting(std::uint64_t id, inflight_request& r, bool in_session,
+                                      std::optional<clock::time_point>& arm) {
+  std::lock_guard<std::mutex> g(mx_);
+  if (!accepting_)
+    return false;
+  auto at = r.deadline;
+  requests_.emplace(id, std::move(r));
+  arm = deadlines_.add(at, id);
+  ++port_sends_;
+  if (in_session)
+    ++port_session_sends_;
+  return true;
+}
+
 std::optional<inflight_table::clock::time_point> inflight_table::add(std::uint64_t id,
                                                                      inflight_request r) {
   std::lock_guard<std::mutex> g(mx_);
@@ -51,6 +70,8 @@ std::optional<inflight_request> inflight_table::take_locked(std::uint64_t id) {
 
 std::vector<inflight_request> inflight_table::take_all() {
   std::lock_guard<std::mutex> g(mx_);
+  accepting_ = false;
+  closed_ = true;
   std::vector<inflight_request> out;
   out.reserve(requests_.size());
   for (auto& kv : requests_)
@@ -90,7 +111,8 @@ void inflight_table::note_fault() {
 
 inflight_table::counts inflight_table::snapshot() const {
   std::lock_guard<std::mutex> g(mx_);
-  return counts{requests_.size(), answered_, errors_, direct_answers_, consecutive_faults_, last_answer_};
+  return counts{requests_.size(), answered_, errors_, direct_answers_,
+                port_sends_, port_session_sends_, consecutive_faults_, last_answer_};
 }
 
 bool inflight_table::answer(bridge::reply& rep) {

@@ -26,6 +26,7 @@
 #include <caf/actor_addr.hpp>
 #include <caf/response_promise.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -58,6 +59,12 @@ public:
 
   /// Whether the io thread may answer replies (see above).
   void set_direct(bool on);
+  /// Whether the pool may add requests itself (worker_port.hpp): on while
+  /// the worker serves, off while it starts, is in its grace or is being
+  /// adopted. take_all turns it off for good.
+  void set_accepting(bool on);
+  /// The next request id; the actor and the port draw from one sequence.
+  std::uint64_t next_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
 
   /// Adds `id` before its frame is written; returns the time to arm the
   /// actor's deadline timer for, if any (deadline_book::add).
@@ -66,7 +73,8 @@ public:
   /// Takes `id` out (with its deadline); nullopt when already answered.
   std::optional<inflight_request> take(std::uint64_t id);
 
-  /// Takes every request out (a fault fails them all).
+  /// Takes every request out (a fault fails them all) and accepts none
+  /// from the port after: whoever failed them is on its way out.
   std::vector<inflight_request> take_all();
 
   /// The actor's deadline timer went off (deadline_book::fire / next).
@@ -83,10 +91,18 @@ public:
     std::uint64_t requests = 0;  // answers, Python exceptions included
     std::uint64_t errors = 0;    // Python exceptions
     std::uint64_t direct = 0;    // answered on the io thread
+    std::uint64_t port_sends = 0;          // written by the pool itself
+    std::uint64_t port_session_sends = 0;  // ... of them in a session
     std::uint64_t consecutive_faults = 0;
     clock::time_point last_answer;
   };
   counts snapshot() const;
+
+  // -- the pool's side (worker_port) -------------------------------------------
+  /// add(), while accepting: then moves `r` in, sets `arm` as add() returns
+  /// it and counts the send. False, with `r` untouched, otherwise.
+  bool add_if_accepting(std::uint64_t id, inflight_request& r, bool in_session,
+                        std::optional<clock::time_point>& arm);
 
   // -- the io thread's side --------------------------------------------------
 
@@ -103,6 +119,11 @@ private:
   caf::actor_addr worker_;
   caf::actor pool_;
   bool direct_ = true;
+  bool accepting_ = false;
+  bool closed_ = false;  // take_all ran
+  std::atomic<std::uint64_t> next_id_{1};
+  std::uint64_t port_sends_ = 0;
+  std::uint64_t port_session_sends_ = 0;
   std::unordered_map<std::uint64_t, inflight_request> requests_;
   deadline_book deadlines_;
   std::uint64_t answered_ = 0;

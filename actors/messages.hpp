@@ -31,7 +31,7 @@ using deadline_atom = caf::atom_constant<caf::atom("deadline")>;  ///< (deadline
 using init_atom = caf::atom_constant<caf::atom("init")>;
 
 // -- pool <-> worker ------------------------------------------------------------
-using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow)
+using worker_up_atom = caf::atom_constant<caf::atom("worker_up")>;  ///< worker -> pool: (worker_up, id, overflow[, port])
 using done_atom = caf::atom_constant<caf::atom("done")>;            ///< worker -> pool: (done, outcome, tag)
 /// pool -> worker: (adopt, pool). A pool restarted on its own (an operator's
 /// restart_child of it) takes over the running workers of its supervisor.

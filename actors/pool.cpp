@@ -7,6 +7,7 @@
 #include <dspex/actors/latency_histogram.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/session_state.hpp>
+#include <dspex/actors/worker_port.hpp>
 
 #include <caf/all.hpp>
 
@@ -97,6 +98,9 @@ struct worker_entry {
   std::unordered_map<std::string, std::uint64_t> seen_sessions;
   std::uint64_t seen_default = 0;
   recycle_budget recycle;    // its recycling limits (recycling.hpp)
+  /// Writes its requests to its pipe without the worker actor, while the
+  /// worker accepts that (worker_port.hpp); null for a scripted worker.
+  std::shared_ptr<worker_port> port;
 };
 
 struct waiter {
@@ -305,13 +309,21 @@ bool has_seen_all(const pool_state& st, const waiter& wt, seen_versions seen) {
   return v != st.session_versions.end() && seen.session >= v->second;
 }
 
+// Straight into the worker's pipe when its port takes it, else through the
+// worker actor, which holds, refuses or fails it as its state says.
+void send_to_worker(worker_entry& w, waiter& wt) {
+  if (w.port && w.port->send(wt.req, wt.rp))
+    return;
+  wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+}
+
 // The one hook before dispatch: the registry records what the request
 // changes in its session and says what this worker must be replayed first
 // (session_state.hpp). The worker stays busy meanwhile.
 void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
   auto reg = current_registry(self);
   if (!reg) {
-    wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+    send_to_worker(w, wt);
     return;
   }
   seen_versions seen{0, w.seen_default};
@@ -325,7 +337,7 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
     // registry still hears of the session's use (its TTL), one way.
     if (wt.session)
       self->send(reg, touch_atom::value, *wt.session);
-    wt.rp.delegate(w.hdl, exec_atom::value, std::move(wt.req));
+    send_to_worker(w, wt);
     return;
   }
   auto hdl = w.hdl;
@@ -984,6 +996,38 @@ void adopt_workers(pool_actor* self) {
       [](caf::error&) {});
 }
 
+// A worker of ours is up (started, recovered from its replacement, or
+// adopted): it joins the books and takes work.
+void worker_up(pool_actor* self, std::string id, bool overflow, std::shared_ptr<worker_port> port) {
+  auto& st = self->state;
+  auto hdl = caf::actor_cast<caf::actor>(self->current_sender());
+  if (!hdl || st.workers.count(hdl.address()))
+    return;
+  self->monitor(hdl);
+  if (overflow && st.overflow_starting > 0)
+    --st.overflow_starting;
+  else if (!overflow && st.starting > 0)
+    --st.starting;
+  auto& w = st.workers[hdl.address()];
+  w.hdl = hdl;
+  w.id = std::move(id);
+  w.overflow = overflow;
+  w.port = std::move(port);
+  recycle_join(self, w);
+  if (st.draining) {
+    w.st = wstate::idle;
+    st.idle.push_back(hdl.address());
+    return;
+  }
+  if (!st.ready && st.regular_count() >= st.cfg.size) {
+    st.ready = true;
+    for (auto& rp : st.ready_waiters)
+      rp.deliver(caf::unit);
+    st.ready_waiters.clear();
+  }
+  worker_free(self, w);
+}
+
 caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
                         std::shared_ptr<pool_links> links) {
   auto& st = self->state;
@@ -1068,32 +1112,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       worker_free(self, w);
     },
     [self](worker_up_atom, std::string& id, bool overflow) {
-      auto& st = self->state;
-      auto hdl = caf::actor_cast<caf::actor>(self->current_sender());
-      if (!hdl || st.workers.count(hdl.address()))
-        return;
-      self->monitor(hdl);
-      if (overflow && st.overflow_starting > 0)
-        --st.overflow_starting;
-      else if (!overflow && st.starting > 0)
-        --st.starting;
-      auto& w = st.workers[hdl.address()];
-      w.hdl = hdl;
-      w.id = std::move(id);
-      w.overflow = overflow;
-      recycle_join(self, w);
-      if (st.draining) {
-        w.st = wstate::idle;
-        st.idle.push_back(hdl.address());
-        return;
-      }
-      if (!st.ready && st.regular_count() >= st.cfg.size) {
-        st.ready = true;
-        for (auto& rp : st.ready_waiters)
-          rp.deliver(caf::unit);
-        st.ready_waiters.clear();
-      }
-      worker_free(self, w);
+      worker_up(self, std::move(id), overflow, nullptr);
+    },
+    [self](worker_up_atom, std::string& id, bool overflow, std::shared_ptr<worker_port>& port) {
+      worker_up(self, std::move(id), overflow, std::move(port));
     },
     [self](done_atom, bool ok, std::uint64_t tag) { on_done(self, ok, tag); },
     [self](done_atom, bool ok) { on_done(self, ok, 0); },

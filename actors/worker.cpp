@@ -4,6 +4,7 @@
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/inflight_table.hpp>
 #include <dspex/actors/process_link.hpp>
+#include <dspex/actors/worker_port.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/protocol.hpp>
 #include <dspex/bridge/python_process.hpp>
@@ -80,7 +81,6 @@ struct worker_state {
   std::shared_ptr<bridge::io_loop> loop;
   std::shared_ptr<bridge::python_process> proc;
   phase ph = phase::starting;
-  std::uint64_t next_id = 1;
   // The requests in flight and their deadlines (behind one timer), shared
   // with the io thread, which answers ordinary replies itself; also the
   // answer counts (inflight_table.hpp).
@@ -176,6 +176,23 @@ void give_up(worker_actor* self, caf::error caller_error, caf::error exit_reason
   self->quit(std::move(exit_reason));
 }
 
+// Whether the pool may write to our pipe itself (worker_port.hpp): only
+// while nothing about this worker asks for the actor to see the request.
+void sync_accepting(worker_actor* self) {
+  auto& st = self->state;
+  st.table->set_accepting(st.ph != phase::starting && st.ph != phase::terminating && !st.in_grace()
+                          && !st.retired && !st.adopted && st.proc != nullptr);
+}
+
+// Tells the pool we serve, with the port it may write to us through.
+void announce_up(worker_actor* self) {
+  auto& st = self->state;
+  sync_accepting(self);
+  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
+                                            st.cfg.max_frame_bytes);
+  self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
+}
+
 // A pool that took this worker over (adopt) hears worker_up once nothing of
 // the old pool's is in flight, so it never hands us work on top of that.
 void join_adopter(worker_actor* self) {
@@ -185,11 +202,12 @@ void join_adopter(worker_actor* self) {
     return;
   st.adopted = false;
   st.table->set_direct(true);
-  self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow);
+  announce_up(self);
 }
 
 void update_phase(worker_actor* self) {
   auto& st = self->state;
+  sync_accepting(self);
   if (st.ph == phase::starting || st.ph == phase::terminating)
     return;
   if (st.in_grace())
@@ -205,7 +223,7 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
                            caf::response_promise rp, bool is_init, bool pooled = false,
                            std::uint64_t tag = 0) {
   auto& st = self->state;
-  auto id = st.next_id++;
+  auto id = st.table->next_id();
   bridge::request req{id, command, std::move(args), std::move(session)};
   auto deadline = clock_type::now() + timeout;
   // In the table before the frame is written: the io thread may read the
@@ -289,8 +307,9 @@ void on_frame(worker_actor* self, const std::string& body) {
       return;
     }
     st.ph = phase::ready;
+    sync_accepting(self);
     if (st.cfg.pool)
-      self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow);
+      announce_up(self);
     for (auto& rp : st.ready_waiters)
       rp.deliver(caf::unit);
     st.ready_waiters.clear();
@@ -367,6 +386,7 @@ bool on_timeout(worker_actor* self, std::uint64_t id) {
   ++st.timeouts;
   st.table->note_fault();
   st.late.insert(id);
+  sync_accepting(self);  // before anything else can run: new work is held now
   late.rp.deliver(make_error(errc::command_timeout,
                              "worker " + st.cfg.id + " did not reply within "
                                + std::to_string(late.timeout.count()) + " ms"));
@@ -398,9 +418,10 @@ json stats_of(worker_actor* self) {
     {"late", st.late.size()},
     {"held", st.held.size()},
     {"retired", st.retired},
-    {"checkouts", st.checkouts},
+    {"checkouts", st.checkouts + c.port_sends},
+    {"port_sends", c.port_sends},
     {"overflow", st.cfg.overflow},
-    {"session_requests", st.session_requests},
+    {"session_requests", st.session_requests + c.port_session_sends},
     {"inflight", c.inflight},
     {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
     {"last_activity_ms_ago", duration_cast<milliseconds>(now - last).count()},
@@ -431,6 +452,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     if (st.ph == phase::terminating)
       return;
     st.ph = phase::terminating;
+    sync_accepting(self);
     st.stop_reason = msg.reason;
     if (st.retired) {
       // Its process is (being) killed already: no staged stop to wait out.
@@ -441,7 +463,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       st.proc->kill();
       return;
     }
-    st.shutdown_id = st.next_id++;
+    st.shutdown_id = st.table->next_id();
     bridge::request bye{st.shutdown_id, "shutdown", json::object(), std::nullopt};
     st.proc->stop(
       bridge::stop_plan{bridge::encode_request(bye), st.cfg.stop_grace, st.cfg.term_grace});
@@ -487,6 +509,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       self->state.cfg.pool = pool;
       self->state.table->set_pool(pool);
       self->state.adopted = self->state.ph != phase::starting;
+      sync_accepting(self);
       // Until it joins, every frame goes through the actor (join_adopter).
       if (self->state.adopted)
         self->state.table->set_direct(false);

@@ -23,19 +23,20 @@ namespace {
 
 // The keys in the order dump() of the envelope object wrote them (sorted),
 // so frames stay byte for byte what they were.
-bool append_request_body(std::string& out, const request& req) {
+bool append_request_body(std::string& out, std::uint64_t id, std::string_view command, const json& args,
+                         const std::optional<std::string>& session_id) {
   out += "{\"args\":";
-  if (!append_json(out, req.args))
+  if (!append_json(out, args))
     return false;
   out += ",\"command\":";
-  if (!append_json_string(out, req.command))
+  if (!append_json_string(out, command))
     return false;
   out += ",\"id\":";
-  out += std::to_string(req.id);
+  out += std::to_string(id);
   out += ",\"session_id\":";
-  if (!req.session_id)
+  if (!session_id)
     out += "null";
-  else if (!append_json_string(out, *req.session_id))
+  else if (!append_json_string(out, *session_id))
     return false;
   out += '}';
   return true;
@@ -43,10 +44,11 @@ bool append_request_body(std::string& out, const request& req) {
 
 } // namespace
 
-bool append_request_frame(std::string& out, const request& req) {
+bool append_request_frame(std::string& out, std::uint64_t id, std::string_view command, const json& args,
+                          const std::optional<std::string>& session_id) {
   const auto start = out.size();
   out.append(frame_header_bytes, '\0');
-  if (!append_request_body(out, req)) {
+  if (!append_request_body(out, id, command, args, session_id)) {
     out.resize(start);
     return false;
   }
@@ -54,9 +56,13 @@ bool append_request_frame(std::string& out, const request& req) {
   return true;
 }
 
+bool append_request_frame(std::string& out, const request& req) {
+  return append_request_frame(out, req.id, req.command, req.args, req.session_id);
+}
+
 std::string encode_request(const request& req) {
   std::string out;
-  if (!append_request_body(out, req))
+  if (!append_request_body(out, req.id, req.command, req.args, req.session_id))
     throw std::invalid_argument("request holds a string that is not UTF-8");
   return out;
 }

@@ -63,6 +63,10 @@ struct reply {
 /// it was.
 bool append_request_frame(std::string& out, const request& req);
 
+/// The same from a request's parts, which the caller keeps.
+bool append_request_frame(std::string& out, std::uint64_t id, std::string_view command, const json& args,
+                          const std::optional<std::string>& session_id);
+
 /// The JSON body of a request frame; throws std::invalid_argument where
 /// append_request_frame returns false.
 std::string encode_request(const request& req);

@@ -248,6 +248,43 @@ TEST_CASE_FIXTURE(faults_fixture, "a late reply within the grace is discarded an
   CHECK(log.count(event_kind::child_exited) == 0);
 }
 
+TEST_CASE_FIXTURE(faults_fixture, "the pool writes its requests into the worker's pipe itself; the grace still holds new work") {
+  auto c = test_pool_config(1);
+  c.worker.timeout_grace = 30s;
+  REQUIRE_FALSE(start_logged(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto ws = workers();
+  REQUIRE(ws.size() == 1);
+  // A session's first request goes through the registry's prepare (the
+  // worker actor may have to replay first); the warm ones after it do not.
+  REQUIRE(exec(pool(), "echo", json::object(), 0ms, std::string("s")));
+  const auto base = stats(ws[0])["port_sends"].get<std::uint64_t>();
+  for (int i = 0; i < 10; ++i) {
+    auto r = exec(pool(), "echo", json{{"i", i}}, 0ms, std::string("s"));
+    REQUIRE(r);
+    CHECK((*r)["payload"].is_null());
+  }
+  auto s = stats(ws[0]);
+  CHECK(s["port_sends"].get<std::uint64_t>() == base + 10);
+  CHECK(s["session_requests"].get<std::uint64_t>() >= 10);
+  CHECK(s["direct_replies"].get<std::uint64_t>() >= 10);
+  // Its deadline fires on the worker's own timer, armed by the port.
+  auto r = exec(pool(), "fault_sleep", json{{"seconds", 1.0}}, 100ms);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::command_timeout));
+  CHECK(stats(ws[0])["port_sends"].get<std::uint64_t>() == base + 11);
+  // In the grace the worker actor holds what reaches it (here sent to it
+  // directly) until the late reply; the port takes nothing meanwhile.
+  auto held = exec(ws[0], "echo", json{{"payload", "held"}});
+  REQUIRE(held);
+  CHECK((*held)["payload"] == "held");
+  CHECK(stats(ws[0])["port_sends"].get<std::uint64_t>() == base + 11);
+  // After it, the pool's requests take the port again.
+  REQUIRE(exec(pool(), "echo"));
+  CHECK(stats(ws[0])["port_sends"].get<std::uint64_t>() == base + 12);
+  check_no_escalation();
+}
+
 TEST_CASE_FIXTURE(actor_fixture, "a worker on its own: a late reply within the grace is discarded, new work waits for it") {
   auto c = test_worker_config();
   c.timeout_grace = 30s;

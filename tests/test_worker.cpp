@@ -5,6 +5,7 @@
 #include "support/actor_fixture.hpp"
 #include "support/wait.hpp"
 
+#include <dspex/actors/inflight_table.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/python_process.hpp>
 
@@ -26,6 +27,35 @@ bool pid_alive(pid_t pid) {
 } // namespace
 
 TEST_SUITE("worker") {
+
+TEST_CASE("the port adds only while the worker accepts, and never after take_all") {
+  inflight_table t;
+  auto entry = [] {
+    inflight_request r;
+    r.pooled = true;
+    r.tag = 7;
+    r.deadline = inflight_table::clock::now() + std::chrono::seconds(1);
+    return r;
+  };
+  std::optional<inflight_table::clock::time_point> arm;
+  auto r = entry();
+  CHECK_FALSE(t.add_if_accepting(t.next_id(), r, false, arm));  // a worker starts refusing
+  CHECK(r.tag == 7);                                              // untouched
+  t.set_accepting(true);
+  auto id = t.next_id();
+  CHECK(t.add_if_accepting(id, r, true, arm));
+  CHECK(arm.has_value());  // the first deadline asks for a timer
+  auto c = t.snapshot();
+  CHECK(c.inflight == 1);
+  CHECK(c.port_sends == 1);
+  CHECK(c.port_session_sends == 1);
+  CHECK(t.take_all().size() == 1);
+  t.set_accepting(true);  // too late: whoever failed them is going
+  auto again = entry();
+  CHECK_FALSE(t.add_if_accepting(t.next_id(), again, false, arm));
+  CHECK(t.snapshot().inflight == 0);
+  CHECK(t.next_id() > id);
+}
 
 TEST_CASE_FIXTURE(actor_fixture, "init handshake, ping and stats") {
   auto w = spawn(test_worker_config("alpha"));
