@@ -50,6 +50,11 @@ public:
   static std::int64_t to_ns(clock::time_point t) {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   }
+  /// How long from now until `at`; zero when it passed.
+  static clock::duration until(clock::time_point at) {
+    auto delay = at - clock::now();
+    return delay < clock::duration::zero() ? clock::duration::zero() : delay;
+  }
   static clock::time_point from_ns(std::int64_t ns) {
     return clock::time_point(std::chrono::duration_cast<clock::duration>(std::chrono::nanoseconds(ns)));
   }
@@ -65,10 +70,7 @@ template <class Self>
 void arm_deadline(Self* self, std::optional<deadline_book::clock::time_point> at) {
   if (!at)
     return;
-  auto delay = *at - deadline_book::clock::now();
-  if (delay < deadline_book::clock::duration::zero())
-    delay = deadline_book::clock::duration::zero();
-  self->delayed_send(self, delay, deadline_atom::value, deadline_book::to_ns(*at));
+  self->delayed_send(self, deadline_book::until(*at), deadline_atom::value, deadline_book::to_ns(*at));
 }
 
 } // namespace dspex

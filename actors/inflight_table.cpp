@@ -36,9 +36,7 @@ bool inflight_table::add_if_accepting(std::uint64_t id, inflight_request& r, boo
   std::lock_guard<std::mutex> g(mx_);
   if (!accepting_)
     return false;
-  auto at = r.deadline;
-  requests_.emplace(id, std::move(r));
-  arm = deadlines_.add(at, id);
+  arm = add_locked(id, std::move(r));
   ++port_sends_;
   if (in_session)
     ++port_session_sends_;
@@ -48,6 +46,11 @@ bool inflight_table::add_if_accepting(std::uint64_t id, inflight_request& r, boo
 std::optional<inflight_table::clock::time_point> inflight_table::add(std::uint64_t id,
                                                                      inflight_request r) {
   std::lock_guard<std::mutex> g(mx_);
+  return add_locked(id, std::move(r));
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::add_locked(std::uint64_t id,
+                                                                            inflight_request r) {
   auto at = r.deadline;
   requests_.emplace(id, std::move(r));
   return deadlines_.add(at, id);

@@ -111,7 +111,8 @@ public:
   bool answer(bridge::reply& rep);
 
 private:
-  // Both with mx_ held.
+  // All with mx_ held.
+  std::optional<clock::time_point> add_locked(std::uint64_t id, inflight_request r);
   std::optional<inflight_request> take_locked(std::uint64_t id);
   void count_answer_locked(bool success);
 

@@ -188,8 +188,7 @@ void sync_accepting(worker_actor* self) {
 void announce_up(worker_actor* self) {
   auto& st = self->state;
   sync_accepting(self);
-  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
-                                            st.cfg.max_frame_bytes);
+  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout);
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
 }
 
@@ -307,9 +306,8 @@ void on_frame(worker_actor* self, const std::string& body) {
       return;
     }
     st.ph = phase::ready;
-    sync_accepting(self);
     if (st.cfg.pool)
-      announce_up(self);
+      announce_up(self);  // a worker on its own has no port to accept through
     for (auto& rp : st.ready_waiters)
       rp.deliver(caf::unit);
     st.ready_waiters.clear();

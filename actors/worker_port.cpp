@@ -1,19 +1,14 @@
 #include <dspex/actors/worker_port.hpp>
 
-#include <dspex/bridge/frame.hpp>
-
 #include <caf/actor_cast.hpp>
 #include <caf/send.hpp>
-
-#include <algorithm>
 
 namespace dspex {
 
 worker_port::worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
-                         caf::actor_addr worker, std::chrono::milliseconds request_timeout,
-                         std::size_t max_frame_bytes)
+                         caf::actor_addr worker, std::chrono::milliseconds request_timeout)
     : table_(std::move(table)), proc_(std::move(proc)), worker_(std::move(worker)),
-      request_timeout_(request_timeout), max_frame_bytes_(max_frame_bytes) {
+      request_timeout_(request_timeout) {
 }
 
 bool worker_port::send(const command_request& req, caf::response_promise& rp) {
@@ -24,7 +19,7 @@ bool worker_port::send(const command_request& req, caf::response_promise& rp) {
   const auto id = table_->next_id();
   std::string frame;
   if (!bridge::append_request_frame(frame, id, req.command, req.args, req.session_id)
-      || frame.size() - bridge::frame_header_bytes > max_frame_bytes_)
+      || !proc->frame_fits(frame.size()))
     return false;
   const auto timeout = req.timeout.count() > 0 ? req.timeout : request_timeout_;
   inflight_request entry{std::move(rp), false, true, req.tag, timeout, deadline_book::clock::now() + timeout};
@@ -35,11 +30,8 @@ bool worker_port::send(const command_request& req, caf::response_promise& rp) {
     return false;
   }
   proc->send_frame(std::move(frame));
-  if (arm) {
-    // The worker's own timer, as its arm_deadline would set it.
-    auto delay = std::max(*arm - deadline_book::clock::now(), deadline_book::clock::duration::zero());
-    caf::delayed_anon_send(worker, delay, deadline_atom::value, deadline_book::to_ns(*arm));
-  }
+  if (arm)  // the worker's own timer, as its arm_deadline would set it
+    caf::delayed_anon_send(worker, deadline_book::until(*arm), deadline_atom::value, deadline_book::to_ns(*arm));
   return true;
 }
 

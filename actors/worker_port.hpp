@@ -25,7 +25,6 @@
 #include <caf/response_promise.hpp>
 
 #include <chrono>
-#include <cstddef>
 #include <memory>
 
 namespace dspex {
@@ -33,7 +32,7 @@ namespace dspex {
 class worker_port {
 public:
   worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
-              caf::actor_addr worker, std::chrono::milliseconds request_timeout, std::size_t max_frame_bytes);
+              caf::actor_addr worker, std::chrono::milliseconds request_timeout);
 
   /// Writes the pooled request `req` (job `req.tag`) to the worker's
   /// process, its answer going to `rp` (moved from only on true).
@@ -46,7 +45,6 @@ private:
   std::weak_ptr<bridge::python_process> proc_;
   caf::actor_addr worker_;  // its deadline timer's target
   std::chrono::milliseconds request_timeout_;
-  std::size_t max_frame_bytes_;
 };
 
 } // namespace dspex

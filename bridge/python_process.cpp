@@ -592,8 +592,12 @@ bool python_process::send(std::string body) {
   return send_frame(encode_frame(body));
 }
 
+bool python_process::frame_fits(std::size_t frame_bytes) const noexcept {
+  return frame_bytes >= frame_header_bytes && frame_bytes - frame_header_bytes <= impl_->opts.max_frame_bytes;
+}
+
 bool python_process::send_frame(std::string frame) {
-  if (frame.size() < frame_header_bytes || frame.size() - frame_header_bytes > impl_->opts.max_frame_bytes)
+  if (!frame_fits(frame.size()))
     return false;
   impl_->write_or_queue(std::move(frame));
   return true;

@@ -114,6 +114,9 @@ public:
   /// append_request_frame writes it); the same refusal as send.
   bool send_frame(std::string frame);
 
+  /// Whether send_frame would take a frame of `frame_bytes` (header included).
+  bool frame_fits(std::size_t frame_bytes) const noexcept;
+
   /// Closes the process's stdin (thread-safe): a worker exits on EOF.
   void close_input();
 
