@@ -68,8 +68,10 @@ struct faults_fixture : pool_fixture {
 
   std::set<pid_t> worker_pids() {
     std::set<pid_t> out;
-    // A worker still starting (a replacement on its way) has no process
-    // yet: os_pid is null, and it is not one of the old ones either.
+    // A worker listed by workers() may exit before it answers stats (one
+    // the pool is replacing): stats() is then {} and os_pid null. It runs
+    // no process, so it is none of the old ones. (A worker still starting
+    // answers, with os_pid -1.)
     for (auto& w : workers())
       if (auto pid = stats(w)["os_pid"]; pid.is_number())
         out.insert(pid.get<pid_t>());
