@@ -65,6 +65,7 @@ json default_config() {
             {"max_frame_bytes", 64 * 1024 * 1024},
             {"fault_injection", false},
             {"max_concurrency", 1},
+            {"sched_batch", true},
             {"stop_grace_ms", 2000},
             {"term_grace_ms", 1000},
             {"max_requests", 0},
@@ -262,6 +263,7 @@ void read_worker(reader& r, worker_config& w) {
   r.integer("max_frame_bytes", w.max_frame_bytes, 16, 1LL << 31);
   r.boolean("fault_injection", w.fault_injection);
   r.integer("max_concurrency", w.max_concurrency, 1, 1024);
+  r.boolean("sched_batch", w.sched_batch);
   r.ms("stop_grace_ms", w.stop_grace);
   r.ms("term_grace_ms", w.term_grace);
   r.choice("start", w.start, {{"fork", std::string("fork")}, {"spawn", std::string("spawn")}});

@@ -77,6 +77,7 @@ bridge::fork_server_options fork_server_options_for(const worker_config& w) {
     o.env.push_back(kv);
   o.run_id = w.run_id.empty() ? bridge::host_run_id() : w.run_id;
   o.preload = w.preload;
+  o.batch_scheduling = w.sched_batch;
   return o;
 }
 

@@ -608,6 +608,7 @@ bridge::process_options worker_process_options(const worker_config& cfg) {
     opts.env.push_back(kv);
   opts.max_frame_bytes = cfg.max_frame_bytes;
   opts.label = cfg.id;
+  opts.batch_scheduling = cfg.sched_batch;
   return opts;
 }
 

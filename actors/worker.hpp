@@ -82,6 +82,9 @@ struct worker_config {
   /// Requests one process serves at once (Python request threads); its
   /// pool keeps up to this many in flight on it. 1: one at a time.
   std::size_t max_concurrency = 1;
+  /// The process runs under SCHED_BATCH: its wake-ups do not preempt the
+  /// host thread that routes requests (bridge::enter_batch_scheduling).
+  bool sched_batch = true;
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
   std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
   std::string mode = "pool";        ///< passed to Python as --mode

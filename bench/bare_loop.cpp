@@ -85,6 +85,7 @@ std::unique_ptr<bare_conn> spawn_worker(const worker_launch& l, int n) {
   spec.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
   for (auto& kv : l.env)
     spec.env.push_back(kv);
+  spec.batch_scheduling = l.batch_scheduling;
   auto c = std::make_unique<bare_conn>();
   c->proc = child_process::spawn(spec);
   return c;

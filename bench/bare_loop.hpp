@@ -36,6 +36,9 @@ struct worker_launch {
   std::string python_dir;          ///< dir holding dspex_worker; "" = locate_python_dir()
   std::string run_id;              ///< --run-id; "" = bridge::host_run_id()
   std::string id_prefix = "bare";  ///< --worker-id is <prefix>-<n>
+  /// As worker.sched_batch (default on): the floor runs its workers as
+  /// dspex does, so the ratio is dspex's own overhead.
+  bool batch_scheduling = true;
   std::vector<std::pair<std::string, std::string>> env;  ///< extra environment
 };
 

@@ -1,5 +1,7 @@
 #include <dspex/bench/subprocess.hpp>
 
+#include <dspex/bridge/batch_scheduling.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -60,7 +62,7 @@ void close_quietly(int& fd) {
 
 // Child side, between fork and exec: async-signal-safe calls only.
 [[noreturn]] void child_exec(const char* exe, char* const* argv, char* const* envp, pid_t parent,
-                             int in_src, int out_src, int err_src, int report_fd) {
+                             int in_src, int out_src, int err_src, int report_fd, bool batch_scheduling) {
   sigset_t none;  // a bench thread may block SIGPIPE; the child must not inherit that
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -72,6 +74,8 @@ void close_quietly(int& fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)  // the host died before prctl took effect
     _exit(127);
+  if (batch_scheduling)
+    bridge::enter_batch_scheduling();
   // Move the sources above 2 first, so dup2 onto 0..2 cannot clobber one
   // that happens to sit there (a host started with a closed fd 0/1).
   int srcs[3] = {in_src, out_src, err_src};
@@ -175,7 +179,7 @@ child_process child_process::spawn(const spawn_spec& spec) {
     fail("spawn: fork");
   if (pid == 0)
     child_exec(exe.c_str(), argv_ptrs.data(), env_ptrs.data(), parent, in_src, out_src, err_src,
-               report[1]);
+               report[1], spec.batch_scheduling);
 
   // Parent. Also set the group here: whichever of the two runs first wins,
   // so a group signal sent right after spawn() cannot miss the child.

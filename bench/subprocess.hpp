@@ -32,6 +32,7 @@ struct spawn_spec {
   bool pipe_stdin = true;   ///< false: the child reads /dev/null
   bool pipe_stdout = true;  ///< false: the child's stdout goes to /dev/null
   enum class stderr_mode { inherit, null, merge } stderr_to = stderr_mode::inherit;
+  bool batch_scheduling = false;  ///< bridge::enter_batch_scheduling in the child
 };
 
 /// A spawned child (move-only). Not thread-safe: one owner at a time (it may

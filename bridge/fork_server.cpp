@@ -230,6 +230,7 @@ std::shared_ptr<fork_server> fork_server::start(io_loop& loop, fork_server_optio
   po.framed = false;
   po.label = o.label;
   po.pass_fds = {sv[1]};
+  po.batch_scheduling = o.batch_scheduling;
   process_callbacks cbs;
   std::weak_ptr<impl> weak = im;
   cbs.on_exit = [weak](exit_status s) {

@@ -40,6 +40,8 @@ struct fork_server_options {
   std::vector<std::string> preload;    ///< modules imported once
   std::string label = "fork_server";   ///< prefix of its output lines
   std::chrono::milliseconds ready_timeout{60000};
+  /// The server runs under SCHED_BATCH, and so every child it forks.
+  bool batch_scheduling = false;
 };
 
 /// Why a fork server did not start: its own message (a preload that failed

@@ -1,5 +1,6 @@
 #include <dspex/bridge/python_process.hpp>
 
+#include <dspex/bridge/batch_scheduling.hpp>
 #include <dspex/bridge/fork_server.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -43,6 +44,7 @@ namespace {
 // find() in Boost 1.74 reads past the end of shorter entries (ASan).
 struct child_setup : bp::extend::handler {
   pid_t parent;
+  bool batch_scheduling = false;
   std::vector<int> pass_fds;
   std::vector<std::string> env_strings;
   std::vector<char*> envp;
@@ -79,6 +81,8 @@ struct child_setup : bp::extend::handler {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)  // the host died before prctl took effect
       _exit(127);
+    if (batch_scheduling)
+      enter_batch_scheduling();
     for (std::size_t i = 0; i < pass_fds.size(); ++i) {
       int target = 3 + static_cast<int>(i);
       if (pass_fds[i] == target)
@@ -516,6 +520,7 @@ std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_opt
     child_setup setup;
     setup.parent = ::getpid();
     setup.pass_fds = o.pass_fds;
+    setup.batch_scheduling = o.batch_scheduling;
     setup.build_env(o.env);
     if (o.working_dir.empty())
       child = bp::child(bp::exe = exe, bp::args = o.args, bp::std_in < im->in,

@@ -52,6 +52,8 @@ struct process_options {
   /// Descriptors that become the child's fds 3, 4, ... (spawn only; the
   /// originals may be close-on-exec, the copies are not).
   std::vector<int> pass_fds;
+  /// The child runs under SCHED_BATCH (see enter_batch_scheduling).
+  bool batch_scheduling = false;
 };
 
 struct process_callbacks {

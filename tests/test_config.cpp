@@ -46,6 +46,32 @@ TEST_CASE("a wrong type names the place, the expectation and what was found") {
   CHECK(p.find("-3") != std::string::npos);
 }
 
+TEST_CASE("worker.sched_batch: on by default, a boolean, reaches the pool's worker config") {
+  auto j = default_config();
+  auto& w = j["root"]["children"][1]["worker"];
+  w.erase("sched_batch");
+  auto pool_of = [](const tree_config& cfg) -> const pool_config* {
+    for (auto& c : cfg.root.children)
+      if (auto* pool = std::get_if<pool_config>(&c.body))
+        return pool;
+    return nullptr;
+  };
+  auto cfg = parse_config(j);
+  REQUIRE(cfg);
+  REQUIRE(pool_of(*cfg));
+  CHECK(pool_of(*cfg)->worker.sched_batch);
+  for (auto bad : {json(1), json("yes"), json(nullptr)}) {
+    w["sched_batch"] = bad;
+    auto p = problems(j);
+    CHECK_MESSAGE(p.find("root.children[1].worker.sched_batch") != std::string::npos, p);
+  }
+  w["sched_batch"] = false;
+  cfg = parse_config(j);
+  REQUIRE(cfg);
+  REQUIRE(pool_of(*cfg));
+  CHECK_FALSE(pool_of(*cfg)->worker.sched_batch);
+}
+
 TEST_CASE("worker.max_concurrency: 1 by default, 1..1024, reaches the pool's worker config") {
   auto j = default_config();
   auto& w = j["root"]["children"][1]["worker"];

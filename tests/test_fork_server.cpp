@@ -17,6 +17,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sched.h>
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
@@ -113,6 +114,25 @@ TEST_CASE_FIXTURE(fork_fixture, "a pool's workers are forked by one warm server,
     CHECK(cl.find("dspex_worker") != std::string::npos);
     CHECK(cl.find("--run-id " + bridge::host_run_id()) != std::string::npos);
   }
+}
+
+TEST_CASE_FIXTURE(fork_fixture, "workers run under SCHED_BATCH, forked or spawned; worker.sched_batch false keeps the default policy") {
+  for (std::string how : {"fork", "spawn"})
+    for (bool batch : {true, false}) {
+      CAPTURE(how);
+      CAPTURE(batch);
+      auto c = fork_pool(1);
+      c.worker.start = how;
+      c.worker.sched_batch = batch;
+      REQUIRE(!start(c));
+      REQUIRE(!await_pool_ready());
+      auto pid = ping_pid();
+      REQUIRE(pid > 0);
+      CHECK(::sched_getscheduler(pid) == (batch ? SCHED_BATCH : SCHED_OTHER));
+      if (how == "fork")  // the server too, whose policy every fork inherits
+        CHECK(::sched_getscheduler(parent_of(pid)) == (batch ? SCHED_BATCH : SCHED_OTHER));
+      stop();
+    }
 }
 
 TEST_CASE_FIXTURE(fork_fixture, "a crashed fork server restarts the pool and every worker (rest_for_one)") {

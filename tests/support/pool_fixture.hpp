@@ -56,13 +56,17 @@ struct pool_fixture : actor_fixture {
     return out;
   }
 
-  ~pool_fixture() {
-    if (root) {
-      self->send_exit(root, caf::exit_reason::user_shutdown);
-      self->monitor(root);
-      self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(30)) >> [] {});
-    }
+  /// Shuts the tree down and waits for it (a test may then start another).
+  void stop() {
+    if (!root)
+      return;
+    self->send_exit(root, caf::exit_reason::user_shutdown);
+    self->monitor(root);
+    self->receive([](caf::down_msg&) {}, caf::after(std::chrono::seconds(30)) >> [] {});
+    root = nullptr;
   }
+
+  ~pool_fixture() { stop(); }
 };
 
 } // namespace dspex::test
