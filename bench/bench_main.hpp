@@ -37,6 +37,9 @@ struct peer_bench_options {
   bool pinned_round_trip = true;
   int pin_cpu = 0;
   bool python_peers = true;
+  /// The workers of dspex and of the bare loop under SCHED_BATCH
+  /// (worker.sched_batch); false: both under the default policy.
+  bool sched_batch = true;
   bool plots = true;
   std::string out_dir = "bench/out";
   std::string python = "python3";

@@ -79,6 +79,8 @@ void add_peer_options(CLI::App* app, peer_bench_options& p) {
   value(app, "--pin-cpu", p.pin_cpu, "CPU of the pinned round trip")->check(CLI::NonNegativeNumber);
   flag(app, "--no-pinned", p.pinned_round_trip, false, "skip the pinned round trip");
   flag(app, "--no-python-peers", p.python_peers, false, "skip multiprocessing.Pool and ProcessPoolExecutor");
+  flag(app, "--no-sched-batch", p.sched_batch, false,
+       "dspex's and the bare loop's workers under the default policy (worker.sched_batch false)");
   flag(app, "--no-plots", p.plots, false, "skip the gnuplot PNGs");
 }
 

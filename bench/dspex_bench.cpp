@@ -1,6 +1,8 @@
 #include <dspex/actors/node.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 
+#include <dspex/bench/targets.hpp>
+
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/messages.hpp>
@@ -101,6 +103,7 @@ json pool_config_json(const pool_setup& s) {
       w["init_timeout_ms"] = s.init_timeout_ms;
     if (s.max_concurrency > 0)
       w["max_concurrency"] = s.max_concurrency;
+    w["sched_batch"] = s.sched_batch;
   }
   if (s.root_intensity > 0)
     cfg["root"]["intensity"] = s.root_intensity;
@@ -493,6 +496,7 @@ public:
     pool_setup s;
     s.size = size;
     s.python = o_.peers.python;
+    s.sched_batch = o_.peers.sched_batch;
     return s;
   }
 
@@ -533,6 +537,7 @@ public:
     done(describe_load("dspex round trip W=1", r_.round_trip));
     worker_launch launch;
     launch.python = o_.peers.python;
+    launch.batch_scheduling = o_.peers.sched_batch;
     for (auto size : o_.payloads) {
       const std::string label = payload_label(size);
       announce("payload " + label + ": bare loop");
@@ -997,14 +1002,17 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
   if (r.round_trip.ok > 0) {
     double q = b1 ? ratio(r.round_trip.summary.p50_us, b1->summary.p50_us) : nan_ratio;
     t.add({"p50, dspex", format_micros(r.round_trip.summary.p50_us), b1 ? "bare " + format_micros(b1->summary.p50_us) : "",
-           format_ratio(q), "<= 1.15x bare", judge_at_most(q, 1.15), ""});
+           format_ratio(q), targets::at_most(targets::round_trip_p50_vs_bare, "bare"),
+           judge_at_most(q, targets::round_trip_p50_vs_bare), ""});
     double q99 = b1 ? ratio(r.round_trip.summary.p99_us, b1->summary.p99_us) : nan_ratio;
     t.add({"p99, dspex", format_micros(r.round_trip.summary.p99_us),
-           b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99), "<= 1.5x bare",
-           judge_at_most(q99, 1.5), ""});
+           b1 ? "bare " + format_micros(b1->summary.p99_us) : "", format_ratio(q99),
+           targets::at_most(targets::round_trip_p99_vs_bare, "bare"), judge_at_most(q99, targets::round_trip_p99_vs_bare),
+           ""});
     add_host_rows(t, "", r.round_trip, b1);
   } else {
-    t.add({"p50, dspex", "-", "", "", "<= 1.15x bare", verdict::skipped, "the round trip did not run"});
+    t.add({"p50, dspex", "-", "", "", targets::at_most(targets::round_trip_p50_vs_bare, "bare"), verdict::skipped,
+           "the round trip did not run"});
   }
   if (p.pinned.requests > 0 && r.round_trip_pinned.ok > 0) {
     const std::string cpu = "CPU " + std::to_string(o.peers.pin_cpu);
@@ -1012,8 +1020,8 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
            verdict::floor, ""});
     double q = ratio(r.round_trip_pinned.summary.p50_us, p.pinned.summary.p50_us);
     t.add({"p50 on " + cpu + " only, dspex", format_micros(r.round_trip_pinned.summary.p50_us),
-           "bare " + format_micros(p.pinned.summary.p50_us), format_ratio(q), "<= 1.25x bare", judge_at_most(q, 1.25),
-           "host, CAF threads, io thread and worker all on " + cpu + " (no cross-CPU wake-ups), bare loop likewise"});
+           "bare " + format_micros(p.pinned.summary.p50_us), format_ratio(q), targets::at_most(targets::pinned_p50_vs_bare, "bare"),
+           judge_at_most(q, targets::pinned_p50_vs_bare), "host, CAF threads, io thread and worker all on " + cpu + " (no cross-CPU wake-ups), bare loop likewise"});
   }
 
   // -- throughput --
@@ -1035,20 +1043,25 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
              mp ? format_ratio(ratio(ex->requests_per_s, mp->requests_per_s)) : "", "", verdict::info, ""});
     const load_result* d = i < r.throughput.size() && r.throughput[i].ok > 0 ? &r.throughput[i] : nullptr;
     if (!d) {
-      t.add({"req/s " + ws + ", dspex", "-", "", "", ">= 0.6x bare, >= 2x mp.Pool", verdict::skipped,
+      t.add({"req/s " + ws + ", dspex", "-", "", "",
+             targets::at_least(targets::throughput_vs_bare, "bare") + ", "
+               + targets::at_least(targets::throughput_vs_mp_pool, "mp.Pool"),
+             verdict::skipped,
              "the dspex run did not complete"});
       continue;
     }
     double qb = b ? ratio(d->requests_per_s, b->requests_per_s) : nan_ratio;
     table_row rb{"req/s " + ws + ", dspex vs bare", format_rate(d->requests_per_s),
-                 b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qb), ">= 0.6x bare",
-                 judge_at_least(qb, 0.6), ""};
+                 b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qb),
+                 targets::at_least(targets::throughput_vs_bare, "bare"), judge_at_least(qb, targets::throughput_vs_bare),
+                 ""};
     t.add(rb);
     double qm = mp ? ratio(d->requests_per_s, mp->requests_per_s) : nan_ratio;
     table_row rm{"req/s " + ws + ", dspex vs mp.Pool", format_rate(d->requests_per_s),
-                 mp ? "mp.Pool " + format_rate(mp->requests_per_s) : "", format_ratio(qm), ">= 2x mp.Pool",
-                 judge_at_least(qm, 2.0), ""};
-    if (b && mp && ratio(b->requests_per_s, mp->requests_per_s) < 2.0)
+                 mp ? "mp.Pool " + format_rate(mp->requests_per_s) : "", format_ratio(qm),
+                 targets::at_least(targets::throughput_vs_mp_pool, "mp.Pool"),
+                 judge_at_least(qm, targets::throughput_vs_mp_pool), ""};
+    if (b && mp && ratio(b->requests_per_s, mp->requests_per_s) < targets::throughput_vs_mp_pool)
       rm.note = "the bare loop itself is only " + format_ratio(ratio(b->requests_per_s, mp->requests_per_s)) +
                 " mp.Pool at " + ws + ": 2x is above the floor on this machine";
     t.add(rm);
@@ -1058,8 +1071,8 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
       const std::string mc = "max_concurrency " + std::to_string(o.concurrency_variant);
       double qc = b ? ratio(c->requests_per_s, b->requests_per_s) : nan_ratio;
       t.add({"req/s " + ws + ", dspex " + mc + " vs bare", format_rate(c->requests_per_s),
-             b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qc), ">= 1.0x bare",
-             judge_at_least(qc, 1.0), "host CPU " + format_fixed(c->host_cpu_us_per_request, 1) + " us/request"});
+             b ? "bare " + format_rate(b->requests_per_s) : "", format_ratio(qc),
+             targets::at_least(targets::concurrent_vs_bare, "bare"), judge_at_least(qc, targets::concurrent_vs_bare), "host CPU " + format_fixed(c->host_cpu_us_per_request, 1) + " us/request"});
     }
   }
 
@@ -1117,12 +1130,14 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
     if (b)
       t.add({"p50 " + label + ", bare C++ loop", format_micros(b->summary.p50_us), "", "", "", verdict::floor, ""});
     if (!d) {
-      t.add({"p50 " + label + ", dspex", "-", "", "", "<= 1.25x bare", verdict::skipped, "did not run"});
+      t.add({"p50 " + label + ", dspex", "-", "", "", targets::at_most(targets::payload_p50_vs_bare, "bare"),
+             verdict::skipped, "did not run"});
       continue;
     }
     double q = b ? ratio(d->summary.p50_us, b->summary.p50_us) : nan_ratio;
     t.add({"p50 " + label + ", dspex", format_micros(d->summary.p50_us), b ? "bare " + format_micros(b->summary.p50_us) : "",
-           format_ratio(q), "<= 1.25x bare", judge_at_most(q, 1.25), ""});
+           format_ratio(q), targets::at_most(targets::payload_p50_vs_bare, "bare"),
+           judge_at_most(q, targets::payload_p50_vs_bare), ""});
     double q99 = b ? ratio(d->summary.p99_us, b->summary.p99_us) : nan_ratio;
     t.add({"p99 " + label + ", dspex", format_micros(d->summary.p99_us), b ? "bare " + format_micros(b->summary.p99_us) : "",
            format_ratio(q99), "", verdict::info, ""});

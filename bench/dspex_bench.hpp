@@ -63,6 +63,7 @@ struct pool_setup {
   int max_consecutive_failures = -1;  ///< -1 keeps the default
   bool circuit = false;            ///< circuit.enabled (off: every failure is counted, none failed fast)
   int max_concurrency = 0;         ///< worker.max_concurrency; 0 keeps the default (1)
+  bool sched_batch = true;         ///< worker.sched_batch
   int root_intensity = 0;          ///< root intensity
 };
 

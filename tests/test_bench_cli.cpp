@@ -90,8 +90,11 @@ TEST_CASE("each subcommand fills its own options; the others keep their defaults
   CHECK(s.command().supervisor_stop.sizes == std::vector<std::size_t>{10, 20});
   CHECK(s.command().supervisor_stop.repeats == 2);
 
-  auto pe = parse({"peers", "--no-parse", "--no-python-peers", "--pin-cpu", "1", "--spawn-repeats", "2"});
+  auto pe = parse({"peers", "--no-parse", "--no-python-peers", "--pin-cpu", "1", "--spawn-repeats", "2",
+                   "--no-sched-batch"});
   CHECK(pe.command().name == "peers");
+  CHECK_FALSE(pe.command().peers.sched_batch);
+  CHECK(parse({"peers"}).command().peers.sched_batch);
   CHECK_FALSE(pe.command().peers.bare_parse_replies);
   CHECK_FALSE(pe.command().peers.python_peers);
   CHECK(pe.command().peers.pin_cpu == 1);

@@ -1,0 +1,30 @@
+// The request path's targets (issue 13, docs/architecture.md "Targets"), as
+// ratios to the peers measured in the same run. Both tables (`run` and
+// `peers`) print and judge against these, so they cannot drift apart.
+#pragma once
+
+#include <string>
+
+namespace dspex::bench::targets {
+
+constexpr double round_trip_p50_vs_bare = 1.15;  ///< at most
+constexpr double round_trip_p99_vs_bare = 1.5;   ///< at most
+constexpr double pinned_p50_vs_bare = 1.25;      ///< at most, everything on one CPU
+constexpr double payload_p50_vs_bare = 1.25;     ///< at most, 100 B to 1 MiB
+constexpr double throughput_vs_bare = 0.6;       ///< at least, one request in flight per worker
+constexpr double throughput_vs_mp_pool = 2.0;    ///< at least
+constexpr double concurrent_vs_bare = 1.0;       ///< at least, worker.max_concurrency > 1
+
+/// "<= 1.15x bare", ">= 2x mp.Pool".
+inline std::string at_most(double q, const std::string& peer) {
+  std::string s = std::to_string(q);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (s.back() == '.')
+    s.pop_back();
+  return "<= " + s + "x " + peer;
+}
+inline std::string at_least(double q, const std::string& peer) {
+  return ">" + at_most(q, peer).substr(1);
+}
+
+} // namespace dspex::bench::targets
