@@ -512,8 +512,10 @@ public:
 
   static std::string describe_load(const std::string& what, const load_result& l) {
     std::ostringstream os;
-    os << what << ": " << format_rate(l.requests_per_s) << ", p50 " << format_micros(l.summary.p50_us) << ", p99 "
-       << format_micros(l.summary.p99_us) << " (" << l.clients << (l.clients == 1 ? " client" : " clients") << ")";
+    os << what << ": " << format_rate(l.requests_per_s);
+    if (l.per_second.empty())  // a per-second run counts replies and records no latency
+      os << ", p50 " << format_micros(l.summary.p50_us) << ", p99 " << format_micros(l.summary.p99_us);
+    os << " (" << l.clients << (l.clients == 1 ? " client" : " clients") << ")";
     if (l.total_errors)
       os << ", " << l.total_errors << " errors (" << l.first_error << ")";
     return os.str();
