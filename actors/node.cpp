@@ -645,11 +645,20 @@ caf::error node::end_session(const std::string& session) {
 std::vector<int> tree_os_pids(const json& tree, const std::string& path_part) {
   std::vector<int> out;
   auto visit = [&](const json& n, auto& self) -> void {
-    if (n.contains("os_pid")
-        && (path_part.empty() || n.value("path", "").find(path_part) != std::string::npos))
-      out.push_back(n["os_pid"].get<int>());
-    if (n.contains("children"))
-      for (auto& c : n["children"])
+    if (!n.is_object())
+      return;
+    auto pid = n.find("os_pid");
+    auto path = n.find("path");
+    // A starting child reports -1 and one gone before it answered null:
+    // neither is a process.
+    if (pid != n.end() && pid->is_number_integer() && pid->get<long long>() > 0
+        && (path_part.empty()
+            || (path != n.end() && path->is_string()
+                && path->get_ref<const std::string&>().find(path_part) != std::string::npos)))
+      out.push_back(pid->get<int>());
+    auto children = n.find("children");
+    if (children != n.end() && children->is_array())
+      for (auto& c : *children)
         self(c, self);
   };
   visit(tree, visit);

@@ -71,7 +71,8 @@ struct root_failure {
 
 /// The os pids in a status tree (node::status()["tree"]), depth first; only
 /// of children whose path contains `path_part` when it is not empty
-/// ("/workers/": the pool workers).
+/// ("/workers/": the pool workers). Only live processes: a child still
+/// starting (-1) or gone (null) is left out; never throws.
 std::vector<int> tree_os_pids(const json& tree, const std::string& path_part = {});
 
 class node : public std::enable_shared_from_this<node> {

@@ -29,6 +29,25 @@ std::vector<int> worker_pids(const json& tree) {
   return out;
 }
 
+} // namespace
+
+TEST_CASE("tree_os_pids: live processes only, of the paths asked for; a malformed node is skipped") {
+  auto tree = json::parse(R"({"path": "/root", "children": [
+    {"path": "/root/pool/workers/a", "os_pid": 41},
+    {"path": "/root/pool/workers/b", "os_pid": -1},
+    {"path": "/root/pool/workers/c", "os_pid": null},
+    {"path": "/root/pool/workers/d", "os_pid": "42"},
+    {"path": 7, "os_pid": 43},
+    {"path": "/root/pool/fork_server", "os_pid": 44, "children": {"not": "an array"}},
+    "not a node",
+    {"path": "/root/other", "children": [{"path": "/root/other/workers/e", "os_pid": 45}]}]})");
+  CHECK(tree_os_pids(tree) == std::vector<int>{41, 43, 44, 45});
+  CHECK(tree_os_pids(tree, "/workers/") == std::vector<int>{41, 45});
+  CHECK(tree_os_pids(json()).empty());
+}
+
+namespace {
+
 struct node_fixture {
   test::system_config cfg;
   caf::actor_system sys{cfg};
