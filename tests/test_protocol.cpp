@@ -47,6 +47,41 @@ TEST_CASE("a successful reply") {
   CHECK(rep.result["status"] == "ok");
 }
 
+TEST_CASE("the compact success reply's fast path gives the full parse's verdict and result") {
+  // A space after the opening brace keeps the meaning and takes the full
+  // parse: both spellings must agree, whatever the body.
+  auto same = [](const std::string& body) {
+    CAPTURE(body);
+    auto fast = parse_reply(body);
+    auto full = parse_reply("{ " + body.substr(1));
+    REQUIRE(fast.index() == full.index());
+    if (auto* e = std::get_if<protocol_error>(&fast)) {
+      CHECK(e->code == std::get<protocol_error>(full).code);
+      return;
+    }
+    auto& a = std::get<reply>(fast);
+    auto& b = std::get<reply>(full);
+    CHECK(a.id == b.id);
+    CHECK(a.success == b.success);
+    CHECK(a.result == b.result);
+    CHECK(a.error.type == b.error.type);
+  };
+  const std::string head = R"({"id":7,"success":true,"result":)";
+  for (std::string r : {"1", "-0", "1.5e300", "null", "true", "\"x\"", "\"a\\u00e9\\n\"", "[1,[2,{}]]",
+                        "{\"a\":{\"b\":[null]}}", "{\"a\":1}}", "{\"a\":1", "", "}", "1,\"x\":2",
+                        "1,\"result\":2", "\"\xff\"", "\"\xc3\xa9\"", "[1,]", "01", "NaN", "1 ", " 1"})
+    same(head + r + "}");
+  for (std::string id : {"0", "00", "01", "-1", "1.0", "1e3", "18446744073709551615", "18446744073709551616",
+                         "\"1\"", "", "99999999999999999999999"})
+    same(R"({"id":)" + id + R"(,"success":true,"result":1})");
+  same(R"({"id":1,"success":false,"result":1})");
+  same(R"({"id":1,"success":true,"result":1})" "\n");
+  same(R"({"id":1,"success":true})");
+  same(R"({"id":1,"success":true,"result":[1,2,3]})" "}");
+  same("{" + std::string(300, '[') + std::string(300, ']') + "}");
+  CHECK(std::get<reply>(parse_reply(head + "[1,2]}")).result == json::array({1, 2}));
+}
+
 TEST_CASE("a reply with an error object") {
   auto r = parse_reply(
     R"({"id": 4, "success": false, "error": {"type": "ValueError", "message": "bad", "traceback": "Traceback..."}})");
