@@ -8,6 +8,13 @@
 // sleeps in the io loop's epoll: a reply is read, answered and the caller's
 // next request written on the same thread, without a wake-up in between.
 //
+// Before it sleeps in epoll the thread polls the loop for a short window
+// (DSPEX_IO_SPIN_US, default 30 us; 0: sleep at once): a reply due within it
+// is read without a sleep and a wake-up, which on a VM cost tens of
+// microseconds, more than a Python worker's turn on a small request. The
+// window opens only when the thread runs out of work, so an idle host
+// sleeps after one window.
+//
 // Work sharing with exactly one thread: dspex's actors only route, and the
 // loop must have one thread (it forks every child, see io_loop.hpp). The
 // queue is FIFO; io handlers that are ready run every few jobs, so a busy
@@ -20,9 +27,14 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 
+#include <chrono>
 #include <memory>
 
 namespace dspex {
+
+/// The spin window for the value of DSPEX_IO_SPIN_US (nullptr: unset):
+/// microseconds, at most 1000; unset, empty, negative or not a number: 30.
+std::chrono::microseconds io_spin_window(const char* env);
 
 /// Installs the scheduler into `cfg` (recommended_settings does).
 void use_io_scheduler(caf::actor_system_config& cfg);

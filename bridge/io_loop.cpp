@@ -79,8 +79,10 @@ void io_loop::drive_one() {
   run_guarded([this] { ctx_.run_one(); });
 }
 
-void io_loop::drive_ready() {
-  run_guarded([this] { ctx_.poll(); });
+std::size_t io_loop::drive_ready() {
+  std::size_t ran = 0;
+  run_guarded([this, &ran] { ran = ctx_.poll(); });
+  return ran;
 }
 
 void io_loop::drive_for(std::chrono::steady_clock::duration limit) {

@@ -94,8 +94,8 @@ public:
   void adopt_this_thread();
   /// Blocks until one handler ran, and runs it.
   void drive_one();
-  /// Runs the handlers that are ready, without blocking.
-  void drive_ready();
+  /// Runs the handlers that are ready, without blocking; how many ran.
+  std::size_t drive_ready();
   /// As drive_one, giving up after `limit`.
   void drive_for(std::chrono::steady_clock::duration limit);
   /// Makes a blocked drive_one return (from any thread).

@@ -13,7 +13,10 @@
 
 #include <caf/all.hpp>
 
+#include <fstream>
 #include <sstream>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdexcept>
 #include <thread>
 
@@ -124,6 +127,40 @@ TEST_CASE_FIXTURE(io_system, "io scheduler: an actor that waits for the fork ser
   child.reset();
   fs.reset();
   self->send_exit(starter, caf::exit_reason::kill);
+}
+
+TEST_CASE("io scheduler: the spin window from DSPEX_IO_SPIN_US: microseconds up to 1000, else 30") {
+  using us = std::chrono::microseconds;
+  CHECK(io_spin_window(nullptr) == us(30));
+  CHECK(io_spin_window("") == us(30));
+  CHECK(io_spin_window("0") == us(0));
+  CHECK(io_spin_window("75") == us(75));
+  CHECK(io_spin_window("5000") == us(1000));
+  for (auto bad : {"-1", "x", "10us", " 10", "99999999999999999999999"})
+    CHECK(io_spin_window(bad) == us(30));
+}
+
+TEST_CASE_FIXTURE(io_system, "io scheduler: an idle host sleeps in epoll after its spin window") {
+  REQUIRE(loop);
+  ask_thread();  // work done: the thread spins one window, then sleeps
+  auto tid = loop->run_sync([] { return static_cast<long>(::syscall(SYS_gettid)); });
+  auto voluntary = [tid] {
+    std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0)
+        return std::stol(line.substr(line.find(':') + 1));
+    return -1L;
+  };
+  // Each ask is work that ends with a spin window and a sleep: a thread
+  // that kept spinning would never switch out voluntarily.
+  auto before = voluntary();
+  REQUIRE(before >= 0);
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(20ms);
+    ask_thread();
+  }
+  CHECK(voluntary() > before);
 }
 
 TEST_CASE("io scheduler: more than one scheduler thread asked for is CAF's work sharing") {
