@@ -6,9 +6,10 @@
 #include <caf/scheduler/coordinator.hpp>
 
 #include <algorithm>
-#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -157,13 +158,14 @@ public:
 } // namespace
 
 std::chrono::microseconds io_spin_window(const char* env) {
-  constexpr long fallback = 30, most = 1000;
-  if (!env || *env < '0' || *env > '9')  // strtol would skip blanks and take a sign
+  constexpr unsigned long fallback = 30, most = 1000;
+  if (!env)
     return std::chrono::microseconds(fallback);
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(env, &end, 10);
-  if (errno != 0 || *end != '\0' || v < 0)
+  // from_chars takes no blank, sign or suffix: "-1", " 10" and "10us" fail.
+  const char* last = env + std::strlen(env);
+  unsigned long v = 0;
+  auto [end, ec] = std::from_chars(env, last, v);
+  if (ec != std::errc{} || end != last)
     return std::chrono::microseconds(fallback);
   return std::chrono::microseconds(std::min(v, most));
 }
