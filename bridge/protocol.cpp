@@ -175,13 +175,11 @@ bool skip(std::string_view& s, std::string_view prefix) {
 bool parse_plain_success(std::string_view s, reply& rep) {
   if (!skip(s, R"({"id":)"))
     return false;
-  std::size_t digits = 0;
-  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9')
-    ++digits;
-  if (digits == 0 || (digits > 1 && s[0] == '0'))  // JSON has no leading zeros
-    return false;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + digits, rep.id);
-  if (ec != std::errc{})  // above uint64: the full parse calls it not an id
+  // No sign, no blank; out of range (above uint64) the full parse calls it
+  // not an id.
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), rep.id);
+  const auto digits = static_cast<std::size_t>(end - s.data());
+  if (ec != std::errc{} || (digits > 1 && s[0] == '0'))  // JSON has no leading zeros
     return false;
   s.remove_prefix(digits);
   if (!skip(s, R"(,"success":true,"result":)") || s.size() < 2 || s.back() != '}')
