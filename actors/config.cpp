@@ -37,7 +37,7 @@ json default_config() {
       {"children",
        json::array({
          {{"id", "sessions"}, {"type", "session_registry"}, {"ttl_ms", 3600000},
-          {"sweep_interval_ms", 60000}},
+          {"sweep_interval_ms", 60000}, {"max_sessions", 100000}},
          {{"id", "pool_sup"},
           {"type", "pool"},
           {"name", "default"},
@@ -333,6 +333,7 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
     session_registry_config c;
     r.ms("ttl_ms", c.ttl, 1);
     r.ms("sweep_interval_ms", c.sweep_interval, 1);
+    r.integer("max_sessions", c.max_sessions, 1, 100000000);
     n.body = c;
   } else if (n.type == "monitor") {
     monitor_config c;

@@ -23,6 +23,7 @@ const char* to_string(errc code) noexcept {
     case errc::invalid_config: return "invalid_config";
     case errc::unavailable: return "unavailable";
     case errc::node_down: return "node_down";
+    case errc::resource_exhausted: return "resource_exhausted";
   }
   return "unknown";
 }

@@ -37,7 +37,13 @@ enum class errc : std::uint8_t {
   node_down,             ///< a remote node (remote_pool) is unreachable, or its
                          ///< connection died with the request in flight; the
                          ///< request may or may not have run there
+  resource_exhausted,    ///< a bounded resource of the node is full (max_sessions:
+                         ///< a new session is refused while the cap is reached);
+                         ///< what exists goes on; retry once some are freed
 };
+
+/// The last errc (for loops over every class).
+inline constexpr errc errc_last = errc::resource_exhausted;
 
 inline constexpr caf::atom_value error_category = caf::atom("dspex");
 

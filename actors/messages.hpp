@@ -58,6 +58,7 @@ using workers_atom = caf::atom_constant<caf::atom("workers")>;  ///< (workers) -
 // -- session registry -------------------------------------------------------------
 using touch_atom = caf::atom_constant<caf::atom("touch")>;        ///< (touch, sid): seen now
 using sess_new_atom = caf::atom_constant<caf::atom("sess_new")>;  ///< (sess_new, sid) -> unit | duplicate_session
+using sess_use_atom = caf::atom_constant<caf::atom("sess_use")>;  ///< (sess_use, sid) -> unit | resource_exhausted
 using sess_end_atom = caf::atom_constant<caf::atom("sess_end")>;  ///< (sess_end, sid) -> unit | unknown_session
 using sess_list_atom = caf::atom_constant<caf::atom("sess_list")>; ///< (sess_list) -> json
 using prepare_atom = caf::atom_constant<caf::atom("prepare")>;    ///< pool -> registry: (prepare, pool, req, seen) -> session_plan

@@ -606,10 +606,16 @@ caf::expected<json> node::execute_on(const std::string& pool, const std::string&
   if (!resolved)
     return resolved.error();
   auto t = *resolved;
-  // In single mode no pool touches the registry: do it here.
+  // In single mode no pool asks the registry: the session is admitted here
+  // (a new one must fit under max_sessions).
   if (session && pool_names_.empty())
-    if (auto reg = dir_->get("registry"))
-      caf::anon_send(reg, touch_atom::value, *session);
+    if (auto reg = dir_->get("registry")) {
+      caf::error refused;
+      callers_->call(reg, 10s, [] {}, [&](caf::error& e) { refused = classify(std::move(e)); },
+                     sess_use_atom::value, *session);
+      if (refused)
+        return refused;
+    }
   caf::expected<json> result{caf::error{}};
   auto wait = timeout.count() > 0 ? timeout * 2 + 30s : std::chrono::milliseconds(10min);
   callers_->call(

@@ -375,8 +375,16 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
             .then([](json&) {}, [](caf::error&) {});
         rp.delegate(hdl, exec_atom::value, std::move(plan.request));
       },
-      [self, hdl, rp, tag](caf::error& e) mutable {
-        fail(self, rp, errc::unavailable, "session registry did not answer: " + describe(e));
+      [self, hdl, rp, tag, session](caf::error& e) mutable {
+        if (is(e, errc::resource_exhausted)) {
+          // A new session over max_sessions: the registry holds nothing of
+          // it, so neither may this pool (hand_over noted its affinity).
+          if (session)
+            self->state.affinity.erase(*session);
+          fail(self, rp, errc::resource_exhausted, detail_of(e));
+        } else {
+          fail(self, rp, errc::unavailable, "session registry did not answer: " + describe(e));
+        }
         auto it = self->state.workers.find(hdl.address());
         if (it != self->state.workers.end() && it->second.st == wstate::busy)
           if (auto j = take_job(it->second, tag)) {
@@ -1095,7 +1103,24 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       wt.holder = self->current_sender() ? caf::actor_cast<caf::actor_addr>(self->current_sender())
                                          : caf::actor_addr{};
       wt.rp = self->make_response_promise();
-      submit(self, std::move(wt));
+      auto reg = wt.session ? current_registry(self) : caf::actor{};
+      if (!reg) {
+        submit(self, std::move(wt));
+        return caf::delegated<caf::actor>();
+      }
+      // A lease in a session: the registry admits the session first (a new
+      // one must fit under max_sessions); the lease's requests bypass prepare.
+      auto sid = *wt.session;
+      auto held = std::make_shared<waiter>(std::move(wt));
+      self->request(reg, caf::infinite, sess_use_atom::value, sid)
+        .then([self, held] { submit(self, std::move(*held)); },
+              [self, held](caf::error& e) {
+                if (is(e, errc::resource_exhausted))
+                  fail(self, *held, errc::resource_exhausted, detail_of(e));
+                else
+                  fail(self, *held, errc::unavailable,
+                       "session registry did not answer: " + describe(e));
+              });
       return caf::delegated<caf::actor>();
     },
     [self](checkin_atom, caf::actor& worker, bool ok) {

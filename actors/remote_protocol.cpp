@@ -148,7 +148,7 @@ caf::expected<json> parse_reply(const std::string& text) {
 }
 
 std::optional<errc> errc_named(const std::string& name) {
-  for (int i = 1; i <= static_cast<int>(errc::node_down); ++i)
+  for (int i = 1; i <= static_cast<int>(errc_last); ++i)
     if (name == to_string(static_cast<errc>(i)))
       return static_cast<errc>(i);
   return std::nullopt;

@@ -28,7 +28,7 @@ struct registry_state {
   std::map<std::string, session> sessions;
   session_book book;  // what each session built: programs, LM (session_state.hpp)
   std::map<caf::actor_addr, caf::actor> pools;
-  std::uint64_t created = 0, ended = 0, expired = 0;
+  std::uint64_t created = 0, ended = 0, expired = 0, refused = 0;
   static inline const char* name = "dspex.session_registry";
 };
 
@@ -49,6 +49,18 @@ session& touch(registry_actor* self, const std::string& sid) {
   return it->second;
 }
 
+// Whether `sid` may be used: it exists, or one more fits under the cap.
+// A refusal is counted and named.
+caf::error admit(registry_actor* self, const std::string& sid) {
+  auto& st = self->state;
+  if (st.sessions.size() < st.cfg.max_sessions || st.sessions.count(sid))
+    return {};
+  ++st.refused;
+  return make_error(errc::resource_exhausted,
+                    "session '" + sid + "' refused: max_sessions (" + std::to_string(st.cfg.max_sessions)
+                      + ") sessions are live; one must end or expire first");
+}
+
 caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
   self->state.cfg = cfg;
   self->set_down_handler([self](caf::down_msg& dm) { self->state.pools.erase(dm.source); });
@@ -58,10 +70,24 @@ caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
     [self](sess_new_atom, const std::string& sid) -> caf::result<void> {
       if (self->state.sessions.count(sid))
         return make_error(errc::duplicate_session, "session '" + sid + "' exists already");
+      if (auto err = admit(self, sid))
+        return err;
       touch(self, sid);
       return caf::unit;
     },
-    [self](touch_atom, const std::string& sid) { ++touch(self, sid).requests; },
+    [self](sess_use_atom, const std::string& sid) -> caf::result<void> {
+      if (auto err = admit(self, sid))
+        return err;
+      ++touch(self, sid).requests;
+      return caf::unit;
+    },
+    [self](touch_atom, const std::string& sid) {
+      // From a sender that knew the session; one gone meanwhile is created
+      // again only below the cap (nobody to refuse: the request runs).
+      auto& st = self->state;
+      if (st.sessions.size() < st.cfg.max_sessions || st.sessions.count(sid))
+        ++touch(self, sid).requests;
+    },
     [self](sess_end_atom, const std::string& sid) -> caf::result<void> {
       if (!self->state.sessions.count(sid))
         return make_error(errc::unknown_session, "no session '" + sid + "'");
@@ -84,16 +110,20 @@ caf::behavior registry_impl(registry_actor* self, session_registry_config cfg) {
     [self](stats_atom) -> json {
       auto& st = self->state;
       auto programs = st.book.programs();
-      return json{{"sessions", st.sessions.size()}, {"created", st.created},
-                  {"ended", st.ended},       {"expired", st.expired},
-                  {"programs", programs},    {"ttl_ms", st.cfg.ttl.count()}};
+      return json{{"sessions", st.sessions.size()}, {"max_sessions", st.cfg.max_sessions},
+                  {"created", st.created},       {"ended", st.ended},
+                  {"expired", st.expired},       {"refused", st.refused},
+                  {"programs", programs},        {"ttl_ms", st.cfg.ttl.count()}};
     },
     [self](prepare_atom, const std::string& pool, command_request& req,
-           seen_versions seen) -> session_plan {
+           seen_versions seen) -> caf::result<session_plan> {
       // The pool's one hook before dispatch; a request in a session also
-      // counts as seeing it.
-      if (req.session_id)
+      // counts as seeing it, and a new session must fit under the cap.
+      if (req.session_id) {
+        if (auto err = admit(self, *req.session_id))
+          return err;
         ++touch(self, *req.session_id).requests;
+      }
       auto sid = req.session_id;
       auto changes = session_book::changes(req);
       auto plan = self->state.book.prepare(pool, std::move(req), seen);

@@ -5,15 +5,20 @@
 // or its pool restarts: the pool asks it before every dispatch what the
 // chosen worker must be replayed first.
 //
-//   (sess_new, sid)       -> unit | duplicate_session
-//   (touch, sid)          a request in that session: creates it when new
+//   (sess_new, sid)       -> unit | duplicate_session | resource_exhausted
+//   (sess_use, sid)       -> unit | resource_exhausted: a use of the session
+//                         (a lease, single mode); creates it when new
+//   (touch, sid)          one way: a use of a session the sender knows; should
+//                         it be gone, it is created again, never past the cap
 //   (sess_end, sid)       -> unit | unknown_session; pools drop its programs
 //                         from their workers (cleanup_session)
 //   (sess_list)           -> json [{id, created_ms_ago, idle_ms, requests, programs,
 //                            lm: "provider/model" or null; never a secret}]
-//   (stats)               -> json {sessions, created, ended, expired, programs}
-//   (prepare, pool, command_request, seen_versions) -> session_plan: records
-//                         the request's effect and says what to replay first
+//   (stats)               -> json {sessions, max_sessions, created, ended,
+//                         expired, refused, programs, ttl_ms}
+//   (prepare, pool, command_request, seen_versions) -> session_plan |
+//                         resource_exhausted: records the request's effect and
+//                         says what to replay first
 //   (settle, change, ok)  how the request that made a change ended; a
 //                         failed one is undone
 //   (pool_up, pool, default_lm)  a pool (re)started or found this registry
@@ -21,6 +26,11 @@
 //
 // Sessions idle longer than ttl are swept every sweep_interval, exactly as
 // if ended.
+//
+// At most max_sessions live at once: whatever would create one more (a
+// request with a new session id, sess_new, sess_use) is refused with
+// resource_exhausted naming the cap (counted in "refused"); existing
+// sessions go on, and once one ends or expires a new one is admitted.
 #pragma once
 
 #include <caf/actor.hpp>
@@ -33,6 +43,8 @@ namespace dspex {
 struct session_registry_config {
   std::chrono::milliseconds ttl{std::chrono::hours(1)};
   std::chrono::milliseconds sweep_interval{std::chrono::seconds(60)};
+  /// Live sessions at most (config max_sessions).
+  std::size_t max_sessions = 100000;
 };
 
 caf::actor spawn_session_registry(caf::local_actor* ctx, session_registry_config cfg);

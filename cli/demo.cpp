@@ -77,6 +77,13 @@ void print_status(const json& status) {
                   r.contains("last_error") ? (" (" + r["last_error"].get<std::string>() + ")").c_str()
                                            : "");
     }
+  if (status.contains("sessions") && status["sessions"].is_object()) {
+    auto& s = status["sessions"];
+    std::printf("sessions: %llu of max %llu (created %llu, ended %llu, expired %llu, "
+                "refused %llu)\n",
+                s.value("sessions", 0ull), s.value("max_sessions", 0ull), s.value("created", 0ull),
+                s.value("ended", 0ull), s.value("expired", 0ull), s.value("refused", 0ull));
+  }
   if (status.contains("listen") && status["listen"].is_object())
     std::printf("listening on %s port %d (%s)\n",
                 status["listen"].value("host", std::string("?")).c_str(),

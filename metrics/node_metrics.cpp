@@ -183,8 +183,14 @@ std::vector<MetricFamily> node_families(const json& status) {
     auto& sessions = obj(status, "sessions");
     sample(fs.add("dspex_sessions", "Live sessions", MetricType::Gauge), {},
            num(sessions, "sessions"));
+    if (sessions.contains("max_sessions"))
+      sample(fs.add("dspex_sessions_max", "The cap on live sessions (max_sessions)",
+                    MetricType::Gauge), {}, num(sessions, "max_sessions"));
     sample(fs.add("dspex_sessions_created_total", "Sessions created", MetricType::Counter), {},
            num(sessions, "created"));
+    sample(fs.add("dspex_sessions_refused_total",
+                  "New sessions refused (resource_exhausted) at the max_sessions cap",
+                  MetricType::Counter), {}, num(sessions, "refused"));
     sample(fs.add("dspex_sessions_ended_total", "Sessions ended by their client",
                   MetricType::Counter), {}, num(sessions, "ended"));
     sample(fs.add("dspex_sessions_expired_total", "Sessions expired by their TTL",
