@@ -552,6 +552,10 @@ caf::expected<tree_config> parse_config(const json& j) {
       if (mr.ok()) {
         std::string listen = default_metrics_listen;
         mr.text("listen", listen);
+        mr.integer("max_connections", cfg.metrics.max_connections, 1, 65536);
+        mr.ms("request_timeout_ms", cfg.metrics.request_timeout, 1);
+        mr.ms("write_timeout_ms", cfg.metrics.write_timeout, 1);
+        mr.integer("max_request_bytes", cfg.metrics.max_request_bytes, 256, 1 << 20);
         if (auto addr = parse_listen_address(listen))
           cfg.metrics_listen = *addr;
         else

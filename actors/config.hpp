@@ -61,12 +61,28 @@ struct node_spec {
 
 enum class bridge_mode { disabled, single, pool, auto_detect };
 
+/// The /metrics listener's limits (config `metrics`; metrics/exporter.hpp,
+/// docs/security.md).
+struct metrics_limits {
+  /// `max_connections`: open connections at most, idle ones included.
+  std::size_t max_connections = 256;
+  /// `request_timeout_ms`: from accept to the end of the request head.
+  std::chrono::milliseconds request_timeout{5000};
+  /// `write_timeout_ms`: for the client to take the whole response.
+  std::chrono::milliseconds write_timeout{10000};
+  /// `max_request_bytes`: the request head at most; more is a 431.
+  std::size_t max_request_bytes = 8192;
+};
+
 struct tree_config {
   bridge_mode mode = bridge_mode::pool;
   supervisor_node root;
   /// `metrics.listen`, normalized (parse_listen_address); empty: no
   /// metrics endpoint. `"metrics": {}` means the loopback default.
   std::string metrics_listen;
+  /// `metrics.max_connections`, `request_timeout_ms`, `write_timeout_ms`,
+  /// `max_request_bytes`.
+  metrics_limits metrics;
   /// `log_level`: what `dspex run` logs on stderr (trace debug info warn
   /// error critical off).
   std::string log_level = "info";

@@ -188,7 +188,7 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   // Metrics asked for are not optional: a port in use fails before any worker starts.
   std::unique_ptr<metrics::exporter> exporter;
   if (!metrics_listen.empty()) {
-    auto ex = metrics::exporter::listen(metrics_listen);
+    auto ex = metrics::exporter::listen(metrics_listen, cfg->metrics);
     if (!ex)
       return fail(describe(ex.error()), exit_start_failed);
     exporter = std::move(*ex);

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -29,18 +30,52 @@ using json = nlohmann::json;
 
 namespace {
 
-// One HTTP/1.0 GET on 127.0.0.1:port; the whole response ("" when the
-// connection failed).
-std::string http_get(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port (-1 when it failed). Every read on it
+// gives up after 20 s: a bounded wait, so a blocked endpoint fails a test
+// instead of hanging it.
+int connect_to(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    return {};
+    return -1;
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<std::uint16_t>(port));
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `req` raw on a new connection; the whole response ("" when the
+// connection failed or nothing came back within the bound).
+std::string http_raw(int port, const std::string& req) {
+  int fd = connect_to(port);
+  if (fd < 0)
+    return {};
   std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0)
+      out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// One HTTP/1.0 GET on 127.0.0.1:port; the whole response ("" when the
+// connection failed).
+std::string http_get(int port, const std::string& path) {
+  int fd = connect_to(port);
+  if (fd < 0)
+    return {};
+  std::string out;
+  {
     auto req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
     if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
       char buf[4096];
@@ -159,6 +194,7 @@ TEST_CASE_FIXTURE(metrics_fixture, "/metrics is valid for promtool and counts tr
   CHECK(sample(body, R"(dspex_circuit_state{pool="default",state="closed"})") == 1);
   CHECK(sample(body, R"(dspex_supervisor_intensity_stops_total{supervisor="root"})") == 0);
   CHECK(sample(body, R"(dspex_sessions)") == 0);
+  CHECK(sample(body, R"(dspex_sessions_max)") == 100000);
   CHECK(sample(body, R"(dspex_worker_resident_bytes{path="root/pool_sup/workers/w1"})") > 0);
   double ok0 = std::max(0.0, sample(body, R"(dspex_requests_total{pool="default",result="ok"})"));
 
@@ -282,6 +318,14 @@ TEST_CASE_FIXTURE(metrics_fixture, "bad metrics addresses are refused before any
   CHECK(code == 2);
   CHECK(out.find("config.metrics.port: unknown key") != std::string::npos);
 
+  j["metrics"] = {{"max_connections", 0}, {"request_timeout_ms", "5s"}, {"max_request_bytes", 10}};
+  std::ofstream(bad) << j.dump(2);
+  out = run_cli(loop, {"config", "--check", bad}, &code);
+  CHECK(code == 2);
+  CHECK(out.find("config.metrics.max_connections") != std::string::npos);
+  CHECK(out.find("config.metrics.request_timeout_ms") != std::string::npos);
+  CHECK(out.find("config.metrics.max_request_bytes") != std::string::npos);
+
   out = run_cli(loop, {"run", config, "--control", sock, "--metrics", "127.0.0.1:99999"}, &code);
   CHECK(code == 2);
   CHECK(out.find("--metrics") != std::string::npos);
@@ -293,6 +337,149 @@ TEST_CASE_FIXTURE(metrics_fixture, "bad metrics addresses are refused before any
   CHECK(code == 1);
   CHECK(out.find("cannot listen on 127.0.0.1:" + std::to_string(held.port)) != std::string::npos);
   CHECK(out.find("running") == std::string::npos);
+}
+
+namespace {
+
+// Whether the server ended connection `fd` (EOF or reset); what it sent
+// meanwhile is appended to `got`. Never blocks.
+bool server_closed(int fd, std::string& got) {
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      got.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0)
+      return true;
+    return errno != EAGAIN && errno != EWOULDBLOCK;
+  }
+}
+
+// A request head that never ends, for clients that send it a byte at a time.
+const std::string endless_head =
+  "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + std::string(200, 'a');
+
+} // namespace
+
+TEST_CASE_FIXTURE(metrics_fixture, "idle and slowloris clients cannot hold back a scrape; they are closed in time") {
+  auto j = json::parse(std::ifstream(config));
+  j["metrics"] = {{"listen", "127.0.0.1:0"}, {"request_timeout_ms", 2000}};
+  std::ofstream(config) << j.dump(2);
+  std::unique_ptr<cli_process> node;
+  int port = start(node);
+
+  // 100 clients that send nothing, 20 that trickle a request head.
+  std::vector<int> fds;
+  for (int i = 0; i < 120; ++i) {
+    int fd = connect_to(port);
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+  }
+  std::size_t sent = 0;
+  auto trickle = [&] {
+    if (sent < endless_head.size()) {
+      for (std::size_t i = 100; i < fds.size(); ++i)
+        ::send(fds[i], endless_head.data() + sent, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ++sent;
+    }
+  };
+  trickle();
+
+  // Scrapes are answered while they hold their connections (each read is
+  // bounded: a blocked endpoint fails here instead of hanging).
+  for (int i = 0; i < 3; ++i) {
+    auto r = http_get(port, "/metrics");
+    REQUIRE(r.rfind("HTTP/1.1 200 ", 0) == 0);
+    auto body = body_of(r);
+    CHECK(sample(body, R"(dspex_workers{pool="default",state="idle"})") == 2);
+    if (has_promtool()) {
+      std::string report;
+      auto rc = promtool_check(body, dir + "/scrape.txt", report);
+      INFO("promtool: " << report);
+      CHECK(rc == 0);
+    }
+  }
+
+  // Each is closed by its request deadline: trickling does not extend it.
+  std::vector<std::string> got(fds.size());
+  std::vector<bool> closed(fds.size(), false);
+  auto last = std::chrono::steady_clock::now();
+  CHECK(wait_until([&] {
+    if (std::chrono::steady_clock::now() - last > 100ms) {
+      trickle();
+      last = std::chrono::steady_clock::now();
+    }
+    bool all = true;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (!closed[i])
+        closed[i] = server_closed(fds[i], got[i]);
+      all = all && closed[i];
+    }
+    return all;
+  }, 60s));
+  CHECK(sent < endless_head.size());  // the head never completed
+  int told = 0;
+  for (auto& g : got)
+    told += g.rfind("HTTP/1.1 408 ", 0) == 0;
+  CHECK(told == static_cast<int>(fds.size()));
+  for (int fd : fds)
+    ::close(fd);
+
+  auto body = body_of(http_get(port, "/metrics"));
+  CHECK(sample(body, R"(dspex_metrics_http_connections_total{outcome="timed_out"})") == 120);
+  CHECK(sample(body, R"(dspex_metrics_http_connections_total{outcome="served"})") == 3);
+  stop(*node);
+}
+
+TEST_CASE_FIXTURE(metrics_fixture, "over max_connections the oldest idle client makes room; bad requests get 4xx") {
+  auto j = json::parse(std::ifstream(config));
+  j["metrics"] = {{"listen", "127.0.0.1:0"}, {"max_connections", 8}, {"request_timeout_ms", 600000},
+                  {"max_request_bytes", 1024}};
+  std::ofstream(config) << j.dump(2);
+  std::unique_ptr<cli_process> node;
+  int port = start(node);
+
+  std::vector<int> fds;
+  for (int i = 0; i < 50; ++i) {
+    int fd = connect_to(port);
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+  }
+  // The scrape comes after all of them and is answered: 42 were evicted to
+  // admit the later ones, one more for the scrape.
+  auto r = http_get(port, "/metrics");
+  REQUIRE(r.rfind("HTTP/1.1 200 ", 0) == 0);
+  CHECK(sample(body_of(r), R"(dspex_metrics_http_connections_total{outcome="evicted"})") == 43);
+  // The oldest went, the newest are still open (their deadline is far).
+  std::vector<std::string> got(fds.size());
+  CHECK(wait_until([&] {
+    for (std::size_t i = 0; i < 43; ++i)
+      if (!server_closed(fds[i], got[i]))
+        return false;
+    return true;
+  }, 30s));
+  for (std::size_t i = 43; i < fds.size(); ++i)
+    CHECK_FALSE(server_closed(fds[i], got[i]));
+  for (int fd : fds)
+    ::close(fd);
+
+  // HEAD: the headers only.
+  auto head = http_raw(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(head.rfind("HTTP/1.1 200 ", 0) == 0);
+  CHECK(head.find("Content-Length: ") != std::string::npos);
+  CHECK(body_of(head).empty());
+  CHECK(http_raw(port, "GET /metrics?name[]=x HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 200 ", 0)
+        == 0);
+  CHECK(http_raw(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").rfind("HTTP/1.1 405 ", 0)
+        == 0);
+  CHECK(http_raw(port, "GET /other HTTP/1.0\r\n\r\n").rfind("HTTP/1.1 404 ", 0) == 0);
+  CHECK(http_raw(port, "hello there\r\n\r\n").rfind("HTTP/1.1 400 ", 0) == 0);
+  CHECK(http_raw(port, endless_head + std::string(2000, 'b')).rfind("HTTP/1.1 431 ", 0) == 0);
+  // And it still serves.
+  CHECK(http_get(port, "/metrics").rfind("HTTP/1.1 200 ", 0) == 0);
+  stop(*node);
 }
 
 TEST_CASE("parse_listen_address: loopback unless asked otherwise") {
