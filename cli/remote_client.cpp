@@ -1,7 +1,10 @@
 // `dspex status --node HOST:PORT` and `dspex exec --node HOST:PORT`: one
 // short-lived actor_system with the middleman (and caf_openssl for --tls-*),
-// a bounded connect and hello, one request. Replies look like the control
-// socket's, so the printing is the same.
+// a bounded connect and hello, one request. With --timeout-ms the whole call
+// ends within it (plus reply_grace), whatever the remote does; a remote
+// that dies or hangs mid-request is node_down as soon as the connection is
+// seen lost. Replies look like the control socket's, so the printing is the
+// same.
 #include "commands.hpp"
 
 #include <dspex/actors/network.hpp>
@@ -28,11 +31,62 @@ json as_reply(const caf::expected<json>& r) {
   return failure(code ? to_string(*code) : "error", describe(r.error()));
 }
 
-constexpr auto connect_timeout = 10s;
+using clock = std::chrono::steady_clock;
 
-// Connects, says hello, sends `msg`, returns the parsed reply.
+constexpr auto connect_timeout = 10s;
+/// Past the caller's --timeout-ms, how long the remote's own answer (its
+/// command_timeout, with its detail) may take to arrive before we give up.
+constexpr auto reply_grace = 500ms;
+
+std::chrono::milliseconds left(clock::time_point deadline) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  return ms.count() > 0 ? ms : 0ms;
+}
+
+// One message to the router and the text it answers, waiting until
+// `deadline` at most. The message goes as an asynchronous one (the reply
+// comes back as a message), so that the same receive sees the router go
+// down: CAF 0.17 never answers a request whose connection is lost, and the
+// router is monitored so a killed node (socket closed) or a stopped one
+// (dropped by the heartbeat timeout) ends the wait at once.
+enum class outcome { reply, down, error, timeout };
+outcome ask(caf::scoped_actor& self, const caf::actor& router, caf::message msg,
+            clock::time_point deadline, std::string& text) {
+  self->send(router, std::move(msg));
+  auto out = outcome::timeout;
+  for (bool done = false; !done;) {
+    auto wait = left(deadline);
+    if (wait.count() == 0)
+      break;
+    self->receive(
+      [&](std::string& t) {
+        text = std::move(t);
+        out = outcome::reply;
+        done = true;
+      },
+      [&](caf::down_msg& d) {
+        if (d.source != router.address())
+          return;
+        text = "connection lost (" + caf::to_string(d.reason) + ")";
+        out = outcome::down;
+        done = true;
+      },
+      [&](caf::error& e) {
+        text = self->home_system().render(e);
+        out = outcome::error;
+        done = true;
+      },
+      caf::after(wait) >> [&] { done = true; });
+  }
+  return out;
+}
+
+// Connects, says hello, sends `msg`, returns the parsed reply. Everything,
+// the connect included, ends by `budget`: past it, command_timeout (or
+// node_down when not even the connection came), whatever the remote does.
 json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
-          std::chrono::milliseconds reply_timeout) {
+          std::chrono::milliseconds budget) {
+  auto deadline = clock::now() + budget;
   std::string host, why;
   std::uint16_t port = 0;
   if (!remote::parse_endpoint(endpoint, host, port, why))
@@ -46,7 +100,9 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
   auto mm = tls.enabled() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   caf::actor router;
   std::string problem;
-  self->request(mm, connect_timeout, caf::connect_atom::value, host, port)
+  auto connect_wait = std::max<std::chrono::milliseconds>(
+    std::min<std::chrono::milliseconds>(connect_timeout, left(deadline)), 1ms);
+  self->request(mm, connect_wait, caf::connect_atom::value, host, port)
     .receive(
       [&](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
         if (!ptr)
@@ -56,30 +112,37 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
       [&](caf::error& e) { problem = "cannot connect to " + endpoint + ": " + sys.render(e); });
   if (!problem.empty())
     return failure("node_down", problem);
-  json out;
-  self->request(router, connect_timeout, remote::rhello_atom::value, remote::hello_text())
-    .receive(
-      [&](std::string& text) {
-        if (auto r = remote::parse_reply(text); !r)
-          problem = "hello refused: " + describe(r.error());
-      },
-      [&](caf::error& e) { problem = "hello: " + sys.render(e); });
-  if (!problem.empty())
-    return failure("node_down", problem);
-  self->request(router, reply_timeout, std::move(msg))
-    .receive([&](std::string& text) { out = as_reply(remote::parse_reply(text)); },
-             [&](caf::error& e) {
-               out = failure(e == caf::sec::request_timeout ? "command_timeout" : "node_down",
-                             endpoint + ": " + sys.render(e));
-             });
-  return out;
+  self->monitor(router);
+  std::string text;
+  switch (ask(self, router, caf::make_message(remote::rhello_atom::value, remote::hello_text()),
+              std::min(deadline, clock::now() + connect_timeout), text)) {
+    case outcome::reply:
+      if (auto r = remote::parse_reply(text); !r)
+        return failure("node_down", "hello refused: " + describe(r.error()));
+      break;
+    case outcome::timeout:
+      return failure("node_down", endpoint + ": no answer to hello in time");
+    default:
+      return failure("node_down", endpoint + ": hello: " + text);
+  }
+  switch (ask(self, router, std::move(msg), deadline, text)) {
+    case outcome::reply:
+      return as_reply(remote::parse_reply(text));
+    case outcome::timeout:
+      return failure("command_timeout", "no reply from " + endpoint + " within "
+                                          + std::to_string(budget.count()) + " ms");
+    default:
+      return failure("node_down", endpoint + ": " + text);
+  }
 }
 
 } // namespace
 
 json remote_exec(const std::string& endpoint, const tls_options& tls, const command_request& cmd,
                  const std::string& pool) {
-  auto wait = cmd.timeout.count() > 0 ? cmd.timeout * 2 + 60s
+  // The caller's timeout bounds the whole call; without one, the remote's
+  // own request timeout applies and a lost node still ends the wait.
+  auto wait = cmd.timeout.count() > 0 ? cmd.timeout + reply_grace
                                       : std::chrono::milliseconds(10min) + 30s;
   return call(endpoint, tls,
               caf::make_message(remote::rexec_atom::value, remote::exec_text(cmd, pool)), wait);
