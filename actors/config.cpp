@@ -30,6 +30,7 @@ json default_config() {
   auto size = std::max(2u, std::min(8u, std::thread::hardware_concurrency()));
   return json{
     {"mode", "pool"},
+    {"max_json_depth", bridge::default_max_json_depth},
     {"root",
      {{"strategy", "one_for_one"},
       {"intensity", 3},
@@ -530,6 +531,10 @@ std::string check_listen(const tree_config& cfg) {
 caf::expected<tree_config> parse_config(const json& j) {
   std::vector<std::string> errors;
   tree_config cfg;
+  // Before anything copies or prints a part of it (both recurse).
+  if (bridge::value_depth_exceeds(j, bridge::default_max_json_depth))
+    return make_error(errc::invalid_config,
+                      bridge::depth_message("config", bridge::default_max_json_depth));
   cfg.source = j;
   reader top(j, "config", errors);
   if (top.ok()) {
@@ -547,6 +552,8 @@ caf::expected<tree_config> parse_config(const json& j) {
       else
         cfg.log_level = lv->get<std::string>();
     }
+    top.integer("max_json_depth", cfg.max_json_depth, 1,
+                static_cast<long long>(bridge::max_json_depth_limit));
     if (auto m = top.get("metrics")) {
       reader mr(*m, "config.metrics", errors);
       if (mr.ok()) {

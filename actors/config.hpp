@@ -12,6 +12,7 @@
 #include <dspex/actors/remote_pool.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/worker.hpp>
+#include <dspex/bridge/json_limits.hpp>
 #include <dspex/supervision/child_spec.hpp>
 #include <dspex/supervision/supervisor.hpp>
 
@@ -91,8 +92,11 @@ struct tree_config {
   std::string listen;
   /// Allows a plain (non-TLS) listen on a non-loopback address.
   bool insecure = false;
+  /// `max_json_depth`: how deep a request's args and a reply's result may
+  /// nest, on every path into the node (bridge/json_limits.hpp,
+  /// docs/security.md "JSON depth and size").
+  std::size_t max_json_depth = bridge::default_max_json_depth;
   /// The node's TLS identity (listen, and remote_pools with tls).
-  tls_options tls;
   network_timing timing;
 };
 

@@ -24,6 +24,7 @@ const char* to_string(errc code) noexcept {
     case errc::unavailable: return "unavailable";
     case errc::node_down: return "node_down";
     case errc::resource_exhausted: return "resource_exhausted";
+    case errc::result_too_deep: return "result_too_deep";
   }
   return "unknown";
 }
@@ -53,6 +54,22 @@ std::string detail_of(const caf::error& err) {
 caf::error make_python_error(const bridge::python_error& e) {
   nlohmann::json j = {{"type", e.type}, {"message", e.message}, {"traceback", e.traceback}};
   return make_error(errc::python_error, j.dump());
+}
+
+caf::error reply_error(const bridge::reply& rep) {
+  if (!rep.too_deep.empty())
+    return make_error(errc::result_too_deep, rep.too_deep);
+  if (rep.error.type == "invalid_request")
+    return make_error(errc::invalid_request, rep.error.message);
+  return make_python_error(rep.error);
+}
+
+const char* reply_class(const bridge::reply& rep) noexcept {
+  if (!rep.too_deep.empty())
+    return "result_too_deep";
+  if (rep.success)
+    return "ok";
+  return rep.error.type == "invalid_request" ? "invalid_request" : "python_error";
 }
 
 std::optional<bridge::python_error> python_error_of(const caf::error& err) {

@@ -29,7 +29,10 @@ enum class errc : std::uint8_t {
   circuit_open,          ///< the circuit breaker is open: failing fast
   init_failed,           ///< a worker did not answer its init ping in time
   process_exited,        ///< exit reason of a worker whose process ended on its own
-  invalid_request,       ///< the request itself is malformed (empty command, bad args)
+  invalid_request,       ///< the request itself is malformed (empty command, bad args,
+                         ///< args nested deeper than max_json_depth), also when the
+                         ///< worker says so (a reply of error type "invalid_request").
+                         ///< The caller's error: never a worker fault
   unknown_session,       ///< no such session in the session registry
   duplicate_session,     ///< a session with this id exists already
   invalid_config,        ///< the configuration was rejected
@@ -40,10 +43,13 @@ enum class errc : std::uint8_t {
   resource_exhausted,    ///< a bounded resource of the node is full (max_sessions:
                          ///< a new session is refused while the cap is reached);
                          ///< what exists goes on; retry once some are freed
+  result_too_deep,       ///< the command ran, but its result (a well-formed reply)
+                         ///< nests deeper than max_json_depth: that request fails,
+                         ///< the worker serves on. An answer: never a worker fault
 };
 
 /// The last errc (for loops over every class).
-inline constexpr errc errc_last = errc::resource_exhausted;
+inline constexpr errc errc_last = errc::result_too_deep;
 
 inline constexpr caf::atom_value error_category = caf::atom("dspex");
 
@@ -63,6 +69,17 @@ std::string detail_of(const caf::error& err);
 std::optional<bridge::python_error> python_error_of(const caf::error& err);
 
 caf::error make_python_error(const bridge::python_error& e);
+
+/// What the caller hears for a reply that is not a plain success: a
+/// result refused by the host (reply.too_deep) is result_too_deep; an error
+/// of type "invalid_request" (the worker could not take the request as the
+/// caller sent it) is invalid_request; any other error is python_error.
+/// Each is an answer: no fault count, no breaker input.
+caf::error reply_error(const bridge::reply& rep);
+
+/// The class a reply is counted under in a pool's per-result requests:
+/// "ok", "python_error", "invalid_request" or "result_too_deep".
+const char* reply_class(const bridge::reply& rep) noexcept;
 
 /// Maps the CAF errors a caller of a pool or worker can see into the dspex
 /// classes: request_receiver_down (the worker died just as the pool handed

@@ -130,7 +130,7 @@ bool inflight_table::answer(bridge::reply& rep) {
     if (it == requests_.end() || it->second.is_init)
       return false;
     req = std::move(*take_locked(rep.id));
-    count_answer_locked(rep.success);
+    count_answer_locked(rep.success && rep.too_deep.empty());
     ++direct_answers_;
     pool = pool_;
     worker = worker_;
@@ -138,11 +138,14 @@ bool inflight_table::answer(bridge::reply& rep) {
   // As response_promise::deliver would, but from this thread: no execution
   // unit (the scheduler's external queue), the worker named as the sender.
   auto me = caf::actor_cast<caf::strong_actor_ptr>(worker);
+  const bool plain = rep.success && rep.too_deep.empty();
   if (req.pooled && pool)
     caf::actor_cast<caf::abstract_actor*>(pool)->enqueue(
-      me, caf::make_message_id(), caf::make_message(done_atom::value, rep.success, req.tag), nullptr);
-  auto msg = rep.success ? caf::make_message(std::move(rep.result))
-                         : caf::make_message(make_python_error(rep.error));
+      me, caf::make_message_id(),
+      plain ? caf::make_message(done_atom::value, true, req.tag)
+            : caf::make_message(done_atom::value, rep.success, req.tag, std::string(reply_class(rep))),
+      nullptr);
+  auto msg = plain ? caf::make_message(std::move(rep.result)) : caf::make_message(reply_error(rep));
   auto& rp = req.rp;
   if (!rp.stages().empty()) {
     auto stages = rp.stages();

@@ -165,10 +165,12 @@ struct builder {
   std::string& single_worker;
   std::vector<std::pair<std::string, std::string>>& named;
   std::vector<std::string>& remotes;
+  std::size_t max_json_depth = bridge::default_max_json_depth;  ///< the tree's
 
   worker_config adjust(worker_config w) const {
     if (!opts.python_path.empty())
       w.python_path = opts.python_path;
+    w.max_json_depth = max_json_depth;
     return w;
   }
 
@@ -232,6 +234,7 @@ struct builder {
     } else if (auto rp = std::get_if<remote_pool_config>(&n.body)) {
       // A remote pool starts no Python here: it runs in every mode.
       auto c = *rp;
+      c.max_json_depth = max_json_depth;
       named.emplace_back(c.name, "remote:" + c.name);
       remotes.push_back(c.name);
       spec.start = registered("remote:" + c.name,
@@ -341,8 +344,9 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
                          + "); running with the bridge disabled";
     }
   }
+  n->max_json_depth_ = cfg.max_json_depth;
   builder b{n->loop_, n->dir_, opts, n->mode_, n->pool_names_, n->single_worker_, n->named_,
-            n->remote_names_};
+            n->remote_names_, cfg.max_json_depth};
   std::vector<sup::child_spec> children;
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
@@ -400,6 +404,7 @@ caf::error node::listen(const tree_config& cfg) {
     return n->status();
   };
   hooks.pools = pool_names();
+  hooks.max_json_depth = max_json_depth_;
   router_ = spawn_router(sys_, std::move(hooks));
   listen_tls_ = cfg.tls.enabled();
   // SO_REUSEADDR: a node restarted at once after a crash binds its port
@@ -602,6 +607,9 @@ caf::expected<json> node::execute_on(const std::string& pool, const std::string&
                                      std::chrono::milliseconds timeout) {
   if (stopped_)
     return make_error(errc::shutting_down, "the node is stopped");
+  // Before the args are sent anywhere (a copy of them recurses).
+  if (bridge::value_depth_exceeds(args, max_json_depth_))
+    return make_error(errc::invalid_request, bridge::depth_message("args", max_json_depth_));
   auto resolved = resolve(pool);
   if (!resolved)
     return resolved.error();

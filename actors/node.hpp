@@ -165,6 +165,10 @@ public:
   /// picks one); 0 when the node does not listen.
   std::uint16_t listen_port() const { return listen_port_; }
   bridge_mode mode() const { return mode_; }
+  /// The tree's max_json_depth: execute* refuses deeper args
+  /// (invalid_request) before they reach a pool; the control socket and
+  /// the router check request text against it.
+  std::size_t max_json_depth() const { return max_json_depth_; }
   const std::string& mode_message() const { return mode_message_; }
 
   explicit node(caf::actor_system& sys);
@@ -196,6 +200,7 @@ private:
   std::uint16_t listen_port_ = 0;
   std::string listen_host_;
   bool listen_tls_ = false;
+  std::size_t max_json_depth_ = bridge::default_max_json_depth;
   bool stopped_ = false;
 };
 

@@ -931,7 +931,10 @@ void idle_pings(pool_actor* self) {
 }
 
 // (done, ok, tag): a pooled request on the sender was answered.
-void on_done(pool_actor* self, bool ok, std::uint64_t tag) {
+// `result`: the class the caller got when it is not "ok" / "python_error"
+// by `ok` (error.hpp reply_class: invalid_request, result_too_deep). Each
+// is an answer: no fault, no breaker input.
+void on_done(pool_actor* self, bool ok, std::uint64_t tag, const std::string& result = {}) {
   auto& st = self->state;
   auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
   if (it == st.workers.end() || it->second.st != wstate::busy)
@@ -941,13 +944,14 @@ void on_done(pool_actor* self, bool ok, std::uint64_t tag) {
   if (!j)
     return;
   ++st.completed;
-  ++st.results[ok ? "ok" : to_string(errc::python_error)];
+  const std::string cls = !result.empty() ? result : ok ? "ok" : to_string(errc::python_error);
+  ++st.results[cls];
   st.latency.observe(clock_type::now() - j->submitted);
   // An answer is an answer: a Python exception (ok false) is the caller's
   // business, not a worker fault, and a trial that got one shows the pool
   // serves again.
-  if (!ok)
-    count_error(self, errc::python_error);
+  if (cls != "ok")
+    ++st.errors[cls];
   settle(self, *j, ok);
   w.consecutive_faults = 0;
   st.end_trial(j->trial, true);
@@ -1089,6 +1093,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       return caf::delegated<void>();
     },
     [self](exec_atom, command_request& req) -> caf::result<json> {
+      // Before anything copies, stores (the registry's session state) or
+      // writes the args: an actor may send anything.
+      if (auto max = self->state.cfg.worker.max_json_depth; bridge::value_depth_exceeds(req.args, max)) {
+        auto rp = self->make_response_promise();
+        fail(self, rp, errc::invalid_request, bridge::depth_message("args", max));
+        return caf::delegated<json>();
+      }
       waiter wt;
       wt.session = req.session_id;
       wt.req = std::move(req);
@@ -1143,6 +1154,9 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       worker_up(self, std::move(id), overflow, std::move(port));
     },
     [self](done_atom, bool ok, std::uint64_t tag) { on_done(self, ok, tag); },
+    [self](done_atom, bool ok, std::uint64_t tag, const std::string& result) {
+      on_done(self, ok, tag, result);
+    },
     [self](done_atom, bool ok) { on_done(self, ok, 0); },
     [self](timedout_atom, bool pooled) { on_timedout(self, pooled, 0); },
     [self](timedout_atom, bool pooled, std::uint64_t tag) { on_timedout(self, pooled, tag); },

@@ -181,6 +181,10 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
         return make_error(errc::node_down, "remote node " + st.where() + " is "
                                              + to_string(st.at) + " since " + utc(st.since)
                                              + (st.last_error.empty() ? "" : ": " + st.last_error));
+      // exec_text copies and dumps the args: both recurse.
+      if (bridge::value_depth_exceeds(cmd.args, st.cfg.max_json_depth))
+        return make_error(errc::invalid_request,
+                          bridge::depth_message("args", st.cfg.max_json_depth));
       auto rp = self->make_response_promise();
       auto id = ++st.next_id;
       st.pending.emplace(id, rp);
@@ -188,7 +192,9 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
       auto wait = st.cfg.request_timeout + cmd.timeout;
       self->request(st.router, wait, remote::rexec_atom::value,
                     remote::exec_text(cmd, st.cfg.pool))
-        .then([self, id](std::string& text) { answer(self, id, remote::parse_reply(text)); },
+        .then([self, id](std::string& text) {
+                answer(self, id, remote::parse_reply(text, self->state.cfg.max_json_depth));
+              },
               [self, id](caf::error& e) {
                 answer(self, id, translate(std::move(e), self->state));
               });

@@ -14,6 +14,8 @@
 // exactly once: a reply that comes after is dropped.
 #pragma once
 
+#include <dspex/bridge/json_limits.hpp>
+
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
 #include <caf/fwd.hpp>
@@ -38,6 +40,9 @@ struct remote_pool_config {
   std::chrono::milliseconds reconnect_max{5000};
   /// Connect through caf_openssl with the node's TLS identity.
   bool tls = false;
+  /// The node's max_json_depth: deeper args are refused here, a deeper
+  /// reply from the remote node is result_too_deep. Set by the node.
+  std::size_t max_json_depth = bridge::default_max_json_depth;
 };
 
 caf::expected<caf::actor> spawn_remote_pool(caf::local_actor* ctx, const remote_pool_config& cfg);

@@ -58,6 +58,11 @@ std::string hello_text() {
 }
 
 std::string check_hello(const std::string& text) {
+  // Any text a peer sends passes here (hello, status, exec): nothing deeper
+  // than any node's limit is parsed, so the copies below cannot recurse far.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(bridge::max_json_depth_limit)))
+    return "the peer's message nests deeper than "
+           + std::to_string(bridge::max_json_depth_limit + 1) + " levels of [ and {";
   auto j = parse_object(text);
   if (!j.is_object())
     return "the peer's hello is not a JSON object";
@@ -82,8 +87,12 @@ std::string status_text() {
   return dump(stamped({{"op", "status"}}));
 }
 
-caf::expected<command_request> parse_exec(const std::string& text, std::string& pool) {
+caf::expected<command_request> parse_exec(const std::string& text, std::string& pool,
+                                          std::size_t max_depth) {
   auto bad = [](const std::string& m) { return make_error(errc::invalid_request, m); };
+  // The args sit one level inside the request object.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
+    return bad(bridge::depth_message("the remote request (its args)", max_depth));
   auto j = parse_object(text);
   if (!j.is_object())
     return bad("the remote request is not a JSON object");
@@ -97,7 +106,7 @@ caf::expected<command_request> parse_exec(const std::string& text, std::string& 
   if (auto a = j.find("args"); a != j.end()) {
     if (!a->is_object())
       return bad("args: expected an object");
-    cmd.args = *a;
+    cmd.args = std::move(*a);
   }
   if (auto s = j.find("session_id"); s != j.end() && !s->is_null()) {
     if (!s->is_string())
@@ -128,14 +137,18 @@ std::string reply_text(const caf::expected<json>& r) {
   return dump(stamped({{"ok", false}, {"error", std::move(e)}}));
 }
 
-caf::expected<json> parse_reply(const std::string& text) {
+caf::expected<json> parse_reply(const std::string& text, std::size_t max_depth) {
+  // The result sits one level inside the reply object.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
+    return make_error(errc::result_too_deep,
+                      bridge::depth_message("the remote node's reply", max_depth));
   auto j = parse_object(text);
   if (!j.is_object())
     return make_error(errc::protocol_error, "the remote node's reply is not a JSON object");
   if (auto why = check_hello(text); !why.empty())
     return make_error(errc::protocol_error, why);
   if (j.value("ok", false) == true && j.contains("result"))
-    return j["result"];
+    return std::move(j["result"]);
   auto e = j.value("error", json::object());
   if (!e.is_object())
     return make_error(errc::protocol_error, "the remote node's error is not an object");

@@ -17,6 +17,7 @@
 
 #include <dspex/actors/error.hpp>
 #include <dspex/actors/messages.hpp>
+#include <dspex/bridge/json_limits.hpp>
 
 #include <caf/atom.hpp>
 #include <caf/expected.hpp>
@@ -48,17 +49,24 @@ std::string hello_text();
 std::string check_hello(const std::string& text);
 
 /// A request as text: the exec (or status) object plus app and protocol.
+/// Copies and dumps cmd.args, both recursive: check their depth first
+/// (bridge::value_depth_exceeds), as the remote_pool does.
 std::string exec_text(const command_request& cmd, const std::string& pool);
 std::string status_text();
 
 /// Reads an exec text into a command and pool name; an invalid_request
-/// error naming the field otherwise. Never throws.
-caf::expected<command_request> parse_exec(const std::string& text, std::string& pool);
+/// error naming the field otherwise (text nested deeper than its envelope
+/// and args of `max_depth` is refused before it is parsed). Never throws.
+caf::expected<command_request> parse_exec(const std::string& text, std::string& pool,
+                                          std::size_t max_depth = bridge::default_max_json_depth);
 
 /// A reply as text, and back: the error's class and detail survive the
-/// trip (python_error keeps its type, message and traceback).
+/// trip (python_error keeps its type, message and traceback). A reply text
+/// whose result nests deeper than `max_depth` is result_too_deep, found
+/// before it is parsed.
 std::string reply_text(const caf::expected<json>& r);
-caf::expected<json> parse_reply(const std::string& text);
+caf::expected<json> parse_reply(const std::string& text,
+                                std::size_t max_depth = bridge::default_max_json_depth);
 
 /// The errc named `name` ("node_down"), if any.
 std::optional<errc> errc_named(const std::string& name);

@@ -28,7 +28,7 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     },
     [self](remote::rexec_atom, const std::string& text) -> caf::result<std::string> {
       std::string pool;
-      auto cmd = remote::parse_exec(text, pool);
+      auto cmd = remote::parse_exec(text, pool, self->state.hooks.max_json_depth);
       if (!cmd)
         return remote::reply_text(cmd.error());
       auto target = self->state.hooks.resolve(pool);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <dspex/actors/messages.hpp>
+#include <dspex/bridge/json_limits.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -24,6 +25,9 @@ struct router_hooks {
   std::function<json()> status;
   /// The names a hello reply lists.
   std::vector<std::string> pools;
+  /// The node's max_json_depth: a request text nested deeper is refused
+  /// (invalid_request) before it is parsed into a value.
+  std::size_t max_json_depth = bridge::default_max_json_depth;
 };
 
 caf::actor spawn_router(caf::actor_system& sys, router_hooks hooks);

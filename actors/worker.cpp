@@ -188,7 +188,8 @@ void sync_accepting(worker_actor* self) {
 void announce_up(worker_actor* self) {
   auto& st = self->state;
   sync_accepting(self);
-  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout);
+  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
+                                            st.cfg.max_json_depth);
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
 }
 
@@ -231,8 +232,10 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
                                                         deadline}));
   std::string frame;
   std::string refusal;
-  if (!bridge::append_request_frame(frame, req))
-    refusal = "request holds a string that is not UTF-8 (JSON carries text only)";
+  if (auto written = bridge::append_request_frame(frame, req, st.cfg.max_json_depth); !written)
+    refusal = written.why == bridge::write_refusal::too_deep
+                ? bridge::depth_message("args", st.cfg.max_json_depth)
+                : "request holds a string that is not UTF-8 (JSON carries text only)";
   else if (!st.proc->send_frame(std::move(frame)))
     refusal = "request above max_frame_bytes (" + std::to_string(st.cfg.max_frame_bytes) + ")";
   if (!refusal.empty()) {
@@ -277,7 +280,7 @@ void on_frame(worker_actor* self, const std::string& body) {
   auto& st = self->state;
   if (st.retired)
     return;  // being replaced: whatever the killed process still wrote is moot
-  auto parsed = bridge::parse_reply(body);
+  auto parsed = bridge::parse_reply(body, st.cfg.max_json_depth);
   if (auto perr = std::get_if<bridge::protocol_error>(&parsed)) {
     auto detail = std::string(bridge::to_string(perr->code)) + ": " + perr->detail;
     give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
@@ -299,8 +302,8 @@ void on_frame(worker_actor* self, const std::string& body) {
   }
   auto req = std::move(*taken);
   if (req.is_init) {
-    if (!rep.success) {
-      auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message);
+    if (!rep.success || !rep.too_deep.empty()) {
+      auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message + rep.too_deep);
       report_init_failure(self, err);
       give_up(self, err, err);
       return;
@@ -313,18 +316,22 @@ void on_frame(worker_actor* self, const std::string& body) {
     st.ready_waiters.clear();
     return;
   }
-  // Any answer, a Python exception included, shows the worker is sound.
-  st.table->note_answer(rep.success);
+  // Any answer, a Python exception or a refused result included, shows the
+  // worker is sound.
+  const bool plain = rep.success && rep.too_deep.empty();
+  st.table->note_answer(plain);
   update_phase(self);
   // Tell the pool before the caller: a caller that sends its next request
   // the moment it has this reply then finds the worker already free (the
   // pool's mailbox has our (done) first), so session affinity holds.
-  if (req.pooled && st.cfg.pool)
-    self->send(st.cfg.pool, done_atom::value, rep.success, req.tag);
-  if (rep.success)
+  if (req.pooled && st.cfg.pool && plain)
+    self->send(st.cfg.pool, done_atom::value, true, req.tag);
+  else if (req.pooled && st.cfg.pool)
+    self->send(st.cfg.pool, done_atom::value, rep.success, req.tag, std::string(reply_class(rep)));
+  if (plain)
     req.rp.deliver(std::move(rep.result));
   else
-    req.rp.deliver(make_python_error(rep.error));
+    req.rp.deliver(reply_error(rep));
   join_adopter(self);
 }
 
@@ -488,6 +495,12 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
         release_pooled(self, req);
         return make_error(errc::invalid_request, "empty command");
       }
+      // A worker on its own is an actor path of its own (single mode); the
+      // writer would refuse such args too, this says so before the table.
+      if (bridge::value_depth_exceeds(req.args, st.cfg.max_json_depth)) {
+        release_pooled(self, req);
+        return make_error(errc::invalid_request, bridge::depth_message("args", st.cfg.max_json_depth));
+      }
       if (req.session_id)
         ++st.session_requests;
       auto rp = self->make_response_promise();
@@ -621,10 +634,10 @@ caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridg
   auto inbox = std::make_shared<process_inbox>();
   auto table = std::make_shared<inflight_table>();
   bridge::process_callbacks cbs;
-  cbs.on_frame = [inbox, table](std::string body) {
+  cbs.on_frame = [inbox, table, max_depth = cfg.max_json_depth](std::string body) {
     // An ordinary reply is answered here, on the io thread; anything else
     // (and a malformed frame, parsed again there) is the actor's.
-    auto parsed = bridge::parse_reply(body);
+    auto parsed = bridge::parse_reply(body, max_depth);
     if (auto rep = std::get_if<bridge::reply>(&parsed); rep && table->answer(*rep))
       return;
     inbox->post(caf::make_message(frame_atom::value, std::move(body)));

@@ -50,6 +50,7 @@
 #include <dspex/bridge/frame.hpp>
 #include <dspex/bridge/fork_server.hpp>
 #include <dspex/bridge/io_loop.hpp>
+#include <dspex/bridge/json_limits.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -78,6 +79,10 @@ struct worker_config {
   /// discarded) before the worker is replaced.
   std::chrono::milliseconds timeout_grace{1000};
   std::size_t max_frame_bytes = bridge::default_max_frame_bytes;
+  /// The tree's max_json_depth (bridge/json_limits.hpp): deeper args are
+  /// refused (invalid_request), a deeper reply fails its request
+  /// (result_too_deep). Set by the node from the tree config.
+  std::size_t max_json_depth = bridge::default_max_json_depth;
   bool fault_injection = false;     ///< enables the worker's fault_* commands
   /// Requests one process serves at once (Python request threads); its
   /// pool keeps up to this many in flight on it. 1: one at a time.

@@ -6,9 +6,10 @@
 namespace dspex {
 
 worker_port::worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
-                         caf::actor_addr worker, std::chrono::milliseconds request_timeout)
+                         caf::actor_addr worker, std::chrono::milliseconds request_timeout,
+                         std::size_t max_json_depth)
     : table_(std::move(table)), proc_(std::move(proc)), worker_(std::move(worker)),
-      request_timeout_(request_timeout) {
+      request_timeout_(request_timeout), max_json_depth_(max_json_depth) {
 }
 
 bool worker_port::send(const command_request& req, caf::response_promise& rp) {
@@ -18,7 +19,7 @@ bool worker_port::send(const command_request& req, caf::response_promise& rp) {
     return false;
   const auto id = table_->next_id();
   std::string frame;
-  if (!bridge::append_request_frame(frame, id, req.command, req.args, req.session_id)
+  if (!bridge::append_request_frame(frame, id, req.command, req.args, req.session_id, max_json_depth_)
       || !proc->frame_fits(frame.size()))
     return false;
   const auto timeout = req.timeout.count() > 0 ? req.timeout : request_timeout_;

@@ -12,7 +12,8 @@
 // When the worker is not accepting (starting, in its timeout grace,
 // adopted and not yet joined, retired, stopping, gone: inflight_table::
 // set_accepting), or the request is one the worker must refuse (a string
-// that is not UTF-8, a frame above max_frame_bytes), send() does nothing
+// that is not UTF-8, args nested deeper than max_json_depth, a frame above
+// max_frame_bytes), send() does nothing
 // and returns false: the pool then sends the request to the worker actor as
 // before, which holds, refuses or fails it with its classified error.
 #pragma once
@@ -32,7 +33,8 @@ namespace dspex {
 class worker_port {
 public:
   worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
-              caf::actor_addr worker, std::chrono::milliseconds request_timeout);
+              caf::actor_addr worker, std::chrono::milliseconds request_timeout,
+              std::size_t max_json_depth = bridge::default_max_json_depth);
 
   /// Writes the pooled request `req` (job `req.tag`) to the worker's
   /// process, its answer going to `rp` (moved from only on true).
@@ -45,6 +47,7 @@ private:
   std::weak_ptr<bridge::python_process> proc_;
   caf::actor_addr worker_;  // its deadline timer's target
   std::chrono::milliseconds request_timeout_;
+  std::size_t max_json_depth_;  // the writer refuses deeper args
 };
 
 } // namespace dspex

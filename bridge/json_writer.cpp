@@ -115,30 +115,39 @@ bool append_json_string(std::string& out, std::string_view s) {
   return true;
 }
 
-bool append_json(std::string& out, const nlohmann::json& v) {
+namespace {
+
+// `depth_left`: the levels of [ and { still allowed at `v`.
+write_refusal append_value(std::string& out, const nlohmann::json& v, std::size_t depth_left) {
   using t = nlohmann::json::value_t;
+  constexpr auto ok = write_refusal::none;
   switch (v.type()) {
     case t::null:
-    case t::discarded: out += "null"; return true;
-    case t::boolean: out += v.get<bool>() ? "true" : "false"; return true;
-    case t::number_integer: append_integer(out, v.get<std::int64_t>()); return true;
-    case t::number_unsigned: append_integer(out, v.get<std::uint64_t>()); return true;
-    case t::number_float: append_float(out, v.get<double>()); return true;
-    case t::string: return append_json_string(out, v.get_ref<const std::string&>());
+    case t::discarded: out += "null"; return ok;
+    case t::boolean: out += v.get<bool>() ? "true" : "false"; return ok;
+    case t::number_integer: append_integer(out, v.get<std::int64_t>()); return ok;
+    case t::number_unsigned: append_integer(out, v.get<std::uint64_t>()); return ok;
+    case t::number_float: append_float(out, v.get<double>()); return ok;
+    case t::string:
+      return append_json_string(out, v.get_ref<const std::string&>()) ? ok : write_refusal::not_utf8;
     case t::array: {
+      if (depth_left == 0)
+        return write_refusal::too_deep;
       out += '[';
       bool first = true;
       for (const auto& x : v) {
         if (!first)
           out += ',';
         first = false;
-        if (!append_json(out, x))
-          return false;
+        if (auto why = append_value(out, x, depth_left - 1); why != ok)
+          return why;
       }
       out += ']';
-      return true;
+      return ok;
     }
     case t::object: {
+      if (depth_left == 0)
+        return write_refusal::too_deep;
       out += '{';
       bool first = true;
       for (auto it = v.begin(); it != v.end(); ++it) {
@@ -146,17 +155,23 @@ bool append_json(std::string& out, const nlohmann::json& v) {
           out += ',';
         first = false;
         if (!append_json_string(out, it.key()))
-          return false;
+          return write_refusal::not_utf8;
         out += ':';
-        if (!append_json(out, it.value()))
-          return false;
+        if (auto why = append_value(out, it.value(), depth_left - 1); why != ok)
+          return why;
       }
       out += '}';
-      return true;
+      return ok;
     }
-    case t::binary: out += v.dump(); return true;  // never from JSON text; dump() as is
+    case t::binary: out += v.dump(); return ok;  // never from JSON text; dump() as is
   }
-  return true;
+  return ok;
+}
+
+} // namespace
+
+write_result append_json(std::string& out, const nlohmann::json& v, std::size_t max_depth) {
+  return {append_value(out, v, max_depth)};
 }
 
 } // namespace dspex::bridge

@@ -10,8 +10,12 @@
 // differently (std::to_chars' shortest round trip, "1e-04" for "0.0001"; a
 // float without a fraction keeps its ".0"), copies runs of plain bytes at
 // once, eight bytes per test, and reports a non-UTF-8 string instead of
-// throwing.
+// throwing. Its recursion is bounded: a value nested deeper than the depth
+// it is given is refused (json_limits.hpp), so no input can exhaust the
+// stack of the thread that writes it.
 #pragma once
+
+#include <dspex/bridge/json_limits.hpp>
 
 #include <string>
 #include <string_view>
@@ -20,12 +24,28 @@
 
 namespace dspex::bridge {
 
+/// Why a value could not be written.
+enum class write_refusal {
+  none,
+  not_utf8,  ///< a string in it (a key or a value) is not UTF-8
+  too_deep,  ///< it nests deeper than the depth allowed
+};
+
+/// True when written; else why not.
+struct write_result {
+  write_refusal why = write_refusal::none;
+  explicit operator bool() const noexcept { return why == write_refusal::none; }
+};
+
 /// Appends `s` as a JSON string literal. False when `s` is not UTF-8; `out`
 /// then holds a partial literal (the caller discards it).
 bool append_json_string(std::string& out, std::string_view s);
 
-/// Appends the compact JSON text of `v` (as v.dump()). False when a string
-/// in it (a key or a value) is not UTF-8; `out` then holds partial text.
-bool append_json(std::string& out, const nlohmann::json& v);
+/// Appends the compact JSON text of `v` (as v.dump()). Refused when a
+/// string in it (a key or a value) is not UTF-8, or when it nests deeper
+/// than `max_depth` (json_limits.hpp: {} is 1); `out` then holds partial
+/// text.
+write_result append_json(std::string& out, const nlohmann::json& v,
+                         std::size_t max_depth = default_max_json_depth);
 
 } // namespace dspex::bridge

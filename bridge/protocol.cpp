@@ -1,6 +1,7 @@
 #include <dspex/bridge/protocol.hpp>
 
 #include <dspex/bridge/frame.hpp>
+#include <dspex/bridge/json_limits.hpp>
 #include <dspex/bridge/json_writer.hpp>
 
 #include <charconv>
@@ -22,49 +23,56 @@ const char* to_string(protocol_errc code) noexcept {
 
 namespace {
 
-// The keys in the order dump() of the envelope object wrote them (sorted),
-// so frames stay byte for byte what they were.
-bool append_request_body(std::string& out, std::uint64_t id, std::string_view command, const json& args,
-                         const std::optional<std::string>& session_id) {
-  out += "{\"args\":";
-  if (!append_json(out, args))
-    return false;
+// The id first (a worker that cannot parse the args still reads it from the
+// frame's prefix and answers that request), the args last.
+write_result append_request_body(std::string& out, std::uint64_t id, std::string_view command,
+                                 const json& args, const std::optional<std::string>& session_id,
+                                 std::size_t max_depth) {
+  constexpr write_result not_utf8{write_refusal::not_utf8};
+  out += "{\"id\":";
+  out += std::to_string(id);
   out += ",\"command\":";
   if (!append_json_string(out, command))
-    return false;
-  out += ",\"id\":";
-  out += std::to_string(id);
+    return not_utf8;
   out += ",\"session_id\":";
   if (!session_id)
     out += "null";
   else if (!append_json_string(out, *session_id))
-    return false;
+    return not_utf8;
+  out += ",\"args\":";
+  if (auto r = append_json(out, args, max_depth); !r)
+    return r;
   out += '}';
-  return true;
+  return {};
 }
 
 } // namespace
 
-bool append_request_frame(std::string& out, std::uint64_t id, std::string_view command, const json& args,
-                          const std::optional<std::string>& session_id) {
+write_result append_request_frame(std::string& out, std::uint64_t id, std::string_view command,
+                                  const json& args, const std::optional<std::string>& session_id,
+                                  std::size_t max_depth) {
   const auto start = out.size();
   out.append(frame_header_bytes, '\0');
-  if (!append_request_body(out, id, command, args, session_id)) {
+  if (auto r = append_request_body(out, id, command, args, session_id, max_depth); !r) {
     out.resize(start);
-    return false;
+    return r;
   }
   write_frame_header(&out[start], static_cast<std::uint32_t>(out.size() - start - frame_header_bytes));
-  return true;
+  return {};
 }
 
-bool append_request_frame(std::string& out, const request& req) {
-  return append_request_frame(out, req.id, req.command, req.args, req.session_id);
+write_result append_request_frame(std::string& out, const request& req, std::size_t max_depth) {
+  return append_request_frame(out, req.id, req.command, req.args, req.session_id, max_depth);
 }
 
 std::string encode_request(const request& req) {
   std::string out;
-  if (!append_request_body(out, req.id, req.command, req.args, req.session_id))
+  auto r = append_request_body(out, req.id, req.command, req.args, req.session_id,
+                               default_max_json_depth);
+  if (r.why == write_refusal::not_utf8)
     throw std::invalid_argument("request holds a string that is not UTF-8");
+  if (!r)
+    throw std::invalid_argument(depth_message("request args", default_max_json_depth));
   return out;
 }
 
@@ -193,9 +201,39 @@ bool parse_plain_success(std::string_view s, reply& rep) {
   return true;
 }
 
+// A reply nested deeper than the limit: only the envelope's own members are
+// built (the parser, iterative, still checks the whole text), so the
+// request can be failed by its id while the stream stays in step.
+std::variant<reply, protocol_error> parse_too_deep(std::string_view body, std::size_t max_depth) {
+  using event = json::parse_event_t;
+  json::parser_callback_t envelope_only = [](int depth, event ev, json&) {
+    return depth == 0 || (ev != event::object_start && ev != event::array_start);
+  };
+  auto j = json::parse(body.begin(), body.end(), envelope_only, false);
+  if (j.is_discarded())
+    return is_valid_utf8(body)
+             ? protocol_error{protocol_errc::invalid_json,
+                              "frame body is not JSON: '" + std::string(body.substr(0, 80)) + "'"}
+             : protocol_error{protocol_errc::invalid_utf8, "frame body is not valid UTF-8"};
+  if (!j.is_object())
+    return protocol_error{protocol_errc::bad_envelope, "frame body is not a JSON object"};
+  reply rep;
+  protocol_error err{protocol_errc::bad_envelope, {}};
+  if (!read_id(j, rep.id, err))
+    return err;
+  auto ok = j.find("success");
+  if (ok == j.end() || !ok->is_boolean())
+    return protocol_error{protocol_errc::bad_envelope, "missing or non-boolean \"success\""};
+  rep.success = ok->get<bool>();
+  rep.too_deep = depth_message("the command's reply", max_depth);
+  return rep;
+}
+
 } // namespace
 
-std::variant<reply, protocol_error> parse_reply(std::string_view body) {
+std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size_t max_depth) {
+  if (text_depth_exceeds(body, envelope_depth(max_depth)))
+    return parse_too_deep(body, max_depth);
   {
     reply rep;
     if (parse_plain_success(body, rep))

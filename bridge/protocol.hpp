@@ -1,5 +1,7 @@
 // The request/reply envelopes of the wire protocol (docs/architecture.md "Wire protocol"):
-//   request: {"id": uint, "command": str, "args": {...}, "session_id": str|null}
+//   request: {"id": uint, "command": str, "session_id": str|null, "args": {...}}
+//            (written in this order: the id first, so a worker that cannot
+//            parse the args can still answer the request by its id)
 //   reply:   {"id", "success": true, "result": ...}
 //         or {"id", "success": false, "error": {"type", "message", "traceback"?}}
 // Parsing a reply never throws: a body that is not a valid reply comes back
@@ -11,6 +13,8 @@
 #include <string>
 #include <string_view>
 #include <variant>
+
+#include <dspex/bridge/json_writer.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -55,17 +59,23 @@ struct reply {
   bool success = false;
   json result;         ///< when success
   python_error error;  ///< when !success
+  /// Non-empty: the reply is well-formed but nests deeper than the limit
+  /// parse_reply was given (this says so); result and error are then empty.
+  /// Its request fails (result_too_deep), the stream stays sound.
+  std::string too_deep;
 };
 
 /// Appends the request's frame (length prefix, then its JSON body) to `out`
-/// in one pass. False when a string in it (command, session id, a key or a
-/// value in args) is not UTF-8, which JSON cannot carry; `out` is then as
-/// it was.
-bool append_request_frame(std::string& out, const request& req);
+/// in one pass. Refused when a string in it (command, session id, a key or
+/// a value in args) is not UTF-8, which JSON cannot carry, or when args nest
+/// deeper than `max_depth` (json_limits.hpp); `out` is then as it was.
+write_result append_request_frame(std::string& out, const request& req,
+                                  std::size_t max_depth = default_max_json_depth);
 
 /// The same from a request's parts, which the caller keeps.
-bool append_request_frame(std::string& out, std::uint64_t id, std::string_view command, const json& args,
-                          const std::optional<std::string>& session_id);
+write_result append_request_frame(std::string& out, std::uint64_t id, std::string_view command,
+                                  const json& args, const std::optional<std::string>& session_id,
+                                  std::size_t max_depth = default_max_json_depth);
 
 /// The JSON body of a request frame; throws std::invalid_argument where
 /// append_request_frame returns false.
@@ -77,8 +87,11 @@ std::string encode_reply(const reply& rep);
 /// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool is_valid_utf8(std::string_view s) noexcept;
 
-/// Parses a frame body as a reply; never throws.
-std::variant<reply, protocol_error> parse_reply(std::string_view body);
+/// Parses a frame body as a reply; never throws. A well-formed reply whose
+/// result (or error) nests deeper than `max_depth` comes back with only its
+/// id and success, and `too_deep` set: nothing deeper is built.
+std::variant<reply, protocol_error> parse_reply(std::string_view body,
+                                                std::size_t max_depth = default_max_json_depth);
 
 /// Parses a frame body as a request (the worker's side; used by tests); never throws.
 std::variant<request, protocol_error> parse_request(std::string_view body);

@@ -55,9 +55,17 @@ std::string dump_line(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-bool parse_control_request(const std::string& line, control_request& out, std::string& error) {
+bool parse_control_request(const std::string& line, control_request& out, std::string& error,
+                           std::size_t max_depth) {
   if (line.find_first_not_of(" \t\r") == std::string::npos) {
     error = "empty request line; expected a JSON object such as {\"op\": \"status\"}";
+    return false;
+  }
+  // Before the parse: a value that deep would be copied and printed below,
+  // both recursively. The args sit one level inside the request object.
+  if (bridge::text_depth_exceeds(line, bridge::envelope_depth(max_depth))) {
+    error = "request nests deeper than max_json_depth allows (args may nest "
+            + std::to_string(max_depth) + " levels of [ and {)";
     return false;
   }
   json req;
@@ -113,7 +121,7 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
       error = "args: expected an object, found " + found(*a);
       return false;
     }
-    out.args = *a;
+    out.args = std::move(*a);
   }
 
   out.session_id.reset();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dspex/actors/messages.hpp>
+#include <dspex/bridge/json_limits.hpp>
 
 #include <chrono>
 #include <optional>
@@ -30,8 +31,11 @@ struct control_request {
 inline constexpr long long max_timeout_ms = 24LL * 3600 * 1000;
 
 /// Fills `out` from `line` (without its newline), or returns false with the
-/// reason in `error` (an invalid_request message).
-bool parse_control_request(const std::string& line, control_request& out, std::string& error);
+/// reason in `error` (an invalid_request message). A line nested deeper
+/// than its object and args of `max_depth` (the node's max_json_depth) is
+/// refused before it is parsed.
+bool parse_control_request(const std::string& line, control_request& out, std::string& error,
+                           std::size_t max_depth = bridge::default_max_json_depth);
 
 /// A JSON text safe to write for any value, invalid UTF-8 included.
 std::string dump_line(const json& j);

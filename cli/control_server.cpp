@@ -183,7 +183,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
   void handle(const std::string& line) {
     control_request req;
     std::string problem;
-    if (!parse_control_request(line, req, problem)) {
+    if (!parse_control_request(line, req, problem, srv.n.max_json_depth())) {
       reply(error_reply("invalid_request", problem), false);
       return;
     }

@@ -154,3 +154,15 @@ def fault_raise(args, ctx):
 @fault("fault_echo")
 def fault_echo(args, ctx):
     return {"payload": args.get("payload")}
+
+
+@fault("fault_nest")
+def fault_nest(args, ctx):
+    """Return a list nested `depth` deep: deeper than the host's
+    max_json_depth (the host fails the request with result_too_deep), or
+    too deep for Python's json to encode (an error reply)."""
+    depth = _int_arg(args, "depth", 1000, 1, 1 << 20)
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

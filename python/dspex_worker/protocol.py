@@ -1,6 +1,8 @@
 """Wire protocol: 4-byte big-endian length frames carrying UTF-8 JSON.
 
-Request: {"id": uint, "command": str, "args": {...}, "session_id": str|null}
+Request: {"id": uint, "command": str, "session_id": str|null, "args": {...}}
+         (the host writes the id first: a request whose args this side
+         cannot parse is still answered by its id, see InvalidRequest)
 Reply:   {"id", "success": true, "result": any}
       or {"id", "success": false, "error": {"type", "message", "traceback"}}
 
@@ -11,6 +13,8 @@ the benchmark's trivial "echo" is dominated by this loop.
 
 import json
 import os
+import re
+import sys
 import threading
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -54,11 +58,40 @@ class ProtocolError(Exception):
 
     request_id is the request's id when it could be read, else 0, so the host
     can still match the failure to its pending request where possible.
+    error_type is the reply's error type.
     """
+
+    error_type = "ProtocolError"
 
     def __init__(self, message, request_id=0):
         super().__init__(message)
         self.request_id = request_id
+
+
+class InvalidRequest(ProtocolError):
+    """The host's frame, but the caller's input in it cannot be taken here.
+
+    Args nested deeper than Python's json can parse (RecursionError) are the
+    caller's doing, not a broken stream: the request is answered by its id,
+    read from the frame's prefix, with error type "invalid_request", which
+    the host hands its caller as invalid_request (no worker fault, no
+    breaker input), and the worker serves on.
+    """
+
+    error_type = "invalid_request"
+
+
+# The host's request prefix: {"id":N, (bridge/protocol.cpp writes it first).
+_ID_PREFIX = re.compile(rb'\{"id":(0|[1-9][0-9]{0,19}),')
+
+
+def request_id_of(payload):
+    """The id at the start of a request frame, or None when it has no such prefix."""
+    match = _ID_PREFIX.match(payload)
+    if match is None:
+        return None
+    request_id = int(match.group(1))
+    return request_id if request_id < 1 << 64 else None
 
 
 class Channel:
@@ -140,7 +173,13 @@ def decode_request(payload):
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ProtocolError(f"request is not valid UTF-8 JSON: {exc}") from None
     except RecursionError:
-        raise ProtocolError("request JSON is nested too deeply") from None
+        request_id = request_id_of(payload)
+        if request_id is None:
+            raise ProtocolError("request JSON is nested too deeply") from None
+        raise InvalidRequest(
+            "request args nest deeper than the worker's JSON parser takes "
+            f"(Python's recursion limit, {sys.getrecursionlimit()})",
+            request_id) from None
     if not isinstance(message, dict):
         raise ProtocolError("request must be a JSON object")
     request_id = message.get("id")

@@ -196,9 +196,12 @@ class Worker:
         try:
             return decode_request(payload)
         except ProtocolError as exc:
+            # InvalidRequest included: the caller's input, answered to its
+            # request (not logged: a caller must not fill the log).
             self._count_error()
-            log(f"protocol error: {exc}")
-            return encode_failure(exc.request_id, "ProtocolError", str(exc))
+            if exc.error_type == "ProtocolError":
+                log(f"protocol error: {exc}")
+            return encode_failure(exc.request_id, exc.error_type, str(exc))
 
     def run(self, request_id, name, args, session_id):
         """Run one decoded request; its reply frame (None: no reply)."""
@@ -224,7 +227,7 @@ class Worker:
             return None
         try:
             reply = encode_success(request_id, result)
-        except Exception as exc:
+        except Exception as exc:  # RecursionError included: a result nested too deep
             self._count_error()
             return _failure_from_exception(
                 request_id, exc,

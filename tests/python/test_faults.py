@@ -7,7 +7,7 @@ from worker_harness import WorkerTestCase, frame
 
 FAULT_COMMANDS = ("fault_exit", "fault_abort", "fault_hang", "fault_sleep",
                   "fault_garbage", "fault_oversized", "fault_print", "fault_alloc",
-                  "fault_partial", "fault_raise", "fault_echo")
+                  "fault_partial", "fault_raise", "fault_echo", "fault_nest")
 
 
 class FaultsDisabledTest(WorkerTestCase):
