@@ -168,7 +168,8 @@ struct exporter::impl {
     sock.close(ec);
   }
 
-  void close(const std::shared_ptr<connection>& c) {
+  // By value: `c` may be the very pointer `open` holds, which erase frees.
+  void close(std::shared_ptr<connection> c) {
     error_code ec;
     c->deadline.cancel();
     c->sock.close(ec);
@@ -176,7 +177,7 @@ struct exporter::impl {
     reading.erase(c->id);
   }
 
-  void drop(const std::shared_ptr<connection>& c, outcome why) {
+  void drop(std::shared_ptr<connection> c, outcome why) {
     ++count[why];
     static const std::string timeout =
       response(408, "Request Timeout", "request not received in time\n", false);
@@ -189,7 +190,8 @@ struct exporter::impl {
       if (!reading.empty()) {
         // The oldest connection still without a request head makes room:
         // it had the longest to send one.
-        drop(open.at(*reading.begin()), evicted);
+        auto oldest = open.at(*reading.begin());
+        drop(std::move(oldest), evicted);
       } else {
         ++count[refused];
         static const std::string busy =
