@@ -12,8 +12,19 @@ namespace {
 // `p` is just past a string's opening quote: returns just past its closing
 // quote, or `end` for an unterminated string. A quote closes the string
 // when an even number of backslashes precedes it (within the string).
+// Short strings (most keys and values) are walked byte by byte; a long one
+// is searched with memchr.
 const char* skip_string(const char* p, const char* end) {
   const char* start = p;
+  for (const char* stop = p + std::min<std::ptrdiff_t>(end - p, 32); p < stop;) {
+    char c = *p++;
+    if (c == '"')
+      return p;
+    if (c == '\\')
+      ++p;  // the escaped byte (a \uXXXX's digits are plain)
+  }
+  if (p >= end)
+    return end;
   while (p < end) {
     auto q = static_cast<const char*>(std::memchr(p, '"', static_cast<std::size_t>(end - p)));
     if (!q)
@@ -28,6 +39,21 @@ const char* skip_string(const char* p, const char* end) {
   return end;
 }
 
+enum : unsigned char { plain, opening, closing, quote };
+
+struct byte_classes {
+  unsigned char of[256] = {};
+  constexpr byte_classes() {
+    of[static_cast<unsigned char>('[')] = opening;
+    of[static_cast<unsigned char>('{')] = opening;
+    of[static_cast<unsigned char>(']')] = closing;
+    of[static_cast<unsigned char>('}')] = closing;
+    of[static_cast<unsigned char>('"')] = quote;
+  }
+};
+
+constexpr byte_classes classes;
+
 } // namespace
 
 std::size_t text_depth(std::string_view text, std::size_t stop_above) {
@@ -35,24 +61,22 @@ std::size_t text_depth(std::string_view text, std::size_t stop_above) {
   const char* end = p + text.size();
   std::size_t depth = 0, deepest = 0;
   while (p < end) {
-    switch (*p++) {
-      case '[':
-      case '{':
+    switch (classes.of[static_cast<unsigned char>(*p++)]) {
+      case plain:
+        break;
+      case opening:
         if (++depth > deepest) {
           deepest = depth;
           if (deepest > stop_above)
             return stop_above + 1;
         }
         break;
-      case ']':
-      case '}':
+      case closing:
         if (depth > 0)
           --depth;
         break;
-      case '"':
-        p = skip_string(p, end);
-        break;
       default:
+        p = skip_string(p, end);
         break;
     }
   }
@@ -128,7 +152,7 @@ bool value_depth_exceeds(const json& v, std::size_t max_depth) {
 
 std::string depth_message(std::string_view what, std::size_t max_depth) {
   std::string m(what);
-  m += " nests deeper than max_json_depth (";
+  m += ": nested deeper than max_json_depth (";
   m += std::to_string(max_depth);
   m += " levels of [ and {)";
   return m;

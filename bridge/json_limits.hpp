@@ -55,7 +55,8 @@ std::size_t value_depth(const nlohmann::json& v, std::size_t stop_above);
 /// True when `v` nests deeper than `max_depth`.
 bool value_depth_exceeds(const nlohmann::json& v, std::size_t max_depth);
 
-/// The message of a refusal: "<what> nests deeper than max_json_depth (512)".
+/// The message of a refusal: "<what>: nested deeper than max_json_depth
+/// (512 levels of [ and {)".
 std::string depth_message(std::string_view what, std::size_t max_depth);
 
 } // namespace dspex::bridge

@@ -89,8 +89,18 @@ std::string deep_args_text(std::size_t inner) {
 
 // A random JSON value with strings that hold brackets, quotes and escapes.
 json random_value(std::mt19937& rng, int depth_left) {
-  static const std::vector<std::string> strings = {
-    "", "[", "]", "{", "}", "\"", "\\", "\\\"", "[\"{", "a\\", "x\\\\", "\xC3\xA9[", "\n{"};
+  // Short ones, and long ones whose escapes fall on either side of the
+  // scanner's switch from a byte loop to memchr (32 bytes).
+  static const std::vector<std::string> strings = [] {
+    std::vector<std::string> v = {"", "[", "]", "{", "}", "\"", "\\", "\\\"", "[\"{", "a\\",
+                                  "x\\\\", "\xC3\xA9[", "\n{"};
+    for (std::size_t n = 28; n <= 36; ++n) {
+      v.push_back(std::string(n, 'x') + "\"[");
+      v.push_back(std::string(n, 'x') + "\\\"]" + std::string(40, 'y'));
+      v.push_back(std::string(n, '\\') + "{");
+    }
+    return v;
+  }();
   std::uniform_int_distribution<int> kind(0, depth_left > 0 ? 6 : 3);
   switch (kind(rng)) {
     case 0: return nullptr;
@@ -513,7 +523,7 @@ TEST_CASE("config: max_json_depth is validated; a config nested too deep is refu
   j["root"]["children"][1]["default_lm"] = deep_array(100000);
   auto deep = parse_config(j);
   REQUIRE_FALSE(deep);
-  CHECK(contains(detail_of(deep.error()), "config nests deeper than max_json_depth"));
+  CHECK(contains(detail_of(deep.error()), "config: nested deeper than max_json_depth"));
 }
 
 // -- real processes ------------------------------------------------------------
@@ -527,7 +537,7 @@ TEST_CASE("embedding API: args too deep are invalid_request before any pool; res
     auto r = n->execute("echo", deep_args(inner));
     REQUIRE_FALSE(r);
     CHECK(is(r.error(), errc::invalid_request));
-    CHECK(contains(detail_of(r.error()), "args nests deeper than max_json_depth (512"));
+    CHECK(contains(detail_of(r.error()), "args: nested deeper than max_json_depth (512"));
     CHECK_FALSE(n->execute_in_session("s1", "echo", deep_args(inner)));
   }
   auto at_limit = n->execute("echo", deep_args(511));
