@@ -7,6 +7,7 @@
 #include <csignal>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -596,6 +597,10 @@ caf::expected<tree_config> parse_config(const json& j) {
     }
     top.ms("heartbeat_interval_ms", cfg.timing.heartbeat_interval, 1);
     top.ms("connection_timeout_ms", cfg.timing.connection_timeout, 1);
+    top.integer("listen_max_connections", cfg.listen_limits.max_connections, 1, 1 << 20);
+    top.ms("listen_handshake_timeout_ms", cfg.listen_limits.handshake_timeout, 1);
+    top.integer("max_remote_message_bytes", cfg.max_remote_message_bytes, 1024,
+                std::numeric_limits<std::uint32_t>::max());
     if (cfg.timing.connection_timeout <= cfg.timing.heartbeat_interval)
       errors.push_back("config.connection_timeout_ms: must be above heartbeat_interval_ms");
     if (auto why = check_listen(cfg); !why.empty())

@@ -97,7 +97,12 @@ struct tree_config {
   /// docs/security.md "JSON depth and size").
   std::size_t max_json_depth = bridge::default_max_json_depth;
   /// The node's TLS identity (listen, and remote_pools with tls).
+  tls_options tls;
   network_timing timing;
+  /// The router port's connection cap and handshake timeout.
+  dspex::listen_limits listen_limits;
+  /// `max_remote_message_bytes`: the largest BASP payload accepted.
+  std::uint32_t max_remote_message_bytes = default_max_remote_message_bytes;
 };
 
 /// Where `dspex run` serves /metrics when `metrics` names no address.

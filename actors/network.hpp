@@ -18,6 +18,8 @@
 #include <caf/error.hpp>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace caf {
@@ -48,6 +50,24 @@ struct network_timing {
   /// dropped and every request in flight on it gets node_down.
   std::chrono::milliseconds connection_timeout{5000};
 };
+
+/// Bounds on a node's router port (tree config keys in parentheses).
+struct listen_limits {
+  /// Open connections on the port (`listen_max_connections`); one more is
+  /// accepted and closed at once (the refusal) and counted.
+  std::size_t max_connections = 256;
+  /// From accept to the peer's BASP client handshake (TLS included)
+  /// (`listen_handshake_timeout_ms`); past it the connection is shut
+  /// down. After the handshake, the heartbeat's connection_timeout_ms
+  /// bounds an idle peer.
+  std::chrono::milliseconds handshake_timeout{5000};
+};
+
+/// The largest BASP payload a node accepts on any connection
+/// (`max_remote_message_bytes`, default 64 MiB + 1 MiB: a request or reply
+/// of max_frame_bytes with its envelope). Larger: the header is refused
+/// before anything is allocated and that connection alone is closed.
+inline constexpr std::uint32_t default_max_remote_message_bytes = 65u * 1024u * 1024u;
 
 /// Whether the tree listens or holds a remote_pool.
 bool needs_network(const tree_config& tree);

@@ -6,6 +6,7 @@
 #include <dspex/actors/pool.hpp>
 #include <dspex/actors/remote_protocol.hpp>
 #include <dspex/actors/router.hpp>
+#include <dspex/actors/router_guard.hpp>
 #include <dspex/actors/session_registry.hpp>
 #include <dspex/actors/worker.hpp>
 #include <dspex/bridge/host_run.hpp>
@@ -18,6 +19,7 @@
 #include <caf/openssl/publish.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -327,6 +329,8 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
                       "dspex::network_settings(cfg, tree) before creating it");
   if (auto why = check_listen(cfg); !why.empty())
     return make_error(errc::invalid_config, "listen: " + why);
+  if (needs_network(cfg))
+    router_guard::max_message_bytes(cfg.max_remote_message_bytes);
   auto n = std::make_shared<node>(sys);
   n->loop_ = io_loop_for(sys);
   n->dir_ = std::make_shared<directory>();
@@ -419,6 +423,11 @@ caf::error node::listen(const tree_config& cfg) {
                                               + sys_.render(port.error()));
   }
   listen_port_ = *port;
+  guard_ = router_guard::watch(sys_, listen_port_, cfg.listen_limits);
+  if (!router_guard::active())
+    std::fprintf(stderr, "dspex: warning: the router port's guard is not bound in this "
+                         "executable (docs/security.md): no connection cap, handshake "
+                         "timeout or BASP size bound\n");
   return {};
 }
 
@@ -743,7 +752,8 @@ json node::status() {
   }
   json listening = nullptr;
   if (router_)
-    listening = {{"host", listen_host_}, {"port", listen_port_}, {"tls", listen_tls_}};
+    listening = {{"host", listen_host_}, {"port", listen_port_}, {"tls", listen_tls_},
+                 {"guard", guard_ ? guard_->counters() : json(nullptr)}};
   return json{{"mode", to_string(mode_)},
               {"remotes", remotes},
               {"listen", listening},
@@ -805,6 +815,7 @@ void node::stop() {
   // through the one BASP broker, which the middleman's unpublish reaches.)
   if (router_)
     sys_.middleman().unpublish(router_, listen_port_);
+  guard_.reset();
   for (auto& name : remote_names_)
     if (auto p = dir_->get("remote:" + name))
       self->request(p, 5s, drain_atom::value).receive([] {}, [](caf::error&) {});

@@ -201,6 +201,7 @@ private:
   std::string listen_host_;
   bool listen_tls_ = false;
   std::size_t max_json_depth_ = bridge::default_max_json_depth;
+  std::unique_ptr<class router_guard> guard_;  ///< bounds on the router port
   bool stopped_ = false;
 };
 

@@ -1,0 +1,235 @@
+// The router port against hostile clients (actors/router_guard.*): a real
+// `dspex run --listen` node, raw TCP clients that send a BASP header
+// announcing gigabytes, random headers, or nothing at all, and a real
+// `dspex exec --node` that must be served throughout. Nothing asserts
+// wall-clock time: a connection the node must close is awaited with a
+// generous bound, and the node's memory is read from /proc.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/config.hpp>
+#include <dspex/cli/control.hpp>
+
+#include "support/cli_process.hpp"
+#include "support/wait.hpp"
+#include "test_paths.hpp"
+
+#include <arpa/inet.h>
+#include <fstream>
+#include <netinet/in.h>
+#include <poll.h>
+#include <random>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+int connect_to(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  return fd;
+}
+
+/// Whether the peer closes `fd` within `limit` (what it sends first, the
+/// server handshake, is read and dropped).
+bool closed_by_peer(int fd, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  char buf[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      continue;
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0)
+      return true;
+  }
+}
+
+long rss_kb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  long kb = -1;
+  while (in >> key)
+    if (key == "VmRSS:") {
+      in >> kb;
+      break;
+    }
+  return kb;
+}
+
+struct guarded_node {
+  bridge::io_loop loop;
+  std::string dir, sock, cfg;
+  int port = free_port();
+  std::unique_ptr<cli_process> p;
+
+  explicit guarded_node(json extra = json::object()) {
+    char tmpl[] = "/tmp/dspex-guard-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    sock = dir + "/n.sock";
+    cfg = dir + "/n.json";
+    auto j = default_config();
+    j["root"]["children"][1]["size"] = 1;
+    j["root"]["children"][1]["worker"]["fault_injection"] = true;
+    j["listen"] = "127.0.0.1:" + std::to_string(port);
+    j.update(extra);
+    std::ofstream(cfg) << j.dump(2);
+    p = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", cfg, "--control", sock});
+    REQUIRE_MESSAGE(wait_until([&] { return status().contains("listen"); }, 60s), p->output());
+  }
+  ~guarded_node() {
+    if (!p->exited.wait(0ms)) {
+      p->proc->signal(SIGTERM);
+      if (!p->exited.wait(30s))
+        p->proc->kill();
+      p->exited.wait(30s);
+    }
+    std::system(("rm -rf " + dir).c_str());
+  }
+  json status() { return cli::control_call(sock, {{"op", "status"}}, 30s); }
+  json guard() { return status()["listen"]["guard"]; }
+  bool remote_ping() {
+    cli_process c(loop, {"exec", "ping", "--node", "127.0.0.1:" + std::to_string(port),
+                         "--timeout-ms", "20000"});
+    if (!c.exited.wait(60s)) {
+      MESSAGE("exec --node did not exit: " << c.output());
+      return false;
+    }
+    if (c.exited.get().code() != 0)
+      MESSAGE("exec --node failed: " << c.output());
+    return c.exited.get().code() == 0;
+  }
+  int pid() { return p->proc->pid(); }
+};
+
+} // namespace
+
+TEST_SUITE("router_guard") {
+
+TEST_CASE("the guard is bound in this executable and in dspex") {
+  guarded_node n;
+  CHECK(n.guard()["guard_active"] == true);
+}
+
+TEST_CASE("a BASP header announcing 4 GiB closes that connection alone, before any allocation") {
+  guarded_node n;
+  auto before = rss_kb(n.pid());
+  REQUIRE(before > 0);
+  for (int i = 0; i < 3; ++i) {
+    int fd = connect_to(n.port);
+    // operation client_handshake, padding, flags, payload_len 0xfffffff0
+    // (huge in either byte order), then operation data and actor ids.
+    unsigned char hdr[32] = {1, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0};
+    REQUIRE(::send(fd, hdr, sizeof hdr, MSG_NOSIGNAL) == 32);
+    CHECK(closed_by_peer(fd, 20s));
+    ::close(fd);
+  }
+  CHECK(n.guard()["oversized_messages"].get<int>() >= 3);
+  // A 4 GiB zero-filled buffer would show; a few MB of noise will not.
+  CHECK(rss_kb(n.pid()) < before + 256 * 1024);
+  CHECK(n.remote_ping());
+}
+
+TEST_CASE("random headers from many clients: the node survives, bounded, and serves on") {
+  guarded_node n;
+  auto before = rss_kb(n.pid());
+  std::mt19937 rng(29);
+  for (int i = 0; i < 300; ++i) {
+    int fd = connect_to(n.port);
+    unsigned char hdr[32];
+    for (auto& b : hdr)
+      b = static_cast<unsigned char>(rng());
+    hdr[0] = static_cast<unsigned char>(rng() % 8);  // mostly valid operations
+    ::send(fd, hdr, sizeof hdr, MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  CHECK(rss_kb(n.pid()) < before + 256 * 1024);
+  CHECK(n.remote_ping());
+}
+
+TEST_CASE("connections that never handshake are shut after the timeout; over the cap one is refused") {
+  guarded_node n({{"listen_max_connections", 8}, {"listen_handshake_timeout_ms", 300}});
+  std::vector<int> idle;
+  for (int i = 0; i < 8; ++i)
+    idle.push_back(connect_to(n.port));
+  // Each one is in the node's count before the next test step.
+  REQUIRE(wait_until([&] { return n.guard()["connections"] == 8; }, 20s));
+  int extra = connect_to(n.port);  // the kernel accepts; the node refuses it
+  CHECK(closed_by_peer(extra, 20s));
+  ::close(extra);
+  for (int fd : idle) {
+    CHECK(closed_by_peer(fd, 20s));
+    ::close(fd);
+  }
+  auto g = n.guard();
+  CHECK(g["refused"].get<int>() >= 1);
+  CHECK(g["handshake_timeouts"].get<int>() >= 8);
+  // A real client handshakes in time and is served once slots are free.
+  CHECK(wait_until([&] { return n.remote_ping(); }, 20s));
+}
+
+TEST_CASE("an idle client after its handshake is dropped by the connection timeout") {
+  // The BASP handshake done by a real client that then stops (SIGSTOP): the
+  // node's connection timeout drops it, and its slot is free again.
+  // (Above the exec client's own heartbeat interval, 1 s by default.)
+  guarded_node n({{"listen_max_connections", 4},
+                  {"heartbeat_interval_ms", 100},
+                  {"connection_timeout_ms", 2500}});
+  cli_process stuck(n.loop, {"exec", "fault_sleep", R"({"seconds": 3})", "--node",
+                             "127.0.0.1:" + std::to_string(n.port), "--timeout-ms", "60000"});
+  REQUIRE(wait_until([&] { return n.guard()["connections"] == 1; }, 30s));
+  stuck.proc->signal(SIGSTOP);
+  CHECK(wait_until([&] { return n.guard()["connections"] == 0; }, 30s));
+  stuck.proc->signal(SIGCONT);
+  stuck.proc->kill();
+  CHECK(n.remote_ping());
+}
+
+TEST_CASE("listen limits are config errors when out of range") {
+  auto j = default_config();
+  j["listen_max_connections"] = 0;
+  CHECK_FALSE(parse_config(j));
+  j = default_config();
+  j["listen_handshake_timeout_ms"] = 0;
+  CHECK_FALSE(parse_config(j));
+  j = default_config();
+  j["max_remote_message_bytes"] = 10;
+  CHECK_FALSE(parse_config(j));
+  j = default_config();
+  j["listen_max_connections"] = 16;
+  j["listen_handshake_timeout_ms"] = 250;
+  j["max_remote_message_bytes"] = 1 << 20;
+  auto c = parse_config(j);
+  REQUIRE(c);
+  CHECK(c->listen_limits.max_connections == 16);
+  CHECK(c->listen_limits.handshake_timeout == 250ms);
+  CHECK(c->max_remote_message_bytes == (1u << 20));
+}
+
+}
