@@ -43,13 +43,14 @@ std::string ssl_error() {
   return out.empty() ? "unknown OpenSSL error" : out;
 }
 
-// caf_openssl 0.17.6 drops a TLS 1.3 connection after a few records (the
-// post-handshake messages of 1.3 confuse its read loop: the remote_pool
-// reconnected about once a second under heartbeats), and it offers no way
-// to set the protocol range of its SSL_CTX. OpenSSL's "system_default"
-// section applies to every context created afterwards, so one is loaded
-// here, once, before CAF creates any: TLS 1.2 exactly, never aNULL.
-void cap_at_tls12() {
+// caf_openssl 0.17.6 offers no way to set the protocol range or ciphers of
+// its SSL_CTX (it asks for "HIGH:!aNULL:!MD5" and any version). OpenSSL's
+// "system_default" section applies to every context created afterwards, so
+// one is loaded here, once, before CAF creates any: TLS 1.2 or 1.3, never
+// aNULL. (TLS 1.3 links used to drop about once a second: a stale entry in
+// OpenSSL's error queue after 1.3's post-handshake records, which the
+// router guard now clears before every SSL call; actors/router_guard.hpp.)
+void tls_protocol_floor() {
   static std::once_flag once;
   std::call_once(once, [] {
     char path[] = "/tmp/dspex-openssl-XXXXXX";
@@ -59,7 +60,7 @@ void cap_at_tls12() {
     static const char text[] =
       "dspex_conf = dspex_sect\n[dspex_sect]\nssl_conf = dspex_ssl\n"
       "[dspex_ssl]\nsystem_default = dspex_tls\n"
-      "[dspex_tls]\nMinProtocol = TLSv1.2\nMaxProtocol = TLSv1.2\n"
+      "[dspex_tls]\nMinProtocol = TLSv1.2\nMaxProtocol = TLSv1.3\n"
       "CipherString = HIGH:!aNULL:!eNULL:!MD5\n";
     [[maybe_unused]] auto n = ::write(fd, text, sizeof text - 1);
     ::close(fd);
@@ -84,7 +85,7 @@ bool needs_tls(const tree_config& tree) {
 
 caf::error check_tls(const tls_options& tls) {
   auto bad = [](const std::string& m) { return make_error(errc::invalid_config, m); };
-  cap_at_tls12();
+  tls_protocol_floor();
   if (tls.certificate.empty() || tls.key.empty() || tls.cafile.empty())
     return bad("tls: certificate, key and cafile are all required (dspex never runs TLS "
                "without mutual certificate authentication)");

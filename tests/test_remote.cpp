@@ -291,7 +291,14 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS with a CA made here: mutual authenticatio
   CHECK(status(b_sock)["listen"]["tls"] == true);
   for (int i = 0; i < 5; ++i)
     CHECK(exec_far("ping").value("ok", false));
-  CHECK(far()["connects"] == 1);  // heartbeats over TLS 1.2 keep it (network.cpp)
+  CHECK(far()["connects"] == 1);  // heartbeats keep it
+  // The node speaks TLS 1.3 (OpenSSL's own client, with a valid identity).
+  auto s13 = "openssl s_client -connect 127.0.0.1:" + std::to_string(port)
+             + " -tls1_3 -cert local.pem -key local.key -CAfile ca.pem </dev/null";
+  std::system(("cd " + dir + " && " + s13 + " >s13.log 2>&1").c_str());
+  std::ifstream s13log(dir + "/s13.log");
+  std::string s13text((std::istreambuf_iterator<char>(s13log)), std::istreambuf_iterator<char>());
+  CHECK_MESSAGE(s13text.find("TLSv1.3") != std::string::npos, s13text);
 
   auto endpoint = "127.0.0.1:" + std::to_string(port);
   int code = 0;
