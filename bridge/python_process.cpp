@@ -77,6 +77,9 @@ struct child_setup : bp::extend::handler {
     sigset_t none;  // the loop thread blocks SIGPIPE; the child must not inherit that
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Nor an ignored SIGPIPE (`dspex run` ignores it; an ignored signal
+    // stays ignored across exec): a child starts with the default action.
+    signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)  // the host died before prctl took effect

@@ -91,7 +91,14 @@ public:
   /// Serves an already claimed socket (claim it before the node starts, so a
   /// second node gives up before it spawns a worker).
   control_server(node& n, control_socket sock, control_options opts = {});
-  ~control_server();  ///< stops serving; in-flight execs are answered to nobody
+  /// stops serving; in-flight execs are answered to nobody, unless drain()
+  /// came first: then it waits up to read_deadline for their replies.
+  ~control_server();
+  /// For a graceful stop, before node::stop(): from now on requests that
+  /// call the node (status, restart / stop / start, events) are answered
+  /// shutting_down, and this waits for those running; execs go on, and the
+  /// draining pools answer them. Idempotent.
+  void drain();
   control_server(const control_server&) = delete;
   control_server& operator=(const control_server&) = delete;
 

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <cstdio>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -74,6 +75,56 @@ private:
   asio::io_context* io_;
 };
 
+// Node calls and execs in flight, for a graceful stop (control_server::drain).
+// Shared with the exec actors, which may outlive the server.
+class drain_gate {
+public:
+  /// A node call may start; false once draining.
+  bool enter() {
+    std::lock_guard<std::mutex> g(mx_);
+    if (draining_)
+      return false;
+    ++calls_;
+    return true;
+  }
+  void leave() {
+    std::lock_guard<std::mutex> g(mx_);
+    --calls_;
+    cv_.notify_all();
+  }
+  void exec_started() {
+    std::lock_guard<std::mutex> g(mx_);
+    ++execs_;
+  }
+  void exec_done() {
+    std::lock_guard<std::mutex> g(mx_);
+    --execs_;
+    cv_.notify_all();
+  }
+  /// No node call starts from now on; waits for those running.
+  void drain() {
+    std::unique_lock<std::mutex> g(mx_);
+    draining_ = true;
+    cv_.wait(g, [&] { return calls_ == 0; });
+  }
+  bool draining() {
+    std::lock_guard<std::mutex> g(mx_);
+    return draining_;
+  }
+  /// Waits up to `limit` for every exec to have posted its reply.
+  void await_execs(std::chrono::milliseconds limit) {
+    std::unique_lock<std::mutex> g(mx_);
+    cv_.wait_for(g, limit, [&] { return execs_ == 0; });
+  }
+
+private:
+  std::mutex mx_;
+  std::condition_variable cv_;
+  bool draining_ = false;
+  int calls_ = 0;
+  long execs_ = 0;
+};
+
 } // namespace
 
 struct control_server::impl {
@@ -86,6 +137,7 @@ struct control_server::impl {
   local::acceptor acceptor{io};
   asio::steady_timer accept_retry{io};
   std::shared_ptr<reply_mailbox> mailbox = std::make_shared<reply_mailbox>(io);
+  std::shared_ptr<drain_gate> gate = std::make_shared<drain_gate>();
   asio::thread_pool status_pool;
   std::map<std::uint64_t, std::shared_ptr<connection>> open;  // asio thread only
   std::uint64_t next_id = 0;
@@ -191,6 +243,10 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     auto mb = srv.mailbox;
     node& nd = srv.n;
     using kind = control_request::kind;
+    if (req.op != kind::exec && srv.gate->draining()) {
+      reply(error_reply("shutting_down", "the node is stopping"), false);
+      return;
+    }
     switch (req.op) {
       case kind::status:
         off_thread("status", [&nd] { return nd.status(); });
@@ -223,14 +279,20 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
   void off_thread(const char* what, F f) {
     std::weak_ptr<connection> weak = shared_from_this();
     auto mb = srv.mailbox;
-    asio::post(srv.status_pool, [weak, mb, what, f = std::move(f)] {
+    auto gate = srv.gate;
+    asio::post(srv.status_pool, [weak, mb, gate, what, f = std::move(f)] {
       json r;
-      try {
-        r = f();
-      } catch (const std::exception& e) {
-        r = error_reply("internal", std::string(what) + " failed: " + e.what());
-      } catch (...) {
-        r = error_reply("internal", std::string(what) + " failed");
+      if (!gate->enter()) {
+        r = error_reply("shutting_down", "the node is stopping");
+      } else {
+        try {
+          r = f();
+        } catch (const std::exception& e) {
+          r = error_reply("internal", std::string(what) + " failed: " + e.what());
+        } catch (...) {
+          r = error_reply("internal", std::string(what) + " failed");
+        }
+        gate->leave();
       }
       mb->post([weak, r = std::move(r)]() mutable {
         if (auto c = weak.lock())
@@ -344,11 +406,14 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     auto wait = req.timeout.count() > 0 ? req.timeout * 2 + 30s : std::chrono::milliseconds(10min);
     auto cmd = make_command(std::move(req.command), std::move(req.args), std::move(req.session_id),
                             req.timeout);
-    auto deliver = [weak, mb](json r) {
+    auto gate = srv.gate;
+    gate->exec_started();
+    auto deliver = [weak, mb, gate](json r) {  // called once: reply or error
       mb->post([weak, r = std::move(r)]() mutable {
         if (auto c = weak.lock())
           c->reply(std::move(r), false);
       });
+      gate->exec_done();
     };
     t.home_system().spawn([t, cmd, wait, deliver](caf::event_based_actor* self) {
       self->request(t, wait, exec_atom::value, cmd)
@@ -486,6 +551,10 @@ void control_server::impl::refuse(int fd) {
 }
 
 void control_server::impl::shutdown() {
+  // After drain() and node::stop(), every exec has its answer on the way:
+  // let those replies reach the mailbox, ahead of the closing below.
+  if (gate->draining())
+    gate->await_execs(opts.read_deadline);
   mailbox->close();
   asio::post(io, [this] {
     stopping = true;
@@ -513,6 +582,11 @@ control_server::control_server(node& n, control_socket sock, control_options opt
     return;
   impl_ = std::make_shared<impl>(n, opts);
   impl_->start(sock_.release_fd());
+}
+
+void control_server::drain() {
+  if (impl_)
+    impl_->gate->drain();
 }
 
 control_server::~control_server() {

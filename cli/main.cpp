@@ -39,7 +39,7 @@ void split_args(int argc, char** argv, std::vector<std::string>& ours,
 
 // Exit codes of `dspex run` (README, "Exit codes"); the other subcommands
 // use 0, 1 (the node answered with an error, or none answers) and 2.
-constexpr int exit_clean = 0;         // stopped by SIGTERM / SIGINT (or the demo passed)
+constexpr int exit_clean = 0;         // stopped by SIGTERM / SIGINT / SIGQUIT (or the demo passed)
 constexpr int exit_start_failed = 1;  // the tree did not start
 constexpr int exit_usage = 2;         // bad command line, config or CAF option
 constexpr int exit_root_stopped = 3;  // the root supervisor stopped by itself
@@ -47,6 +47,69 @@ constexpr int exit_root_stopped = 3;  // the root supervisor stopped by itself
 int fail(const std::string& msg, int code = exit_usage) {
   std::fprintf(stderr, "dspex: %s\n", msg.c_str());
   return code;
+}
+
+// The signals `dspex run` takes itself (README "Signals", docs/security.md):
+// blocked in every thread and read from a signalfd by the main thread, so
+// none of them can kill the node by its default action. SIGINT, SIGTERM and
+// SIGQUIT drain and stop; SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+// ignored. SIGPIPE is ignored process-wide (a write to a closed socket or
+// pipe fails with EPIPE; children get it back at its default, see
+// bridge/python_process.cpp).
+sigset_t run_signals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2})
+    sigaddset(&sigs, s);
+  return sigs;
+}
+
+// Before any thread exists (CAF's, the io loop's, the control server's, the
+// metrics listener's): threads inherit the mask of the thread that creates
+// them, and a process-directed signal goes to any thread that does not
+// block it. An embedder that waits for signals this way does the same.
+sigset_t take_run_signals() {
+  auto sigs = run_signals();
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  struct sigaction ign{};
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGPIPE, &ign, nullptr);
+  return sigs;
+}
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGHUP: return "SIGHUP";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+  }
+  return "signal";
+}
+
+// One signal taken: true when it stops the node (logged either way).
+bool stops_node(int sig, std::uint32_t from_pid) {
+  auto from = from_pid != 0 ? " from pid " + std::to_string(from_pid) : std::string();
+  switch (sig) {
+    case SIGINT:
+    case SIGTERM:
+    case SIGQUIT:
+      std::fprintf(stderr, "dspex: %s received%s, draining and shutting down\n", signal_name(sig),
+                   from.c_str());
+      return true;
+    case SIGHUP:
+      std::fprintf(stderr,
+                   "dspex: SIGHUP received%s: ignored (no reload yet: SIGHUP is reserved for the "
+                   "rolling reload of a later release)\n",
+                   from.c_str());
+      return false;
+    default:
+      std::fprintf(stderr, "dspex: %s received%s: ignored\n", signal_name(sig), from.c_str());
+      return false;
+  }
 }
 
 // systemd's STATUS= line for a serving node.
@@ -62,9 +125,11 @@ std::string serving_status(node& n) {
          + " pools (mode " + to_string(n.mode()) + ")";
 }
 
-// Blocks until SIGINT / SIGTERM (already blocked in every thread) or until
-// the root supervisor stops by itself, whichever comes first. Returns the
-// exit code. signalfd + an eventfd, so that one poll waits for both.
+// Blocks until SIGINT / SIGTERM / SIGQUIT (run_signals, already blocked in
+// every thread) or until the root supervisor stops by itself, whichever
+// comes first; the other signals of run_signals are logged on the way.
+// Returns the exit code. signalfd + an eventfd, so that one poll waits for
+// both.
 int serve_until_stopped(const sigset_t& sigs, node& n) {
   // Called once the pools are warm and the control socket listens.
   cli::systemd_notifier systemd;
@@ -85,9 +150,13 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
   auto efd_hold = fd_owner(::eventfd(0, EFD_CLOEXEC));
   int sfd = *sfd_hold, efd = *efd_hold;
   if (sfd < 0 || efd < 0) {  // cannot happen on Linux >= 2.6.27; keep serving on sigwait
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    std::fprintf(stderr, "dspex: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    for (;;) {
+      siginfo_t info{};
+      if (sigwaitinfo(&sigs, &info) < 0)
+        continue;  // EINTR
+      if (stops_node(info.si_signo, static_cast<std::uint32_t>(info.si_pid)))
+        break;
+    }
     systemd.stopping("shutting down");
     return exit_clean;
   }
@@ -98,18 +167,30 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
   pollfd fds[2] = {{sfd, POLLIN, 0}, {efd, POLLIN, 0}};
   for (;;) {
     int r = ::poll(fds, 2, watchdog_ms > 0 ? watchdog_ms : -1);
-    if (r == 0)
+    if (r == 0) {
       systemd.watchdog();  // this thread and the root are alive (a failure wakes the poll)
-    else if (r > 0 || errno != EINTR)
+      continue;
+    }
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
       break;
-  }
-  if (fds[0].revents & POLLIN) {
-    signalfd_siginfo info{};
-    [[maybe_unused]] auto r = ::read(sfd, &info, sizeof info);
-    std::fprintf(stderr, "dspex: %s received, shutting down\n",
-                 info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-    systemd.stopping("shutting down");
-    return exit_clean;
+    }
+    if (fds[1].revents & POLLIN)
+      break;  // the root stopped by itself
+    if (!(fds[0].revents & POLLIN))
+      break;
+    // A read takes every pending signal (one record each); a signal that
+    // stops the node ends the loop, the others are logged and serving goes on.
+    signalfd_siginfo infos[8];
+    auto got = ::read(sfd, infos, sizeof infos);
+    bool stop = false;
+    for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof infos[0]); ++i)
+      stop = stops_node(static_cast<int>(infos[i].ssi_signo), infos[i].ssi_pid) || stop;
+    if (stop) {
+      systemd.stopping("shutting down");
+      return exit_clean;
+    }
   }
   auto f = n.failure();
   std::fprintf(stderr, "dspex: root supervisor stopped: %s\n",
@@ -134,6 +215,8 @@ struct net_args {
 int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
             const std::string& config_path, bool demo, const std::string& events_path,
             const std::string& control_path, const ops_options& ops, const net_args& net) {
+  // First of all: no thread exists yet (take_run_signals).
+  auto sigs = take_run_signals();
   caf::expected<tree_config> cfg = config_path.empty() ? parse_config(default_config())
                                                        : load_config(config_path);
   if (!cfg)
@@ -153,14 +236,6 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   cfg->insecure = cfg->insecure || net.insecure;
   if (auto why = check_listen(*cfg); !why.empty())
     return fail("--listen " + cfg->listen + ": " + why);
-
-  // SIGINT/SIGTERM are taken by sigwait below: block them before any thread
-  // exists so every thread inherits the mask.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   caf::actor_system_config sys_cfg;
   recommended_settings(sys_cfg);
@@ -224,8 +299,15 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
       std::fprintf(stderr, "dspex: listening on %s, port %u (%s)\n", listen_text.c_str(),
                    unsigned((*n)->listen_port()), listen_tls ? "tls" : "plain");
     rc = serve_until_stopped(sigs, **n);
+    // Drain with the control socket still open, so that requests in flight
+    // on it get their replies: node calls (status...) are refused from now
+    // on, execs are answered by the draining pools. The socket file goes
+    // when `control` does.
+    control.drain();
+    exporter.reset();  // a scrape reads the node: the endpoint goes first
+    (*n)->stop();
   }
-  exporter.reset();  // a scrape reads the node: the endpoint goes first
+  exporter.reset();
   (*n)->stop();
   n->reset();
   for (auto& s : opts.subscribers)
