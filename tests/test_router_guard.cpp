@@ -18,6 +18,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <random>
+#include <sstream>
+#include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,7 +90,8 @@ struct guarded_node {
   int port = free_port();
   std::unique_ptr<cli_process> p;
 
-  explicit guarded_node(json extra = json::object()) {
+  /// `nofile`: the node runs under `prlimit --nofile=N:N` (0: as the test).
+  explicit guarded_node(json extra = json::object(), int nofile = 0) {
     char tmpl[] = "/tmp/dspex-guard-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir = tmpl;
@@ -100,7 +103,15 @@ struct guarded_node {
     j["listen"] = "127.0.0.1:" + std::to_string(port);
     j.update(extra);
     std::ofstream(cfg) << j.dump(2);
-    p = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", cfg, "--control", sock});
+    std::vector<std::string> args{"run", cfg, "--control", sock};
+    if (nofile > 0) {
+      args.insert(args.begin(), {"--nofile=" + std::to_string(nofile) + ":" + std::to_string(nofile),
+                                 DSPEX_TEST_CLI});
+      p = std::make_unique<cli_process>(loop, args, std::vector<std::pair<std::string, std::string>>{},
+                                        "/usr/bin/prlimit");
+    } else {
+      p = std::make_unique<cli_process>(loop, args);
+    }
     REQUIRE_MESSAGE(wait_until([&] { return status().contains("listen"); }, 60s), p->output());
   }
   ~guarded_node() {
@@ -209,6 +220,46 @@ TEST_CASE("an idle client after its handshake is dropped by the connection timeo
   stuck.proc->signal(SIGCONT);
   stuck.proc->kill();
   CHECK(n.remote_ping());
+}
+
+long cpu_ticks(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto rest = text.substr(text.rfind(')') + 2);  // after "pid (comm) "
+  std::istringstream fields(rest);
+  std::string f;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14)
+      utime = std::stol(f);
+    if (i == 15)
+      stime = std::stol(f);
+  }
+  return utime + stime;
+}
+
+TEST_CASE("out of descriptors: connections are shed, the node does not spin, and serves again") {
+  // 64 descriptors for the whole node; the cap is far above, so accept
+  // itself fails with EMFILE once the node's table is full.
+  guarded_node n({{"listen_max_connections", 10000}, {"listen_handshake_timeout_ms", 600000}}, 64);
+  std::vector<int> clients;
+  for (int i = 0; i < 120; ++i)
+    clients.push_back(connect_to(n.port));
+  // The node's table fills and the rest meet EMFILE (shed at once: each
+  // such client sees its connection closed).
+  CHECK(closed_by_peer(clients.back(), 30s));
+  // With the listener readable and accept failing, CAF's loop would spin
+  // at 100% of a core; shed connections leave nothing pending. (No status
+  // call meanwhile: the control socket has no descriptor to spare either.)
+  auto hz = ::sysconf(_SC_CLK_TCK);
+  auto t0 = cpu_ticks(n.pid());
+  std::this_thread::sleep_for(2s);
+  auto used = cpu_ticks(n.pid()) - t0;
+  CHECK_MESSAGE(used < hz, "the node used " << used << " ticks of " << 2 * hz << " in 2 s");
+  for (int fd : clients)
+    ::close(fd);
+  CHECK(wait_until([&] { return n.remote_ping(); }, 30s));
+  CHECK(n.guard()["refused"].get<int>() > 0);
 }
 
 TEST_CASE("listen limits are config errors when out of range") {
