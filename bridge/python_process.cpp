@@ -1,6 +1,7 @@
 #include <dspex/bridge/python_process.hpp>
 
 #include <dspex/bridge/batch_scheduling.hpp>
+#include <dspex/bridge/descriptor_limit.hpp>
 #include <dspex/bridge/fork_server.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -80,6 +81,14 @@ struct child_setup : bp::extend::handler {
     // Nor an ignored SIGPIPE (`dspex run` ignores it; an ignored signal
     // stays ignored across exec): a child starts with the default action.
     signal(SIGPIPE, SIG_DFL);
+    // Nor a raised RLIMIT_NOFILE (bridge/descriptor_limit.hpp).
+    if (auto soft = inherited_descriptor_soft_limit()) {
+      rlimit r{};
+      if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur > soft) {
+        r.rlim_cur = soft;
+        setrlimit(RLIMIT_NOFILE, &r);
+      }
+    }
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)  // the host died before prctl took effect

@@ -142,6 +142,10 @@ struct control_server::impl {
   std::map<std::uint64_t, std::shared_ptr<connection>> open;  // asio thread only
   std::uint64_t next_id = 0;
   bool stopping = false;
+  /// One descriptor held in reserve (on /dev/null): out of descriptors,
+  /// it is let go to accept a waiting client and refuse it (asio thread).
+  int spare_fd = -1;
+  bool out_of_fds = false;  ///< logged once per episode
   std::thread thread;
 
   impl(node& nd, control_options o)
@@ -152,6 +156,8 @@ struct control_server::impl {
   void accept_next();
   void accept_ready();
   void refuse(int fd);
+  bool shed_one(int accept_errno);
+  void retry_accept_later();
 };
 
 struct control_server::impl::connection : std::enable_shared_from_this<connection> {
@@ -471,6 +477,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
 };
 
 void control_server::impl::start(int fd) {
+  spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   acceptor.assign(local(), fd);
   accept_next();
@@ -495,15 +502,52 @@ void control_server::impl::accept_next() {
     if (stopping || ec == asio::error::operation_aborted)
       return;
     if (ec) {
-      accept_retry.expires_after(100ms);
-      accept_retry.async_wait([this](const error_code& e) {
-        if (!e && !stopping)
-          accept_next();
-      });
+      retry_accept_later();
       return;
     }
     accept_ready();
   });
+}
+
+void control_server::impl::retry_accept_later() {
+  accept_retry.expires_after(100ms);
+  accept_retry.async_wait([this](const error_code& e) {
+    if (!e && !stopping)
+      accept_next();
+  });
+}
+
+// Out of descriptors (EMFILE, ENFILE): a client left in the backlog would
+// keep the socket readable, so the server would either spin or leave it
+// waiting unanswered. Instead the spare descriptor is let go, the client
+// accepted on it and told why in one line, closed, and the spare taken
+// again. False when that cannot be done (no spare, or another thread took
+// the descriptor freed meanwhile).
+bool control_server::impl::shed_one(int accept_errno) {
+  if (!out_of_fds) {
+    out_of_fds = true;
+    log_error("accept", (std::string(std::strerror(accept_errno))
+                         + "; refusing control connections until descriptors are free")
+                          .c_str());
+  }
+  if (spare_fd < 0)
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (spare_fd < 0)
+    return false;
+  ::close(spare_fd);
+  spare_fd = -1;
+  int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd >= 0) {
+    auto line = dump_line(error_reply(
+      "resource_exhausted",
+      "the node is out of file descriptors (" + std::string(std::strerror(accept_errno))
+        + "); control connection refused, try again later"));
+    // One short line into an empty socket buffer; never blocks, never SIGPIPE.
+    [[maybe_unused]] auto n = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+  }
+  spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0 && spare_fd >= 0;
 }
 
 // accept4 ourselves, not asio's accept: the descriptor must be close-on-exec
@@ -517,14 +561,18 @@ void control_server::impl::accept_ready() {
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         break;
-      // Out of descriptors or memory: the client waits in the backlog.
-      log_error("accept", std::strerror(errno));
-      accept_retry.expires_after(100ms);
-      accept_retry.async_wait([this](const error_code& e) {
-        if (!e && !stopping)
-          accept_next();
-      });
+      if ((errno == EMFILE || errno == ENFILE) && shed_one(errno))
+        continue;
+      // Out of memory, or no spare descriptor: the client waits in the
+      // backlog, and accepting is tried again after a pause (no spin).
+      if (!out_of_fds)
+        log_error("accept", std::strerror(errno));
+      retry_accept_later();
       return;
+    }
+    if (out_of_fds) {
+      out_of_fds = false;
+      log_error("accept", "descriptors available again; accepting control connections");
     }
     if (open.size() >= opts.max_connections) {
       refuse(fd);
@@ -569,6 +617,9 @@ void control_server::impl::shutdown() {
   guard.reset();
   if (thread.joinable())
     thread.join();  // run() returns once every cancelled handler ran
+  if (spare_fd >= 0)
+    ::close(spare_fd);
+  spare_fd = -1;
   status_pool.stop();
   status_pool.join();
 }

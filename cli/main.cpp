@@ -8,6 +8,7 @@
 
 #include <dspex/actors/config.hpp>
 #include <dspex/actors/node.hpp>
+#include <dspex/bridge/descriptor_limit.hpp>
 #include <dspex/metrics/exporter.hpp>
 
 #include <CLI/CLI.hpp>
@@ -236,6 +237,9 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
   cfg->insecure = cfg->insecure || net.insecure;
   if (auto why = check_listen(*cfg); !why.empty())
     return fail("--listen " + cfg->listen + ": " + why);
+
+  // Every connection and worker pipe is a descriptor: take the hard limit.
+  std::fprintf(stderr, "dspex: %s\n", bridge::raise_descriptor_limit().describe().c_str());
 
   caf::actor_system_config sys_cfg;
   recommended_settings(sys_cfg);
