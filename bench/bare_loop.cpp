@@ -1,6 +1,6 @@
 #include <dspex/bench/bare_loop.hpp>
 
-#include <dspex/actors/worker.hpp>
+#include <dspex/actors/pool/worker.hpp>
 #include <dspex/bench/subprocess.hpp>
 
 #include <dspex/bridge/frame.hpp>
@@ -74,7 +74,7 @@ std::vector<std::string> worker_argv(const worker_launch& l, int n) {
           "--run-id", run_id, "--mode", "pool"};
 }
 
-// Same environment as actors/worker: PYTHONPATH first, unbuffered.
+// Same environment as actors/pool/worker: PYTHONPATH first, unbuffered.
 std::unique_ptr<bare_conn> spawn_worker(const worker_launch& l, int n) {
   spawn_spec spec;
   spec.argv = worker_argv(l, n);

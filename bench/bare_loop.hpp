@@ -7,7 +7,7 @@
 // {"command": "echo", "args": {"payload": "<N bytes>"}, "session_id": null}
 // with a fresh id per request, framed by bridge::encode_frame; the worker is
 // the real one (python3 -u -m dspex_worker --mode pool, same environment as
-// actors/worker). Each reply is parsed with bridge::parse_reply and its id
+// actors/pool/worker). Each reply is parsed with bridge::parse_reply and its id
 // checked (parse_replies, default on), since dspex must do as much; a
 // latency sample runs from just before the write to just after that parse.
 //
@@ -43,7 +43,7 @@ struct worker_launch {
 };
 
 /// DSPEX_PYTHON_PATH, else the build's source tree, else the install prefix
-/// (the same order as actors/worker).
+/// (the same order as actors/pool/worker).
 std::string locate_python_dir();
 
 struct bare_options {

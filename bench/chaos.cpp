@@ -1,9 +1,9 @@
 #include <dspex/bench/chaos.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/messages.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/supervision/events.hpp>
 
 #include <caf/all.hpp>

@@ -1,11 +1,11 @@
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 
 #include <dspex/bench/targets.hpp>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/messages.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
 #include <dspex/bridge/host_run.hpp>
 
 #include <caf/all.hpp>

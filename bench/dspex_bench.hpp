@@ -31,7 +31,7 @@
 // wall-clock times).
 #pragma once
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bench/bench_main.hpp>
 #include <dspex/bench/report.hpp>
 

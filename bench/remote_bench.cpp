@@ -1,6 +1,6 @@
 #include <dspex/bench/remote_bench.hpp>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/report.hpp>
 

@@ -1,8 +1,8 @@
 #include <dspex/bench/start_bench.hpp>
 
-#include <dspex/actors/messages.hpp>
-#include <dspex/actors/pool.hpp>
-#include <dspex/actors/worker.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/pool/pool.hpp>
+#include <dspex/actors/pool/worker.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/supervision/supervisor.hpp>
 

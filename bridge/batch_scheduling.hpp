@@ -1,6 +1,6 @@
 // SCHED_BATCH for the worker processes (worker.sched_batch, default on).
 //
-// Why: the host routes every request on one thread (actors/io_scheduler.hpp).
+// Why: the host routes every request on one thread (actors/node/detail/io_scheduler.hpp).
 // Under the default policy a worker woken by the request written to its
 // pipe preempts that very thread, whose CPU it then takes while replies and
 // requests of the other workers wait: measured at 0.4 involuntary switches

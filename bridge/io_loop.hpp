@@ -4,7 +4,7 @@
 //
 // Two ways to run it. Threaded (the default): a thread of its own. Driven:
 // no thread of its own; CAF's scheduler thread runs it whenever it has no
-// actor to run (actors/io_scheduler.hpp, what recommended_settings installs).
+// actor to run (actors/node/detail/io_scheduler.hpp, what recommended_settings installs).
 // Driven, a reply read from a pipe is answered on the thread that runs the
 // caller's actor, so a round trip wakes one host thread, as the bare loop.
 //

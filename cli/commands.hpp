@@ -1,8 +1,8 @@
 // The dspex executable's subcommands, one file each.
 #pragma once
 
-#include <dspex/actors/network.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/remote/network.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include <caf/actor_system.hpp>
 

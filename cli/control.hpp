@@ -22,7 +22,7 @@
 // One node per path: a second node finds the first alive and gives up.
 #pragma once
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include <chrono>
 #include <cstddef>

@@ -11,7 +11,7 @@
 //              reason's own detail.
 #pragma once
 
-#include <dspex/actors/messages.hpp>
+#include <dspex/actors/node/messages.hpp>
 #include <dspex/supervision/events.hpp>
 
 #include <caf/actor.hpp>

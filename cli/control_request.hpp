@@ -3,7 +3,7 @@
 // and what was found; nothing here throws.
 #pragma once
 
-#include <dspex/actors/messages.hpp>
+#include <dspex/actors/node/messages.hpp>
 #include <dspex/bridge/json_limits.hpp>
 
 #include <chrono>

@@ -7,7 +7,7 @@
 #include "control_events.hpp"
 #include "log.hpp"
 
-#include <dspex/actors/messages.hpp>
+#include <dspex/actors/node/messages.hpp>
 #include <dspex/supervision/events.hpp>
 
 #include <caf/all.hpp>

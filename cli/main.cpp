@@ -6,8 +6,8 @@
 #include "log.hpp"
 #include "systemd_notify.hpp"
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bridge/descriptor_limit.hpp>
 #include <dspex/metrics/exporter.hpp>
 

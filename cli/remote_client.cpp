@@ -7,8 +7,8 @@
 // same.
 #include "commands.hpp"
 
-#include <dspex/actors/network.hpp>
-#include <dspex/actors/remote_protocol.hpp>
+#include <dspex/actors/remote/network.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>

@@ -12,8 +12,8 @@
 // and no render reads the node after it returns.
 #include <dspex/metrics/exporter.hpp>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/error.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
 #include <dspex/metrics/node_metrics.hpp>
 
 #include <prometheus/collectable.h>

@@ -25,8 +25,8 @@
 // that arrive during a render share the next one.
 #pragma once
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include <caf/expected.hpp>
 
@@ -37,7 +37,7 @@
 
 namespace dspex::metrics {
 
-/// The listener's limits, as config `metrics` sets them (actors/config.hpp:
+/// The listener's limits, as config `metrics` sets them (actors/node/config.hpp:
 /// max_connections 256, request_timeout 5 s, write_timeout 10 s,
 /// max_request_bytes 8192).
 using exporter_options = dspex::metrics_limits;

@@ -1,6 +1,6 @@
 #include <dspex/metrics/node_metrics.hpp>
 
-#include <dspex/actors/recycling.hpp>
+#include <dspex/actors/pool/recycling.hpp>
 
 #include <algorithm>
 #include <deque>

@@ -140,7 +140,7 @@ using start_fn = std::function<caf::expected<caf::actor>(caf::local_actor*)>;
 /// for it (or go without). dspex's process-backed children (workers and
 /// `process` nodes) therefore spawn the OS process in the start function,
 /// synchronously on the supervisor's thread, hand it to the actor they
-/// spawn, and report the pid here (actors/process_link.hpp).
+/// spawn, and report the pid here (actors/process/detail/process_link.hpp).
 void report_os_pid(caf::local_actor* self, int pid);
 
 /// simple_one_for_one: like start_fn, with the arguments given to

@@ -20,13 +20,21 @@ mkdir -p "$work"
 
 echo "== install into $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work/install.log"; fail "install failed"; }
-for f in include/dspex/actors/node.hpp include/dspex/actors/adapter.hpp \
+for f in include/dspex/actors/node/node.hpp include/dspex/actors/adapters/adapter.hpp \
          include/dspex/bridge/io_loop.hpp include/dspex/supervision/supervisor.hpp \
          include/dspex/metrics/exporter.hpp \
          lib/cmake/dspex/dspexConfig.cmake lib/cmake/dspex/FindCAF.cmake \
          share/dspex/python/dspex_worker/__main__.py bin/dspex bin/dspex-bench; do
   [ -e "$prefix/$f" ] || [ -e "$prefix/${f/lib\//lib64/}" ] || fail "not installed: $f"
 done
+# Headers the library uses only inside (detail/) are not installed, and no
+# installed header needs one.
+if find "$prefix/include" -path "*/detail/*" | grep -q .; then
+  fail "a detail/ header was installed"
+fi
+if grep -rn "/detail/" "$prefix/include"; then
+  fail "an installed header includes a detail/ header"
+fi
 # Public headers stand alone: nothing generated into the build tree.
 if grep -rn "dspex_build_paths\|test_paths" "$prefix/include"; then
   fail "an installed header needs a build-tree header"

@@ -3,8 +3,8 @@
 // Python adapters on real nodes, and the fallback cascade.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/adapter.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/adapters/adapter.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"

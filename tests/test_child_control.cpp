@@ -4,7 +4,7 @@
 // does not read, dropped without holding up the node.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 #include <dspex/cli/control_request.hpp>
 

@@ -2,7 +2,7 @@
 // killed by SIGKILL leaving no worker behind.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 
 #include "support/cli_process.hpp"

@@ -5,7 +5,7 @@
 // a classified error and is replaced.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/error.hpp>
+#include <dspex/actors/node/error.hpp>
 
 #include "support/pool_fixture.hpp"
 

@@ -1,8 +1,8 @@
 // Config validation: each kind of mistake gets a precise message.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/error.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
 
 #include <algorithm>
 

@@ -4,7 +4,7 @@
 // real dspex binary for the one-node-per-path cases.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/cli/control.hpp>
 

@@ -4,7 +4,7 @@
 // way for it. No clock is read: every time is given.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/deadlines.hpp>
+#include <dspex/actors/pool/detail/deadlines.hpp>
 
 using namespace dspex;
 using namespace std::chrono_literals;

@@ -9,8 +9,8 @@
 // wall-clock time is asserted.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"

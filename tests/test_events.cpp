@@ -4,7 +4,7 @@
 // and by `dspex run` (exit code 3). Real processes and signals throughout.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/supervision/events.hpp>
 

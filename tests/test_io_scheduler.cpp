@@ -1,9 +1,9 @@
-// The io scheduler (actors/io_scheduler.hpp): one thread runs the actors and
+// The io scheduler (actors/node/detail/io_scheduler.hpp): one thread runs the actors and
 // the io loop's handlers, wakes for work from other threads, and an actor
 // that waits for the loop (the fork server) runs the loop itself.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/io_scheduler.hpp>
+#include <dspex/actors/node/detail/io_scheduler.hpp>
 #include <dspex/bridge/fork_server.hpp>
 #include <dspex/bridge/python_process.hpp>
 

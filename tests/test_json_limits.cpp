@@ -10,10 +10,10 @@
 // what Python's json can parse.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/node.hpp>
-#include <dspex/actors/remote_protocol.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/node.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
 #include <dspex/bridge/json_limits.hpp>
 #include <dspex/bridge/json_writer.hpp>
 #include <dspex/bridge/protocol.hpp>

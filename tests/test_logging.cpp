@@ -3,7 +3,7 @@
 // workers' own stderr lines still under their label.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"

@@ -6,7 +6,7 @@
 // so a per-session leak shows as growth in round 2).
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"

@@ -4,7 +4,7 @@
 // `dspex exec`, and bad addresses refused.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"

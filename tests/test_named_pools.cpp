@@ -3,7 +3,7 @@
 // "pool" field; unknown names and duplicate names are classified errors.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/system_config.hpp"

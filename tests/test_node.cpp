@@ -1,7 +1,7 @@
 // A whole tree from config, with every node type, through the embedding API.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"

@@ -5,7 +5,7 @@
 // call's answer to another.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"

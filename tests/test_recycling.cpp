@@ -7,7 +7,7 @@
 #include "support/pool_fixture.hpp"
 #include "support/request_tally.hpp"
 
-#include <dspex/actors/recycling.hpp>
+#include <dspex/actors/pool/recycling.hpp>
 
 #include <set>
 

@@ -6,8 +6,8 @@
 // (fault_hang never returns) shows that node_down came.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/system_config.hpp"
@@ -319,7 +319,7 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS with a CA made here: mutual authenticatio
                        dir + "/other_ca.pem"}, &code);
   CHECK(code == 1);
   CHECK(out.find("node_down") != std::string::npos);
-  // The node serves on, on the same link (actors/router_guard.cpp keeps
+  // The node serves on, on the same link (actors/remote/router_guard.cpp keeps
   // another client's failed handshake from failing it).
   CHECK(exec_far("ping").value("ok", false));
   CHECK(far()["connects"] == 1);

@@ -1,4 +1,4 @@
-// The router port against hostile clients (actors/router_guard.*): a real
+// The router port against hostile clients (actors/remote/router_guard.*): a real
 // `dspex run --listen` node, raw TCP clients that send a BASP header
 // announcing gigabytes, random headers, or nothing at all, and a real
 // `dspex exec --node` that must be served throughout. Nothing asserts
@@ -6,7 +6,7 @@
 // generous bound, and the node's memory is read from /proc.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
+#include <dspex/actors/node/config.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"

@@ -6,8 +6,8 @@
 // behind in the pool.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/messages.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/metrics/node_metrics.hpp>
 
 #include "support/cli_process.hpp"

@@ -5,9 +5,9 @@
 // and shows nowhere else.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/session_registry.hpp>
-#include <dspex/actors/session_state.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/session/session_registry.hpp>
+#include <dspex/actors/session/detail/session_state.hpp>
 
 #include "support/pool_fixture.hpp"
 

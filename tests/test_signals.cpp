@@ -7,8 +7,8 @@
 // (blocked before any thread started), and a child starts with none of it.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"

@@ -5,7 +5,7 @@
 #include "support/actor_fixture.hpp"
 #include "support/wait.hpp"
 
-#include <dspex/actors/inflight_table.hpp>
+#include <dspex/actors/pool/detail/inflight_table.hpp>
 #include <dspex/bridge/host_run.hpp>
 #include <dspex/bridge/python_process.hpp>
 

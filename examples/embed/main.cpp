@@ -5,8 +5,8 @@
 // Built against the installed package:
 //   find_package(dspex REQUIRED)
 //   target_link_libraries(embed PRIVATE dspex::dspex dspex::dspex_metrics)
-#include <dspex/actors/adapter.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/adapters/adapter.hpp>
+#include <dspex/actors/node/node.hpp>
 #include <dspex/metrics/exporter.hpp>
 #include <dspex/metrics/node_metrics.hpp>
 

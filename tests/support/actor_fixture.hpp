@@ -3,10 +3,10 @@
 // actor for blocking requests and the io_loop workers share.
 #pragma once
 
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/messages.hpp>
-#include <dspex/actors/fork_server_child.hpp>
-#include <dspex/actors/worker.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/process/detail/fork_server_child.hpp>
+#include <dspex/actors/pool/worker.hpp>
 #include <dspex/bridge/io_loop.hpp>
 
 #include <caf/all.hpp>

@@ -1,7 +1,7 @@
 // A pool under its own supervisor tree, with real Python workers.
 #pragma once
 
-#include <dspex/actors/pool.hpp>
+#include <dspex/actors/pool/pool.hpp>
 #include <dspex/supervision/supervisor.hpp>
 
 #include "support/actor_fixture.hpp"

@@ -4,8 +4,8 @@
 // and the pids of the workers that answered (replies carrying "pid").
 #pragma once
 
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/messages.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
 
 #include <caf/all.hpp>
 

@@ -23,9 +23,9 @@
 // generous timeouts; a held call never times out at the worker).
 #pragma once
 
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/messages.hpp>
-#include <dspex/actors/pool.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/pool/pool.hpp>
 
 #include <caf/all.hpp>
 

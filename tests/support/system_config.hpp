@@ -3,8 +3,8 @@
 // the io loop), or with DSPEX_IO_THREAD=1 the io loop on its own thread.
 #pragma once
 
-#include <dspex/actors/io_scheduler.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/detail/io_scheduler.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include <caf/actor_system_config.hpp>
 

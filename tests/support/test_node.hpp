@@ -3,9 +3,9 @@
 // of the source tree.
 #pragma once
 
-#include <dspex/actors/config.hpp>
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "test_paths.hpp"
 

@@ -1,0 +1,208 @@
+// A node: one running tree built from a config, in the caller's own
+// actor_system. This is the embedding API.
+//
+//   auto cfg = dspex::parse_config(dspex::default_config());
+//   auto n = dspex::node::start(sys, *cfg);          // blocks until pools are warm
+//   auto r = (*n)->execute_in_session("s1", "ping");  // synchronous
+//   (*n)->stop();                                     // graceful, reaps everything
+//
+// From an actor, send (exec, command_request) to `pool()` and handle the
+// json or error reply asynchronously.
+//
+// Modes (as DSPex's ConditionalSupervisor): pool runs the config as is;
+// single replaces every pool by one supervised worker; disabled starts no
+// Python at all (execute answers `unavailable`); auto checks that python3
+// and the worker package start, then runs as pool, else as disabled with
+// the reason in mode_message().
+#pragma once
+
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/bridge/io_loop.hpp>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dspex {
+
+/// CAF settings that suit dspex's message pattern (many short hops between
+/// a few actors and the io thread): the work-sharing scheduler, which halved
+/// the round trip against work stealing on 2 cores, with one scheduler
+/// thread instead of CAF's at least 4 (see README, Performance). Call before cfg.parse(...), so configuration files and
+/// --caf# options still override it. The dspex CLI does.
+void recommended_settings(caf::actor_system_config& cfg);
+
+struct node_options {
+  /// Receive every supervision event of the tree (supervision_event messages).
+  std::vector<caf::actor> subscribers;
+  /// Overrides every worker's python_path (tests, relocated installs).
+  std::string python_path;
+  /// Stop leftovers of dead earlier runs before starting (see host_run.hpp).
+  bool reap_leftovers = true;
+  /// How long start() waits for every pool to be warm.
+  std::chrono::milliseconds ready_timeout{std::chrono::seconds(60)};
+};
+
+/// Why the root supervisor stopped by itself (not through node::stop()).
+struct root_failure {
+  /// The deepest supervisor in the chain of escalations that reached its
+  /// restart intensity ("root/pool_sup/workers"); "root" when the root's own
+  /// children did it; empty when no intensity was reached (the root was
+  /// killed, or auto_shutdown stopped it).
+  std::string path;
+  /// The child whose exit tipped `path` over ("w2").
+  std::string child;
+  /// The root's exit reason ("shutdown", "killed", ...).
+  std::string reason;
+  /// One line for people: "root/pool_sup/workers reached its restart
+  /// intensity (child w2), escalated to root".
+  std::string message;
+};
+
+/// The os pids in a status tree (node::status()["tree"]), depth first; only
+/// of children whose path contains `path_part` when it is not empty
+/// ("/workers/": the pool workers). Only live processes: a child still
+/// starting (-1) or gone (null) is left out; never throws.
+std::vector<int> tree_os_pids(const json& tree, const std::string& path_part = {});
+
+class node : public std::enable_shared_from_this<node> {
+public:
+  static caf::expected<std::shared_ptr<node>> start(caf::actor_system& sys, tree_config cfg,
+                                                    node_options opts = {});
+  ~node();
+
+  caf::expected<json> execute(const std::string& command, json args = json::object(),
+                              std::optional<std::string> session = std::nullopt,
+                              std::chrono::milliseconds timeout = std::chrono::milliseconds{0}) {
+    return execute_on({}, command, std::move(args), std::move(session), timeout);
+  }
+  /// As execute, on the pool (or remote_pool) named `pool`; an empty name is
+  /// target(). An unknown name is invalid_request naming the known pools.
+  caf::expected<json> execute_on(const std::string& pool, const std::string& command,
+                                 json args = json::object(),
+                                 std::optional<std::string> session = std::nullopt,
+                                 std::chrono::milliseconds timeout = std::chrono::milliseconds{0});
+  caf::expected<json> execute_in_session(const std::string& session, const std::string& command,
+                                         json args = json::object(),
+                                         std::chrono::milliseconds timeout = {}) {
+    return execute(command, std::move(args), session, timeout);
+  }
+  caf::expected<json> execute_anonymous(const std::string& command, json args = json::object(),
+                                        std::chrono::milliseconds timeout = {}) {
+    return execute(command, std::move(args), std::nullopt, timeout);
+  }
+
+  caf::error create_session(const std::string& session);
+  caf::error end_session(const std::string& session);
+
+  /// The tree (every child with its state, os pid and restart count), the
+  /// pool metrics and the session stats.
+  json status();
+
+  /// Operator control of one child, by its path from the root
+  /// ("root/pool_sup/workers/w1"), as supervisorctl does, through the parent
+  /// supervisor's dynamic API with OTP's semantics: stop_child
+  /// (terminate_child) leaves it stopped, listed with status undefined,
+  /// until start_child (restart_child); restart_child stops it when it runs,
+  /// then starts it. None of this spends restart intensity, and a pool does
+  /// not count a worker stopped this way as a crash. Errors: invalid_request
+  /// for a path that names no child (the message names the deepest
+  /// supervisor found and its children) or a start of a running child;
+  /// init_failed when the child did not start. Blocking: not for use inside
+  /// an actor. Implemented in node_control.cpp.
+  caf::error stop_child(const std::string& path);
+  caf::error start_child(const std::string& path);
+  caf::error restart_child(const std::string& path);
+
+  /// Adds a subscriber of every supervision event of the tree from now on
+  /// (supervision_event messages); it is dropped when it terminates, or by
+  /// unsubscribe. Does not block.
+  void subscribe(const caf::actor& subscriber);
+  void unsubscribe(const caf::actor& subscriber);
+
+  /// Graceful shutdown: new requests get shutting_down, in-flight ones
+  /// finish within the pools' drain timeout, then the tree stops in
+  /// reverse order and every process is reaped. Idempotent.
+  void stop();
+
+  /// Calls `f` once, when the root supervisor stops by itself (restart
+  /// intensity reached, auto_shutdown, killed): from an actor thread, so keep
+  /// it short and do not call stop() from it (signal a thread that does).
+  /// Called at once, on this thread, when it has already happened. A root
+  /// stopped by stop() is no failure and calls nothing.
+  void on_failure(std::function<void(const root_failure&)> f);
+
+  /// The failure, once the root has stopped by itself.
+  std::optional<root_failure> failure() const;
+
+  /// Waits up to `timeout` for the root to stop by itself; the failure, or
+  /// nothing when it still runs (or was stopped by stop()).
+  std::optional<root_failure> wait_failure(std::chrono::milliseconds timeout) const;
+
+  /// The actor that serves requests (the first pool, or the single worker);
+  /// invalid when disabled.
+  caf::actor target() const;
+  /// The actor of the pool (or remote_pool) named `name`, which takes the
+  /// same (exec, command_request) as target(); invalid when no such name.
+  caf::actor pool(const std::string& name) const;
+  /// `pool(name)`, or target() for an empty name; else invalid_request
+  /// naming the known pools (unavailable when the bridge is disabled).
+  caf::expected<caf::actor> resolve(const std::string& name) const;
+  /// The names of the tree's pools and remote pools, in config order.
+  std::vector<std::string> pool_names() const;
+  caf::actor root() const { return root_; }
+  /// The port the router is published on (config `listen`; port 0 there
+  /// picks one); 0 when the node does not listen.
+  std::uint16_t listen_port() const { return listen_port_; }
+  bridge_mode mode() const { return mode_; }
+  /// The tree's max_json_depth: execute* refuses deeper args
+  /// (invalid_request) before they reach a pool; the control socket and
+  /// the router check request text against it.
+  std::size_t max_json_depth() const { return max_json_depth_; }
+  const std::string& mode_message() const { return mode_message_; }
+
+  explicit node(caf::actor_system& sys);
+
+  /// Internal: what the node's watcher actor shares with the node (node.cpp).
+  struct root_watch;
+  /// Internal: the blocking calls into the tree, with their reusable callers
+  /// (node.cpp).
+  struct caller_pool;
+
+private:
+  caf::error listen(const tree_config& cfg);
+  struct impl;
+  caf::actor_system& sys_;
+  std::shared_ptr<root_watch> watch_;
+  std::shared_ptr<caller_pool> callers_;
+  caf::actor root_;
+  caf::actor events_;
+  bridge_mode mode_ = bridge_mode::pool;
+  std::string mode_message_;
+  std::shared_ptr<class directory> dir_;
+  std::shared_ptr<bridge::io_loop> loop_;
+  std::vector<std::string> pool_names_;
+  std::vector<std::string> remote_names_;
+  /// Every name pool() knows, with its directory key, in config order.
+  std::vector<std::pair<std::string, std::string>> named_;
+  std::string single_worker_;
+  caf::actor router_;             ///< published when the config listens
+  std::uint16_t listen_port_ = 0;
+  std::string listen_host_;
+  bool listen_tls_ = false;
+  std::size_t max_json_depth_ = bridge::default_max_json_depth;
+  std::unique_ptr<class router_guard> guard_;  ///< bounds on the router port
+  bool stopped_ = false;
+};
+
+} // namespace dspex

@@ -1,0 +1,142 @@
+// Operator control of one child of a node's tree (node.hpp: stop_child,
+// start_child, restart_child): the path is walked from the root through
+// which_children to the parent supervisor, whose dynamic API does the rest.
+#include <dspex/actors/node/node.hpp>
+
+#include <dspex/supervision/supervisor.hpp>
+
+#include <caf/all.hpp>
+
+namespace dspex {
+
+namespace sup = supervision;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A supervisor answers its API one request at a time; a worker's graceful
+// stop and a start awaiting its init fit well within this.
+constexpr auto api_timeout = 60s;
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> out;
+  std::size_t from = 0;
+  for (;;) {
+    auto slash = path.find('/', from);
+    out.push_back(path.substr(from, slash == std::string::npos ? std::string::npos : slash - from));
+    if (slash == std::string::npos)
+      return out;
+    from = slash + 1;
+  }
+}
+
+std::string child_list(const std::vector<sup::child_info>& kids) {
+  std::string out;
+  for (auto& k : kids)
+    out += (out.empty() ? "" : ", ") + k.id;
+  return out.empty() ? "none" : out;
+}
+
+struct located {
+  caf::actor parent;
+  std::string id;
+  sup::child_info info;
+};
+
+// The child at `path` and the supervisor it belongs to.
+caf::expected<located> locate(caf::scoped_actor& self, const caf::actor& root,
+                              const std::string& path) {
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_request, "path " + path + ": " + why);
+  };
+  if (!root)
+    return make_error(errc::unavailable, "the tree is not running");
+  auto segs = split_path(path);
+  if (segs.front() != "root")
+    return bad("must start with root (as root/pool_sup/workers/w1)");
+  for (auto& s : segs)
+    if (s.empty())
+      return bad("has an empty segment");
+  caf::actor at = root;
+  std::string at_path = "root";
+  for (std::size_t i = 1;; ++i) {
+    auto kids = sup::which_children(self, at, caf::duration{api_timeout});
+    if (!kids)
+      return make_error(errc::unavailable, at_path + " did not answer: " + sup::describe(kids.error()));
+    if (i == segs.size())
+      return bad("names the root supervisor itself; its children: " + child_list(*kids));
+    auto it = std::find_if(kids->begin(), kids->end(),
+                           [&](const sup::child_info& c) { return c.id == segs[i]; });
+    if (it == kids->end())
+      return bad("no child " + segs[i] + " under " + at_path + "; its children: "
+                 + child_list(*kids));
+    if (i + 1 == segs.size())
+      return located{at, segs[i], *it};
+    auto next = at_path + "/" + segs[i];
+    if (it->type != sup::child_type::supervisor)
+      return bad(next + " is a worker, not a supervisor: it has no child " + segs[i + 1]);
+    if (!it->handle)
+      return bad(next + " is not running (" + sup::to_string(it->status) + ")");
+    at = it->handle;
+    at_path = next;
+  }
+}
+
+caf::error api_error(const std::string& path, const caf::error& e) {
+  if (sup::is(e, sup::supervision_errc::start_failed))
+    return make_error(errc::init_failed, path + " did not start: " + sup::describe(e));
+  if (sup::is(e, sup::supervision_errc::running))
+    return make_error(errc::invalid_request, path + " is already running");
+  if (sup::is(e, sup::supervision_errc::restarting))
+    return make_error(errc::invalid_request, path + " is being restarted by its supervisor");
+  if (sup::is(e, sup::supervision_errc::simple_one_for_one))
+    return make_error(errc::invalid_request,
+                      path + " belongs to a simple_one_for_one supervisor: it cannot be "
+                             "stopped and started by id");
+  return make_error(errc::unavailable, path + ": " + sup::describe(e));
+}
+
+} // namespace
+
+caf::error node::stop_child(const std::string& path) {
+  caf::scoped_actor self{sys_};
+  auto c = locate(self, root_, path);
+  if (!c)
+    return c.error();
+  if (auto e = sup::terminate_child(self, c->parent, c->id, caf::duration{api_timeout}))
+    return api_error(path, e);
+  return {};
+}
+
+caf::error node::start_child(const std::string& path) {
+  caf::scoped_actor self{sys_};
+  auto c = locate(self, root_, path);
+  if (!c)
+    return c.error();
+  auto r = sup::restart_child(self, c->parent, c->id, caf::duration{api_timeout});
+  return r ? caf::error{} : api_error(path, r.error());
+}
+
+caf::error node::restart_child(const std::string& path) {
+  caf::scoped_actor self{sys_};
+  auto c = locate(self, root_, path);
+  if (!c)
+    return c.error();
+  if (c->info.handle)
+    if (auto e = sup::terminate_child(self, c->parent, c->id, caf::duration{api_timeout}))
+      return api_error(path, e);
+  auto r = sup::restart_child(self, c->parent, c->id, caf::duration{api_timeout});
+  return r ? caf::error{} : api_error(path, r.error());
+}
+
+void node::subscribe(const caf::actor& subscriber) {
+  if (root_ && subscriber)
+    caf::anon_send(root_, caf::subscribe_atom::value, subscriber);
+}
+
+void node::unsubscribe(const caf::actor& subscriber) {
+  if (root_ && subscriber)
+    caf::anon_send(root_, caf::unsubscribe_atom::value, subscriber);
+}
+
+} // namespace dspex

@@ -1,0 +1,163 @@
+#include <dspex/actors/pool/detail/inflight_table.hpp>
+
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_control_block.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/message_id.hpp>
+
+namespace dspex {
+
+void inflight_table::bind(const caf::actor_addr& worker, const caf::actor& pool) {
+  std::lock_guard<std::mutex> g(mx_);
+  worker_ = worker;
+  pool_ = pool;
+}
+
+void inflight_table::set_pool(const caf::actor& pool) {
+  std::lock_guard<std::mutex> g(mx_);
+  pool_ = pool;
+}
+
+void inflight_table::set_direct(bool on) {
+  std::lock_guard<std::mutex> g(mx_);
+  direct_ = on;
+}
+
+void inflight_table::set_accepting(bool on) {
+  std::lock_guard<std::mutex> g(mx_);
+  accepting_ = on && !closed_;
+}
+
+bool inflight_table::add_if_accepting(std::uint64_t id, inflight_request& r, bool in_session,
+                                      std::optional<clock::time_point>& arm) {
+  std::lock_guard<std::mutex> g(mx_);
+  if (!accepting_)
+    return false;
+  arm = add_locked(id, std::move(r));
+  ++port_sends_;
+  if (in_session)
+    ++port_session_sends_;
+  return true;
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::add(std::uint64_t id,
+                                                                     inflight_request r) {
+  std::lock_guard<std::mutex> g(mx_);
+  return add_locked(id, std::move(r));
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::add_locked(std::uint64_t id,
+                                                                            inflight_request r) {
+  auto at = r.deadline;
+  requests_.emplace(id, std::move(r));
+  return deadlines_.add(at, id);
+}
+
+std::optional<inflight_request> inflight_table::take(std::uint64_t id) {
+  std::lock_guard<std::mutex> g(mx_);
+  return take_locked(id);
+}
+
+std::optional<inflight_request> inflight_table::take_locked(std::uint64_t id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end())
+    return std::nullopt;
+  auto r = std::move(it->second);
+  requests_.erase(it);
+  deadlines_.remove(r.deadline, id);
+  return r;
+}
+
+std::vector<inflight_request> inflight_table::take_all() {
+  std::lock_guard<std::mutex> g(mx_);
+  accepting_ = false;
+  closed_ = true;
+  std::vector<inflight_request> out;
+  out.reserve(requests_.size());
+  for (auto& kv : requests_)
+    out.push_back(std::move(kv.second));
+  requests_.clear();
+  deadlines_.clear();
+  return out;
+}
+
+std::vector<std::uint64_t> inflight_table::fire(clock::time_point fired, clock::time_point now) {
+  std::lock_guard<std::mutex> g(mx_);
+  return deadlines_.fire(fired, now);
+}
+
+std::optional<inflight_table::clock::time_point> inflight_table::next_timer() {
+  std::lock_guard<std::mutex> g(mx_);
+  return deadlines_.next();
+}
+
+void inflight_table::note_answer(bool success) {
+  std::lock_guard<std::mutex> g(mx_);
+  count_answer_locked(success);
+}
+
+void inflight_table::count_answer_locked(bool success) {
+  ++answered_;
+  if (!success)
+    ++errors_;
+  consecutive_faults_ = 0;
+  last_answer_ = clock::now();
+}
+
+void inflight_table::note_fault() {
+  std::lock_guard<std::mutex> g(mx_);
+  ++consecutive_faults_;
+}
+
+inflight_table::counts inflight_table::snapshot() const {
+  std::lock_guard<std::mutex> g(mx_);
+  return counts{requests_.size(), answered_, errors_, direct_answers_,
+                port_sends_, port_session_sends_, consecutive_faults_, last_answer_};
+}
+
+bool inflight_table::answer(bridge::reply& rep) {
+  inflight_request req;
+  caf::actor pool;
+  caf::actor_addr worker;
+  {
+    std::lock_guard<std::mutex> g(mx_);
+    if (!direct_)
+      return false;
+    auto it = requests_.find(rep.id);
+    if (it == requests_.end() || it->second.is_init)
+      return false;
+    req = std::move(*take_locked(rep.id));
+    count_answer_locked(rep.success && rep.too_deep.empty());
+    ++direct_answers_;
+    pool = pool_;
+    worker = worker_;
+  }
+  // As response_promise::deliver would, but from this thread: no execution
+  // unit (the scheduler's external queue), the worker named as the sender.
+  auto me = caf::actor_cast<caf::strong_actor_ptr>(worker);
+  const bool plain = rep.success && rep.too_deep.empty();
+  if (req.pooled && pool)
+    caf::actor_cast<caf::abstract_actor*>(pool)->enqueue(
+      me, caf::make_message_id(),
+      plain ? caf::make_message(done_atom::value, true, req.tag)
+            : caf::make_message(done_atom::value, rep.success, req.tag, std::string(reply_class(rep))),
+      nullptr);
+  auto msg = plain ? caf::make_message(std::move(rep.result)) : caf::make_message(reply_error(rep));
+  auto& rp = req.rp;
+  if (!rp.stages().empty()) {
+    auto stages = rp.stages();
+    auto next = std::move(stages.back());
+    stages.pop_back();
+    if (next)
+      next->enqueue(caf::make_mailbox_element(rp.source(), rp.id(), std::move(stages), std::move(msg)),
+                    nullptr);
+  } else if (rp.source()) {
+    rp.source()->enqueue(me, rp.id().response_id(), std::move(msg), nullptr);
+  }
+  return true;
+}
+
+} // namespace dspex

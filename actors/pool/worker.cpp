@@ -1,0 +1,694 @@
+#include <dspex/actors/pool/worker.hpp>
+
+#include <dspex/actors/pool/detail/deadlines.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/pool/detail/inflight_table.hpp>
+#include <dspex/actors/process/detail/process_link.hpp>
+#include <dspex/actors/pool/detail/worker_port.hpp>
+#include <dspex/bridge/host_run.hpp>
+#include <dspex/bridge/protocol.hpp>
+#include <dspex/bridge/python_process.hpp>
+#include <dspex/supervision/child_spec.hpp>
+
+#include <dspex_build_paths.hpp>
+
+#include <caf/all.hpp>
+
+#include <cstdlib>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <unordered_set>
+
+static_assert(!std::is_convertible<nlohmann::json, caf::error>::value,
+              "a json result must never be delivered as an error");
+
+namespace dspex {
+
+namespace {
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return !p.empty() && ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+} // namespace
+
+std::string locate_python_dir() {
+  if (auto env = std::getenv("DSPEX_PYTHON_PATH"); env && is_dir(env))
+    return env;
+  if (is_dir(DSPEX_SOURCE_PYTHON_DIR))
+    return DSPEX_SOURCE_PYTHON_DIR;
+  if (is_dir(DSPEX_INSTALL_PYTHON_DIR))
+    return DSPEX_INSTALL_PYTHON_DIR;
+  char buf[4096];
+  auto n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string exe(buf, static_cast<std::size_t>(n));
+    auto dir = exe.substr(0, exe.rfind('/'));
+    auto candidate = dir + "/../share/dspex/python";
+    if (is_dir(candidate))
+      return candidate;
+  }
+  return DSPEX_SOURCE_PYTHON_DIR;
+}
+
+namespace {
+
+enum class phase { starting, ready, busy, degraded, grace, terminating };
+
+const char* to_string(phase p) {
+  switch (p) {
+    case phase::starting: return "starting";
+    case phase::ready: return "ready";
+    case phase::busy: return "busy";
+    case phase::degraded: return "degraded";
+    case phase::grace: return "grace";
+    case phase::terminating: return "terminating";
+  }
+  return "?";
+}
+
+using clock_type = std::chrono::steady_clock;
+
+// A request that arrived while the worker was in its timeout grace.
+struct held_request {
+  command_request req;
+  caf::response_promise rp;
+};
+
+struct worker_state {
+  worker_config cfg;
+  std::shared_ptr<bridge::io_loop> loop;
+  std::shared_ptr<bridge::python_process> proc;
+  phase ph = phase::starting;
+  // The requests in flight and their deadlines (behind one timer), shared
+  // with the io thread, which answers ordinary replies itself; also the
+  // answer counts (inflight_table.hpp).
+  std::shared_ptr<inflight_table> table;
+  std::vector<caf::response_promise> ready_waiters;
+  caf::error stop_reason;  // why we were asked to stop
+  caf::error init_error;   // set when init failed
+  std::uint64_t shutdown_id = 0;  // the shutdown command's id: its reply is expected, not awaited
+
+  // -- timeouts and replacement (see the header) --
+  // Requests that timed out (their callers have command_timeout): a reply to
+  // one of them within timeout_grace is discarded, not an unknown_id.
+  std::unordered_set<std::uint64_t> late;
+  std::vector<held_request> held;  // new work that came in during the grace
+  bool stuck = false;      // a grace expired: a replacement was asked for
+  bool retired = false;    // the pool replaces us: process killed, exit awaited
+  bool proc_gone = false;  // ... and already reaped
+  bool adopted = false;    // a new pool took us over: join it once idle
+
+  // -- stats --
+  clock_type::time_point started = clock_type::now();
+  clock_type::time_point last_activity = clock_type::now();  // a late reply (answers: table)
+  std::uint64_t checkouts = 0;
+  std::uint64_t timeouts = 0;
+  // Requests that ran in a session. A count, not the ids: a worker serves
+  // many sessions over its life and must not keep one byte per session.
+  std::uint64_t session_requests = 0;
+
+  static inline const char* name = "dspex.worker";
+
+  worker_state() = default;
+  worker_state(const worker_state&) = delete;
+  worker_state& operator=(const worker_state&) = delete;
+  // The io thread's callbacks may outlive the actor: they must not keep the
+  // pool alive nor answer in the name of a worker that is gone.
+  ~worker_state() {
+    if (table) {
+      table->set_direct(false);
+      table->bind(caf::actor_addr{}, caf::actor{});
+    }
+  }
+
+  /// Worker-level faults since the last answer (timeouts) count in
+  /// table.consecutive_faults; Python exceptions are answers and reset it.
+  const char* health(const inflight_table::counts& c) const {
+    if (!late.empty() || stuck || retired)
+      return "unhealthy";
+    return c.consecutive_faults > 0 ? "degraded" : "healthy";
+  }
+
+  bool in_grace() const { return !late.empty() || stuck; }
+};
+
+using worker_actor = caf::stateful_actor<worker_state>;
+
+void fail_all(worker_actor* self, const caf::error& err) {
+  for (auto& req : self->state.table->take_all())
+    req.rp.deliver(err);
+  auto held = std::move(self->state.held);
+  self->state.held.clear();
+  for (auto& h : held)
+    h.rp.deliver(err);
+}
+
+// A pooled request that never reaches Python still frees the worker in the
+// pool's books: the pool learns a worker is free only from (done).
+void release_pooled(worker_actor* self, const command_request& req) {
+  if (req.pooled && self->state.cfg.pool)
+    self->send(self->state.cfg.pool, done_atom::value, true, req.tag);
+}
+
+// A worker that failed its init never joined its pool; the pool still wants
+// to know (a failed init is a worker-level fault for its circuit breaker).
+void report_init_failure(worker_actor* self, const caf::error& err) {
+  if (self->state.cfg.pool)
+    self->send(self->state.cfg.pool, init_fail_atom::value, self->state.cfg.id, describe(err));
+}
+
+void fail_ready_waiters(worker_actor* self, const caf::error& err) {
+  for (auto& rp : self->state.ready_waiters)
+    rp.deliver(err);
+  self->state.ready_waiters.clear();
+}
+
+// The worker can no longer be trusted: fail everyone, stop the process (the
+// state's destructor drops the handle, which kills and reaps it) and exit so
+// the supervisor replaces us.
+void give_up(worker_actor* self, caf::error caller_error, caf::error exit_reason) {
+  fail_all(self, caller_error);
+  fail_ready_waiters(self, exit_reason);
+  if (self->state.proc)
+    self->state.proc->kill();
+  self->quit(std::move(exit_reason));
+}
+
+// Whether the pool may write to our pipe itself (worker_port.hpp): only
+// while nothing about this worker asks for the actor to see the request.
+void sync_accepting(worker_actor* self) {
+  auto& st = self->state;
+  st.table->set_accepting(st.ph != phase::starting && st.ph != phase::terminating && !st.in_grace()
+                          && !st.retired && !st.adopted && st.proc != nullptr);
+}
+
+// Tells the pool we serve, with the port it may write to us through.
+void announce_up(worker_actor* self) {
+  auto& st = self->state;
+  sync_accepting(self);
+  auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
+                                            st.cfg.max_json_depth);
+  self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
+}
+
+// A pool that took this worker over (adopt) hears worker_up once nothing of
+// the old pool's is in flight, so it never hands us work on top of that.
+void join_adopter(worker_actor* self) {
+  auto& st = self->state;
+  if (!st.adopted || st.table->snapshot().inflight > 0 || st.in_grace() || st.retired
+      || st.ph == phase::starting || st.ph == phase::terminating || !st.cfg.pool)
+    return;
+  st.adopted = false;
+  st.table->set_direct(true);
+  announce_up(self);
+}
+
+void update_phase(worker_actor* self) {
+  auto& st = self->state;
+  sync_accepting(self);
+  if (st.ph == phase::starting || st.ph == phase::terminating)
+    return;
+  if (st.in_grace())
+    st.ph = phase::grace;
+  else if (auto c = st.table->snapshot(); c.inflight > 0)
+    st.ph = phase::busy;
+  else
+    st.ph = c.consecutive_faults > 0 ? phase::degraded : phase::ready;
+}
+
+std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
+                           std::optional<std::string> session, std::chrono::milliseconds timeout,
+                           caf::response_promise rp, bool is_init, bool pooled = false,
+                           std::uint64_t tag = 0) {
+  auto& st = self->state;
+  auto id = st.table->next_id();
+  bridge::request req{id, command, std::move(args), std::move(session)};
+  auto deadline = clock_type::now() + timeout;
+  // In the table before the frame is written: the io thread may read the
+  // reply before this function returns.
+  arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
+                                                        deadline}));
+  std::string frame;
+  std::string refusal;
+  if (auto written = bridge::append_request_frame(frame, req, st.cfg.max_json_depth); !written)
+    refusal = written.why == bridge::write_refusal::too_deep
+                ? bridge::depth_message("args", st.cfg.max_json_depth)
+                : "request holds a string that is not UTF-8 (JSON carries text only)";
+  else if (!st.proc->send_frame(std::move(frame)))
+    refusal = "request above max_frame_bytes (" + std::to_string(st.cfg.max_frame_bytes) + ")";
+  if (!refusal.empty()) {
+    auto refused = st.table->take(id);
+    refused->rp.deliver(make_error(errc::invalid_request, std::move(refusal)));
+    if (pooled && st.cfg.pool)
+      self->send(st.cfg.pool, done_atom::value, true, tag);
+    return 0;
+  }
+  update_phase(self);
+  return id;
+}
+
+void dispatch(worker_actor* self, command_request& req, caf::response_promise rp) {
+  auto& st = self->state;
+  auto timeout = req.timeout.count() > 0 ? req.timeout : st.cfg.request_timeout;
+  if (req.pooled)
+    ++st.checkouts;
+  send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
+               std::move(rp), false, req.pooled, req.tag);
+}
+
+// A reply to a request that timed out, within its grace: discarded (its
+// caller has command_timeout). Once no timed-out request is left the
+// worker is sound again: it tells its pool and sends what it held.
+void on_late_reply(worker_actor* self) {
+  auto& st = self->state;
+  st.last_activity = clock_type::now();
+  if (st.in_grace() || st.retired)
+    return;
+  update_phase(self);
+  if (st.cfg.pool)
+    self->send(st.cfg.pool, recovered_atom::value);
+  auto held = std::move(st.held);
+  st.held.clear();
+  for (auto& h : held)
+    dispatch(self, h.req, std::move(h.rp));
+  join_adopter(self);
+}
+
+void on_frame(worker_actor* self, const std::string& body) {
+  auto& st = self->state;
+  if (st.retired)
+    return;  // being replaced: whatever the killed process still wrote is moot
+  auto parsed = bridge::parse_reply(body, st.cfg.max_json_depth);
+  if (auto perr = std::get_if<bridge::protocol_error>(&parsed)) {
+    auto detail = std::string(bridge::to_string(perr->code)) + ": " + perr->detail;
+    give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
+    return;
+  }
+  auto& rep = std::get<bridge::reply>(parsed);
+  auto taken = st.table->take(rep.id);
+  if (!taken && rep.id == st.shutdown_id && st.shutdown_id != 0)
+    return;
+  if (!taken && st.late.erase(rep.id) > 0) {
+    on_late_reply(self);
+    return;
+  }
+  if (!taken) {
+    auto detail = "unknown_id: reply to request " + std::to_string(rep.id)
+                  + " that nobody is waiting for";
+    give_up(self, make_error(errc::protocol_error, detail), make_error(errc::protocol_error, detail));
+    return;
+  }
+  auto req = std::move(*taken);
+  if (req.is_init) {
+    if (!rep.success || !rep.too_deep.empty()) {
+      auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message + rep.too_deep);
+      report_init_failure(self, err);
+      give_up(self, err, err);
+      return;
+    }
+    st.ph = phase::ready;
+    if (st.cfg.pool)
+      announce_up(self);  // a worker on its own has no port to accept through
+    for (auto& rp : st.ready_waiters)
+      rp.deliver(caf::unit);
+    st.ready_waiters.clear();
+    return;
+  }
+  // Any answer, a Python exception or a refused result included, shows the
+  // worker is sound.
+  const bool plain = rep.success && rep.too_deep.empty();
+  st.table->note_answer(plain);
+  update_phase(self);
+  // Tell the pool before the caller: a caller that sends its next request
+  // the moment it has this reply then finds the worker already free (the
+  // pool's mailbox has our (done) first), so session affinity holds.
+  if (req.pooled && st.cfg.pool && plain)
+    self->send(st.cfg.pool, done_atom::value, true, req.tag);
+  else if (req.pooled && st.cfg.pool)
+    self->send(st.cfg.pool, done_atom::value, rep.success, req.tag, std::string(reply_class(rep)));
+  if (plain)
+    req.rp.deliver(std::move(rep.result));
+  else
+    req.rp.deliver(reply_error(rep));
+  join_adopter(self);
+}
+
+void on_process_exit(worker_actor* self, int raw) {
+  auto& st = self->state;
+  bridge::exit_status status{raw};
+  auto what = "python process " + std::to_string(st.proc ? st.proc->pid() : -1) + " ended: "
+              + status.describe();
+  // Exit reasons carry the exit status, so the supervisor's exit event
+  // shows exit_code or signal (process_link.hpp).
+  if (st.ph == phase::terminating) {
+    fail_all(self, make_error(errc::shutting_down, what));
+    fail_ready_waiters(self, make_error(errc::shutting_down, what));
+    self->quit(with_exit_status(st.stop_reason, status));
+    return;
+  }
+  if (st.retired) {
+    // Killed on purpose: the supervisor's terminate_child (an exit message)
+    // ends the actor, so that this exit is one the supervisor asked for.
+    st.proc_gone = true;
+    fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+    return;
+  }
+  auto crashed = make_error(errc::worker_crashed, what);
+  if (st.ph == phase::starting) {
+    auto err = make_error(errc::init_failed, what);
+    report_init_failure(self, err);
+    fail_all(self, err);
+    fail_ready_waiters(self, err);
+    self->quit(with_exit_status(err, status));
+    return;
+  }
+  fail_all(self, crashed);
+  if (status.clean())
+    self->quit(caf::exit_reason::normal);
+  else
+    self->quit(with_exit_status(make_error(errc::process_exited, status.describe()), status));
+}
+
+// The deadline of request `id` passed. False: the worker gave up.
+bool on_timeout(worker_actor* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto taken = st.table->take(id);
+  if (!taken)
+    return true;
+  if (taken->is_init) {
+    auto err = make_error(errc::init_failed,
+                          "no reply to the init ping within "
+                            + std::to_string(st.cfg.init_timeout.count()) + " ms");
+    report_init_failure(self, err);
+    give_up(self, err, err);
+    return false;
+  }
+  // The caller hears at its deadline; the worker gets a grace to answer
+  // late (the reply is then discarded) before it is replaced.
+  auto late = std::move(*taken);
+  ++st.timeouts;
+  st.table->note_fault();
+  st.late.insert(id);
+  sync_accepting(self);  // before anything else can run: new work is held now
+  late.rp.deliver(make_error(errc::command_timeout,
+                             "worker " + st.cfg.id + " did not reply within "
+                               + std::to_string(late.timeout.count()) + " ms"));
+  if (st.cfg.pool)
+    self->send(st.cfg.pool, timedout_atom::value, late.pooled, late.tag);
+  self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
+  update_phase(self);
+  return true;
+}
+
+json stats_of(worker_actor* self) {
+  auto& st = self->state;
+  auto now = clock_type::now();
+  update_phase(self);  // answers the io thread gave change it
+  auto c = st.table->snapshot();
+  auto last = std::max(c.last_answer, st.last_activity);
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  return json{
+    {"id", st.cfg.id},
+    {"os_pid", st.proc ? st.proc->pid() : -1},
+    {"state", to_string(st.ph)},
+    {"health", st.health(c)},
+    {"requests", c.requests},
+    {"errors", c.errors},
+    {"direct_replies", c.direct},
+    {"timeouts", st.timeouts},
+    {"consecutive_faults", c.consecutive_faults},
+    {"late", st.late.size()},
+    {"held", st.held.size()},
+    {"retired", st.retired},
+    {"checkouts", st.checkouts + c.port_sends},
+    {"port_sends", c.port_sends},
+    {"overflow", st.cfg.overflow},
+    {"session_requests", st.session_requests + c.port_session_sends},
+    {"inflight", c.inflight},
+    {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
+    {"last_activity_ms_ago", duration_cast<milliseconds>(now - last).count()},
+  };
+}
+
+caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> loop,
+                          worker_config cfg, std::shared_ptr<bridge::python_process> proc,
+                          std::shared_ptr<inflight_table> table, caf::error spawn_error) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.loop = std::move(loop);
+  st.table = std::move(table);
+  st.table->bind(self->address(), st.cfg.pool);
+  // The process was spawned before this actor (spawn_worker below), so the
+  // supervisor knew its pid at once; its callbacks reach us through the inbox.
+  if (!proc) {
+    st.init_error = std::move(spawn_error);
+    self->quit(st.init_error);
+    return {};
+  }
+  st.proc = std::move(proc);
+  send_request(self, "ping", json::object(), std::nullopt, st.cfg.init_timeout,
+               self->make_response_promise(), true);
+
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    if (st.ph == phase::terminating)
+      return;
+    st.ph = phase::terminating;
+    sync_accepting(self);
+    st.stop_reason = msg.reason;
+    if (st.retired) {
+      // Its process is (being) killed already: no staged stop to wait out.
+      if (st.proc_gone) {
+        self->quit(st.stop_reason);
+        return;
+      }
+      st.proc->kill();
+      return;
+    }
+    st.shutdown_id = st.table->next_id();
+    bridge::request bye{st.shutdown_id, "shutdown", json::object(), std::nullopt};
+    st.proc->stop(
+      bridge::stop_plan{bridge::encode_request(bye), st.cfg.stop_grace, st.cfg.term_grace});
+  });
+
+  return {
+    [self](ready_atom) -> caf::result<void> {
+      auto& st = self->state;
+      if (st.ph == phase::starting) {
+        st.ready_waiters.push_back(self->make_response_promise());
+        return caf::delegated<void>();
+      }
+      if (st.ph == phase::terminating)
+        return make_error(errc::shutting_down, "worker is stopping");
+      return caf::unit;
+    },
+    [self](exec_atom, command_request& req) -> caf::result<json> {
+      auto& st = self->state;
+      if (st.ph == phase::terminating || st.retired) {
+        release_pooled(self, req);
+        return make_error(errc::shutting_down, "worker " + st.cfg.id + " is stopping");
+      }
+      if (req.command.empty()) {
+        release_pooled(self, req);
+        return make_error(errc::invalid_request, "empty command");
+      }
+      // A worker on its own is an actor path of its own (single mode); the
+      // writer would refuse such args too, this says so before the table.
+      if (bridge::value_depth_exceeds(req.args, st.cfg.max_json_depth)) {
+        release_pooled(self, req);
+        return make_error(errc::invalid_request, bridge::depth_message("args", st.cfg.max_json_depth));
+      }
+      if (req.session_id)
+        ++st.session_requests;
+      auto rp = self->make_response_promise();
+      if (st.in_grace()) {
+        // In its grace the worker takes no new work: Python may still be
+        // busy with the request that timed out. Held until the late reply
+        // comes (then sent) or the worker is replaced (then failed).
+        st.held.push_back(held_request{std::move(req), rp});
+        return caf::delegated<json>();
+      }
+      dispatch(self, req, std::move(rp));
+      return caf::delegated<json>();
+    },
+    [self](stats_atom) -> json { return stats_of(self); },
+    [self](adopt_atom, caf::actor& pool) {
+      // Still starting: its worker_up goes to the new pool once ready.
+      self->state.cfg.pool = pool;
+      self->state.table->set_pool(pool);
+      self->state.adopted = self->state.ph != phase::starting;
+      sync_accepting(self);
+      // Until it joins, every frame goes through the actor (join_adopter).
+      if (self->state.adopted)
+        self->state.table->set_direct(false);
+      join_adopter(self);
+    },
+    [self](frame_atom, std::string& body) { on_frame(self, body); },
+    [self](proto_err_atom, std::string& detail) {
+      if (self->state.retired)
+        return;
+      give_up(self, make_error(errc::protocol_error, detail),
+              make_error(errc::protocol_error, detail));
+    },
+    [self](proc_exit_atom, int raw) { on_process_exit(self, raw); },
+    [self](deadline_atom, std::int64_t at_ns) {
+      auto& st = self->state;
+      for (auto id : st.table->fire(deadline_book::from_ns(at_ns), clock_type::now()))
+        if (!on_timeout(self, id))
+          return;  // gave up: the worker is gone
+      arm_deadline(self, st.table->next_timer());
+    },
+    [self](grace_atom, std::uint64_t id) {
+      auto& st = self->state;
+      if (st.late.count(id) == 0 || st.stuck || st.retired)
+        return;  // answered within the grace, or already on its way out
+      st.stuck = true;
+      if (st.cfg.pool) {
+        // The pool replaces it on purpose (terminate_child + restart_child),
+        // which spends none of the supervisor's restart intensity.
+        self->send(st.cfg.pool, stuck_atom::value);
+        return;
+      }
+      // A worker on its own has nobody to replace it on purpose: it exits,
+      // and its supervisor counts that like a crash.
+      auto reason = make_error(errc::command_timeout,
+                               "request " + std::to_string(id) + " did not answer within "
+                                 + std::to_string(st.cfg.timeout_grace.count())
+                                 + " ms after its timeout");
+      give_up(self, make_error(errc::worker_crashed, "worker replaced after a timeout"), reason);
+    },
+    [self](retire_atom) {
+      // From the pool: it replaces this worker and its supervisor's
+      // terminate_child follows. The Python thread may be stuck in a request
+      // and could not read a shutdown frame, so the process is killed now.
+      auto& st = self->state;
+      if (st.retired)
+        return;
+      st.retired = true;
+      st.table->set_direct(false);
+      fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+      if (st.proc)
+        st.proc->kill();
+    },
+  };
+}
+
+} // namespace
+
+std::vector<std::string> worker_command_line(const worker_config& cfg) {
+  std::vector<std::string> args{cfg.python, "-u", "-m", cfg.module, "--worker-id", cfg.id,
+                                "--run-id", cfg.run_id.empty() ? bridge::host_run_id() : cfg.run_id,
+                                "--mode", cfg.mode,
+                                "--max-frame-bytes", std::to_string(cfg.max_frame_bytes)};
+  // Preload modules go first: a spawned worker imports them itself (so
+  // both start methods run the same code); a forked one finds them imported.
+  if (!cfg.handler_modules.empty() || !cfg.preload.empty()) {
+    std::string mods;
+    for (auto& m : cfg.preload)
+      mods += (mods.empty() ? "" : ",") + m;
+    for (auto& m : cfg.handler_modules)
+      mods += (mods.empty() ? "" : ",") + m;
+    args.push_back("--handlers");
+    args.push_back(mods);
+  }
+  if (cfg.fault_injection)
+    args.push_back("--fault-injection");
+  if (cfg.max_concurrency > 1) {
+    args.push_back("--max-concurrency");
+    args.push_back(std::to_string(cfg.max_concurrency));
+  }
+  for (auto& a : cfg.extra_args)
+    args.push_back(a);
+  return args;
+}
+
+namespace {
+
+bridge::process_options worker_process_options(const worker_config& cfg) {
+  bridge::process_options opts;
+  opts.executable = cfg.python;
+  opts.args = worker_command_line(cfg);
+  opts.args.erase(opts.args.begin());  // the executable itself
+  auto pydir = cfg.python_path.empty() ? locate_python_dir() : cfg.python_path;
+  std::string pythonpath = pydir;
+  if (auto old = std::getenv("PYTHONPATH"); old && *old)
+    pythonpath += std::string(":") + old;
+  opts.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
+  for (auto& kv : cfg.env)
+    opts.env.push_back(kv);
+  opts.max_frame_bytes = cfg.max_frame_bytes;
+  opts.label = cfg.id;
+  opts.batch_scheduling = cfg.sched_batch;
+  return opts;
+}
+
+// Spawns the Python process with its callbacks routed through an inbox, then
+// the worker actor holding it (`spawn_actor`), binds the inbox and, from a
+// supervisor's start function, reports the pid (process_link.hpp).
+template <class SpawnActor>
+caf::actor spawn_with_process(caf::local_actor* ctx, const std::shared_ptr<bridge::io_loop>& loop,
+                              worker_config cfg, SpawnActor spawn_actor) {
+  auto inbox = std::make_shared<process_inbox>();
+  auto table = std::make_shared<inflight_table>();
+  bridge::process_callbacks cbs;
+  cbs.on_frame = [inbox, table, max_depth = cfg.max_json_depth](std::string body) {
+    // An ordinary reply is answered here, on the io thread; anything else
+    // (and a malformed frame, parsed again there) is the actor's.
+    auto parsed = bridge::parse_reply(body, max_depth);
+    if (auto rep = std::get_if<bridge::reply>(&parsed); rep && table->answer(*rep))
+      return;
+    inbox->post(caf::make_message(frame_atom::value, std::move(body)));
+  };
+  cbs.on_protocol_error = [inbox](bridge::protocol_error e) {
+    inbox->post(caf::make_message(proto_err_atom::value,
+                                  std::string(bridge::to_string(e.code)) + ": " + e.detail));
+  };
+  cbs.on_exit = [inbox](bridge::exit_status s) {
+    inbox->post(caf::make_message(proc_exit_atom::value, s.raw));
+  };
+  std::shared_ptr<bridge::python_process> proc;
+  caf::error spawn_error;
+  try {
+    if (cfg.forker) {
+      auto fs = cfg.forker->get();
+      if (!fs || !fs->alive())
+        throw std::runtime_error("the pool's fork server is not running");
+      auto opts = worker_process_options(cfg);
+      // The server already runs "python3 -u -m dspex_worker": only the
+      // worker's own arguments travel.
+      opts.args.erase(opts.args.begin(), opts.args.begin() + 3);
+      proc = bridge::python_process::fork_from(*loop, *fs, std::move(opts), std::move(cbs),
+                                               cfg.init_timeout);
+    } else {
+      proc = bridge::python_process::spawn(*loop, worker_process_options(cfg), std::move(cbs));
+    }
+  } catch (const std::exception& e) {
+    spawn_error = make_error(errc::init_failed, e.what());
+  }
+  auto pid = proc ? proc->pid() : -1;
+  auto a = spawn_actor(worker_impl, loop, std::move(cfg), std::move(proc), std::move(table),
+                       std::move(spawn_error));
+  inbox->bind(a);
+  if (ctx && pid > 0)
+    supervision::report_os_pid(ctx, pid);
+  return a;
+}
+
+} // namespace
+
+caf::actor spawn_worker(caf::actor_system& sys, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg) {
+  return spawn_with_process(nullptr, loop, std::move(cfg),
+                            [&sys](auto fn, auto&&... xs) { return sys.spawn(fn, xs...); });
+}
+
+caf::actor spawn_worker(caf::local_actor* ctx, std::shared_ptr<bridge::io_loop> loop,
+                        worker_config cfg) {
+  return spawn_with_process(ctx, loop, std::move(cfg),
+                            [ctx](auto fn, auto&&... xs) { return ctx->spawn(fn, xs...); });
+}
+
+} // namespace dspex

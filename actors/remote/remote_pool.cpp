@@ -1,0 +1,239 @@
+#include <dspex/actors/remote/remote_pool.hpp>
+
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
+
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+
+#include <ctime>
+#include <map>
+
+namespace dspex {
+
+namespace {
+
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+
+enum class phase { connecting, connected, down };
+
+const char* to_string(phase p) {
+  switch (p) {
+    case phase::connecting: return "connecting";
+    case phase::connected: return "connected";
+    case phase::down: return "down";
+  }
+  return "?";
+}
+
+std::string utc(std::chrono::system_clock::time_point t) {
+  auto s = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&s, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+struct remote_state {
+  remote_pool_config cfg;
+  phase at = phase::connecting;
+  std::chrono::system_clock::time_point since = std::chrono::system_clock::now();
+  std::string last_error;
+  caf::actor router;
+  /// Tags one connection attempt (or one connection): callbacks and
+  /// timers of an older one find a newer number and do nothing.
+  std::uint64_t generation = 0;
+  std::chrono::milliseconds backoff{0};
+  std::uint64_t connects = 0, failed_attempts = 0, forwarded = 0;
+  /// Requests on the wire, answered exactly once: by their reply, or by
+  /// node_down when the connection goes, whichever comes first.
+  std::map<std::uint64_t, caf::response_promise> pending;
+  std::uint64_t next_id = 0;
+  bool draining = false;
+  static inline const char* name = "dspex.remote_pool";
+
+  std::string where() const {
+    return cfg.host + ":" + std::to_string(cfg.port) + (cfg.pool.empty() ? "" : "/" + cfg.pool);
+  }
+};
+
+using remote_actor = caf::stateful_actor<remote_state>;
+
+void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
+  auto& st = self->state;
+  auto i = st.pending.find(id);
+  if (i == st.pending.end())
+    return;  // answered already (node_down): a late reply is dropped
+  auto rp = std::move(i->second);
+  st.pending.erase(i);
+  if (r)
+    rp.deliver(std::move(*r));
+  else
+    rp.deliver(std::move(r.error()));
+}
+
+void fail_all(remote_actor* self, const caf::error& err) {
+  auto all = std::move(self->state.pending);
+  self->state.pending.clear();
+  for (auto& kv : all)
+    kv.second.deliver(err);
+}
+
+void schedule_retry(remote_actor* self) {
+  auto& st = self->state;
+  st.backoff = st.backoff.count() == 0 ? st.cfg.reconnect_min
+                                       : std::min(st.backoff * 2, st.cfg.reconnect_max);
+  self->delayed_send(self, st.backoff, reconnect_atom::value, st.generation);
+}
+
+// The connection is gone or never came: everything in flight gets
+// node_down, and a new attempt follows after the backoff.
+void went_down(remote_actor* self, const std::string& why) {
+  auto& st = self->state;
+  if (st.at != phase::down)
+    st.since = std::chrono::system_clock::now();
+  st.at = phase::down;
+  st.last_error = why;
+  st.router = nullptr;
+  ++st.generation;
+  fail_all(self, make_error(errc::node_down, "remote node " + st.where() + ": " + why));
+  schedule_retry(self);
+}
+
+void connect(remote_actor* self) {
+  auto& st = self->state;
+  auto gen = ++st.generation;
+  if (st.at != phase::down)
+    st.since = std::chrono::system_clock::now();
+  if (st.at != phase::down)
+    st.at = phase::connecting;
+  auto& sys = self->home_system();
+  auto mm = st.cfg.tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+  auto failed = [self, gen](const std::string& why) {
+    auto& s = self->state;
+    if (s.generation != gen)
+      return;
+    ++s.failed_attempts;
+    went_down(self, why);
+  };
+  self->request(mm, st.cfg.connect_timeout, caf::connect_atom::value, st.cfg.host, st.cfg.port)
+    .then(
+      [self, gen, failed](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
+        if (self->state.generation != gen)
+          return;
+        if (!ptr)
+          return failed("nothing is published at that port");
+        auto router = caf::actor_cast<caf::actor>(ptr);
+        self->request(router, self->state.cfg.connect_timeout, remote::rhello_atom::value,
+                      remote::hello_text())
+          .then(
+            [self, gen, failed, router](std::string& text) {
+              auto& s = self->state;
+              if (s.generation != gen)
+                return;
+              auto r = remote::parse_reply(text);
+              if (!r)
+                return failed("hello refused: " + describe(r.error()));
+              s.router = router;
+              s.at = phase::connected;
+              s.since = std::chrono::system_clock::now();
+              s.last_error.clear();
+              s.backoff = std::chrono::milliseconds{0};
+              ++s.connects;
+              self->monitor(router);
+            },
+            [failed](caf::error& e) { failed("hello: " + caf::to_string(e)); });
+      },
+      [failed](caf::error& e) { failed("connect: " + caf::to_string(e)); });
+}
+
+caf::error translate(caf::error e, const remote_state& st) {
+  if (code_of(e))
+    return e;
+  if (e == caf::sec::request_timeout)
+    return make_error(errc::command_timeout, "no reply from remote node " + st.where()
+                                               + " within its request_timeout_ms");
+  return make_error(errc::node_down, "remote node " + st.where() + ": " + caf::to_string(e));
+}
+
+caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
+  self->state.cfg = std::move(cfg);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (st.router && msg.source == st.router.address())
+      went_down(self, "connection lost (" + caf::to_string(msg.reason) + ")");
+  });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    fail_all(self, make_error(errc::shutting_down, "the remote_pool " + self->state.cfg.name
+                                                     + " is stopping"));
+    self->quit(msg.reason);
+  });
+  connect(self);
+  return {
+    [self](exec_atom, command_request& cmd) -> caf::result<json> {
+      auto& st = self->state;
+      if (st.draining)
+        return make_error(errc::shutting_down, "the node is stopping");
+      if (st.at != phase::connected)
+        return make_error(errc::node_down, "remote node " + st.where() + " is "
+                                             + to_string(st.at) + " since " + utc(st.since)
+                                             + (st.last_error.empty() ? "" : ": " + st.last_error));
+      // exec_text copies and dumps the args: both recurse.
+      if (bridge::value_depth_exceeds(cmd.args, st.cfg.max_json_depth))
+        return make_error(errc::invalid_request,
+                          bridge::depth_message("args", st.cfg.max_json_depth));
+      auto rp = self->make_response_promise();
+      auto id = ++st.next_id;
+      st.pending.emplace(id, rp);
+      ++st.forwarded;
+      auto wait = st.cfg.request_timeout + cmd.timeout;
+      self->request(st.router, wait, remote::rexec_atom::value,
+                    remote::exec_text(cmd, st.cfg.pool))
+        .then([self, id](std::string& text) {
+                answer(self, id, remote::parse_reply(text, self->state.cfg.max_json_depth));
+              },
+              [self, id](caf::error& e) {
+                answer(self, id, translate(std::move(e), self->state));
+              });
+      return caf::delegated<json>();
+    },
+    [self](reconnect_atom, std::uint64_t gen) {
+      if (gen == self->state.generation && self->state.at == phase::down)
+        connect(self);
+    },
+    [self](ready_atom) {},
+    [self](drain_atom) { self->state.draining = true; },
+    [self](status_atom) -> json {
+      auto& st = self->state;
+      json j = {{"host", st.cfg.host},         {"port", st.cfg.port},
+                {"pool", st.cfg.pool},         {"tls", st.cfg.tls},
+                {"state", to_string(st.at)},   {"since", utc(st.since)},
+                {"connects", st.connects},     {"failed_attempts", st.failed_attempts},
+                {"forwarded", st.forwarded},   {"in_flight", st.pending.size()}};
+      if (!st.last_error.empty())
+        j["last_error"] = st.last_error;
+      return j;
+    },
+  };
+}
+
+} // namespace
+
+caf::expected<caf::actor> spawn_remote_pool(caf::local_actor* ctx, const remote_pool_config& cfg) {
+  auto& sys = ctx->home_system();
+  if (!sys.has_middleman())
+    return make_error(errc::invalid_config, "remote_pool " + cfg.name
+                                              + ": the actor_system has no middleman (call "
+                                                "dspex::network_settings before creating it)");
+  if (cfg.tls && !sys.has_openssl_manager())
+    return make_error(errc::invalid_config, "remote_pool " + cfg.name
+                                              + ": tls needs the openssl module (call "
+                                                "dspex::network_settings before creating the "
+                                                "actor_system)");
+  return ctx->spawn(remote_pool, cfg);
+}
+
+} // namespace dspex

@@ -1,0 +1,170 @@
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
+
+#include <arpa/inet.h>
+
+namespace dspex::remote {
+
+namespace {
+
+json stamped(json j) {
+  j["app"] = app_id;
+  j["protocol"] = protocol_version;
+  return j;
+}
+
+json parse_object(const std::string& text) {
+  auto j = json::parse(text, nullptr, false);
+  return j.is_object() ? j : json();
+}
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+} // namespace
+
+bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& port,
+                    std::string& error) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    error = "expected HOST:PORT, found \"" + text + "\"";
+    return false;
+  }
+  host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  auto digits = text.substr(colon + 1);
+  if (digits.find_first_not_of("0123456789") != std::string::npos || digits.size() > 5
+      || std::stol(digits) > 65535) {
+    error = "expected a port in [0, 65535] after the colon, found \"" + digits + "\"";
+    return false;
+  }
+  port = static_cast<std::uint16_t>(std::stol(digits));
+  return true;
+}
+
+bool is_loopback(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  in_addr a4{};
+  if (::inet_pton(AF_INET, host.c_str(), &a4) == 1)
+    return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  return ::inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+std::string hello_text() {
+  return dump(stamped(json::object()));
+}
+
+std::string check_hello(const std::string& text) {
+  // Any text a peer sends passes here (hello, status, exec): nothing deeper
+  // than any node's limit is parsed, so the copies below cannot recurse far.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(bridge::max_json_depth_limit)))
+    return "the peer's message nests deeper than "
+           + std::to_string(bridge::max_json_depth_limit + 1) + " levels of [ and {";
+  auto j = parse_object(text);
+  if (!j.is_object())
+    return "the peer's hello is not a JSON object";
+  if (j.value("app", json()).dump() != json(app_id).dump())
+    return "the peer is not a dspex node (app " + j.value("app", json()).dump() + ")";
+  if (j.value("protocol", json()).dump() != json(protocol_version).dump())
+    return "the peer speaks protocol " + j.value("protocol", json()).dump() + ", this node "
+           + std::to_string(protocol_version);
+  return {};
+}
+
+std::string exec_text(const command_request& cmd, const std::string& pool) {
+  json j = {{"op", "exec"}, {"command", cmd.command}, {"args", cmd.args},
+            {"timeout_ms", cmd.timeout.count()}};
+  j["session_id"] = cmd.session_id ? json(*cmd.session_id) : json(nullptr);
+  if (!pool.empty())
+    j["pool"] = pool;
+  return dump(stamped(std::move(j)));
+}
+
+std::string status_text() {
+  return dump(stamped({{"op", "status"}}));
+}
+
+caf::expected<command_request> parse_exec(const std::string& text, std::string& pool,
+                                          std::size_t max_depth) {
+  auto bad = [](const std::string& m) { return make_error(errc::invalid_request, m); };
+  // The args sit one level inside the request object.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
+    return bad(bridge::depth_message("the remote request (its args)", max_depth));
+  auto j = parse_object(text);
+  if (!j.is_object())
+    return bad("the remote request is not a JSON object");
+  if (auto why = check_hello(text); !why.empty())
+    return bad(why);
+  command_request cmd;
+  auto c = j.find("command");
+  if (c == j.end() || !c->is_string() || c->get_ref<const std::string&>().empty())
+    return bad("command: expected a non-empty string");
+  cmd.command = c->get<std::string>();
+  if (auto a = j.find("args"); a != j.end()) {
+    if (!a->is_object())
+      return bad("args: expected an object");
+    cmd.args = std::move(*a);
+  }
+  if (auto s = j.find("session_id"); s != j.end() && !s->is_null()) {
+    if (!s->is_string())
+      return bad("session_id: expected a string or null");
+    cmd.session_id = s->get<std::string>();
+  }
+  if (auto t = j.find("timeout_ms"); t != j.end()) {
+    if (!t->is_number_integer() || t->get<long long>() < 0
+        || t->get<long long>() > 24LL * 3600 * 1000)
+      return bad("timeout_ms: expected an integer in [0, 86400000]");
+    cmd.timeout = std::chrono::milliseconds(t->get<long long>());
+  }
+  pool.clear();
+  if (auto p = j.find("pool"); p != j.end() && !p->is_null()) {
+    if (!p->is_string() || p->get_ref<const std::string&>().empty())
+      return bad("pool: expected a pool name (a non-empty string) or null");
+    pool = p->get<std::string>();
+  }
+  return cmd;
+}
+
+std::string reply_text(const caf::expected<json>& r) {
+  if (r)
+    return dump(stamped({{"ok", true}, {"result", *r}}));
+  auto code = code_of(r.error());
+  json e = {{"class", code ? to_string(*code) : "error"}, {"message", describe(r.error())},
+            {"detail", code ? detail_of(r.error()) : describe(r.error())}};
+  return dump(stamped({{"ok", false}, {"error", std::move(e)}}));
+}
+
+caf::expected<json> parse_reply(const std::string& text, std::size_t max_depth) {
+  // The result sits one level inside the reply object.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
+    return make_error(errc::result_too_deep,
+                      bridge::depth_message("the remote node's reply", max_depth));
+  auto j = parse_object(text);
+  if (!j.is_object())
+    return make_error(errc::protocol_error, "the remote node's reply is not a JSON object");
+  if (auto why = check_hello(text); !why.empty())
+    return make_error(errc::protocol_error, why);
+  if (j.value("ok", false) == true && j.contains("result"))
+    return std::move(j["result"]);
+  auto e = j.value("error", json::object());
+  if (!e.is_object())
+    return make_error(errc::protocol_error, "the remote node's error is not an object");
+  auto cls = e.value("class", json()).is_string() ? e["class"].get<std::string>() : "";
+  auto detail = e.value("detail", json()).is_string() ? e["detail"].get<std::string>() : "";
+  if (auto code = errc_named(cls))
+    return make_error(*code, detail);
+  return make_error(errc::protocol_error, "the remote node answered an error of unknown class \""
+                                            + cls + "\": " + detail);
+}
+
+std::optional<errc> errc_named(const std::string& name) {
+  for (int i = 1; i <= static_cast<int>(errc_last); ++i)
+    if (name == to_string(static_cast<errc>(i)))
+      return static_cast<errc>(i);
+  return std::nullopt;
+}
+
+} // namespace dspex::remote
