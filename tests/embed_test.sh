@@ -32,7 +32,7 @@ done
 if find "$prefix/include" -path "*/detail/*" | grep -q .; then
   fail "a detail/ header was installed"
 fi
-if grep -rn "/detail/" "$prefix/include"; then
+if grep -rn "#include.*/detail/" "$prefix/include"; then
   fail "an installed header includes a detail/ header"
 fi
 # Public headers stand alone: nothing generated into the build tree.
