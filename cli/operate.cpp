@@ -9,16 +9,18 @@
 
 namespace dspex::cli {
 
-namespace {
-
-int report_error(const json& r) {
-  auto& e = r["error"];
-  std::fprintf(stderr, "dspex: %s: %s\n", e.value("class", "error").c_str(),
-               e.value("message", "").c_str());
+int report_error(const json& reply) {
+  auto e = reply.is_object() ? reply.value("error", json::object()) : json::object();
+  if (!e.is_object())
+    e = json::object();
+  auto cls = e.value("class", json()).is_string() ? e["class"].get<std::string>() : "error";
+  auto msg = e.value("message", json()).is_string() ? e["message"].get<std::string>() : "";
+  if (msg.empty())
+    std::fprintf(stderr, "dspex: %s\n", cls.c_str());
+  else
+    std::fprintf(stderr, "dspex: %s: %s\n", cls.c_str(), msg.c_str());
   return 1;
 }
-
-} // namespace
 
 int control_child(const std::string& control, const std::string& op, const std::string& path) {
   auto r = control_call(control, json{{"op", op}, {"path", path}});
