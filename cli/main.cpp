@@ -393,7 +393,9 @@ int main(int argc, char** argv) {
   int events_count = 0;
   std::string events_control;
   events->add_flag("--follow", follow, "stream events as JSON lines as they happen (required)");
-  events->add_option("--count", events_count, "stop after N events (0: never)")
+  events->add_option("--count", events_count,
+                     "stop after N event lines (0: never); a restart of one child is two "
+                     "events: child_exited, then child_started")
     ->check(CLI::NonNegativeNumber);
   events->add_option("--control", events_control, "control socket path");
 

@@ -59,7 +59,8 @@ int follow_events(const std::string& control, int count) {
     if (!acked) {
       acked = line.value("ok", false);
       if (acked)  // on stderr, so stdout stays pure JSON lines
-        std::fprintf(stderr, "dspex: following the events of the node at %s\n", control.c_str());
+        std::fprintf(stderr, "dspex: following the events of the node at %s%s\n", control.c_str(),
+                     count > 0 ? (" until " + std::to_string(count) + " events").c_str() : "");
       return acked;
     }
     if (line.contains("error"))

@@ -326,6 +326,10 @@ TEST_CASE_FIXTURE(run_fixture, "dspex events --follow --count 3 exits after thre
                     return follower.output().find("following the events") != std::string::npos;
                   }, 60s),
                   follower.output());
+  CHECK_MESSAGE(follower.output().find("following the events of the node at " + path
+                                       + " until 3 events")
+                  != std::string::npos,
+                follower.output());
   auto r = cli::control_call(path, {{"op", "restart"}, {"path", w1}}, 60s);
   REQUIRE_MESSAGE(r.value("ok", false), r.dump());
   REQUIRE_MESSAGE(wait_until([&] { return json_lines(follower.output()).size() == 2; }, 60s),
