@@ -141,6 +141,9 @@ struct pool_state {
   std::optional<std::uint64_t> default_version;
   std::vector<caf::response_promise> ready_waiters;
   std::vector<caf::response_promise> drain_waiters;
+  // A worker could not start as configured (invalid_config) before the pool
+  // got ready: the answer to (ready) from then on, until it does get ready.
+  caf::error config_error;
   bool ready = false;
   bool draining = false;
   std::uint64_t next_waiter = 1;
@@ -1121,6 +1124,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     [self](ready_atom) -> caf::result<void> {
       if (self->state.ready)
         return caf::unit;
+      if (self->state.config_error)
+        return self->state.config_error;
       self->state.ready_waiters.push_back(self->make_response_promise());
       return caf::delegated<void>();
     },
@@ -1213,11 +1218,22 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       replace(self, it->second, replace_cause::timeout);
       check_drained(self);
     },
-    [self](init_fail_atom, const std::string&, const std::string&) {
+    [self](init_fail_atom, const std::string&, const caf::error& err) {
       // A worker that never came up: it exits with init_failed (an exit its
       // supervisor counts); the breaker hears of it here.
       count_error(self, errc::init_failed);
       self->state.breaker.record_failure(self->state.now());
+      // A configuration error (a handler module that does not import) will
+      // not heal by restarting: whoever waits for this pool to get ready
+      // (node::start) hears it now, in the worker's one line, instead of
+      // after the restarts have run the tree out of intensity.
+      auto& st = self->state;
+      if (is(err, errc::invalid_config) && !st.ready) {
+        st.config_error = err;
+        for (auto& rp : st.ready_waiters)
+          rp.deliver(err);
+        st.ready_waiters.clear();
+      }
     },
     [self](replace_atom, caf::actor& sup, std::string& id, int attempt) {
       restart_worker(self, sup, id, attempt);
