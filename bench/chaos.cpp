@@ -215,7 +215,7 @@ void client_next(chaos_client* self) {
   const std::uint64_t key = (static_cast<std::uint64_t>(c.index) << 32) | seq;
   if (c.slow_fraction > 0 && unit(c.rng) < c.slow_fraction) {
     double seconds = (10 + unit(c.rng) * std::max(0, c.slow_max_ms - 10)) / 1000.0;
-    client_send(self, make_command("fault_sleep", json{{"seconds", seconds}, {"key", key}}), true, {});
+    client_send(self, make_command("fault_sleep", json{{"seconds", seconds}}), true, {});
     return;
   }
   client_send(self, make_command("echo", json{{"payload", "k" + std::to_string(key) + ":" + c.pad}}), false, {});

@@ -31,6 +31,10 @@ void print_status(const json& status);
 
 // -- operating a running node through its control socket (operate.cpp) --
 
+/// Prints an error reply ({"ok": false, "error": {"class", "message"}}) as
+/// "dspex: <class>: <message>" on stderr, the class once; returns 1.
+int report_error(const json& reply);
+
 /// `dspex restart|stop|start PATH`: one child of the tree. Returns the exit
 /// code (0, or 1 with the node's error on stderr).
 int control_child(const std::string& control, const std::string& op, const std::string& path);

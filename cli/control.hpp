@@ -12,8 +12,13 @@
 //        {"ok": false, "error": {"class": "unavailable", ...}} saying so: the
 //        node never waits for it.
 // A connection may carry several requests, one line each, answered in order.
-// `dspex status`, `exec`, `restart`, `stop`, `start` and `events` are its
-// clients.
+// Every failure is {"ok": false, "error": {"class", "message"}} (plus
+// "python" for a python_error); the message never repeats the class
+// (error_object, control_request.hpp). `dspex status`, `exec`, `restart`,
+// `stop`, `start` and `events` are its clients.
+//
+// This header is not installed: the line protocol above, documented in
+// docs/cli.md ("The control protocol"), is the interface for other programs.
 //
 // No client can take the node down or hold up another: connections are
 // served concurrently, each must deliver a complete line within a deadline

@@ -55,6 +55,18 @@ std::string dump_line(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
+json error_object(const caf::error& err) {
+  auto code = code_of(err);
+  if (!code)  // not a dspex error: CAF's own rendering, whole
+    return {{"class", "error"}, {"message", describe(err)}};
+  json j = {{"class", to_string(*code)}, {"message", detail_of(err)}};
+  if (auto pe = python_error_of(err)) {
+    j["message"] = pe->type.empty() ? pe->message : pe->type + ": " + pe->message;
+    j["python"] = {{"type", pe->type}, {"message", pe->message}, {"traceback", pe->traceback}};
+  }
+  return j;
+}
+
 bool parse_control_request(const std::string& line, control_request& out, std::string& error,
                            std::size_t max_depth) {
   if (line.find_first_not_of(" \t\r") == std::string::npos) {

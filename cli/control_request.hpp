@@ -3,6 +3,7 @@
 // and what was found; nothing here throws.
 #pragma once
 
+#include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
 #include <dspex/bridge/json_limits.hpp>
 
@@ -39,5 +40,11 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
 
 /// A JSON text safe to write for any value, invalid UTF-8 included.
 std::string dump_line(const json& j);
+
+/// An error as the protocol's "error" object: {"class", "message"}, plus
+/// "python" {"type", "message", "traceback"} for a python_error. The class
+/// is never repeated in the message (which is describe() without its
+/// "class: " head), so a client prints "dspex: <class>: <message>" once.
+json error_object(const caf::error& err);
 
 } // namespace dspex::cli

@@ -43,12 +43,9 @@ json error_reply(const std::string& cls, const std::string& message) {
   return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
 }
 
+// The class once, in "class"; the message is what follows it (issue 26).
 json error_json(const caf::error& e) {
-  auto c = code_of(e);
-  json j = {{"class", c ? to_string(*c) : "error"}, {"message", describe(e)}};
-  if (auto pe = python_error_of(e))
-    j["python"] = {{"type", pe->type}, {"message", pe->message}, {"traceback", pe->traceback}};
-  return j;
+  return error_object(e);
 }
 
 void log_error(const char* where, const char* what) {

@@ -393,19 +393,24 @@ int main(int argc, char** argv) {
   int events_count = 0;
   std::string events_control;
   events->add_flag("--follow", follow, "stream events as JSON lines as they happen (required)");
-  events->add_option("--count", events_count, "stop after N events (0: never)")
+  events->add_option("--count", events_count,
+                     "stop after N event lines (0: never); a restart of one child is two "
+                     "events: child_exited, then child_started")
     ->check(CLI::NonNegativeNumber);
   events->add_option("--control", events_control, "control socket path");
 
   auto exec = app.add_subcommand("exec", "run one command against a running node");
   std::string exec_cmd, exec_args = "{}", exec_session, exec_control, exec_pool;
   int exec_timeout = 0;
+  bool exec_compact = false;
   exec->add_option("command", exec_cmd, "command name")->required();
   exec->add_option("args", exec_args, "JSON object of arguments");
   exec->add_option("--session", exec_session, "session id");
   exec->add_option("--timeout-ms", exec_timeout, "request timeout");
   exec->add_option("--control", exec_control, "control socket path");
   exec->add_option("--pool", exec_pool, "the pool (or remote_pool) by name (default: the first)");
+  exec->add_flag("--compact", exec_compact,
+                 "print the reply as one line of JSON (default: indented over several lines)");
   remote_opts(exec);
 
   std::reverse(ours.begin(), ours.end());
@@ -452,7 +457,7 @@ int main(int argc, char** argv) {
                                                           : status_control,
                                    json{{"op", "status"}});
     if (r.contains("error"))
-      return fail(r["error"].value("message", "error"), 1);
+      return cli::report_error(r);
     if (as_json)
       std::printf("%s\n", r.dump(2).c_str());
     else
@@ -478,7 +483,9 @@ int main(int argc, char** argv) {
                : cli::control_call(exec_control.empty() ? cli::default_control_path()
                                                         : exec_control,
                                    req);
-    std::printf("%s\n", r.dump(2).c_str());
+    // The reply on stdout, {"ok", "result" | "error"}; --compact: one line.
+    std::printf("%s\n",
+                r.dump(exec_compact ? -1 : 2, ' ', false, json::error_handler_t::replace).c_str());
     return r.value("ok", false) ? 0 : 1;
   }
   return 0;

@@ -9,16 +9,18 @@
 
 namespace dspex::cli {
 
-namespace {
-
-int report_error(const json& r) {
-  auto& e = r["error"];
-  std::fprintf(stderr, "dspex: %s: %s\n", e.value("class", "error").c_str(),
-               e.value("message", "").c_str());
+int report_error(const json& reply) {
+  auto e = reply.is_object() ? reply.value("error", json::object()) : json::object();
+  if (!e.is_object())
+    e = json::object();
+  auto cls = e.value("class", json()).is_string() ? e["class"].get<std::string>() : "error";
+  auto msg = e.value("message", json()).is_string() ? e["message"].get<std::string>() : "";
+  if (msg.empty())
+    std::fprintf(stderr, "dspex: %s\n", cls.c_str());
+  else
+    std::fprintf(stderr, "dspex: %s: %s\n", cls.c_str(), msg.c_str());
   return 1;
 }
-
-} // namespace
 
 int control_child(const std::string& control, const std::string& op, const std::string& path) {
   auto r = control_call(control, json{{"op", op}, {"path", path}});
@@ -57,7 +59,8 @@ int follow_events(const std::string& control, int count) {
     if (!acked) {
       acked = line.value("ok", false);
       if (acked)  // on stderr, so stdout stays pure JSON lines
-        std::fprintf(stderr, "dspex: following the events of the node at %s\n", control.c_str());
+        std::fprintf(stderr, "dspex: following the events of the node at %s%s\n", control.c_str(),
+                     count > 0 ? (" until " + std::to_string(count) + " events").c_str() : "");
       return acked;
     }
     if (line.contains("error"))

@@ -6,6 +6,7 @@
 // seen lost. Replies look like the control socket's, so the printing is the
 // same.
 #include "commands.hpp"
+#include "control_request.hpp"
 
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
@@ -24,11 +25,11 @@ json failure(const std::string& cls, const std::string& message) {
   return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
 }
 
+// As the control socket's replies: the class once, in "class" (issue 26).
 json as_reply(const caf::expected<json>& r) {
   if (r)
     return {{"ok", true}, {"result", *r}};
-  auto code = code_of(r.error());
-  return failure(code ? to_string(*code) : "error", describe(r.error()));
+  return {{"ok", false}, {"error", error_object(r.error())}};
 }
 
 using clock = std::chrono::steady_clock;
@@ -94,7 +95,7 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
   caf::actor_system_config cfg;
   recommended_settings(cfg);
   if (auto err = network_settings(cfg, tls))
-    return failure("invalid_config", describe(err));
+    return {{"ok", false}, {"error", error_object(err)}};
   caf::actor_system sys{cfg};
   caf::scoped_actor self{sys};
   auto mm = tls.enabled() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();

@@ -317,6 +317,108 @@ TEST_CASE_FIXTURE(run_fixture, "dspex events --follow streams the exit and start
   CHECK_MESSAGE(out.find("events needs --follow") != std::string::npos, out);
 }
 
+// Issue 26: --count 3 hung after 2 events. Each restart of a worker is two
+// events (child_exited, child_started), so two restarts through the control
+// socket make four: the follower prints three and exits by itself.
+TEST_CASE_FIXTURE(run_fixture, "dspex events --follow --count 3 exits after three event lines") {
+  cli_process follower(loop, {"events", "--follow", "--count", "3", "--control", path});
+  REQUIRE_MESSAGE(wait_until([&] {
+                    return follower.output().find("following the events") != std::string::npos;
+                  }, 60s),
+                  follower.output());
+  CHECK_MESSAGE(follower.output().find("following the events of the node at " + path
+                                       + " until 3 events")
+                  != std::string::npos,
+                follower.output());
+  auto r = cli::control_call(path, {{"op", "restart"}, {"path", w1}}, 60s);
+  REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+  REQUIRE_MESSAGE(wait_until([&] { return json_lines(follower.output()).size() == 2; }, 60s),
+                  follower.output());
+  CHECK_FALSE(follower.exited.wait(0ms));  // two of three: still following
+  r = cli::control_call(path, {{"op", "restart"}, {"path", "root/pool_sup/workers/w2"}}, 60s);
+  REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+  REQUIRE_MESSAGE(follower.exited.wait(60s), follower.output());
+  CHECK_MESSAGE(follower.exited.get().code() == 0, follower.output());
+  auto lines = json_lines(follower.output());
+  REQUIRE_MESSAGE(lines.size() == 3, follower.output());
+  CHECK(lines[0]["event"] == "child_exited");
+  CHECK(lines[0]["path"] == w1);
+  CHECK(lines[1]["event"] == "child_started");
+  CHECK(lines[1]["path"] == w1);
+  CHECK(lines[2]["path"] == "root/pool_sup/workers/w2");
+  CHECK(lines[2]["event"] == "child_exited");
+}
+
+// Issue 26: `dspex start .../w3` printed "dspex: invalid_request:
+// invalid_request: ...". An error reply's message is the text after the
+// class; each command prints "dspex: <class>: <message>" once.
+TEST_CASE_FIXTURE(run_fixture, "error lines name their class once: start, stop, status, exec") {
+  int code = -1;
+  auto out = dspex({"start", "root/pool_sup/workers/w3"}, code);
+  CHECK(code == 1);
+  CHECK_MESSAGE(out == "dspex: invalid_request: path root/pool_sup/workers/w3: no child w3 under "
+                       "root/pool_sup/workers; its children: w1, w2\n",
+                out);
+  out = dspex({"stop", "root/nope"}, code);
+  CHECK(code == 1);
+  CHECK_MESSAGE(out == "dspex: invalid_request: path root/nope: no child nope under root; its "
+                       "children: sessions, pool_sup, monitor\n",
+                out);
+  // The reply itself: the class in "class", the rest in "message".
+  auto r = cli::control_call(path, {{"op", "start"}, {"path", "root/pool_sup/workers/w3"}}, 60s);
+  CHECK(is_class(r, "invalid_request"));
+  CHECK(message_of(r).rfind("path root/pool_sup/workers/w3: no child w3", 0) == 0);
+
+  out = dspex({"exec", "echo", "{}", "--pool", "nope"}, code);
+  CHECK(code == 1);
+  auto reply = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(reply.is_object(), out);
+  CHECK(is_class(reply, "invalid_request"));
+  CHECK_MESSAGE(message_of(reply) == "pool: unknown pool \"nope\"; known pools: default", out);
+  out = dspex({"exec", "no_such_command"}, code);
+  CHECK(code == 1);
+  reply = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(reply.is_object(), out);
+  CHECK(is_class(reply, "python_error"));
+  CHECK_MESSAGE(message_of(reply) == "UnknownCommand: unknown command 'no_such_command'", out);
+
+  // No node there: the client's own failure, in the same form.
+  auto none = dir + "/none.sock";
+  cli_process status(loop, {"status", "--control", none});
+  REQUIRE(status.exited.wait(60s));
+  CHECK(status.exited.get().code() == 1);
+  CHECK_MESSAGE(status.output() == "dspex: unavailable: cannot reach a running node at " + none
+                                     + ": No such file or directory\n",
+                status.output());
+}
+
+// Issue 26: exec had no one-line output for scripts.
+TEST_CASE_FIXTURE(run_fixture, "dspex exec --compact prints the reply as one line of JSON") {
+  int code = -1;
+  auto out = dspex({"exec", "ping", "--compact"}, code);
+  CHECK(code == 0);
+  REQUIRE_MESSAGE(count_of(out, "\n") == 1, out);
+  CHECK(out.back() == '\n');
+  auto reply = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(reply.is_object(), out);
+  CHECK(reply["ok"] == true);
+  CHECK(reply["result"]["status"] == "ok");
+  out = dspex({"exec", "no_such_command", "--compact"}, code);
+  CHECK(code == 1);
+  REQUIRE_MESSAGE(count_of(out, "\n") == 1, out);
+  reply = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(reply.is_object(), out);
+  CHECK(is_class(reply, "python_error"));
+  // Without it, the reply is indented over several lines, as before.
+  out = dspex({"exec", "ping"}, code);
+  CHECK(code == 0);
+  CHECK(count_of(out, "\n") > 1);
+  CHECK(json::parse(out, nullptr, false).is_object());
+  cli_process help(loop, {"exec", "--help"});
+  REQUIRE(help.exited.wait(60s));
+  CHECK_MESSAGE(help.output().find("--compact") != std::string::npos, help.output());
+}
+
 TEST_CASE_FIXTURE(run_fixture, "dspex status --watch --count 2 prints two blocks, plain when not a terminal") {
   int code = -1;
   auto out = dspex({"status", "--watch", "--count", "2", "--interval-ms", "50"}, code);

@@ -8,6 +8,7 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/supervision/events.hpp>
 
+#include "support/event_log.hpp"
 #include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
@@ -27,37 +28,6 @@ using namespace std::chrono_literals;
 namespace sup = dspex::supervision;
 
 namespace {
-
-// Every event the tree emits, in arrival order.
-struct event_sink {
-  std::mutex mx;
-  std::vector<sup::supervision_event> events;
-
-  void add(sup::supervision_event ev) {
-    std::lock_guard<std::mutex> g(mx);
-    events.push_back(std::move(ev));
-  }
-
-  std::vector<sup::supervision_event> snapshot() {
-    std::lock_guard<std::mutex> g(mx);
-    return events;
-  }
-
-  /// The events of `kind` at `path`, in order.
-  std::vector<sup::supervision_event> of(sup::event_kind kind, const std::string& path) {
-    std::vector<sup::supervision_event> out;
-    for (auto& e : snapshot())
-      if (e.kind == kind && e.path == path)
-        out.push_back(e);
-    return out;
-  }
-
-  std::size_t count(sup::event_kind kind, const std::string& path) { return of(kind, path).size(); }
-};
-
-caf::behavior sink_actor(caf::event_based_actor*, std::shared_ptr<event_sink> sink) {
-  return {[sink](sup::supervision_event& ev) { sink->add(std::move(ev)); }};
-}
 
 json process_node(const std::string& id, std::vector<std::string> command) {
   return {{"id", id}, {"type", "process"}, {"command", command}};
@@ -90,12 +60,12 @@ std::string comm(int pid) {
 struct events_fixture {
   test::system_config cfg;
   caf::actor_system sys{cfg};
-  std::shared_ptr<event_sink> sink = std::make_shared<event_sink>();
+  std::shared_ptr<event_log> sink = std::make_shared<event_log>();
   node_options opts;
 
   events_fixture() {
     opts.python_path = DSPEX_TEST_PYTHON_DIR;
-    opts.subscribers.push_back(sys.spawn(sink_actor, sink));
+    opts.subscribers.push_back(sys.spawn(event_sink, sink));
   }
 
   ~events_fixture() {

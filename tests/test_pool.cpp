@@ -162,56 +162,6 @@ TEST_CASE_FIXTURE(pool_fixture, "lazy pool starts workers on demand") {
 
 } // TEST_SUITE
 
-TEST_SUITE("circuit_breaker") {
-
-TEST_CASE("opens after the threshold, fails fast, half-opens, closes on success") {
-  circuit_config cfg;
-  cfg.failure_threshold = 3;
-  cfg.window = std::chrono::seconds(10);
-  cfg.open_for = std::chrono::seconds(5);
-  circuit_breaker cb(cfg);
-  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
-  CHECK(cb.admit(t));
-  CHECK(cb.admit(t).trial == 0);  // closed: no trials
-  cb.record_failure(t);
-  cb.record_failure(t);
-  CHECK(cb.current(t) == circuit_breaker::state::closed);
-  cb.record_failure(t);
-  CHECK(cb.current(t) == circuit_breaker::state::open);
-  CHECK_FALSE(cb.admit(t + std::chrono::seconds(1)));
-  auto later = t + std::chrono::seconds(6);
-  CHECK(cb.current(later) == circuit_breaker::state::half_open);
-  auto trial = cb.admit(later);
-  CHECK(trial);
-  CHECK(trial.trial != 0);
-  CHECK_FALSE(cb.admit(later));  // one trial at a time
-  cb.trial_done(later, trial.trial, true);
-  CHECK(cb.current(later) == circuit_breaker::state::closed);
-  CHECK(cb.opened_count() == 1);
-}
-
-TEST_CASE("failures outside the window do not add up; a failed trial reopens") {
-  circuit_config cfg;
-  cfg.failure_threshold = 2;
-  cfg.window = std::chrono::seconds(1);
-  cfg.open_for = std::chrono::seconds(1);
-  circuit_breaker cb(cfg);
-  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
-  cb.record_failure(t);
-  cb.record_failure(t + std::chrono::seconds(5));
-  CHECK(cb.current(t + std::chrono::seconds(5)) == circuit_breaker::state::closed);
-  cb.record_failure(t + std::chrono::milliseconds(5500));
-  CHECK(cb.current(t + std::chrono::milliseconds(5500)) == circuit_breaker::state::open);
-  auto later = t + std::chrono::seconds(7);
-  auto trial = cb.admit(later);
-  CHECK(trial);
-  cb.trial_done(later, trial.trial, false);
-  CHECK(cb.current(later) == circuit_breaker::state::open);
-  CHECK(cb.opened_count() == 2);
-}
-
-} // TEST_SUITE
-
 TEST_SUITE("pool") {
 
 TEST_CASE_FIXTURE(pool_fixture, "a new LM configuration reaches every worker, not just the one that got configure_lm") {

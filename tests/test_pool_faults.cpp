@@ -369,7 +369,9 @@ TEST_CASE_FIXTURE(faults_fixture, "a worker that fails its health ping (SIGSTOP)
 }
 
 TEST_CASE_FIXTURE(faults_fixture, "the circuit breaker's whole cycle through a real pool, leases and a queued trial included") {
-  auto c = test_pool_config(2);
+  // Real processes die; the breaker's time (open_for, the queue deadline)
+  // moves by hand.
+  auto c = with_manual_clock(test_pool_config(2));
   c.worker_intensity = 100;  // SIGKILLs open the breaker, not the supervisor
   c.affinity = affinity_mode::strict;
   c.checkout_timeout = 500ms;
@@ -413,6 +415,8 @@ TEST_CASE_FIXTURE(faults_fixture, "the circuit breaker's whole cycle through a r
     }
   };
   auto await_half_open = [&] {
+    CHECK(status()["circuit"] == "open");
+    advance(c.circuit.open_for);
     REQUIRE(wait_until([&] {
       auto st = status();
       return st["circuit"] == "half_open" && st["workers"] == 2;
@@ -423,9 +427,12 @@ TEST_CASE_FIXTURE(faults_fixture, "the circuit breaker's whole cycle through a r
   open_it(1);
   await_half_open();
   // A trial that times out in the queue gives its slot back...
-  auto queued = exec(pool(), "ping", json::object(), 0ms, s);
-  REQUIRE_FALSE(queued);
-  CHECK(is(queued.error(), errc::checkout_timeout));
+  auto queued = exec_async(make_command("ping", json::object(), s));
+  REQUIRE(wait_until([&] { return status()["queue"] == 1; }));
+  CHECK(status()["circuit_trials"] == 1);
+  advance(c.checkout_timeout);
+  REQUIRE(queued->wait());
+  CHECK(is(queued->get(), errc::checkout_timeout));
   auto st = status();
   CHECK(st["circuit"] == "half_open");
   CHECK(st["circuit_trials"] == 0);
@@ -467,78 +474,3 @@ TEST_CASE_FIXTURE(faults_fixture, "the circuit breaker's whole cycle through a r
 
 } // TEST_SUITE
 
-TEST_SUITE("circuit_breaker") {
-
-using namespace std::chrono;
-
-TEST_CASE("every trial ends: a dropped trial frees its slot, a stale ticket is ignored") {
-  circuit_config cfg;
-  cfg.failure_threshold = 1;
-  cfg.open_for = seconds(1);
-  circuit_breaker cb(cfg);
-  auto t = steady_clock::time_point{} + hours(1);
-  cb.record_failure(t);
-  CHECK(cb.current(t) == circuit_breaker::state::open);
-  auto t1 = t + seconds(2);
-  auto first = cb.admit(t1);
-  REQUIRE(first);
-  CHECK_FALSE(cb.admit(t1));
-  cb.trial_dropped(first.trial);  // timed out in the queue, say
-  CHECK(cb.trials_in_flight() == 0);
-  auto second = cb.admit(t1);
-  REQUIRE(second);
-  // A fault reopens; the second trial's outcome then belongs to the past.
-  cb.record_failure(t1);
-  CHECK(cb.current(t1) == circuit_breaker::state::open);
-  auto t2 = t1 + seconds(2);
-  CHECK(cb.current(t2) == circuit_breaker::state::half_open);
-  cb.trial_done(t2, second.trial, true);  // stale: must not close
-  CHECK(cb.current(t2) == circuit_breaker::state::half_open);
-  cb.trial_dropped(second.trial);         // stale: must not free a slot
-  auto third = cb.admit(t2);
-  REQUIRE(third);
-  CHECK_FALSE(cb.admit(t2));
-  cb.trial_done(t2, third.trial, true);
-  CHECK(cb.current(t2) == circuit_breaker::state::closed);
-}
-
-TEST_CASE("half_open_trials 2: two answered trials close, one failed trial reopens") {
-  circuit_config cfg;
-  cfg.failure_threshold = 1;
-  cfg.open_for = seconds(1);
-  cfg.half_open_trials = 2;
-  circuit_breaker cb(cfg);
-  auto t = steady_clock::time_point{} + hours(1);
-  cb.record_failure(t);
-  auto t1 = t + seconds(2);
-  auto a = cb.admit(t1), b = cb.admit(t1);
-  REQUIRE(a);
-  REQUIRE(b);
-  CHECK_FALSE(cb.admit(t1));
-  cb.trial_done(t1, a.trial, true);
-  CHECK(cb.current(t1) == circuit_breaker::state::half_open);
-  cb.trial_done(t1, b.trial, true);
-  CHECK(cb.current(t1) == circuit_breaker::state::closed);
-  cb.record_failure(t1);
-  auto t2 = t1 + seconds(2);
-  auto c = cb.admit(t2);
-  cb.trial_done(t2, c.trial, false);
-  CHECK(cb.current(t2) == circuit_breaker::state::open);
-  CHECK(cb.opened_count() == 3);
-}
-
-TEST_CASE("a disabled breaker admits everything and never opens") {
-  circuit_config cfg;
-  cfg.enabled = false;
-  cfg.failure_threshold = 1;
-  circuit_breaker cb(cfg);
-  auto t = steady_clock::time_point{} + hours(1);
-  for (int i = 0; i < 10; ++i)
-    cb.record_failure(t);
-  CHECK(cb.current(t) == circuit_breaker::state::closed);
-  auto a = cb.admit(t);
-  CHECK(a);
-  CHECK(a.trial == 0);
-}
-
-} // TEST_SUITE

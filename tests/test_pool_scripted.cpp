@@ -258,13 +258,17 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "a full wait queue answers pool_saturat
 }
 
 TEST_CASE_FIXTURE(scripted_pool_fixture, "checkout timeout when no worker frees up in time") {
-  auto c = scripted_config(1);
-  c.checkout_timeout = 50ms;
+  auto c = with_manual_clock(scripted_config(1));
+  c.checkout_timeout = 5s;  // on the pool's manual clock
   start_scripted(c);
   auto slow = hold("w1");
-  auto r = exec(pool(), "late");
-  REQUIRE_FALSE(r);
-  CHECK(is(r.error(), errc::checkout_timeout));
+  auto late = exec_async(make_command("late"));
+  REQUIRE(wait_until([&] { return status()["queue"] == 1; }));
+  advance(4s);
+  CHECK(status()["queue"] == 1);  // not yet
+  advance(1s);
+  REQUIRE(late->wait());
+  CHECK(is(late->get(), errc::checkout_timeout));
   CHECK(status()["errors"]["checkout_timeout"] == 1);
   CHECK(status()["queue"] == 0);
   script->release(slow.n);
@@ -370,10 +374,10 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "Python exceptions are answers: no faul
 }
 
 TEST_CASE_FIXTURE(scripted_pool_fixture, "breaker: crashes open it, it fails fast, half-opens, a failed trial reopens it, an answered one closes it") {
-  auto c = scripted_config(1);
+  auto c = with_manual_clock(scripted_config(1));
   c.circuit.failure_threshold = 2;
   c.circuit.window = 60s;
-  c.circuit.open_for = 500ms;  // long enough to see it open, short enough to wait out
+  c.circuit.open_for = 5s;  // on the pool's manual clock
   start_scripted(c);
   for (int i = 1; i <= 2; ++i) {
     CHECK(status()["circuit"] == "closed");
@@ -391,7 +395,10 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "breaker: crashes open it, it fails fas
   auto fast = exec(pool(), "work");  // no expectation: it must not reach a worker
   REQUIRE_FALSE(fast);
   CHECK(is(fast.error(), errc::circuit_open));
-  REQUIRE(wait_until([&] { return status()["circuit"] == "half_open"; }));
+  advance(4s);
+  CHECK(status()["circuit"] == "open");
+  advance(1s);
+  CHECK(status()["circuit"] == "half_open");
   // A trial that crashes opens it again.
   script->expect("trial", scripted_reply::die(), "w1");
   auto t1 = exec(pool(), "trial");
@@ -399,7 +406,9 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "breaker: crashes open it, it fails fas
   CHECK(is(t1.error(), errc::worker_crashed));
   REQUIRE(wait_until([&] { return status()["circuit_opened"] == 2; }));
   REQUIRE(wait_until([&] { return status()["workers"] == 1 && script->starts("w1") == 4; }));
-  REQUIRE(wait_until([&] { return status()["circuit"] == "half_open"; }));
+  CHECK(status()["circuit"] == "open");
+  advance(5s);
+  CHECK(status()["circuit"] == "half_open");
   // An answered trial closes it.
   script->expect("trial", scripted_reply::ok(), "w1");
   CHECK(served(exec(pool(), "trial")) == "w1");

@@ -154,15 +154,24 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is 
 }
 
 TEST_CASE_FIXTURE(recycling_fixture, "max_age_ms: idle workers are recycled when they grow old, and serve after") {
-  auto c = test_pool_config(2);
-  c.recycle.max_age = std::chrono::milliseconds(400);
+  auto c = with_manual_clock(test_pool_config(2));
+  c.recycle.max_age = std::chrono::milliseconds(400);  // on the pool's manual clock
   c.worker_intensity = 1;
   c.worker_period = std::chrono::seconds(60);
   REQUIRE_FALSE(start_logged(c));
   REQUIRE_FALSE(await_pool_ready());
   std::set<int> seen{pid_of_ping()};
-  // Nobody sends anything: the tick finds them idle and old.
-  CHECK(wait_until([&] { return replaced("recycled_age") >= 4; }, 60s));
+  // Nobody sends anything: the tick finds them idle and old, twice.
+  for (std::uint64_t round = 1; round <= 2; ++round) {
+    advance(c.recycle.max_age / 2);
+    CHECK(replaced("recycled_age") == 2 * (round - 1));  // young yet
+    advance(c.recycle.max_age / 2);
+    CHECK(replaced("recycled_age") == 2 * round);
+    REQUIRE(wait_until([&] {
+      auto st = status();
+      return st["workers"] == 2 && st["idle"] == 2;
+    }));
+  }
   for (int i = 0; i < 5; ++i)
     seen.insert(pid_of_ping());
   CHECK(seen.size() >= 2);
@@ -173,15 +182,22 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_age_ms: idle workers are recycled when
 }
 
 TEST_CASE_FIXTURE(recycling_fixture, "a busy worker past its age finishes its request first, then goes") {
-  auto c = test_pool_config(1);
-  c.recycle.max_age = std::chrono::milliseconds(200);
+  auto c = with_manual_clock(test_pool_config(1));
+  c.recycle.max_age = std::chrono::milliseconds(200);  // on the pool's manual clock
   c.recycle.jitter = 0;
   REQUIRE_FALSE(start_logged(c));
   REQUIRE_FALSE(await_pool_ready());
   auto before = pid_of_ping();
-  // Well past its age while it sleeps: the tick leaves a busy worker alone.
-  auto r = exec(pool(), "fault_sleep", json{{"seconds", 1.5}});
-  CHECK_MESSAGE(r, describe(r.error()));
+  // Past its age while it sleeps: the tick leaves a busy worker alone.
+  auto r = exec_async(make_command("fault_sleep", json{{"seconds", 1.0}}));
+  REQUIRE(wait_until([&] { return status()["busy"] == 1; }));
+  advance(c.recycle.max_age);
+  auto busy = status();
+  CHECK(busy["busy"] == 1);
+  CHECK(replaced("recycled_age") == 0);
+  REQUIRE(r->wait());
+  CHECK_MESSAGE(!r->get(), describe(r->get()));
+  // Free again, it goes at once, with no tick.
   CHECK(wait_until([&] { return replaced("recycled_age") >= 1; }));
   CHECK(wait_until([&] { return process_gone(before); }));
   CHECK(pid_of_ping() != before);

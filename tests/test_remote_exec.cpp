@@ -15,6 +15,7 @@
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <csignal>
 #include <cstdlib>
@@ -158,6 +159,20 @@ TEST_CASE_FIXTURE(exec_node_fixture, "exec --node --timeout-ms: a remote stopped
 TEST_CASE_FIXTURE(exec_node_fixture, "exec --node --timeout-ms: the remote's own command_timeout comes back as it is") {
   auto e = exec("fault_hang", "1000");
   check_ended(*e, "command_timeout");  // the remote's, or ours 0.5 s later: the same class
+}
+
+// Issue 26: the class once, in "class" (the message was "python_error:
+// UnknownCommand: ..."); --compact: one line.
+TEST_CASE_FIXTURE(exec_node_fixture, "exec --node --compact: one line, the error's class named once") {
+  int code = -1;
+  auto out = run_cli(loop, {"exec", "no_such_command", "--node", endpoint(), "--compact"}, &code);
+  CHECK(code == 1);
+  REQUIRE_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
+  auto r = json::parse(out, nullptr, false);
+  REQUIRE_MESSAGE(r.is_object(), out);
+  CHECK(r["error"]["class"] == "python_error");
+  CHECK_MESSAGE(r["error"]["message"] == "UnknownCommand: unknown command 'no_such_command'", out);
+  CHECK(r["error"]["python"]["type"] == "UnknownCommand");
 }
 
 } // TEST_SUITE

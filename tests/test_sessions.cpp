@@ -9,6 +9,7 @@
 #include <dspex/actors/session/session_registry.hpp>
 #include <dspex/actors/session/detail/session_state.hpp>
 
+#include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
 
 #include <csignal>
@@ -22,24 +23,11 @@ namespace {
 
 constexpr const char* secret = "sk-SECRET-4242";
 
-struct event_sink {
-  std::mutex mx;
-  std::vector<std::string> texts;  // every textual field of every event
-};
-
-caf::behavior sink_actor(caf::event_based_actor*, std::shared_ptr<event_sink> sink) {
-  return {[sink](sup::supervision_event& ev) {
-    std::lock_guard<std::mutex> g(sink->mx);
-    sink->texts.push_back(ev.path + " " + ev.child_id + " " + ev.reason + " "
-                          + caf::to_string(ev.exit_reason));
-  }};
-}
-
 // A registry the test may replace, and a pool tree that looks it up.
 struct sessions_fixture : actor_fixture {
   std::mutex mx;
   caf::actor registry, current_pool, root, sink_hdl;
-  std::shared_ptr<event_sink> sink = std::make_shared<event_sink>();
+  std::shared_ptr<event_log> sink = std::make_shared<event_log>();
 
   caf::actor reg() {
     std::lock_guard<std::mutex> g(mx);
@@ -59,7 +47,7 @@ struct sessions_fixture : actor_fixture {
 
   void start(pool_config c) {
     registry = spawn_session_registry(sys, session_registry_config{});
-    sink_hdl = sys.spawn(sink_actor, sink);
+    sink_hdl = sys.spawn(event_sink, sink);
     sup::supervisor_options opts;
     opts.subscribers = {sink_hdl};
     auto spec = pool_supervisor_spec(
@@ -293,12 +281,11 @@ TEST_CASE_FIXTURE(sessions_fixture, "an api_key reaches each worker once per LM 
   json listed = ask(reg(), caf::make_message(sess_list_atom::value));
   shown += listed.dump();
   shown += ask(reg(), caf::make_message(stats_atom::value)).dump();
-  {
-    std::lock_guard<std::mutex> g(sink->mx);
-    REQUIRE_FALSE(sink->texts.empty());
-    for (auto& t : sink->texts)
-      shown += t;
-  }
+  // Every textual field of every event.
+  auto events = sink->snapshot();
+  REQUIRE_FALSE(events.empty());
+  for (auto& ev : events)
+    shown += ev.path + " " + ev.child_id + " " + ev.reason + " " + caf::to_string(ev.exit_reason);
   CHECK(shown.find("sk-SECRET") == std::string::npos);
   REQUIRE(listed.size() == 1);
   CHECK(listed[0]["lm"].is_string());

@@ -1,4 +1,4 @@
-// Shared by the supervisor suites: an event collector the test waits on, a
+// Shared by the supervisor suites: the event log the test waits on, a
 // fixture with one actor_system per test case, and small child actors.
 //
 // Waits are deadlines for "eventually", never assertions on elapsed time.
@@ -17,6 +17,8 @@
 #include <doctest/doctest.h>
 
 #include <dspex/supervision/supervisor.hpp>
+
+#include "support/event_log.hpp"
 
 namespace dspex_sup_test {
 
@@ -37,98 +39,13 @@ using which_atom = caf::atom_constant<caf::atom("t_which")>;
 /// How long a test waits for something that must eventually happen.
 constexpr auto deadline = std::chrono::seconds{30};
 
-// -- the event log ----------------------------------------------------------------
+// -- the event log (tests/support/event_log.hpp) ------------------------------
 
-class event_log {
-public:
-  void push(supervision_event ev) {
-    {
-      std::lock_guard<std::mutex> guard{mtx_};
-      events_.push_back(std::move(ev));
-    }
-    cv_.notify_all();
-  }
+using dspex::test::event_log;
 
-  std::vector<supervision_event> snapshot() const {
-    std::lock_guard<std::mutex> guard{mtx_};
-    return events_;
-  }
-
-  /// Waits until pred(events) holds or the deadline passes.
-  bool wait(const std::function<bool(const std::vector<supervision_event>&)>& pred) {
-    std::unique_lock<std::mutex> guard{mtx_};
-    return cv_.wait_for(guard, deadline, [&] { return pred(events_); });
-  }
-
-  static std::size_t count(const std::vector<supervision_event>& xs,
-                           event_kind kind, const std::string& path) {
-    std::size_t n = 0;
-    for (auto& x : xs)
-      if (x.kind == kind && x.path == path)
-        ++n;
-    return n;
-  }
-
-  std::size_t count(event_kind kind, const std::string& path) const {
-    return count(snapshot(), kind, path);
-  }
-
-  /// Waits until at least n events of `kind` at `path` arrived.
-  bool wait_for(event_kind kind, const std::string& path, std::size_t n = 1) {
-    return wait([&](const std::vector<supervision_event>& xs) {
-      return count(xs, kind, path) >= n;
-    });
-  }
-
-  /// The events of the supervisor at `path` and of its direct children, in
-  /// arrival order, as "start a", "exit b crash", "restart a", "fail a",
-  /// "intensity a", "stop shutdown"; joined by ", ".
-  std::string trace(const std::string& path) const {
-    std::string out;
-    for (auto& x : snapshot()) {
-      bool own = x.path == path && x.child_id.empty();
-      bool child = !x.child_id.empty() && x.path == path + "/" + x.child_id;
-      if (x.kind == event_kind::intensity_reached)
-        child = x.path == path + "/" + x.child_id;
-      if (!own && !child)
-        continue;
-      if (!out.empty())
-        out += ", ";
-      switch (x.kind) {
-        case event_kind::child_started:
-          out += "start " + x.child_id;
-          break;
-        case event_kind::child_restarted:
-          out += "restart " + x.child_id;
-          break;
-        case event_kind::child_exited:
-          out += "exit " + x.child_id + " " + to_string(x.reason_class);
-          break;
-        case event_kind::child_start_failed:
-          out += "fail " + x.child_id;
-          break;
-        case event_kind::intensity_reached:
-          out += "intensity " + x.child_id;
-          break;
-        case event_kind::supervisor_stopped:
-          out += "stop " + to_string(x.reason_class);
-          break;
-      }
-    }
-    return out;
-  }
-
-private:
-  mutable std::mutex mtx_;
-  std::condition_variable cv_;
-  std::vector<supervision_event> events_;
-};
-
-inline caf::behavior collector(caf::event_based_actor*,
+inline caf::behavior collector(caf::event_based_actor* self,
                                std::shared_ptr<event_log> log) {
-  return {
-    [log](const supervision_event& ev) { log->push(ev); },
-  };
+  return dspex::test::event_sink(self, std::move(log));
 }
 
 // -- test children -------------------------------------------------------------------

@@ -60,6 +60,7 @@ json default_config() {
            {{"python", "python3"},
             {"module", "dspex_worker"},
             {"handlers", json::array()},
+            {"handler_paths", json::array()},
             {"env", json::object()},
             {"init_timeout_ms", 10000},
             {"request_timeout_ms", 30000},
@@ -257,6 +258,12 @@ void read_worker(reader& r, worker_config& w) {
   r.text("module", w.module);
   r.text("python_path", w.python_path);
   r.strings("handlers", w.handler_modules);
+  r.strings("handler_paths", w.handler_paths);
+  for (std::size_t i = 0; i < w.handler_paths.size(); ++i)
+    if (w.handler_paths[i].empty() || w.handler_paths[i].find(':') != std::string::npos)
+      r.error(r.at("handler_paths") + "[" + std::to_string(i) + "]",
+              "a directory (non-empty, without ':', the PYTHONPATH separator), not '"
+                + w.handler_paths[i] + "'");
   r.env("env", w.env);
   r.strings("args", w.extra_args);
   r.ms("init_timeout_ms", w.init_timeout, 1);
@@ -372,13 +379,32 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
     if (auto lj = r.get("default_lm")) {
       // configure_lm's arguments, passed on to the workers as they are
       // (Python validates the rest); never echoed, as it may hold a key.
+      // Its keys are checked here too, so that a misspelled one (say
+      // api_base for base_url) fails the config, not every request later.
+      // The same set as configure_lm's in python/dspex_worker/lm.py.
+      static const std::set<std::string> lm_keys{
+        "provider", "model", "responses", "latency_ms", "api_key",
+        "base_url", "temperature", "max_tokens", "timeout_s", "timeout"};
       if (!lj->is_object() || !lj->value("provider", json("mock")).is_string()
           || !lj->value("model", json("m")).is_string()
-          || !lj->value("api_key", json("k")).is_string())
+          || !lj->value("api_key", json("k")).is_string()) {
         r.error(r.at("default_lm"),
                 "an object {provider, model, ...} whose provider, model and api_key are strings");
-      else
-        c.default_lm = *lj;
+      } else {
+        bool keys_ok = true;
+        for (auto& [k, v] : lj->items())
+          if (!lm_keys.count(k)) {
+            keys_ok = false;
+            std::string accepted;
+            for (auto& a : lm_keys)
+              accepted += (accepted.empty() ? "" : ", ") + a;
+            r.error(r.at("default_lm") + "." + k,
+                    std::string("unknown key (configure_lm takes ") + accepted
+                      + (k == "api_base" ? "; the endpoint is base_url" : "") + ")");
+          }
+        if (keys_ok)
+          c.default_lm = *lj;
+      }
     }
     if (auto wj = r.get("worker")) {
       reader wr(*wj, r.at("worker"), errors);

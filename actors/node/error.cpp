@@ -5,6 +5,17 @@
 
 namespace dspex {
 
+namespace {
+
+// Error types a worker uses for a request it refuses as the caller sent it:
+// "invalid_request" (args it cannot parse), "invalid_args" (a built-in
+// command's unknown argument key). Both are the caller's invalid_request.
+bool callers_error(const std::string& type) noexcept {
+  return type == "invalid_request" || type == "invalid_args";
+}
+
+} // namespace
+
 const char* to_string(errc code) noexcept {
   switch (code) {
     case errc::checkout_timeout: return "checkout_timeout";
@@ -59,7 +70,7 @@ caf::error make_python_error(const bridge::python_error& e) {
 caf::error reply_error(const bridge::reply& rep) {
   if (!rep.too_deep.empty())
     return make_error(errc::result_too_deep, rep.too_deep);
-  if (rep.error.type == "invalid_request")
+  if (callers_error(rep.error.type))
     return make_error(errc::invalid_request, rep.error.message);
   return make_python_error(rep.error);
 }
@@ -69,7 +80,7 @@ const char* reply_class(const bridge::reply& rep) noexcept {
     return "result_too_deep";
   if (rep.success)
     return "ok";
-  return rep.error.type == "invalid_request" ? "invalid_request" : "python_error";
+  return callers_error(rep.error.type) ? "invalid_request" : "python_error";
 }
 
 std::optional<bridge::python_error> python_error_of(const caf::error& err) {

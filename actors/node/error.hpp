@@ -31,11 +31,14 @@ enum class errc : std::uint8_t {
   process_exited,        ///< exit reason of a worker whose process ended on its own
   invalid_request,       ///< the request itself is malformed (empty command, bad args,
                          ///< args nested deeper than max_json_depth), also when the
-                         ///< worker says so (a reply of error type "invalid_request").
+                         ///< worker says so (a reply of error type "invalid_request",
+                         ///< or "invalid_args": a built-in's unknown argument key).
                          ///< The caller's error: never a worker fault
   unknown_session,       ///< no such session in the session registry
   duplicate_session,     ///< a session with this id exists already
-  invalid_config,        ///< the configuration was rejected
+  invalid_config,        ///< the configuration was rejected; also a worker that cannot
+                         ///< start as configured (a handler module that does not
+                         ///< import): its init reply says so, and node::start fails
   unavailable,           ///< no bridge is running (disabled mode)
   node_down,             ///< a remote node (remote_pool) is unreachable, or its
                          ///< connection died with the request in flight; the
@@ -72,8 +75,10 @@ caf::error make_python_error(const bridge::python_error& e);
 
 /// What the caller hears for a reply that is not a plain success: a
 /// result refused by the host (reply.too_deep) is result_too_deep; an error
-/// of type "invalid_request" (the worker could not take the request as the
-/// caller sent it) is invalid_request; any other error is python_error.
+/// of type "invalid_request" or "invalid_args" (the worker could not take
+/// the request as the caller sent it: args it cannot parse, an argument key
+/// a built-in command does not take) is invalid_request, its message the
+/// detail; any other error is python_error.
 /// Each is an answer: no fault count, no breaker input.
 caf::error reply_error(const bridge::reply& rep);
 

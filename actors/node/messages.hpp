@@ -39,7 +39,8 @@ using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 // Worker faults (see pool.hpp, "Faults"): a request timed out and the worker
 // is in its grace (timedout, pooled); every late reply came within the grace
 // (recovered); the grace expired, replace me (stuck); the init ping failed
-// (initfail). The pool answers a replacement with (retire): kill the process
+// (initfail, id, error: init_failed, or invalid_config when the worker
+// cannot start as configured). The pool answers a replacement with (retire): kill the process
 // now, the supervisor's terminate_child follows.
 using timedout_atom = caf::atom_constant<caf::atom("timedout")>;
 using recovered_atom = caf::atom_constant<caf::atom("recovered")>;

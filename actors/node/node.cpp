@@ -170,8 +170,11 @@ struct builder {
   std::size_t max_json_depth = bridge::default_max_json_depth;  ///< the tree's
 
   worker_config adjust(worker_config w) const {
+    // The node's python_path locates the worker package; a config's own
+    // python_path goes before it on the import path, not in its place
+    // (worker_environment, worker.hpp).
     if (!opts.python_path.empty())
-      w.python_path = opts.python_path;
+      w.package_path = opts.python_path;
     w.max_json_depth = max_json_depth;
     return w;
   }
@@ -285,7 +288,7 @@ std::string probe_python(const tree_config& cfg, const node_options& opts,
     if (auto p = std::get_if<pool_config>(&n.body))
       w = p->worker;
   if (!opts.python_path.empty())
-    w.python_path = opts.python_path;
+    w.package_path = opts.python_path;
   caf::actor_system_config scfg;
   caf::actor_system sys{scfg};
   auto lp = std::shared_ptr<bridge::io_loop>(&loop, [](bridge::io_loop*) {});
@@ -378,6 +381,10 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
       .receive([] {}, [&](caf::error& e) { err = std::move(e); });
     if (err) {
       n->stop();
+      // A worker that cannot start as configured (its handler module does
+      // not import): the caller gets the worker's own line, as a config error.
+      if (is(err, errc::invalid_config))
+        return make_error(errc::invalid_config, "pool " + name + ": " + detail_of(err));
       return make_error(errc::init_failed, "pool " + name + " did not get ready: " + describe(err));
     }
   }

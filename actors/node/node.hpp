@@ -45,7 +45,10 @@ void recommended_settings(caf::actor_system_config& cfg);
 struct node_options {
   /// Receive every supervision event of the tree (supervision_event messages).
   std::vector<caf::actor> subscribers;
-  /// Overrides every worker's python_path (tests, relocated installs).
+  /// Where every worker's package (dspex_worker) is, in place of the
+  /// located one (tests, relocated installs). A config's worker.python_path
+  /// does not lose to it: that goes first on the import path, this after
+  /// it, then worker.handler_paths (worker_environment, worker.hpp).
   std::string python_path;
   /// Stop leftovers of dead earlier runs before starting (see host_run.hpp).
   bool reap_leftovers = true;

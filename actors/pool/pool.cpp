@@ -91,7 +91,7 @@ struct worker_entry {
   /// Pooled requests in flight on it, oldest first: at most
   /// max_concurrency (a vector: no allocation per request once warm).
   std::vector<job> jobs;
-  clock_type::time_point idle_since = clock_type::now();
+  clock_type::time_point idle_since;  // set by worker_free
   std::uint64_t served = 0;
   /// What it has seen of each session's state and of the pool default LM
   /// (versions of the current registry's session_book).
@@ -116,7 +116,7 @@ struct waiter {
   /// from submission, queueing included) comes first.
   errc expiry = errc::checkout_timeout;
   milliseconds limit{0};
-  clock_type::time_point enqueued = clock_type::now();
+  clock_type::time_point enqueued;  // pool_state::now() when it was asked
   clock_type::time_point deadline;  // in the queue: enqueued + limit
 };
 
@@ -141,6 +141,9 @@ struct pool_state {
   std::optional<std::uint64_t> default_version;
   std::vector<caf::response_promise> ready_waiters;
   std::vector<caf::response_promise> drain_waiters;
+  // A worker could not start as configured (invalid_config) before the pool
+  // got ready: the answer to (ready) from then on, until it does get ready.
+  caf::error config_error;
   bool ready = false;
   bool draining = false;
   std::uint64_t next_waiter = 1;
@@ -150,6 +153,12 @@ struct pool_state {
   std::size_t overflow_starting = 0;
   circuit_breaker breaker;
   recycler recycling;
+
+  /// The pool's time: pool_config::clk when a test set one, else
+  /// steady_clock read inline (no virtual call on the request path).
+  clock_type::time_point now() const { return cfg.clk ? cfg.clk->now() : clock_type::now(); }
+  /// Whether the pool arms its own timers (no clock set: real time).
+  bool own_timers() const { return !cfg.clk; }
 
   // -- metrics --
   std::uint64_t checkouts = 0;
@@ -190,13 +199,13 @@ struct pool_state {
   /// is not due for recycling (else a loaded worker would never be idle).
   bool has_room(const worker_entry& w) const {
     return w.st == wstate::busy && !w.jobs.empty() && w.jobs.size() < cfg.worker.max_concurrency
-           && !w.in_grace && w.recycle.due(w.served, clock_type::now()) == recycle_cause::none;
+           && !w.in_grace && w.recycle.due(w.served, now()) == recycle_cause::none;
   }
 
   /// The breaker hears how a trial ended, once.
   void end_trial(std::uint64_t& ticket, bool ok) {
     if (ticket != 0)
-      breaker.trial_done(clock_type::now(), ticket, ok);
+      breaker.trial_done(now(), ticket, ok);
     ticket = 0;
   }
   void drop_trial(std::uint64_t& ticket) {
@@ -396,7 +405,7 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
 
 void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   auto& st = self->state;
-  auto waited = duration_cast<std::chrono::microseconds>(clock_type::now() - wt.enqueued).count();
+  auto waited = duration_cast<std::chrono::microseconds>(st.now() - wt.enqueued).count();
   ++st.checkouts;
   st.wait_total_us += static_cast<std::uint64_t>(waited);
   st.wait_max_us = std::max(st.wait_max_us, static_cast<std::uint64_t>(waited));
@@ -600,7 +609,7 @@ bool recycle_if_due(pool_actor* self, worker_entry& w) {
   auto& st = self->state;
   if (st.draining || !st.recycling.config().enabled())
     return false;
-  auto cause = w.recycle.due(w.served, clock_type::now());
+  auto cause = w.recycle.due(w.served, st.now());
   if (cause == recycle_cause::none)
     return false;
   replace(self, w, replace_cause_of(cause));
@@ -613,7 +622,7 @@ void recycle_join(pool_actor* self, worker_entry& w) {
   auto& st = self->state;
   if (!st.recycling.config().enabled())
     return;
-  w.recycle = st.recycling.draw(clock_type::now());
+  w.recycle = st.recycling.draw(st.now());
   if (st.recycling.config().max_rss_mb == 0)
     return;
   auto hdl = w.hdl;
@@ -650,7 +659,7 @@ void worker_free(pool_actor* self, worker_entry& w) {
   auto& st = self->state;
   w.st = wstate::idle;
   w.lease_holder = caf::actor_addr{};
-  w.idle_since = clock_type::now();
+  w.idle_since = st.now();
   st.drop_trial(w.trial);  // a trial whose job ended without an outcome
   if (st.cfg.max_consecutive_failures > 0
       && w.consecutive_faults >= st.cfg.max_consecutive_failures) {
@@ -717,13 +726,39 @@ void job_left(pool_actor* self, worker_entry& w) {
     fill(self, w);
 }
 
+// The queue's deadline timer, armed only when the pool keeps real time
+// (with pool_config::clk set, (timers) fires deadlines instead).
+void arm_queue_deadline(pool_actor* self, std::optional<clock_type::time_point> at) {
+  if (self->state.own_timers())
+    arm_deadline(self, at);
+}
+
+// The queue timer armed for `fired` went off (or (timers) came): every
+// waiter due by now gets its expiry error.
+void expire_queued(pool_actor* self, clock_type::time_point fired) {
+  auto& st = self->state;
+  for (auto waiter_id : st.queue_deadlines.fire(fired, st.now())) {
+    auto it = std::find_if(st.queue.begin(), st.queue.end(),
+                           [&](const waiter& w) { return w.id == waiter_id; });
+    if (it == st.queue.end())
+      continue;
+    auto wt = std::move(*it);
+    st.queue.erase(it);
+    fail(self, wt, wt.expiry,
+         "no worker of pool " + st.cfg.name + " became free within "
+           + std::to_string(wt.limit.count()) + " ms"
+           + (wt.expiry == errc::command_timeout ? " (the request's timeout)" : ""));
+  }
+  arm_queue_deadline(self, st.queue_deadlines.next());
+}
+
 void submit(pool_actor* self, waiter wt) {
   auto& st = self->state;
   if (st.draining) {
     fail(self, wt.rp, errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
     return;
   }
-  auto admitted = st.breaker.admit(clock_type::now());
+  auto admitted = st.breaker.admit(st.now());
   if (!admitted) {
     fail(self, wt.rp, errc::circuit_open,
          "pool " + st.cfg.name + ": too many worker failures; failing fast");
@@ -753,7 +788,7 @@ void submit(pool_actor* self, waiter wt) {
     }
   }
   wt.deadline = wt.enqueued + wt.limit;
-  arm_deadline(self, st.queue_deadlines.add(wt.deadline, wt.id));
+  arm_queue_deadline(self, st.queue_deadlines.add(wt.deadline, wt.id));
   st.queue.push_back(std::move(wt));
   grow_if_needed(self);
 }
@@ -774,7 +809,7 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
     // the breaker.
     ++st.crashes;
     st.end_trial(w.trial, false);
-    st.breaker.record_failure(clock_type::now());
+    st.breaker.record_failure(st.now());
     auto code = code_of(dm.reason);
     auto why = code ? (*code == errc::process_exited ? errc::worker_crashed : *code)
                     : errc::worker_crashed;
@@ -857,7 +892,7 @@ json status_of(pool_actor* self) {
   std::uint64_t replaced = 0;
   for (auto& [cause, n] : st.replaced)
     replaced += n;
-  auto now = clock_type::now();
+  auto now = st.now();
   return json{
     {"name", st.cfg.name},
     {"size", st.cfg.size},
@@ -893,7 +928,7 @@ json status_of(pool_actor* self) {
 
 void idle_pings(pool_actor* self) {
   auto& st = self->state;
-  auto now = clock_type::now();
+  auto now = st.now();
   std::vector<caf::actor_addr> due;
   for (auto a : st.idle)
     if (now - st.workers[a].idle_since >= st.cfg.worker_idle_timeout)
@@ -923,7 +958,7 @@ void idle_pings(pool_actor* self) {
           // error just before it exits: the down message tells.
           if (!is(e, errc::command_timeout))
             return;
-          st.breaker.record_failure(clock_type::now());
+          st.breaker.record_failure(st.now());
           replace(self, it->second, replace_cause::health);
           check_drained(self);
         });
@@ -946,7 +981,7 @@ void on_done(pool_actor* self, bool ok, std::uint64_t tag, const std::string& re
   ++st.completed;
   const std::string cls = !result.empty() ? result : ok ? "ok" : to_string(errc::python_error);
   ++st.results[cls];
-  st.latency.observe(clock_type::now() - j->submitted);
+  st.latency.observe(st.now() - j->submitted);
   // An answer is an answer: a Python exception (ok false) is the caller's
   // business, not a worker fault, and a trial that got one shows the pool
   // serves again.
@@ -1079,16 +1114,18 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
   }
   current_registry(self);
   adopt_workers(self);
-  if (st.cfg.worker_idle_timeout.count() > 0)
+  if (st.cfg.worker_idle_timeout.count() > 0 && st.own_timers())
     self->delayed_send(self, st.cfg.worker_idle_timeout, tick_atom::value);
   st.recycling = recycler(st.cfg.recycle);
-  if (st.cfg.recycle.needs_tick())
+  if (st.cfg.recycle.needs_tick() && st.own_timers())
     self->delayed_send(self, st.cfg.recycle.tick_interval(), recycle_atom::value);
 
   return {
     [self](ready_atom) -> caf::result<void> {
       if (self->state.ready)
         return caf::unit;
+      if (self->state.config_error)
+        return self->state.config_error;
       self->state.ready_waiters.push_back(self->make_response_promise());
       return caf::delegated<void>();
     },
@@ -1101,6 +1138,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
         return caf::delegated<json>();
       }
       waiter wt;
+      wt.enqueued = self->state.now();
       wt.session = req.session_id;
       wt.req = std::move(req);
       wt.rp = self->make_response_promise();
@@ -1109,6 +1147,7 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     },
     [self](checkout_atom, std::optional<std::string>& session) -> caf::result<caf::actor> {
       waiter wt;
+      wt.enqueued = self->state.now();
       wt.lease = true;
       wt.session = std::move(session);
       wt.holder = self->current_sender() ? caf::actor_cast<caf::actor_addr>(self->current_sender())
@@ -1179,30 +1218,37 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       replace(self, it->second, replace_cause::timeout);
       check_drained(self);
     },
-    [self](init_fail_atom, const std::string&, const std::string&) {
+    [self](init_fail_atom, const std::string&, const caf::error& err) {
       // A worker that never came up: it exits with init_failed (an exit its
       // supervisor counts); the breaker hears of it here.
       count_error(self, errc::init_failed);
-      self->state.breaker.record_failure(clock_type::now());
+      self->state.breaker.record_failure(self->state.now());
+      // A configuration error (a handler module that does not import) will
+      // not heal by restarting: whoever waits for this pool to get ready
+      // (node::start) hears it now, in the worker's one line, instead of
+      // after the restarts have run the tree out of intensity.
+      auto& st = self->state;
+      if (is(err, errc::invalid_config) && !st.ready) {
+        st.config_error = err;
+        for (auto& rp : st.ready_waiters)
+          rp.deliver(err);
+        st.ready_waiters.clear();
+      }
     },
     [self](replace_atom, caf::actor& sup, std::string& id, int attempt) {
       restart_worker(self, sup, id, attempt);
     },
     [self](deadline_atom, std::int64_t at_ns) {
+      expire_queued(self, deadline_book::from_ns(at_ns));
+    },
+    [self](timers_atom) {
+      // Time moved by hand (pool_config::clk): fire what is due by now.
       auto& st = self->state;
-      for (auto waiter_id : st.queue_deadlines.fire(deadline_book::from_ns(at_ns), clock_type::now())) {
-        auto it = std::find_if(st.queue.begin(), st.queue.end(),
-                               [&](const waiter& w) { return w.id == waiter_id; });
-        if (it == st.queue.end())
-          continue;
-        auto wt = std::move(*it);
-        st.queue.erase(it);
-        fail(self, wt, wt.expiry,
-             "no worker of pool " + st.cfg.name + " became free within "
-               + std::to_string(wt.limit.count()) + " ms"
-               + (wt.expiry == errc::command_timeout ? " (the request's timeout)" : ""));
-      }
-      arm_deadline(self, st.queue_deadlines.next());
+      expire_queued(self, st.now());
+      if (st.cfg.worker_idle_timeout.count() > 0 && !st.draining)
+        idle_pings(self);
+      if (st.cfg.recycle.needs_tick())
+        recycle_tick(self);
     },
     [self](versions_atom, const std::string& pool, std::optional<std::string>& sid,
            std::uint64_t version) {

@@ -170,7 +170,22 @@ struct pool_config {
   /// state (session_state.hpp); asked at each use, so a restarted registry
   /// is found. Unset: the pool keeps a private registry of its own.
   std::function<caf::actor()> registry;
+  /// The clock of the pool's timers, as the supervisor's intensity has one
+  /// (supervision/clock.hpp): the circuit breaker's window and open time,
+  /// queue deadlines (checkout_timeout), idle pings (worker_idle_timeout)
+  /// and recycling (max_age_ms, the RSS tick). Unset (the default): the pool
+  /// reads std::chrono::steady_clock inline and arms its own timers. Set (a
+  /// test's manual_clock): the pool reads this clock and arms none of those
+  /// timers; whoever moves the clock fires them with (timers_atom), answered
+  /// once everything due has fired. The drain timeout, restart backoff and
+  /// each worker's own deadlines (worker.hpp) stay real timers.
+  std::shared_ptr<supervision::clock> clk;
 };
+
+/// (timers) to a pool with pool_config::clk set: fire what is due by that
+/// clock's now (queued requests past their deadline, idle pings, the
+/// recycling tick). Answers an empty message when done.
+using timers_atom = caf::atom_constant<caf::atom("timers")>;
 
 /// Handles shared between the pool supervisor's children, which restart
 /// independently: workers look up their current pool here, the pool its

@@ -14,6 +14,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -156,7 +157,7 @@ void release_pooled(worker_actor* self, const command_request& req) {
 // to know (a failed init is a worker-level fault for its circuit breaker).
 void report_init_failure(worker_actor* self, const caf::error& err) {
   if (self->state.cfg.pool)
-    self->send(self->state.cfg.pool, init_fail_atom::value, self->state.cfg.id, describe(err));
+    self->send(self->state.cfg.pool, init_fail_atom::value, self->state.cfg.id, err);
 }
 
 void fail_ready_waiters(worker_actor* self, const caf::error& err) {
@@ -303,7 +304,13 @@ void on_frame(worker_actor* self, const std::string& body) {
   auto req = std::move(*taken);
   if (req.is_init) {
     if (!rep.success || !rep.too_deep.empty()) {
-      auto err = make_error(errc::init_failed, "init ping failed: " + rep.error.message + rep.too_deep);
+      // "invalid_config": the worker could not start as configured (a
+      // handler module that does not import, a command shadowing a
+      // built-in); its one-line message is what the pool and node report.
+      auto err = !rep.success && rep.error.type == "invalid_config"
+                   ? make_error(errc::invalid_config, rep.error.message)
+                   : make_error(errc::init_failed,
+                                "init ping failed: " + rep.error.message + rep.too_deep);
       report_init_failure(self, err);
       give_up(self, err, err);
       return;
@@ -578,6 +585,47 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
 
 } // namespace
 
+std::vector<std::pair<std::string, std::string>> worker_environment(const worker_config& cfg) {
+  // Which wins for what: the first directory on the path that holds a
+  // module is where Python imports it from. The config's python_path comes
+  // first (it may hold its own `module` or package); the package directory
+  // follows it, from the node's python_path or located, so neither the
+  // config's python_path nor its env.PYTHONPATH can hide dspex_worker; then
+  // the handler directories; then what the config's env and the host's
+  // environment add.
+  std::vector<std::string> dirs;
+  auto add = [&dirs](const std::string& list) {
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      auto end = list.find(':', start);
+      if (end == std::string::npos)
+        end = list.size();
+      auto d = list.substr(start, end - start);
+      if (!d.empty() && std::find(dirs.begin(), dirs.end(), d) == dirs.end())
+        dirs.push_back(std::move(d));
+      start = end + 1;
+    }
+  };
+  add(cfg.python_path);
+  add(cfg.package_path.empty() ? locate_python_dir() : cfg.package_path);
+  for (auto& d : cfg.handler_paths)
+    add(d);
+  for (auto& [k, v] : cfg.env)
+    if (k == "PYTHONPATH")
+      add(v);
+  if (auto host = std::getenv("PYTHONPATH"); host && *host)
+    add(host);
+  std::string pythonpath;
+  for (auto& d : dirs)
+    pythonpath += (pythonpath.empty() ? "" : ":") + d;
+  std::vector<std::pair<std::string, std::string>> env{{"PYTHONPATH", pythonpath},
+                                                       {"PYTHONUNBUFFERED", "1"}};
+  for (auto& kv : cfg.env)
+    if (kv.first != "PYTHONPATH")
+      env.push_back(kv);
+  return env;
+}
+
 std::vector<std::string> worker_command_line(const worker_config& cfg) {
   std::vector<std::string> args{cfg.python, "-u", "-m", cfg.module, "--worker-id", cfg.id,
                                 "--run-id", cfg.run_id.empty() ? bridge::host_run_id() : cfg.run_id,
@@ -612,13 +660,7 @@ bridge::process_options worker_process_options(const worker_config& cfg) {
   opts.executable = cfg.python;
   opts.args = worker_command_line(cfg);
   opts.args.erase(opts.args.begin());  // the executable itself
-  auto pydir = cfg.python_path.empty() ? locate_python_dir() : cfg.python_path;
-  std::string pythonpath = pydir;
-  if (auto old = std::getenv("PYTHONPATH"); old && *old)
-    pythonpath += std::string(":") + old;
-  opts.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
-  for (auto& kv : cfg.env)
-    opts.env.push_back(kv);
+  opts.env = worker_environment(cfg);
   opts.max_frame_bytes = cfg.max_frame_bytes;
   opts.label = cfg.id;
   opts.batch_scheduling = cfg.sched_batch;

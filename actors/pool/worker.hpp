@@ -68,7 +68,16 @@ struct worker_config {
   std::string id = "worker";        ///< shown in stats, passed to Python as --worker-id
   std::string python = "python3";   ///< the interpreter: a path or a name in PATH
   std::string module = "dspex_worker";
-  std::string python_path;          ///< directory holding the module; empty: located
+  /// The config's python_path: first on the worker's import path, so a
+  /// `module` (or a worker package) there wins; see worker_environment.
+  std::string python_path;
+  /// The node's python_path (node_options::python_path, set by the node):
+  /// the worker package's directory; empty: located (locate_python_dir).
+  /// On the import path after python_path, never replaced by it.
+  std::string package_path;
+  /// Directories of handler modules (the config's handler_paths), on the
+  /// import path after the worker package's directory.
+  std::vector<std::string> handler_paths;
   std::vector<std::string> handler_modules;  ///< user command modules (--handlers)
   std::vector<std::pair<std::string, std::string>> env;
   std::vector<std::string> extra_args;
@@ -110,6 +119,16 @@ struct worker_config {
 /// tree of this build, then the install prefix, then share/dspex/python
 /// beside the running executable.
 std::string locate_python_dir();
+
+/// The environment a worker, and its pool's fork server, runs with:
+/// PYTHONPATH, PYTHONUNBUFFERED=1, then the config's `env` (its PYTHONPATH
+/// merged into the first, never replacing it). PYTHONPATH is, in this
+/// order (the first directory holding a module wins): python_path (the
+/// config's), the worker package's directory (package_path, i.e. the
+/// node's python_path, else locate_python_dir()), handler_paths, the
+/// entries of the config's env.PYTHONPATH, then the host's own PYTHONPATH.
+/// So the worker package stays importable whatever the config adds.
+std::vector<std::pair<std::string, std::string>> worker_environment(const worker_config& cfg);
 
 /// The command line a worker runs (for tests and for `dspex status`).
 std::vector<std::string> worker_command_line(const worker_config& cfg);

@@ -68,13 +68,9 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
 bridge::fork_server_options fork_server_options_for(const worker_config& w) {
   bridge::fork_server_options o;
   o.python = w.python;
-  auto pydir = w.python_path.empty() ? locate_python_dir() : w.python_path;
-  std::string pythonpath = pydir;
-  if (auto old = std::getenv("PYTHONPATH"); old && *old)
-    pythonpath += std::string(":") + old;
-  o.env = {{"PYTHONPATH", pythonpath}, {"PYTHONUNBUFFERED", "1"}};
-  for (auto& kv : w.env)
-    o.env.push_back(kv);
+  // The workers' own environment: forked workers inherit the server's
+  // sys.path, so handler_paths and env.PYTHONPATH must be on it.
+  o.env = worker_environment(w);
   o.run_id = w.run_id.empty() ? bridge::host_run_id() : w.run_id;
   o.preload = w.preload;
   o.batch_scheduling = w.sched_batch;

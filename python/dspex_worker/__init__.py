@@ -10,7 +10,7 @@ exported here:
         return {"hello": args.get("name", "world"), "worker": ctx.worker_id}
 """
 
-from .registry import CommandContext, command
+from .registry import CommandContext, InvalidArgs, check_args, command
 
-__all__ = ["command", "CommandContext"]
+__all__ = ["command", "CommandContext", "InvalidArgs", "check_args"]
 __version__ = "0.1.0"

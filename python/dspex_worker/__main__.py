@@ -4,6 +4,12 @@ Exit codes: 0 clean stop (EOF, SIGTERM, shutdown command, host gone);
 1 internal error; 2 bad command line or an inbound frame above
 --max-frame-bytes; 3 a --handlers module failed to load or clashed with a
 built-in command. Fault injection exits with whatever it was asked for.
+
+A worker that cannot start as configured (exit 3) logs one line and answers
+the host's first request (its init ping) with error type "invalid_config"
+and the same line, e.g. "handler module 'my_cmds' failed to import:
+ModuleNotFoundError: No module named 'my_cmds'", which the host reports as
+the pool's start error: a config error, not a crash to restart and log.
 """
 
 import os
@@ -15,6 +21,55 @@ _PPID_AT_START = os.getppid()
 
 EXIT_INTERNAL_ERROR = 1
 EXIT_STARTUP_FAILED = 3
+
+
+class StartupError(Exception):
+    """The worker cannot start as configured; str() is one line for people."""
+
+    def __init__(self, message, traceback_text=""):
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+def _import_failure(module, exc):
+    """One line: the module, the exception, and where in user code it rose
+    (the innermost frame outside the import machinery and this package;
+    none when the module itself was not found)."""
+    import importlib
+    import traceback
+    text = str(exc)
+    line = (f"handler module {module!r} failed to import: {type(exc).__name__}"
+            + (f": {text}" if text else ""))
+    line = " ".join(line.split())  # a multi-line message stays one line
+    skip = tuple(os.path.join(os.path.dirname(os.path.abspath(f)), "")
+                 for f in (importlib.__file__, __file__))
+    where = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = frame.filename
+        if not name.startswith("<") and not name.startswith(skip):
+            where = f"{name}:{frame.lineno}"
+    if where and not isinstance(exc, SyntaxError):  # its text names the line
+        line += f" (at {where})"
+    return StartupError(line, traceback.format_exc())
+
+
+def _refuse_start(in_fd, out_fd, max_frame_bytes, error):
+    """Answers the host's first request (the init ping) with the reason."""
+    from dspex_worker.protocol import (Channel, ProtocolError, decode_request,
+                                       encode_failure, request_id_of)
+    channel = Channel(in_fd, out_fd, max_frame_bytes)
+    try:
+        payload = channel.read_frame()
+        if payload is None:
+            return
+        try:
+            request_id = decode_request(payload)[0]
+        except ProtocolError:
+            request_id = request_id_of(bytes(payload)) or 0
+        channel.write_frame(encode_failure(request_id, "invalid_config", str(error),
+                                           error.traceback_text))
+    except (OSError, EOFError, ValueError):
+        pass  # the host is gone or broke the stream: the exit code says it
 
 
 def parse_args(argv):
@@ -69,14 +124,23 @@ def build_registry(options):
         registry.include(FAULT_COMMANDS)
 
     if options.handlers:
+        from dspex_worker import hygiene
         # -m puts the cwd on sys.path, but not under -P / PYTHONSAFEPATH.
         cwd = os.getcwd()
         if cwd not in sys.path:
             sys.path.insert(0, cwd)
         for module in options.handlers:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except BaseException as exc:  # SyntaxError, a SystemExit in it
+                if hygiene.termination_requested():
+                    raise
+                raise _import_failure(module, exc) from None
     # Shadowing a built-in (say, ping, which health checks rely on) is refused.
-    registry.include(user_registry)
+    try:
+        registry.include(user_registry)
+    except ValueError as exc:
+        raise StartupError(f"a handler module shadows a built-in command: {exc}") from None
     return registry
 
 
@@ -104,6 +168,10 @@ def main(argv=None, ppid_at_start=None):
 
     try:
         registry = build_registry(options)
+    except StartupError as exc:
+        log(str(exc))
+        _refuse_start(in_fd, out_fd, options.max_frame_bytes, exc)
+        return EXIT_STARTUP_FAILED
     except Exception:
         import traceback
         log("failed to load command handlers:\n" + traceback.format_exc().rstrip())

@@ -1,8 +1,12 @@
-"""Built-in commands every worker answers: health, stats, lifecycle, echo."""
+"""Built-in commands every worker answers: health, stats, lifecycle, echo.
+
+Every built-in refuses an argument key it does not take (InvalidArgs, error
+type "invalid_args", naming the key and the accepted ones); echo takes any.
+"""
 
 import sys
 
-from .registry import CommandRegistry
+from .registry import NO_ARGS, CommandRegistry, check_args
 
 BUILTIN_COMMANDS = CommandRegistry()
 builtin = BUILTIN_COMMANDS.command
@@ -12,6 +16,8 @@ _PYTHON_VERSION = sys.version.split()[0]
 
 @builtin("ping", inline=True)
 def ping(args, ctx):
+    if args:
+        check_args("ping", args, NO_ARGS)
     worker = ctx.worker
     return {"status": "ok", "worker_id": worker.worker_id, "pid": worker.pid,
             "python_version": _PYTHON_VERSION, "uptime_s": worker.uptime_s(),
@@ -20,12 +26,15 @@ def ping(args, ctx):
 
 @builtin("echo", inline=True)
 def echo(args, ctx):
-    # The benchmark's trivial function: keep it free of work.
-    return {"payload": args.get("payload")}
+    # Its whole args, whatever keys they hold (the benchmark's trivial
+    # function, {"payload": ...}: keep it free of work).
+    return args
 
 
 @builtin("get_stats", inline=True)
 def get_stats(args, ctx):
+    if args:
+        check_args("get_stats", args, NO_ARGS)
     worker = ctx.worker
     return {"worker_id": worker.worker_id, "pid": worker.pid,
             "requests": worker.requests, "errors": worker.errors,
@@ -39,13 +48,18 @@ def get_stats(args, ctx):
 
 @builtin("shutdown")
 def shutdown(args, ctx):
+    check_args("shutdown", args, NO_ARGS)
     # The loop exits once this reply is written, so the host always gets it.
     ctx.worker.stop_after_reply = True
     return {"status": "shutting_down"}
 
 
+_CLEANUP_ARGS = frozenset({"session_id"})
+
+
 @builtin("cleanup_session")
 def cleanup_session(args, ctx):
+    check_args("cleanup_session", args, _CLEANUP_ARGS)
     # Without an explicit argument, clean the session the request runs in.
     session_id = args.get("session_id", ctx.session_id)
     if session_id is not None and not isinstance(session_id, str):
@@ -56,4 +70,6 @@ def cleanup_session(args, ctx):
 
 @builtin("list_commands", inline=True)
 def list_commands(args, ctx):
+    if args:
+        check_args("list_commands", args, NO_ARGS)
     return {"commands": ctx.worker.registry.names()}

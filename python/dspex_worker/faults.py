@@ -12,10 +12,28 @@ import threading
 import time
 
 from .protocol import encode_success
-from .registry import NO_REPLY, CommandRegistry
+from .registry import NO_REPLY, CommandRegistry, check_args
 
 FAULT_COMMANDS = CommandRegistry()
-fault = FAULT_COMMANDS.command
+
+
+def fault(name, *accepted):
+    """Registers a fault command taking the argument keys `accepted` only;
+    any other key is refused (invalid_args) before the fault happens."""
+    keys = frozenset(accepted)
+
+    def register(fn):
+        def strict(args, ctx):
+            if args:
+                check_args(name, args, keys)
+            return fn(args, ctx)
+        strict.__name__ = strict.__qualname__ = fn.__name__
+        strict.__module__ = fn.__module__
+        strict.__doc__ = fn.__doc__
+        strict.accepted_args = keys
+        FAULT_COMMANDS.register(name, strict)
+        return fn
+    return register
 
 _GARBAGE = b"\xff\xfe garbage "
 _MIB = 1024 * 1024
@@ -35,7 +53,7 @@ def _number_arg(args, key, default, low):
     return value
 
 
-@fault("fault_exit")
+@fault("fault_exit", "code")
 def fault_exit(args, ctx):
     # os._exit: no reply, no cleanup, exactly the requested status.
     os._exit(_int_arg(args, "code", 1, 0, 255))
@@ -65,7 +83,7 @@ def fault_hang(args, ctx):
         time.sleep(3600)
 
 
-@fault("fault_sleep")
+@fault("fault_sleep", "seconds")
 def fault_sleep(args, ctx):
     seconds = _number_arg(args, "seconds", 1.0, 0)
     time.sleep(seconds)
@@ -76,7 +94,7 @@ _gatherings = {}
 _gatherings_lock = threading.Lock()
 
 
-@fault("fault_gather")
+@fault("fault_gather", "parties", "timeout_s", "name")
 def fault_gather(args, ctx):
     """Returns once `parties` requests of the same `name` are inside at the
     same time (proof of max_concurrency without a clock); a BrokenBarrierError
@@ -92,7 +110,7 @@ def fault_gather(args, ctx):
     return {"parties": parties, "thread": threading.current_thread().name}
 
 
-@fault("fault_garbage")
+@fault("fault_garbage", "bytes")
 def fault_garbage(args, ctx):
     """Write raw bytes that are not a frame, then reply as usual.
 
@@ -105,7 +123,7 @@ def fault_garbage(args, ctx):
     return {"garbage_bytes": count}
 
 
-@fault("fault_oversized")
+@fault("fault_oversized", "length")
 def fault_oversized(args, ctx):
     """Announce a frame of `length` bytes, send a few, and never finish it."""
     length = _int_arg(args, "length", 0xFFFFFFFF, 0, 0xFFFFFFFF)
@@ -113,7 +131,7 @@ def fault_oversized(args, ctx):
     return NO_REPLY
 
 
-@fault("fault_print")
+@fault("fault_print", "text")
 def fault_print(args, ctx):
     """Write to stdout every way user code might; the stream must survive."""
     text = str(args.get("text", "fault_print"))
@@ -123,7 +141,7 @@ def fault_print(args, ctx):
     return {"printed": text}
 
 
-@fault("fault_alloc")
+@fault("fault_alloc", "mb", "hold")
 def fault_alloc(args, ctx):
     """Allocate and touch `mb` MiB; with "hold": true, keep it (a leak)."""
     mb = _int_arg(args, "mb", 1, 0, 1 << 20)
@@ -146,17 +164,17 @@ def fault_partial(args, ctx):
     os._exit(1)
 
 
-@fault("fault_raise")
+@fault("fault_raise", "message")
 def fault_raise(args, ctx):
     raise RuntimeError(str(args.get("message", "injected failure")))
 
 
-@fault("fault_echo")
+@fault("fault_echo", "payload")
 def fault_echo(args, ctx):
     return {"payload": args.get("payload")}
 
 
-@fault("fault_nest")
+@fault("fault_nest", "depth")
 def fault_nest(args, ctx):
     """Return a list nested `depth` deep: deeper than the host's
     max_json_depth (the host fails the request with result_too_deep), or

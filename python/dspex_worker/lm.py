@@ -13,7 +13,7 @@ import os
 import time
 
 from . import dspy_backend
-from .registry import CommandRegistry
+from .registry import NO_ARGS, CommandRegistry, check_args
 
 LM_COMMANDS = CommandRegistry()
 
@@ -182,8 +182,28 @@ def _completion_text(raw, url):
 
 # -- configuration -------------------------------------------------------------
 
+# configure_lm's argument keys, whatever the provider: a key meant for the
+# other provider is ignored (switching "provider" alone keeps a config valid),
+# a key of neither is refused. The host's config checks a pool's default_lm
+# against the same set (actors/node/config.cpp).
+MOCK_ARGS = frozenset({"model", "responses", "latency_ms"})
+OPENAI_ARGS = frozenset({"model", "api_key", "base_url", "temperature",
+                         "max_tokens", "timeout_s", "timeout"})
+CONFIGURE_LM_ARGS = frozenset({"provider"}) | MOCK_ARGS | OPENAI_ARGS
+# What other clients call our keys: refused, with the right name.
+CONFIGURE_LM_HINTS = {"api_base": "base_url", "openai_api_base": "base_url",
+                      "openai_api_key": "api_key",
+                      "max_completion_tokens": "max_tokens"}
+
+
 def lm_from_args(args):
-    """Build a client from configure_lm's args (validated here, not later)."""
+    """Build a client from configure_lm's args (validated here, not later).
+
+    An unknown key is refused before anything else: a misspelled base_url
+    (api_base, as DSPy and litellm call it) must never send the request, and
+    its API key, to the default endpoint instead.
+    """
+    check_args("configure_lm", args, CONFIGURE_LM_ARGS, CONFIGURE_LM_HINTS)
     provider = args.get("provider", "mock")
     if provider == "mock":
         return MockLM(model=_opt_str(args, "model", "mock"),
@@ -234,6 +254,8 @@ def configure_lm(args, ctx):
 def lm_info(args, ctx):
     """The LM this request's session runs on, and how often configure_lm
     reached this worker for it (secrets are never part of a reply)."""
+    if args:
+        check_args("lm_info", args, NO_ARGS)
     worker = ctx.worker
     lm = worker.lm_for(ctx.session_id)
     return {"lm": lm.name if lm is not None else None,

@@ -18,7 +18,7 @@ import time
 
 from . import dspy_backend
 from .lm import LMRequest
-from .registry import CommandRegistry
+from .registry import NO_ARGS, CommandRegistry, check_args
 
 PROGRAM_COMMANDS = CommandRegistry()
 
@@ -295,8 +295,17 @@ def _program_id_arg(args):
     return program_id
 
 
+# Each command's argument keys; any other is refused (invalid_args).
+# create_program: "id" is DSPex's spelling, "program_id" every other
+# command's; "replace" is what the host's replay sends.
+CREATE_ARGS = frozenset({"signature", "description", "id", "program_id", "replace"})
+EXECUTE_ARGS = frozenset({"program_id", "inputs"})
+PROGRAM_ID_ARGS = frozenset({"program_id"})
+
+
 @PROGRAM_COMMANDS.command("create_program")
 def create_program(args, ctx):
+    check_args("create_program", args, CREATE_ARGS)
     store = ctx.worker.programs
     if "signature" not in args:
         raise ValueError("create_program needs a \"signature\"")
@@ -319,6 +328,7 @@ def create_program(args, ctx):
 
 @PROGRAM_COMMANDS.command("execute_program")
 def execute_program(args, ctx):
+    check_args("execute_program", args, EXECUTE_ARGS)
     worker = ctx.worker
     program = worker.programs.get(ctx.session_id, _program_id_arg(args))
     inputs = args.get("inputs")
@@ -355,16 +365,19 @@ def execute_program(args, ctx):
 
 @PROGRAM_COMMANDS.command("list_programs")
 def list_programs(args, ctx):
+    check_args("list_programs", args, NO_ARGS)
     programs = [p.info() for p in ctx.worker.programs.list(ctx.session_id)]
     return {"programs": programs, "total_count": len(programs)}
 
 
 @PROGRAM_COMMANDS.command("get_program_info")
 def get_program_info(args, ctx):
+    check_args("get_program_info", args, PROGRAM_ID_ARGS)
     return ctx.worker.programs.get(ctx.session_id, _program_id_arg(args)).info()
 
 
 @PROGRAM_COMMANDS.command("delete_program")
 def delete_program(args, ctx):
+    check_args("delete_program", args, PROGRAM_ID_ARGS)
     program = ctx.worker.programs.remove(ctx.session_id, _program_id_arg(args))
     return {"deleted": True, "program_id": program.program_id}

@@ -118,6 +118,45 @@ class CommandContext:
         return self.worker.session_state(self.session_id)
 
 
+class InvalidArgs(ValueError):
+    """The caller's arguments are not what the command takes.
+
+    Its reply carries error type "invalid_args" (not the class name), which
+    the host hands its caller as invalid_request: the caller's error, never
+    a worker fault. Built-in commands raise it for an argument key they do
+    not take (check_args); handlers may raise it too.
+    """
+
+    error_type = "invalid_args"
+
+
+def check_args(command, args, accepted, hints=None):
+    """Refuses any key of args outside `accepted` (a frozenset).
+
+    The InvalidArgs names each unknown key and lists the accepted ones, so a
+    misspelled option fails loudly instead of silently falling back to a
+    default. hints maps a likely wrong key to the right one ("api_base" ->
+    "base_url").
+    """
+    if accepted.issuperset(args):
+        return
+    unknown = sorted(k for k in args if k not in accepted)
+    names = ", ".join(repr(k) for k in unknown)
+    noun = "argument" if len(unknown) == 1 else "arguments"
+    message = f"{command}: unknown {noun} {names}"
+    for key in unknown:
+        if hints and key in hints:
+            message += f" (use {hints[key]!r} instead of {key!r})"
+    if accepted:
+        message += "; accepted: " + ", ".join(sorted(accepted))
+    else:
+        message += f"; {command} takes no arguments"
+    raise InvalidArgs(message)
+
+
+NO_ARGS = frozenset()
+
+
 class _NoReply:
     """Returned by a handler that has already written (or will never write)
     its reply itself; only fault injection needs this."""

@@ -25,7 +25,7 @@ from .log import log
 from .programs import ProgramStore
 from .protocol import (FrameTooLarge, ProtocolError, TruncatedFrame,
                        decode_request, encode_failure, encode_success)
-from .registry import NO_REPLY, CommandContext
+from .registry import NO_REPLY, CommandContext, InvalidArgs
 
 # Exit codes, as the host sees them.
 EXIT_OK = 0
@@ -256,6 +256,9 @@ class Worker:
 
 
 def _failure_from_exception(request_id, exc, message=None):
+    if isinstance(exc, InvalidArgs):
+        # The caller's mistake, named in the message: no traceback to show.
+        return encode_failure(request_id, InvalidArgs.error_type, str(exc))
     import traceback  # only failures pay for it
     if message is None:
         message = _exception_message(exc)

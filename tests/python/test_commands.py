@@ -142,20 +142,43 @@ class UserCommandTest(HandlerTestCase):
         self.assertEqual(error["type"], "FrameTooLarge")
         self.assertEqual(worker.call("ping")["status"], "ok")
 
+    def assertRefusesStart(self, worker, message):
+        """A worker that cannot start as configured answers its first
+        request (the host's init ping) with invalid_config and that one
+        line, logs the same line (no traceback) and exits 3."""
+        error = worker.error("ping")
+        self.assertEqual(error["type"], "invalid_config")
+        self.assertEqual(error["message"], message)
+        self.assertExitCode(worker, 3)
+        stderr = worker.stderr_text()
+        self.assertIn(message, stderr)
+        self.assertNotIn("Traceback", stderr)
+        self.assertEqual(len(stderr.strip().splitlines()), 1, stderr)
+
     def test_module_that_fails_to_import_stops_startup(self):
         worker = self.start_with("broken_handlers")
-        self.assertExitCode(worker, 3)
-        self.assertIn("this module cannot be loaded", worker.stderr_text())
+        path = os.path.join(self._dir.name, "broken_handlers.py")
+        self.assertRefusesStart(
+            worker, "handler module 'broken_handlers' failed to import: "
+                    f"ImportError: this module cannot be loaded (at {path}:2)")
 
     def test_missing_module_stops_startup(self):
         worker = self.start_with("no_such_module_xyz")
-        self.assertExitCode(worker, 3)
-        self.assertIn("no_such_module_xyz", worker.stderr_text())
+        self.assertRefusesStart(
+            worker, "handler module 'no_such_module_xyz' failed to import: "
+                    "ModuleNotFoundError: No module named 'no_such_module_xyz'")
 
     def test_shadowing_a_builtin_stops_startup(self):
         worker = self.start_with("shadowing_handlers")
+        error = worker.error("ping")
+        self.assertEqual(error["type"], "invalid_config")
+        self.assertIn("'ping' is already registered", error["message"])
         self.assertExitCode(worker, 3)
-        self.assertIn("'ping' is already registered", worker.stderr_text())
+
+    def test_a_refused_start_exits_on_eof_without_a_request(self):
+        worker = self.start_with("no_such_module_xyz")
+        worker.close_stdin()
+        self.assertExitCode(worker, 3)
 
 
 class BuiltinCommandTest(WorkerTestCase):

@@ -49,6 +49,41 @@ struct pool_fixture : actor_fixture {
     return await_ready(pool());
   }
 
+  // -- time by hand (pool_config::clk) -----------------------------------------
+
+  std::shared_ptr<supervision::manual_clock> clk;
+
+  /// Gives `c` a manual clock: the pool's breaker, queue deadlines, idle
+  /// pings and recycling then move only when the test calls advance().
+  pool_config with_manual_clock(pool_config c) {
+    clk = std::make_shared<supervision::manual_clock>();
+    c.clk = clk;
+    return c;
+  }
+
+  /// Moves the pool's clock by `d` and fires what is due; returns once the
+  /// pool has.
+  void advance(std::chrono::milliseconds d) {
+    REQUIRE(clk);
+    clk->advance(d);
+    bool fired = false;
+    self->request(pool(), std::chrono::seconds(30), timers_atom::value)
+      .receive([&] { fired = true; }, [&](caf::error& e) { FAIL(describe(e)); });
+    REQUIRE(fired);
+  }
+
+  /// Sends a request from a helper actor; its outcome lands in the box (an
+  /// empty error: answered with a result).
+  std::shared_ptr<promise_box<caf::error>> exec_async(command_request req) {
+    auto out = std::make_shared<promise_box<caf::error>>();
+    auto p = pool();
+    sys.spawn([p, req, out](caf::event_based_actor* a) {
+      a->request(p, std::chrono::seconds(60), exec_atom::value, req)
+        .then([out](json&) { out->set(caf::error{}); }, [out](caf::error& e) { out->set(e); });
+    });
+    return out;
+  }
+
   json status() {
     json out;
     self->request(pool(), std::chrono::seconds(30), status_atom::value)

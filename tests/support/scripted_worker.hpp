@@ -308,7 +308,7 @@ inline caf::behavior scripted_worker(scripted_actor* self, worker_start_info inf
   if (!st.script->started(st.info.id, me)) {
     auto err = make_error(errc::init_failed, "scripted init failure of " + st.info.id);
     if (st.info.pool)
-      self->send(st.info.pool, init_fail_atom::value, st.info.id, describe(err));
+      self->send(st.info.pool, init_fail_atom::value, st.info.id, err);
     self->quit(err);
     return {};
   }
