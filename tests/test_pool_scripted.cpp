@@ -1,6 +1,7 @@
 // The pool's logic with scripted C++ workers (support/scripted_worker.hpp):
-// affinity, idle order, overflow, the wait queue, leases, drain and the
-// circuit breaker, each call scripted and every surprise a failure. No
+// affinity, idle order, overflow, the wait queue, leases, drain, the
+// circuit breaker and idle pings, each call scripted and every surprise a
+// failure; timers on the pool's manual clock (pool_config::clk). No
 // Python: test_pool.cpp keeps the integration tests with real workers.
 #include <doctest/doctest.h>
 
@@ -415,6 +416,29 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "breaker: crashes open it, it fails fas
   CHECK(status()["circuit"] == "closed");
   script->expect("after", scripted_reply::ok(), "w1");
   CHECK(exec(pool(), "after"));
+}
+
+TEST_CASE_FIXTURE(scripted_pool_fixture, "idle pings on the pool's clock: a worker is pinged once idle for worker_idle_timeout") {
+  auto c = with_manual_clock(scripted_config(2));
+  c.worker_idle_timeout = 10s;
+  start_scripted(c);
+  advance(6s);  // a ping now would be a surprise
+  script->expect("work");
+  auto recent = served(exec(pool(), "work"));
+  auto other = recent == "w1" ? "w2" : "w1";
+  // Idle again from the pool's (done), which may come after the answer.
+  REQUIRE(wait_until([&] { return status()["idle"] == 2; }));
+  // Idle 10 s: `other` is pinged; `recent`, idle 4 s, is not.
+  auto ping = script->expect("ping", scripted_reply::ok(), other);
+  advance(4s);
+  REQUIRE(wait_until([&] { return script->arrived(ping) && status()["idle"] == 2; }));
+  // Its ping's answer made `other` idle anew: 6 s later only `recent` is due.
+  ping = script->expect("ping", scripted_reply::ok(), recent);
+  advance(6s);
+  REQUIRE(wait_until([&] { return script->arrived(ping) && status()["idle"] == 2; }));
+  auto st = status();
+  CHECK(st["replaced"]["health"] == 0);
+  CHECK(st["circuit"] == "closed");
 }
 
 TEST_CASE_FIXTURE(scripted_pool_fixture, "a worker that dies while idle is restarted and the pool keeps serving") {

@@ -397,6 +397,43 @@ void opt_number(const json& args, const char* key) {
     raise("TypeError", std::string(key) + " must be a number");
 }
 
+// check_args of registry.py: an argument key the command does not take is
+// refused first, with the worker's message; the worker's error type
+// invalid_args is the caller's invalid_request (reply_error, error.hpp).
+caf::error unknown_args(const std::string& command, const json& args,
+                        const std::set<std::string>& accepted,
+                        const std::map<std::string, std::string>& hints = {}) {
+  std::set<std::string> unknown;
+  for (auto& [k, v] : args.items())
+    if (!accepted.count(k))
+      unknown.insert(k);
+  if (unknown.empty())
+    return {};
+  std::string names;
+  for (auto& k : unknown)
+    names += (names.empty() ? "" : ", ") + py_repr(k);
+  auto message = command + ": unknown argument" + (unknown.size() == 1 ? " " : "s ") + names;
+  for (auto& k : unknown)
+    if (auto h = hints.find(k); h != hints.end())
+      message += " (use " + py_repr(h->second) + " instead of " + py_repr(k) + ")";
+  std::string list;
+  for (auto& k : accepted)
+    list += (list.empty() ? "" : ", ") + k;
+  message += "; accepted: " + list;
+  return make_error(errc::invalid_request, message);
+}
+
+// The keys of lm.py's CONFIGURE_LM_ARGS and CONFIGURE_LM_HINTS, and of
+// programs.py's CREATE_ARGS.
+const std::set<std::string> configure_lm_args{
+  "provider", "model", "responses", "latency_ms", "api_key",
+  "base_url", "temperature", "max_tokens", "timeout_s", "timeout"};
+const std::map<std::string, std::string> configure_lm_hints{
+  {"api_base", "base_url"}, {"openai_api_base", "base_url"},
+  {"openai_api_key", "api_key"}, {"max_completion_tokens", "max_tokens"}};
+const std::set<std::string> create_program_args{"signature", "description", "id",
+                                                "program_id", "replace"};
+
 class mock_adapter final : public adapter {
 public:
   std::string name() const override { return "mock"; }
@@ -408,6 +445,8 @@ public:
       if (!args.is_object())
         return caf::expected<json>{
           make_error(errc::invalid_request, "create_program args must be a JSON object")};
+      if (auto e = unknown_args("create_program", args, create_program_args))
+        return caf::expected<json>{std::move(e)};
       if (!args.contains("signature"))
         raise("ValueError", "create_program needs a \"signature\"");
       auto sig = parse_signature(args["signature"]);
@@ -504,6 +543,8 @@ public:
       if (!args.is_object())
         return caf::expected<json>{
           make_error(errc::invalid_request, "configure_lm args must be a JSON object")};
+      if (auto e = unknown_args("configure_lm", args, configure_lm_args, configure_lm_hints))
+        return caf::expected<json>{std::move(e)};
       auto provider = args.contains("provider") ? args["provider"] : json("mock");
       mock_lm lm;
       if (provider == "mock") {
