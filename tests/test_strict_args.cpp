@@ -5,9 +5,9 @@
 // refuses the same keys with the worker's message. Real workers.
 #include <doctest/doctest.h>
 
-#include <dspex/actors/adapter.hpp>
-#include <dspex/actors/error.hpp>
-#include <dspex/actors/node.hpp>
+#include <dspex/actors/adapters/adapter.hpp>
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/node.hpp>
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
