@@ -130,12 +130,8 @@ struct fd_fixture {
   ~fd_fixture() {
     for (int fd : held)
       ::close(fd);
-    if (node && !node->exited.wait(0ms)) {
-      node->proc->signal(SIGTERM);
-      if (!node->exited.wait(30s))
-        node->proc->kill();
-      node->exited.wait(30s);
-    }
+    if (node)
+      node->stop();
     CHECK(wait_until([&] { return all_gone(pids); }, 30s));
     std::system(("rm -rf " + dir).c_str());
   }

@@ -24,6 +24,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/loopback.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -186,19 +187,6 @@ void check_scanner(const std::string& text) {
 
 // -- sockets and processes -----------------------------------------------------
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // One raw request line to a control socket and its reply line, as a client
 // that builds its text by hand would send it (no JSON value on this side).
 // "" when the node closed the connection or nothing came within the limit.
@@ -279,12 +267,8 @@ struct run_fixture {
     sock = dir + "/c.sock";
   }
   ~run_fixture() {
-    if (node && !node->exited.wait(0ms)) {
-      node->proc->signal(SIGTERM);
-      if (!node->exited.wait(30s))
-        node->proc->kill();
-      node->exited.wait(30s);
-    }
+    if (node)
+      node->stop();
     std::system(("rm -rf " + dir).c_str());
   }
 

@@ -13,6 +13,7 @@
 #include "support/system_config.hpp"
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
+#include "support/loopback.hpp"
 #include "test_paths.hpp"
 
 #include <arpa/inet.h>
@@ -31,20 +32,6 @@ using namespace dspex::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-// A port nobody listens on right now (the OS picks it; we let it go).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::set<int> worker_pids(const json& status) {
   auto v = tree_os_pids(status["tree"], "/workers/");
@@ -74,13 +61,8 @@ struct remote_fixture {
   }
   ~remote_fixture() {
     for (auto* p : {&a, &b})
-      if (*p && !(*p)->exited.wait(0ms)) {
-        (*p)->proc->signal(SIGCONT);
-        (*p)->proc->signal(SIGTERM);
-        if (!(*p)->exited.wait(30s))
-          (*p)->proc->kill();
-        (*p)->exited.wait(30s);
-      }
+      if (*p)
+        (*p)->stop();
     std::system(("rm -rf " + dir).c_str());
   }
 

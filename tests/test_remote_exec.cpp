@@ -14,6 +14,7 @@
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
+#include "support/loopback.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -29,19 +30,6 @@ using namespace dspex::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 struct exec_node_fixture {
   bridge::io_loop loop;
@@ -71,13 +59,8 @@ struct exec_node_fixture {
     pids = tree_os_pids(st["tree"]);
   }
   ~exec_node_fixture() {
-    if (node && !node->exited.wait(0ms)) {
-      node->proc->signal(SIGCONT);
-      node->proc->signal(SIGTERM);
-      if (!node->exited.wait(30s))
-        node->proc->kill();
-      node->exited.wait(30s);
-    }
+    if (node)
+      node->stop();
     CHECK(wait_until([&] { return all_gone(pids); }, 30s));
     std::system(("rm -rf " + dir).c_str());
   }

@@ -11,6 +11,7 @@
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
+#include "support/loopback.hpp"
 #include "test_paths.hpp"
 
 #include <arpa/inet.h>
@@ -28,30 +29,6 @@ using namespace dspex::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-int connect_to(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  return fd;
-}
 
 /// Whether the peer closes `fd` within `limit` (what it sends first, the
 /// server handshake, is read and dropped).
@@ -115,12 +92,7 @@ struct guarded_node {
     REQUIRE_MESSAGE(wait_until([&] { return status().contains("listen"); }, 60s), p->output());
   }
   ~guarded_node() {
-    if (!p->exited.wait(0ms)) {
-      p->proc->signal(SIGTERM);
-      if (!p->exited.wait(30s))
-        p->proc->kill();
-      p->exited.wait(30s);
-    }
+    p->stop();
     std::system(("rm -rf " + dir).c_str());
   }
   json status() { return cli::control_call(sock, {{"op", "status"}}, 30s); }
@@ -153,7 +125,7 @@ TEST_CASE("a BASP header announcing 4 GiB closes that connection alone, before a
   auto before = rss_kb(n.pid());
   REQUIRE(before > 0);
   for (int i = 0; i < 3; ++i) {
-    int fd = connect_to(n.port);
+    int fd = connect_loopback(n.port);
     // operation client_handshake, padding, flags, payload_len 0xfffffff0
     // (huge in either byte order), then operation data and actor ids.
     unsigned char hdr[32] = {1, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0};
@@ -172,7 +144,7 @@ TEST_CASE("random headers from many clients: the node survives, bounded, and ser
   auto before = rss_kb(n.pid());
   std::mt19937 rng(29);
   for (int i = 0; i < 300; ++i) {
-    int fd = connect_to(n.port);
+    int fd = connect_loopback(n.port);
     unsigned char hdr[32];
     for (auto& b : hdr)
       b = static_cast<unsigned char>(rng());
@@ -188,10 +160,10 @@ TEST_CASE("connections that never handshake are shut after the timeout; over the
   guarded_node n({{"listen_max_connections", 8}, {"listen_handshake_timeout_ms", 300}});
   std::vector<int> idle;
   for (int i = 0; i < 8; ++i)
-    idle.push_back(connect_to(n.port));
+    idle.push_back(connect_loopback(n.port));
   // Each one is in the node's count before the next test step.
   REQUIRE(wait_until([&] { return n.guard()["connections"] == 8; }, 20s));
-  int extra = connect_to(n.port);  // the kernel accepts; the node refuses it
+  int extra = connect_loopback(n.port);  // the kernel accepts; the node refuses it
   CHECK(closed_by_peer(extra, 20s));
   ::close(extra);
   for (int fd : idle) {
@@ -244,7 +216,7 @@ TEST_CASE("out of descriptors: connections are shed, the node does not spin, and
   guarded_node n({{"listen_max_connections", 10000}, {"listen_handshake_timeout_ms", 600000}}, 64);
   std::vector<int> clients;
   for (int i = 0; i < 120; ++i)
-    clients.push_back(connect_to(n.port));
+    clients.push_back(connect_loopback(n.port));
   // The node's table fills and the rest meet EMFILE (shed at once: each
   // such client sees its connection closed).
   CHECK(closed_by_peer(clients.back(), 30s));

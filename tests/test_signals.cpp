@@ -84,12 +84,8 @@ struct signal_fixture {
     sleeper = tree_os_pids(st["tree"], "sleeper").at(0);
   }
   ~signal_fixture() {
-    if (node && !node->exited.wait(0ms)) {
-      node->proc->signal(SIGTERM);
-      if (!node->exited.wait(30s))
-        node->proc->kill();
-      node->exited.wait(30s);
-    }
+    if (node)
+      node->stop();
     CHECK(wait_until([&] { return all_gone(pids); }, 30s));
     std::system(("rm -rf " + dir).c_str());
   }

@@ -10,6 +10,7 @@
 
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,6 +52,18 @@ struct cli_process {
       proc->kill();
       exited.wait(std::chrono::seconds(30));
     }
+  }
+
+  /// Stops a node still running as a service manager would: SIGCONT (it
+  /// may be stopped), SIGTERM, then SIGKILL after 30 s; waits for the exit.
+  void stop() {
+    if (exited.wait(std::chrono::milliseconds(0)))
+      return;
+    proc->signal(SIGCONT);
+    proc->signal(SIGTERM);
+    if (!exited.wait(std::chrono::seconds(30)))
+      proc->kill();
+    exited.wait(std::chrono::seconds(30));
   }
 
   /// Everything printed so far (stdout and stderr), one line per line.
