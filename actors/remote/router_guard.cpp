@@ -169,6 +169,11 @@ DSPEX_SSL_CLEARED(SSL_do_handshake, (SSL * s), (s))
 DSPEX_SSL_CLEARED(SSL_shutdown, (SSL * s), (s))
 #undef DSPEX_SSL_CLEARED
 
+// The mangled name of basp::instance::handle (below), as libcaf_io exports
+// it (an asm label needs a literal).
+#define DSPEX_BASP_HANDLE \
+  "_ZN3caf2io4basp8instance6handleEPNS_14execution_unitERNS0_12new_data_msgERNS1_6headerEb"
+
 namespace {
 
 using caf::io::basp::connection_state;
@@ -183,12 +188,11 @@ using handle_fn = connection_state (*)(void*, caf::execution_unit*, caf::io::new
 // under CAF's symbol name.)
 connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
                              caf::io::basp::header& hdr, bool is_payload)
-  __asm__("_ZN3caf2io4basp8instance6handleEPNS_14execution_unitERNS0_12new_data_msgERNS1_6headerEb");
+  __asm__(DSPEX_BASP_HANDLE);
 
 connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
                              caf::io::basp::header& hdr, bool is_payload) {
-  static const auto next = real<handle_fn>(
-    "_ZN3caf2io4basp8instance6handleEPNS_14execution_unitERNS0_12new_data_msgERNS1_6headerEb");
+  static const auto next = real<handle_fn>(DSPEX_BASP_HANDLE);
   auto res = next(self, ctx, dm, hdr, is_payload);
   if (is_payload)
     return res;
@@ -283,8 +287,7 @@ bool router_guard::active() {
   // compare what the dynamic linker resolves with our own.
   static const bool bound = [] {
     auto mine = reinterpret_cast<void*>(&basp_handle);
-    auto found = ::dlsym(RTLD_DEFAULT,
-      "_ZN3caf2io4basp8instance6handleEPNS_14execution_unitERNS0_12new_data_msgERNS1_6headerEb");
+    auto found = ::dlsym(RTLD_DEFAULT, DSPEX_BASP_HANDLE);
     auto acc = ::dlsym(RTLD_DEFAULT, "accept");
     auto rd = ::dlsym(RTLD_DEFAULT, "SSL_read");
     return found == mine && acc == reinterpret_cast<void*>(&::accept)
