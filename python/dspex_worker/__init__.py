@@ -8,9 +8,15 @@ exported here:
     @command("greet")
     def greet(args, ctx):
         return {"hello": args.get("name", "world"), "worker": ctx.worker_id}
+
+    @command("count")                 # a stream: one chunk per yield
+    def count(args, ctx):
+        for i in range(args["n"]):
+            yield i
+        return {"total": args["n"]}
 """
 
-from .registry import CommandContext, InvalidArgs, check_args, command
+from .registry import Cancelled, CommandContext, InvalidArgs, check_args, command
 
-__all__ = ["command", "CommandContext", "InvalidArgs", "check_args"]
+__all__ = ["command", "Cancelled", "CommandContext", "InvalidArgs", "check_args"]
 __version__ = "0.1.0"

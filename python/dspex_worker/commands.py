@@ -8,6 +8,9 @@ import sys
 
 from .registry import NO_ARGS, CommandRegistry, check_args
 
+# The wire protocol this worker speaks (worker.py: chunk, ack, cancel).
+PROTOCOL_VERSION = 2
+
 BUILTIN_COMMANDS = CommandRegistry()
 builtin = BUILTIN_COMMANDS.command
 
@@ -21,7 +24,7 @@ def ping(args, ctx):
     worker = ctx.worker
     return {"status": "ok", "worker_id": worker.worker_id, "pid": worker.pid,
             "python_version": _PYTHON_VERSION, "uptime_s": worker.uptime_s(),
-            "mode": worker.mode}
+            "mode": worker.mode, "protocol": PROTOCOL_VERSION}
 
 
 @builtin("echo", inline=True)
@@ -43,7 +46,11 @@ def get_stats(args, ctx):
             "sessions": worker.session_count(),
             "last_activity": worker.last_activity,
             "lm": worker.lm.name if worker.lm is not None else None,  # the default
-            "mode": worker.mode}
+            "mode": worker.mode,
+            "in_flight": worker.in_flight(), "threads": worker.threads,
+            "cancelled": worker.cancelled,
+            "cancels_ignored": worker.cancels_ignored,
+            "bad_control_frames": worker.bad_control_frames}
 
 
 @builtin("shutdown")

@@ -2,9 +2,14 @@
 
 Request: {"id": uint, "command": str, "session_id": str|null, "args": {...}}
          (the host writes the id first: a request whose args this side
-         cannot parse is still answered by its id, see InvalidRequest)
+         cannot parse is still answered by its id, see InvalidRequest),
+         optionally "timeout_ms": number >= 0 and "stream": int >= 1
 Reply:   {"id", "success": true, "result": any}
       or {"id", "success": false, "error": {"type", "message", "traceback"}}
+Protocol 2 (docs/architecture.md, "Streams and cancellation"):
+Chunk:   {"id":N,"type":"chunk","seq":S,"data":X}      worker -> host
+Ack:     {"type":"ack","id":N,"seq":S}                  host -> worker
+Cancel:  {"type":"cancel","id":N}                       host -> worker
 
 The reader keeps one growing bytearray and reads large chunks into a reused
 buffer, so a small request costs one read syscall and no per-read allocation;
@@ -79,6 +84,14 @@ class InvalidRequest(ProtocolError):
     """
 
     error_type = "invalid_request"
+
+
+class MalformedControl(Exception):
+    """A cancel or ack frame (it has a "type") with a bad id or seq.
+
+    Not a request, so there is nothing to answer: the worker logs it and
+    reads on.
+    """
 
 
 # The host's request prefix: {"id":N, (bridge/protocol.cpp writes it first).
@@ -166,8 +179,35 @@ class Channel:
 
 # -- encoding ----------------------------------------------------------------
 
+class Request:
+    """One decoded request frame. stream: the credit window (None: unary);
+    timeout_ms: what is left of the caller's deadline (None: none)."""
+
+    __slots__ = ("id", "command", "args", "session_id", "stream", "timeout_ms")
+
+    def __init__(self, request_id, command, args, session_id, stream, timeout_ms):
+        self.id = request_id
+        self.command = command
+        self.args = args
+        self.session_id = session_id
+        self.stream = stream
+        self.timeout_ms = timeout_ms
+
+
 def decode_request(payload):
     """Parse one request frame into (id, command, args, session_id)."""
+    message = decode_message(payload)
+    if not isinstance(message, Request):
+        raise ProtocolError("request needs a string \"command\"", message[1])
+    return message.id, message.command, message.args, message.session_id
+
+
+def decode_message(payload):
+    """A Request, or ("cancel", id, None) / ("ack", id, seq) for a control
+    frame (an object with "type" "cancel" or "ack" and no "command").
+
+    Raises ProtocolError (a bad request) or MalformedControl.
+    """
     try:
         message = _decode(payload.decode("utf-8"))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -182,6 +222,8 @@ def decode_request(payload):
             request_id) from None
     if not isinstance(message, dict):
         raise ProtocolError("request must be a JSON object")
+    if "command" not in message and message.get("type") in _CONTROL_TYPES:
+        return _control(message)
     request_id = message.get("id")
     # bool is an int subclass; true/false is not an id.
     if type(request_id) is not int or request_id < 0:
@@ -198,13 +240,44 @@ def decode_request(payload):
     if session_id is not None and not isinstance(session_id, str):
         raise ProtocolError("request \"session_id\" must be a string or null",
                             request_id)
-    return request_id, command, args, session_id
+    stream = message.get("stream")
+    if stream is not None and (type(stream) is not int or stream < 1):
+        raise ProtocolError("request \"stream\" must be an integer >= 1",
+                            request_id)
+    timeout_ms = message.get("timeout_ms")
+    if timeout_ms is not None and (type(timeout_ms) not in (int, float)
+                                   or not timeout_ms >= 0):
+        raise ProtocolError("request \"timeout_ms\" must be a number >= 0",
+                            request_id)
+    return Request(request_id, command, args, session_id, stream, timeout_ms)
+
+
+_CONTROL_TYPES = ("cancel", "ack")
+
+
+def _control(message):
+    kind = message["type"]
+    request_id = message.get("id")
+    if type(request_id) is not int or request_id < 0:
+        raise MalformedControl(f"{kind} frame needs a non-negative integer \"id\"")
+    if kind == "cancel":
+        return "cancel", request_id, None
+    seq = message.get("seq")
+    if type(seq) is not int or seq < 0:
+        raise MalformedControl("ack frame needs a non-negative integer \"seq\"")
+    return "ack", request_id, seq
 
 
 def encode_success(request_id, result):
     """Raises TypeError/ValueError when result is not representable as JSON."""
     return _encode({"id": request_id, "success": True,
                     "result": result}).encode("utf-8")
+
+
+def encode_chunk(request_id, seq, data):
+    """Raises TypeError/ValueError when data is not representable as JSON."""
+    return (f'{{"id":{request_id},"type":"chunk","seq":{seq},"data":'
+            f'{_encode(data)}}}').encode("utf-8")
 
 
 def encode_failure(request_id, error_type, message, traceback_text=""):

@@ -8,9 +8,12 @@ Users add commands from their own modules (loaded with --handlers):
     def add(args, ctx):
         return {"sum": args["a"] + args["b"]}
 
-A handler takes (args, ctx) and returns a JSON-able result. Any exception it
-raises becomes a failed reply carrying the exception's class name, message and
-traceback; the worker keeps serving.
+A handler takes (args, ctx) and returns a JSON-able result. It may also be
+a generator function (each value it yields is one chunk of a stream), an
+`async def` coroutine or an async generator, which run on the worker's
+event loop (worker.py). Any exception it raises becomes a failed reply
+carrying the exception's class name, message and traceback; the worker
+keeps serving.
 
 @command("name", inline=True) marks a handler that never waits (no I/O, no
 locks held by others, microseconds of CPU). With --max-concurrency N > 1 such
@@ -18,8 +21,13 @@ a command runs on the protocol thread instead of being handed to a request
 thread: the hand-off costs more than the handler (two thread wake-ups and GIL
 transfers, ~10 us in CPython), and a health ping answers even while every
 request thread waits on an LM. A handler that does wait must not be inline:
-it would hold up every request behind it.
+it would hold up every request behind it. A generator or async handler is
+never inline (it is dispatched as usual even when marked).
 """
+
+import inspect
+import sys
+import threading
 
 
 class CommandRegistry:
@@ -65,7 +73,8 @@ class CommandRegistry:
 
     def inline_names(self):
         """The commands that run on the protocol thread (see inline above)."""
-        return frozenset(self._inline)
+        return frozenset(name for name in self._inline
+                         if not is_special(self._handlers[name]))
 
     def get(self, name):
         return self._handlers.get(name)
@@ -90,20 +99,71 @@ def command(name=None, *, inline=False):
     return user_registry.command(name, inline=inline)
 
 
+def is_special(handler):
+    """True for a generator function, an async def or an async generator."""
+    return (inspect.isgeneratorfunction(handler) or is_async(handler))
+
+
+def is_async(handler):
+    """True for a handler that runs on the worker's event loop."""
+    return inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler)
+
+
+class Cancelled(BaseException):
+    """Raised in a sync handler's thread when its request is cancelled.
+
+    A BaseException, like asyncio.CancelledError, so that a handler's
+    `except Exception` does not swallow it; `finally` blocks run. The
+    request is answered "cancelled" whatever the handler does after it.
+    """
+
+
 class CommandContext:
     """What a handler knows about its call.
 
     worker_id, session_id and request_id describe the call; state is a dict
     private to this worker that handlers may keep data in between calls;
     session_state is a dict for this session only, dropped by cleanup_session.
+    cancelled turns True when the host cancels the request; deadline is the
+    caller's deadline in time.monotonic() seconds (None: none); sleep()
+    waits and returns early on cancel.
     """
 
-    __slots__ = ("worker", "request_id", "session_id")
+    __slots__ = ("worker", "request_id", "session_id", "deadline", "cancelled",
+                 "_event")
 
-    def __init__(self, worker, request_id, session_id):
+    def __init__(self, worker, request_id, session_id, deadline=None):
         self.worker = worker
         self.request_id = request_id
         self.session_id = session_id
+        self.deadline = deadline
+        self.cancelled = False
+        self._event = None
+
+    def sleep(self, seconds):
+        """Wait `seconds`, or less when the request is cancelled.
+
+        On the worker's event loop (an async handler) it returns
+        asyncio.sleep(seconds): `await ctx.sleep(s)`, cancelled with the task.
+        """
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and asyncio._get_running_loop() is not None:
+            return asyncio.sleep(seconds)
+        if self.cancelled:
+            return None
+        event = self._event
+        if event is None:
+            event = self._event = threading.Event()
+        # The canceller sets cancelled, then the event: one of the two is
+        # seen here whatever the order.
+        if not self.cancelled:
+            event.wait(seconds)
+        return None
+
+    def _wake(self):
+        event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def worker_id(self):

@@ -1,39 +1,171 @@
 """The request loop and the state one worker process keeps between requests.
 
-With max_concurrency 1 (the default) requests are served strictly one at a
-time, in arrival order: read a frame, run its handler, write its reply.
-With N > 1 this thread keeps reading and hands each request to one of N
-request threads, which writes its reply itself (the channel serializes
-writes; replies may leave out of order, ids tell them apart). Commands that
-change what later requests see (STATE_COMMANDS) still run on the protocol
-thread, in arrival order: a request read after them runs with their effect,
-which is what the host's replay before a request relies on. So do inline
-commands (registry.py: ping, echo, get_stats, ...), whose hand-off to a
-request thread would cost more than they do. Nothing a
-handler does (raise, sys.exit, return something unencodable) may break the
-loop; only SIGTERM, EOF, the shutdown command and an unrecoverable framing
-error end it.
+The protocol thread (the main thread) reads every frame, so a cancel or an
+ack is seen while handlers run. Commands that change what later requests
+see (STATE_COMMANDS) run on it in arrival order: a request read after them
+runs with their effect, which is what the host's replay before a request
+relies on. So do inline commands (registry.py: ping, echo, get_stats, ...),
+whose hand-off would cost more than they do. Every other request is a Call:
+a sync handler (a generator too) runs on a request thread, started when
+none is idle, reused, ended after IDLE_THREAD_S idle; an `async def` or
+async generator runs on the worker's one event loop, in its own thread
+started on first use. At most max_concurrency Calls run at once (the host
+keeps at most that many in flight); more wait, in arrival order. A Call
+writes its own chunks and reply (the channel serializes writes; ids tell
+replies apart).
+
+A cancel frame cancels an async handler's task; a sync handler gets
+Cancelled raised in its thread (PyThreadState_SetAsyncExc), but only while
+that request's own code runs there, at most once, and a pending one is
+cleared when that code returns (_Slot, _in_window); a suspended generator
+is closed. Every cancelled request is answered with error type "cancelled".
+Nothing a handler does (raise, sys.exit, return something unencodable) may
+break the loop; only SIGTERM, EOF, the shutdown command and an
+unrecoverable framing error end it.
 """
 
+import collections
+import functools
 import os
 import queue
 import threading
 import time
+import types
 
 from . import hygiene
 from .log import log
 from .programs import ProgramStore
-from .protocol import (FrameTooLarge, ProtocolError, TruncatedFrame,
-                       decode_request, encode_failure, encode_success)
-from .registry import NO_REPLY, CommandContext, InvalidArgs
+from .protocol import (FrameTooLarge, MalformedControl, ProtocolError, Request,
+                       TruncatedFrame, decode_message, encode_chunk,
+                       encode_failure, encode_success)
+from .registry import NO_REPLY, Cancelled, CommandContext, InvalidArgs, is_async
 
 # Exit codes, as the host sees them.
 EXIT_OK = 0
 EXIT_FRAME_TOO_LARGE = 2
 
-# Run on the protocol thread even with max_concurrency > 1 (see above).
+# Run on the protocol thread, in arrival order (see above).
 STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program",
                             "cleanup_session", "shutdown"})
+
+# A request thread idle this long ends (a burst of 1000 leaves no 1000 threads).
+IDLE_THREAD_S = 30.0
+
+_GENERATOR = types.GeneratorType
+_ASYNC_RESULTS = (types.CoroutineType, types.AsyncGeneratorType)
+_CANCELLED_STEP = (None, None)
+
+
+class Call(CommandContext):
+    """The ctx of a request that runs off the protocol thread, and what its
+    cancel and acks act on."""
+
+    __slots__ = ("name", "args", "handler", "stream", "on_loop", "slot",
+                 "async_sent", "acked", "credit", "waiter", "task")
+
+    def __init__(self, worker, request, handler, on_loop):
+        timeout_ms = request.timeout_ms
+        super().__init__(worker, request.id, request.session_id,
+                         None if timeout_ms is None
+                         else time.monotonic() + timeout_ms / 1000.0)
+        self.name = request.command
+        self.args = request.args
+        self.handler = handler
+        self.stream = request.stream      # the credit window, None: unary
+        self.on_loop = on_loop
+        self.slot = None                  # the request thread it runs on
+        self.async_sent = False           # Cancelled was raised in it
+        self.acked = -1                   # the last chunk the host took
+        self.credit = threading.Condition() if request.stream else None
+        self.waiter = None                # a loop future an ack resolves
+        self.task = None
+
+
+class _Slot:
+    """A request thread, and the Call whose own code runs on it now
+    (running, under lock): the only place a cancel may raise Cancelled."""
+
+    __slots__ = ("lock", "ident", "running")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ident = threading.get_ident()
+        self.running = None
+
+
+def _raise_in(thread_ident, exc_type):
+    """Cancelled raised in that thread at its next bytecode (None: clear a
+    pending one)."""
+    import ctypes
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_ident),
+        None if exc_type is None else ctypes.py_object(exc_type))
+
+
+def _enter(slot, call):
+    with slot.lock:
+        if call.cancelled:
+            return False
+        slot.running = call
+        return True
+
+
+def _leave(slot, call):
+    with slot.lock:
+        slot.running = None
+        if call.async_sent:
+            _raise_in(slot.ident, None)
+
+
+def _in_window(slot, call, fn, arg1, arg2=None):
+    """fn(arg1[, arg2]) where a cancel may raise Cancelled: (True, value),
+    (False, exception), or _CANCELLED_STEP. Cancelled lands at most once per
+    request and only between _enter and _leave, so it lands inside one of
+    the two try blocks below, never in the caller's code."""
+    step = _CANCELLED_STEP
+    try:
+        if _enter(slot, call):
+            try:
+                step = (True, fn(arg1) if arg2 is None else fn(arg1, arg2))
+            except Cancelled as exc:
+                if call.async_sent:
+                    raise
+                step = (False, exc)   # the handler's own raise
+            except BaseException as exc:
+                step = (False, exc)
+            _leave(slot, call)
+    except Cancelled:
+        _leave(slot, call)
+        step = _CANCELLED_STEP
+    return step
+
+
+def _drain(gen):
+    """A generator called without a stream: its return value, else the list
+    of what it yielded."""
+    values = []
+    append = values.append
+    while True:
+        try:
+            append(next(gen))
+        except StopIteration as stop:
+            return values if stop.value is None else stop.value
+
+
+def _close(gen):
+    try:
+        gen.close()
+    except BaseException as exc:  # its finally raised: the reply is decided
+        log(f"closing a cancelled generator raised {type(exc).__name__}: {exc}")
+
+
+async def _collect(agen):
+    return [value async for value in agen]
+
+
+def _wake(future):
+    if not future.done():
+        future.set_result(None)
 
 
 class Worker:
@@ -61,7 +193,27 @@ class Worker:
 
         self.requests = 0             # counted on the protocol thread
         self.errors = 0               # counted by request threads too: locked
+        self.cancelled = 0            # requests answered "cancelled" (locked)
+        self.cancels_ignored = 0      # cancels for an id not in flight
+        self.bad_control_frames = 0   # malformed cancel/ack frames, ignored
         self._errors_lock = threading.Lock()
+
+        self._calls = {}              # request id -> Call in flight
+        self._kinds = {}              # handler -> runs on the event loop
+        # Admission: at most max_concurrency Calls run, the rest wait.
+        self._admit = threading.Lock()
+        self._all_done = threading.Condition(self._admit)
+        self._active = 0
+        self._waiting = collections.deque()
+        # Request threads: started when none is idle, reused.
+        self._jobs = queue.SimpleQueue()
+        self._pool_lock = threading.Lock()
+        self._idle = 0
+        self.threads = 0
+        self._threads_started = 0
+        # The event loop of async handlers, started on first use.
+        self._loop = None
+        self._loop_lock = threading.Lock()
         self.started_monotonic = time.monotonic()
         self.last_activity = time.time()
         self.stop_after_reply = False  # set by the shutdown command
@@ -108,7 +260,10 @@ class Worker:
         ids.discard(None)
         return len(ids)
 
-    # -- the loop ------------------------------------------------------------
+    def in_flight(self):
+        return len(self._calls)
+
+    # -- the protocol thread -------------------------------------------------
 
     def _next_frame(self, read_frame):
         """(payload, None), or (None, exit code) when the input ended or broke."""
@@ -127,18 +282,41 @@ class Worker:
 
     def serve(self):
         """Serve until EOF, shutdown or a fatal framing error; returns the exit code."""
-        if self.max_concurrency > 1:
-            return self._serve_concurrently()
-        channel = self.channel
-        read_frame = channel.read_frame
-        write_frame = channel.write_frame
-        handle = self.handle
+        read_frame = self.channel.read_frame
+        write_frame = self.channel.write_frame
+        here = STATE_COMMANDS | self.registry.inline_names()
+        get_handler = self.registry.get
         while True:
             payload, code = self._next_frame(read_frame)
             if payload is None:
+                if code == EXIT_OK:
+                    self._drain()
                 return code
-
-            reply = handle(payload)
+            try:
+                request = decode_message(payload)
+            except MalformedControl as exc:
+                self.bad_control_frames += 1
+                log(f"ignored a malformed control frame: {exc}")
+                continue
+            except ProtocolError as exc:
+                reply = self._bad_request(exc)
+            else:
+                if type(request) is not Request:
+                    self._control(request)
+                    continue
+                self.requests += 1
+                self.last_activity = time.time()
+                name = request.command
+                handler = get_handler(name)
+                if handler is None:
+                    self._count_error()
+                    reply = encode_failure(request.id, "UnknownCommand",
+                                           self._unknown_message(name))
+                elif name in here:
+                    reply = self.run(handler, request)
+                else:
+                    self._submit(request, handler)
+                    continue
             if reply is not None:
                 try:
                     write_frame(reply)
@@ -148,71 +326,27 @@ class Worker:
             if self.stop_after_reply or hygiene.termination_requested():
                 return EXIT_OK
 
-    def _serve_concurrently(self):
-        read_frame = self.channel.read_frame
-        on_this_thread = STATE_COMMANDS | self.registry.inline_names()
-        jobs = queue.SimpleQueue()
-        # Daemon threads: a handler stuck in Python must not hold the exit.
-        for n in range(self.max_concurrency):
-            threading.Thread(target=self._request_thread, args=(jobs,),
-                             name=f"dspex-request-{n}", daemon=True).start()
-        while True:
-            payload, code = self._next_frame(read_frame)
-            if payload is None:
-                return code
-            request = self.decode(payload)
-            if isinstance(request, bytes):  # a protocol error's reply
-                self._write_quietly(request)
-            elif request[1] in on_this_thread:
-                self._reply(self.run(*request))
-            else:
-                jobs.put(request)
-            if self.stop_after_reply or hygiene.termination_requested():
-                return EXIT_OK
-
-    def _request_thread(self, jobs):
-        while True:
-            self._reply(self.run(*jobs.get()))
-
-    def _reply(self, reply):
-        if reply is None:
-            return
-        try:
-            self.channel.write_frame(reply)
-        except BrokenPipeError:
-            log("protocol output closed by the host")
-
-    def handle(self, payload):
-        """Turn one request frame into one reply frame (None: no reply)."""
-        request = self.decode(payload)
-        if isinstance(request, bytes):
-            return request
-        return self.run(*request)
-
-    def decode(self, payload):
-        """(id, command, args, session_id), or the reply to a bad frame."""
+    def _bad_request(self, exc):
+        # InvalidRequest included: the caller's input, answered to its
+        # request (not logged: a caller must not fill the log).
         self.requests += 1
         self.last_activity = time.time()
-        try:
-            return decode_request(payload)
-        except ProtocolError as exc:
-            # InvalidRequest included: the caller's input, answered to its
-            # request (not logged: a caller must not fill the log).
-            self._count_error()
-            if exc.error_type == "ProtocolError":
-                log(f"protocol error: {exc}")
-            return encode_failure(exc.request_id, exc.error_type, str(exc))
+        self._count_error()
+        if exc.error_type == "ProtocolError":
+            log(f"protocol error: {exc}")
+        return encode_failure(exc.request_id, exc.error_type, str(exc))
 
-    def run(self, request_id, name, args, session_id):
-        """Run one decoded request; its reply frame (None: no reply)."""
-        handler = self.registry.get(name)
-        if handler is None:
-            self._count_error()
-            return encode_failure(request_id, "UnknownCommand",
-                                  self._unknown_message(name))
-
+    def run(self, handler, request):
+        """Run a request on this thread (state and inline commands); its
+        reply frame (None: no reply)."""
+        timeout_ms = request.timeout_ms
+        ctx = CommandContext(self, request.id, request.session_id,
+                             None if timeout_ms is None
+                             else time.monotonic() + timeout_ms / 1000.0)
         try:
-            result = handler(args, CommandContext(self, request_id, session_id))
+            result = handler(request.args, ctx)
+            if type(result) is _GENERATOR:
+                result = _drain(result)
         except BaseException as exc:
             # SIGTERM arrives as SystemExit and must still end the worker; any
             # other SystemExit/KeyboardInterrupt is the handler's own doing and
@@ -220,27 +354,360 @@ class Worker:
             # be a real Ctrl-C).
             if hygiene.termination_requested():
                 raise
-            self._count_error()
-            return _failure_from_exception(request_id, exc)
+            return self._failure(request.id, exc)
+        return self._result_reply(request.id, request.command, result)
 
+    def _control(self, frame):
+        kind, request_id, seq = frame
+        call = self._calls.get(request_id)
+        if kind == "ack":
+            if call is not None and call.stream:
+                self._ack(call, seq)
+        elif call is None or call.cancelled:
+            self.cancels_ignored += 1
+        else:
+            self._cancel(call)
+
+    def _ack(self, call, seq):
+        if seq <= call.acked:
+            return
+        credit = call.credit
+        with credit:
+            call.acked = seq
+            credit.notify()
+        waiter = call.waiter
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def _cancel(self, call):
+        """Stop a Call: whatever it runs ends with the reply "cancelled"."""
+        call.cancelled = True
+        call._wake()                  # ctx.sleep returns
+        credit = call.credit
+        if credit is not None:
+            with credit:
+                credit.notify()       # a stream waiting for credit stops
+        with self._admit:
+            waiting = call in self._waiting
+            if waiting:
+                self._waiting.remove(call)
+        if waiting:                   # never started: answered here
+            self._calls.pop(call.request_id, None)
+            self._reply(self._cancelled_reply(call))
+            return
+        if call.on_loop:
+            loop = self._loop         # None: not begun, and it checks first
+            if loop is not None:
+                loop.call_soon_threadsafe(self._cancel_task, call)
+        slot = call.slot
+        if slot is not None:
+            with slot.lock:
+                if slot.running is call and not call.async_sent:
+                    call.async_sent = True
+                    _raise_in(slot.ident, Cancelled)
+
+    def _drain(self):
+        """EOF: the Calls in flight end and answer as usual; streams, which no
+        ack can reach any more, are cancelled."""
+        for call in list(self._calls.values()):
+            if call.stream and not call.cancelled:
+                self._cancel(call)
+        with self._admit:
+            while self._active or self._waiting:
+                self._all_done.wait()
+
+    # -- Calls: admission, answer -----------------------------------------------
+
+    def _submit(self, request, handler):
+        on_loop = self._kinds.get(handler)
+        if on_loop is None:
+            on_loop = self._kinds[handler] = is_async(handler)
+        call = Call(self, request, handler, on_loop)
+        self._calls[request.id] = call
+        with self._admit:
+            if self._active >= self.max_concurrency:
+                self._waiting.append(call)
+                return
+            self._active += 1
+        self._start(call)
+
+    def _start(self, call):
+        if call.on_loop:
+            self._on_loop(self._begin_async, call)
+        else:
+            self._to_thread(call)
+
+    def _finish(self, call, reply):
+        """Answer a Call (reply None: no reply); returns the waiting Call
+        admitted in its place, which the caller starts."""
+        self._calls.pop(call.request_id, None)
+        with self._admit:
+            if self._waiting:
+                following = self._waiting.popleft()
+            else:
+                following = None
+                self._active -= 1
+                if not self._active:
+                    self._all_done.notify_all()
+        if reply is not None:
+            self._reply(reply)
+        return following
+
+    def _reply(self, reply):
+        try:
+            self.channel.write_frame(reply)
+        except BrokenPipeError:
+            log("protocol output closed by the host")
+
+    def _cancelled_reply(self, call):
+        with self._errors_lock:
+            self.cancelled += 1
+        return encode_failure(call.request_id, "cancelled",
+                              f"request {call.request_id} was cancelled")
+
+    def _failure(self, request_id, exc, message=None):
+        self._count_error()
+        return _failure_from_exception(request_id, exc, message)
+
+    def _result_reply(self, request_id, name, result):
         if result is NO_REPLY:
             return None
         try:
             reply = encode_success(request_id, result)
         except Exception as exc:  # RecursionError included: a result nested too deep
-            self._count_error()
-            return _failure_from_exception(
+            return self._failure(
                 request_id, exc,
                 f"result of command {name!r} cannot be sent as JSON: {exc}")
-        if len(reply) > self.channel.max_frame_bytes:
-            # The host would refuse it and lose the stream; a small classified
-            # error keeps both sides in step.
-            self._count_error()
-            return encode_failure(
-                request_id, "FrameTooLarge",
-                f"reply of {len(reply)} bytes to {name!r} exceeds the limit of "
-                f"{self.channel.max_frame_bytes} bytes")
-        return reply
+        return self._fits(reply, request_id, f"reply to {name!r}")
+
+    def _fits(self, frame, request_id, what):
+        if len(frame) <= self.channel.max_frame_bytes:
+            return frame
+        # The host would refuse it and lose the stream; a small classified
+        # error keeps both sides in step.
+        self._count_error()
+        return encode_failure(
+            request_id, "FrameTooLarge",
+            f"{what} of {len(frame)} bytes exceeds the limit of "
+            f"{self.channel.max_frame_bytes} bytes")
+
+    def _chunk(self, call, seq, value):
+        """Write chunk seq; None, or the failure reply that ends the stream."""
+        try:
+            frame = encode_chunk(call.request_id, seq, value)
+        except Exception as exc:
+            return self._failure(
+                call.request_id, exc,
+                f"chunk {seq} of command {call.name!r} cannot be sent as JSON: {exc}")
+        if len(frame) > self.channel.max_frame_bytes:
+            return self._fits(frame, call.request_id, f"chunk {seq} of {call.name!r}")
+        try:
+            self.channel.write_frame(frame)
+        except BrokenPipeError:
+            log("protocol output closed by the host")
+            call.cancelled = True     # nobody takes the rest
+        return None
+
+    # -- sync handlers: request threads ------------------------------------------
+
+    def _to_thread(self, call):
+        with self._pool_lock:
+            start = not self._idle
+            if start:
+                self.threads += 1
+                self._threads_started += 1
+                number = self._threads_started
+            else:
+                self._idle -= 1
+        self._jobs.put(call)
+        if start:
+            # Daemon threads: a handler stuck in Python must not hold the exit.
+            threading.Thread(target=self._request_thread,
+                             name=f"dspex-request-{number}", daemon=True).start()
+
+    def _request_thread(self):
+        slot = _Slot()
+        jobs = self._jobs
+        while True:
+            try:
+                try:
+                    call = jobs.get(timeout=IDLE_THREAD_S)
+                except queue.Empty:
+                    with self._pool_lock:
+                        if self._idle:  # no Call was promised to an idle thread
+                            self._idle -= 1
+                            self.threads -= 1
+                            return
+                    continue
+                while call is not None:
+                    call = self._run_sync(slot, call)
+                    if call is not None and call.on_loop:
+                        self._start(call)
+                        call = None
+                with self._pool_lock:
+                    self._idle += 1
+            except Cancelled:  # by design never here; the thread must survive it
+                log("a cancel landed outside its handler; ignored")
+
+    def _run_sync(self, slot, call):
+        """Run a sync Call on this request thread and answer it; returns the
+        waiting Call admitted in its place."""
+        call.slot = slot
+        ok, result = _in_window(slot, call, call.handler, call.args, call)
+        gen = result if ok and type(result) is _GENERATOR else None
+        if gen is not None and not call.stream:
+            ok, result = _in_window(slot, call, _drain, gen)
+        if call.cancelled or ok is None:
+            if gen is not None:
+                _close(gen)
+            reply = self._cancelled_reply(call)
+        elif ok is False:
+            reply = self._failure(call.request_id, result)
+        elif gen is not None and call.stream:
+            reply = self._stream(slot, call, gen)
+        elif ok and type(result) in _ASYNC_RESULTS:
+            # A sync function that returned a coroutine (a wrapper): the loop
+            # runs and answers it.
+            call.on_loop = True
+            self._on_loop(self._begin_async, call, result)
+            return None
+        else:
+            reply = self._result_reply(call.request_id, call.name, result)
+        return self._finish(call, reply)
+
+    def _stream(self, slot, call, gen):
+        """Send what gen yields as chunks; the final reply."""
+        seq = 0
+        window = call.stream
+        while True:
+            ok, value = _in_window(slot, call, next, gen)
+            if call.cancelled:
+                break
+            if not ok:
+                if isinstance(value, StopIteration):
+                    return self._result_reply(call.request_id, call.name, value.value)
+                return self._failure(call.request_id, value)
+            if seq > call.acked + window and not self._wait_credit(call, seq):
+                break
+            failure = self._chunk(call, seq, value)
+            if failure is not None:
+                _close(gen)
+                return failure
+            seq += 1
+        _close(gen)
+        return self._cancelled_reply(call)
+
+    def _wait_credit(self, call, seq):
+        """Block until chunk seq may be sent; False when cancelled first."""
+        credit = call.credit
+        window = call.stream
+        with credit:
+            while seq > call.acked + window and not call.cancelled:
+                credit.wait()
+        return not call.cancelled
+
+    # -- async handlers: the event loop ----------------------------------------
+
+    def _on_loop(self, fn, *args):
+        loop = self._loop
+        if loop is None:
+            loop = self._start_loop()
+        loop.call_soon_threadsafe(fn, *args)
+
+    def _start_loop(self):
+        with self._loop_lock:
+            if self._loop is None:
+                import asyncio
+                loop = asyncio.new_event_loop()
+                loop.set_exception_handler(_log_loop_error)
+                threading.Thread(target=_run_loop, args=(loop,),
+                                 name="dspex-asyncio", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def _begin_async(self, call, obj=None):
+        """On the loop: start the Call's task (obj: a coroutine or async
+        generator a sync function returned)."""
+        if call.cancelled:
+            if type(obj) is types.CoroutineType:
+                obj.close()
+            self._after_async(call, self._cancelled_reply(call))
+            return
+        if obj is None:
+            try:
+                obj = call.handler(call.args, call)
+            except BaseException as exc:
+                self._after_async(call, self._failure(call.request_id, exc))
+                return
+        task = self._loop.create_task(self._run_async(call, obj))
+        call.task = task
+        task.add_done_callback(functools.partial(self._async_done, call))
+
+    async def _run_async(self, call, obj):
+        if type(obj) is types.AsyncGeneratorType:
+            if call.stream:
+                return await self._async_stream(call, obj)
+            result = await _collect(obj)
+        elif type(obj) is types.CoroutineType or hasattr(obj, "__await__"):
+            result = await obj
+        else:
+            result = obj              # a value: nothing to await
+        return self._result_reply(call.request_id, call.name, result)
+
+    async def _async_stream(self, call, agen):
+        seq = 0
+        window = call.stream
+        try:
+            while not call.cancelled:
+                try:
+                    value = await agen.__anext__()
+                except StopAsyncIteration:
+                    return self._result_reply(call.request_id, call.name, None)
+                if seq > call.acked + window:
+                    await self._async_credit(call, seq)
+                failure = self._chunk(call, seq, value)
+                if failure is not None:
+                    return failure
+                seq += 1
+            return None               # answered "cancelled" by _async_done
+        finally:
+            await agen.aclose()
+
+    async def _async_credit(self, call, seq):
+        window = call.stream
+        while seq > call.acked + window:
+            call.waiter = self._loop.create_future()
+            try:
+                if seq > call.acked + window:  # an ack may have come between
+                    await call.waiter
+            finally:
+                call.waiter = None
+
+    def _async_done(self, call, task):
+        if call.cancelled:
+            reply = self._cancelled_reply(call)
+        elif task.cancelled():        # it cancelled itself: an error, not a cancel
+            import asyncio
+            reply = self._failure(call.request_id, asyncio.CancelledError(
+                f"the task of request {call.request_id} was cancelled "
+                "without a cancel from the host"))
+        elif task.exception() is not None:
+            reply = self._failure(call.request_id, task.exception())
+        else:
+            reply = task.result()
+        self._after_async(call, reply)
+
+    def _after_async(self, call, reply):
+        following = self._finish(call, reply)
+        if following is not None:
+            self._start(following)
+
+    def _cancel_task(self, call):
+        task = call.task
+        if task is not None:
+            task.cancel()
+
+    # -- helpers ---------------------------------------------------------------
 
     def _unknown_message(self, name):
         message = f"unknown command {name!r}"
@@ -255,6 +722,18 @@ class Worker:
             pass
 
 
+def _run_loop(loop):
+    import asyncio
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def _log_loop_error(loop, context):
+    exc = context.get("exception")
+    log(f"event loop: {context.get('message')}"
+        + (f": {type(exc).__name__}: {exc}" if exc is not None else ""))
+
+
 def _failure_from_exception(request_id, exc, message=None):
     if isinstance(exc, InvalidArgs):
         # The caller's mistake, named in the message: no traceback to show.
@@ -263,7 +742,8 @@ def _failure_from_exception(request_id, exc, message=None):
     if message is None:
         message = _exception_message(exc)
     return encode_failure(request_id, type(exc).__name__, message,
-                          traceback.format_exc())
+                          "".join(traceback.format_exception(
+                              type(exc), exc, exc.__traceback__)))
 
 
 def _exception_message(exc):

@@ -1,12 +1,10 @@
 """Built-in commands, and user commands registered through --handlers."""
 
 import os
-import tempfile
-import textwrap
 import unittest
 
 from dspex_worker.registry import CommandRegistry
-from worker_harness import WorkerTestCase
+from worker_harness import HandlerModuleTestCase, WorkerTestCase
 
 USER_HANDLERS = {
     "math_handlers.py": """
@@ -67,21 +65,8 @@ USER_HANDLERS = {
 }
 
 
-class HandlerTestCase(WorkerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls._dir = tempfile.TemporaryDirectory()
-        for name, source in USER_HANDLERS.items():
-            with open(os.path.join(cls._dir.name, name), "w") as module:
-                module.write(textwrap.dedent(source))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._dir.cleanup()
-
-    def start_with(self, handlers, *flags, **kwargs):
-        return self.start_worker("--handlers", handlers, *flags,
-                                 cwd=self._dir.name, **kwargs)
+class HandlerTestCase(HandlerModuleTestCase):
+    MODULES = USER_HANDLERS
 
 
 class UserCommandTest(HandlerTestCase):

@@ -1,4 +1,5 @@
-"""--max-concurrency N: N request threads behind one protocol thread. Replies
+"""--max-concurrency N: up to N requests run at once behind one protocol
+thread, on request threads started when none is idle and reused. Replies
 leave in any order (ids tell them apart), state commands apply in arrival
 order before the requests read after them, and frames never interleave."""
 
@@ -64,6 +65,20 @@ class ConcurrencyTest(WorkerTestCase):
             reply = worker.read_frame(timeout=10)
             self.assertFalse(reply["success"])
             self.assertEqual(reply["error"]["type"], "BrokenBarrierError")
+
+    def test_request_threads_start_lazily_and_are_reused(self):
+        worker = self.start_worker("--fault-injection", "--max-concurrency", "1000")
+        self.assertEqual(worker.call("get_stats")["threads"], 0)
+        for i in range(5):
+            self.assertEqual(worker.call("fault_echo", {"payload": i}), {"payload": i})
+        self.assertEqual(worker.call("get_stats")["threads"], 1)
+        gather = {"command": "fault_gather", "args": {"parties": 3, "timeout_s": 10, "name": "l"}}
+        for i in range(3):
+            worker.send(dict(gather, id=10 + i))
+        replies = [worker.read_frame(timeout=10) for _ in range(3)]
+        self.assertTrue(all(r["success"] for r in replies), replies)
+        self.assertEqual(len({r["result"]["thread"] for r in replies}), 3)
+        self.assertEqual(worker.call("get_stats")["threads"], 3)
 
     def test_state_commands_apply_before_later_requests(self):
         worker = self.start_worker("--max-concurrency", "8")

@@ -8,14 +8,11 @@ for a broken worker.
 """
 
 import json
-import os
-import tempfile
-import textwrap
 import unittest
 
 from dspex_worker.protocol import (InvalidRequest, ProtocolError, decode_request,
                                    request_id_of)
-from worker_harness import WorkerTestCase
+from worker_harness import HandlerModuleTestCase, WorkerTestCase
 
 DEEP_HANDLERS = """
     from dspex_worker import command
@@ -80,19 +77,11 @@ class DecodeDepthTest(unittest.TestCase):
         self.assertEqual(depth, 500)
 
 
-class WireDepthTest(WorkerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls._dir = tempfile.TemporaryDirectory()
-        with open(os.path.join(cls._dir.name, "deep_handlers.py"), "w") as module:
-            module.write(textwrap.dedent(DEEP_HANDLERS))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._dir.cleanup()
+class WireDepthTest(HandlerModuleTestCase):
+    MODULES = {"deep_handlers.py": DEEP_HANDLERS}
 
     def start(self, *flags):
-        return self.start_worker("--handlers", "deep_handlers", *flags, cwd=self._dir.name)
+        return self.start_with("deep_handlers", *flags)
 
     def check_deep_requests(self, worker):
         # Many in a row: each is its caller's error, the worker serves on.

@@ -10,6 +10,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import unittest
 
@@ -181,6 +182,29 @@ class WorkerTestCase(unittest.TestCase):
         except subprocess.TimeoutExpired:
             self.fail(f"worker still running after {timeout} s")
         self.assertEqual(code, expected, worker.stderr_text())
+
+
+class HandlerModuleTestCase(WorkerTestCase):
+    """Workers that load handler modules written for the test: MODULES maps
+    a file name ("my_handlers.py") to its source (dedented)."""
+
+    MODULES = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls._dir = tempfile.TemporaryDirectory()
+        for name, source in cls.MODULES.items():
+            with open(os.path.join(cls._dir.name, name), "w") as module:
+                module.write(textwrap.dedent(source))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._dir.cleanup()
+
+    def start_with(self, handlers, *flags, **kwargs):
+        """A worker with --handlers `handlers`, run in the modules' folder."""
+        return self.start_worker("--handlers", handlers, *flags,
+                                 cwd=self._dir.name, **kwargs)
 
 
 def pid_is_gone(pid):

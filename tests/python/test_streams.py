@@ -1,0 +1,364 @@
+"""Protocol 2: generator and async handlers, chunks and the credit window,
+cancel frames, ctx.cancelled / ctx.sleep / ctx.deadline, over a real worker."""
+
+import time
+import unittest
+
+from worker_harness import HandlerModuleTestCase
+
+HANDLERS = """
+    import asyncio
+    import threading
+    import time
+    from dspex_worker import Cancelled, command
+
+    @command("count")
+    def count(args, ctx):
+        for i in range(args["n"]):
+            ctx.state["produced"] = i + 1
+            yield {"i": i}
+        return {"total": args["n"]}
+
+    @command("count_plain")
+    def count_plain(args, ctx):
+        yield from range(args["n"])
+
+    @command("state", inline=True)
+    def state(args, ctx):
+        return {k: v for k, v in ctx.state.items() if not k.startswith("_")}
+
+    @command("spin")
+    def spin(args, ctx):
+        ctx.state["spinning"] = True
+        try:
+            n = 0
+            while True:
+                n += 1
+        except Exception:  # a bare except Exception must not catch Cancelled
+            ctx.state["swallowed"] = True
+        finally:
+            ctx.state["spin_finally"] = ctx.cancelled
+
+    @command("spin_gen")
+    def spin_gen(args, ctx):
+        try:
+            yield "first"
+            ctx.state["spinning"] = True
+            while True:
+                pass
+        finally:
+            ctx.state["spin_gen_finally"] = True
+
+    @command("endless")
+    def endless(args, ctx):
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            ctx.state["endless_finally"] = True
+
+    @command("nap")
+    def nap(args, ctx):
+        started = time.monotonic()
+        try:
+            ctx.sleep(args["seconds"])
+        finally:
+            ctx.state["nap_s"] = time.monotonic() - started
+        return {"woke": True}
+
+    @command("deadline")
+    def deadline(args, ctx):
+        left = None if ctx.deadline is None else ctx.deadline - time.monotonic()
+        return {"left": left, "cancelled": ctx.cancelled,
+                "thread": threading.current_thread().name}
+
+    @command("async_nap")
+    async def async_nap(args, ctx):
+        await ctx.sleep(args["seconds"])
+        return {"slept": args["seconds"], "thread": threading.current_thread().name}
+
+    @command("async_wait")
+    async def async_wait(args, ctx):
+        ctx.state["async_waiting"] = True
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            ctx.state["async_cancelled"] = True
+            raise
+        finally:
+            ctx.state["async_finally"] = True
+
+    @command("async_raise")
+    async def async_raise(args, ctx):
+        await asyncio.sleep(0)
+        raise KeyError("nope")
+
+    @command("async_count")
+    async def async_count(args, ctx):
+        try:
+            for i in range(args["n"]):
+                await asyncio.sleep(0)
+                ctx.state["async_produced"] = i + 1
+                yield i
+        finally:
+            ctx.state["async_count_finally"] = True
+
+    @command("bad_chunk")
+    def bad_chunk(args, ctx):
+        try:
+            yield 1
+            yield {1, 2}
+            yield 3
+        finally:
+            ctx.state["bad_chunk_finally"] = True
+"""
+
+
+class StreamTestCase(HandlerModuleTestCase):
+    MODULES = {"stream_handlers.py": HANDLERS}
+
+    def start(self, *flags):
+        return self.start_with("stream_handlers", *flags)
+
+    def state(self, worker):
+        return worker.call("state")
+
+    def wait_state(self, worker, key, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state(worker)
+            if key in state:
+                return state
+            time.sleep(0.01)
+        self.fail(f"{key!r} never appeared in ctx.state: {self.state(worker)}")
+
+    def assertCancelled(self, reply, request_id):
+        self.assertEqual(reply["id"], request_id, reply)
+        self.assertFalse(reply["success"], reply)
+        self.assertEqual(reply["error"]["type"], "cancelled")
+        self.assertEqual(reply["error"]["message"], f"request {request_id} was cancelled")
+
+
+class GeneratorTest(StreamTestCase):
+    def test_chunks_in_order_then_the_result(self):
+        worker = self.start()
+        worker.send({"id": 1, "command": "count", "args": {"n": 5}, "stream": 8})
+        chunks = [worker.read_frame() for _ in range(5)]
+        self.assertEqual(chunks, [{"id": 1, "type": "chunk", "seq": i, "data": {"i": i}}
+                                  for i in range(5)])
+        self.assertEqual(worker.read_frame(), {"id": 1, "success": True,
+                                               "result": {"total": 5}})
+
+    def test_a_generator_returning_none_ends_with_null(self):
+        worker = self.start()
+        worker.send({"id": 1, "command": "count_plain", "args": {"n": 2}, "stream": 4})
+        self.assertEqual([worker.read_frame()["data"] for _ in range(2)], [0, 1])
+        self.assertEqual(worker.read_frame(), {"id": 1, "success": True, "result": None})
+
+    def test_unary_call_of_a_generator(self):
+        worker = self.start()
+        self.assertEqual(worker.call("count", {"n": 3}), {"total": 3})
+        # None returned: the list of what it yielded.
+        self.assertEqual(worker.call("count_plain", {"n": 4}), [0, 1, 2, 3])
+
+    def test_the_credit_window_blocks_until_acked(self):
+        worker = self.start()
+        window = 3
+        worker.send({"id": 7, "command": "count", "args": {"n": 10}, "stream": window})
+        seqs = [worker.read_frame()["seq"] for _ in range(window)]
+        self.assertEqual(seqs, [0, 1, 2])
+        worker.assert_no_output(0.3)
+        # Chunk 3 is computed and waits for credit (the generator inside
+        # its yield); none after it.
+        self.assertEqual(self.state(worker)["produced"], window + 1)
+        worker.send({"type": "ack", "id": 7, "seq": 0})
+        self.assertEqual(worker.read_frame()["seq"], 3)
+        worker.assert_no_output(0.3)
+        worker.send({"type": "ack", "id": 7, "seq": 3})
+        self.assertEqual([worker.read_frame()["seq"] for _ in range(3)], [4, 5, 6])
+        worker.assert_no_output(0.2)
+        worker.send({"type": "ack", "id": 7, "seq": 6})
+        self.assertEqual([worker.read_frame()["seq"] for _ in range(3)], [7, 8, 9])
+        self.assertEqual(worker.read_frame()["result"], {"total": 10})
+
+    def test_an_unencodable_chunk_ends_the_stream_with_an_error(self):
+        worker = self.start()
+        worker.send({"id": 1, "command": "bad_chunk", "stream": 4})
+        self.assertEqual(worker.read_frame()["data"], 1)
+        reply = worker.read_frame()
+        self.assertEqual((reply["id"], reply["error"]["type"]), (1, "TypeError"))
+        self.assertIn("chunk 1 of command 'bad_chunk'", reply["error"]["message"])
+        self.assertTrue(self.state(worker)["bad_chunk_finally"])
+
+    def test_ack_for_an_unknown_id_is_ignored(self):
+        worker = self.start()
+        worker.send({"type": "ack", "id": 55, "seq": 3})
+        worker.assert_no_output(0.2)
+        self.assertEqual(worker.call("ping")["protocol"], 2)
+
+
+class AsyncTest(StreamTestCase):
+    def test_an_async_handler_runs_on_the_event_loop(self):
+        worker = self.start()
+        result = worker.call("async_nap", {"seconds": 0.01})
+        self.assertEqual(result, {"slept": 0.01, "thread": "dspex-asyncio"})
+        error = worker.error("async_raise")
+        self.assertEqual((error["type"], error["message"]), ("KeyError", "nope"))
+        self.assertIn("async_raise", error["traceback"])
+
+    def test_200_async_handlers_wait_at_once(self):
+        worker = self.start("--max-concurrency", "1000")
+        started = time.monotonic()
+        for i in range(200):
+            worker.send({"id": i + 1, "command": "async_nap", "args": {"seconds": 0.2}})
+        replies = [worker.read_frame(timeout=20) for _ in range(200)]
+        elapsed = time.monotonic() - started
+        self.assertEqual(sorted(r["id"] for r in replies), list(range(1, 201)))
+        self.assertTrue(all(r["success"] for r in replies))
+        self.assertLess(elapsed, 10.0)  # one at a time: 40 s
+        self.assertEqual(worker.call("get_stats")["threads"], 0)
+
+    def test_an_async_generator_streams_and_collects(self):
+        worker = self.start()
+        worker.send({"id": 3, "command": "async_count", "args": {"n": 4}, "stream": 2})
+        self.assertEqual([worker.read_frame()["seq"] for _ in range(2)], [0, 1])
+        worker.assert_no_output(0.3)
+        self.assertEqual(self.state(worker)["async_produced"], 3)
+        worker.send({"type": "ack", "id": 3, "seq": 1})
+        self.assertEqual([worker.read_frame()["data"] for _ in range(2)], [2, 3])
+        self.assertEqual(worker.read_frame(), {"id": 3, "success": True, "result": None})
+        self.assertEqual(worker.call("async_count", {"n": 3}), [0, 1, 2])
+
+    def test_async_cancelled(self):
+        worker = self.start()
+        worker.send({"id": 4, "command": "async_wait"})
+        self.wait_state(worker, "async_waiting")
+        worker.send({"type": "cancel", "id": 4})
+        self.assertCancelled(worker.read_frame(), 4)
+        state = self.state(worker)
+        self.assertTrue(state["async_cancelled"] and state["async_finally"])
+        self.assertEqual(worker.call("get_stats")["cancelled"], 1)
+
+    def test_an_async_stream_waiting_for_credit_is_cancelled(self):
+        worker = self.start()
+        worker.send({"id": 5, "command": "async_count", "args": {"n": 10}, "stream": 1})
+        self.assertEqual(worker.read_frame()["seq"], 0)
+        worker.assert_no_output(0.2)
+        worker.send({"type": "cancel", "id": 5})
+        self.assertCancelled(worker.read_frame(), 5)
+        self.assertTrue(self.wait_state(worker, "async_count_finally"))
+
+    def test_sync_and_async_in_one_worker(self):
+        worker = self.start("--max-concurrency", "4")
+        worker.send({"id": 1, "command": "async_nap", "args": {"seconds": 0.3}})
+        worker.send({"id": 2, "command": "nap", "args": {"seconds": 0.3}})
+        replies = {r["id"]: r for r in (worker.read_frame(), worker.read_frame())}
+        self.assertTrue(replies[1]["success"] and replies[2]["success"], replies)
+
+
+class CancelTest(StreamTestCase):
+    def test_a_pure_python_loop_is_cancelled_and_runs_finally(self):
+        worker = self.start()
+        worker.send({"id": 1, "command": "spin"})
+        self.wait_state(worker, "spinning")
+        worker.send({"type": "cancel", "id": 1})
+        self.assertCancelled(worker.read_frame(), 1)
+        state = self.state(worker)
+        self.assertIs(state["spin_finally"], True)  # ctx.cancelled was True there
+        self.assertNotIn("swallowed", state)
+        # The same worker, on its one request thread, serves on.
+        self.assertEqual(worker.call("deadline")["thread"], "dspex-request-1")
+        stats = worker.call("get_stats")
+        self.assertEqual((stats["cancelled"], stats["threads"], stats["in_flight"]), (1, 1, 0))
+
+    def test_many_cancels_in_a_row_leave_the_worker_whole(self):
+        worker = self.start()
+        for i in range(1, 21):
+            worker.send({"id": i, "command": "spin"})
+            time.sleep(0.01)
+            worker.send({"type": "cancel", "id": i})
+            self.assertCancelled(worker.read_frame(), i)
+        self.assertEqual(worker.call("count", {"n": 2}), {"total": 2})
+
+    def test_a_sync_generator_is_cancelled_mid_stream(self):
+        for command in ("endless", "spin_gen"):
+            with self.subTest(command=command):
+                worker = self.start()
+                # endless: blocked for credit; spin_gen: looping between yields.
+                worker.send({"id": 2, "command": command, "stream": 1})
+                self.assertEqual(worker.read_frame()["seq"], 0)
+                if command == "spin_gen":
+                    worker.send({"type": "ack", "id": 2, "seq": 0})
+                    self.wait_state(worker, "spinning")
+                worker.send({"type": "cancel", "id": 2})
+                self.assertCancelled(worker.read_frame(), 2)
+                self.assertTrue(self.state(worker)[f"{command}_finally"])
+                self.assertEqual(worker.call("count_plain", {"n": 1}), [0])
+
+    def test_ctx_sleep_returns_early(self):
+        worker = self.start()
+        worker.send({"id": 3, "command": "nap", "args": {"seconds": 30}})
+        time.sleep(0.2)
+        started = time.monotonic()
+        worker.send({"type": "cancel", "id": 3})
+        self.assertCancelled(worker.read_frame(), 3)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertLess(self.state(worker)["nap_s"], 5)
+
+    def test_a_waiting_request_is_cancelled_before_it_starts(self):
+        worker = self.start()  # max_concurrency 1: 2 waits behind 1
+        worker.send({"id": 1, "command": "nap", "args": {"seconds": 30}})
+        worker.send({"id": 2, "command": "deadline"})
+        worker.send({"type": "cancel", "id": 2})
+        self.assertCancelled(worker.read_frame(), 2)
+        worker.send({"type": "cancel", "id": 1})
+        self.assertCancelled(worker.read_frame(), 1)
+
+    def test_cancel_for_an_unknown_id_is_ignored(self):
+        worker = self.start()
+        worker.send({"type": "cancel", "id": 999})
+        self.assertEqual(worker.call("deadline")["cancelled"], False)
+        worker.send({"type": "cancel", "id": 1})  # finished already
+        worker.assert_no_output(0.2)
+        self.assertEqual(worker.call("get_stats")["cancels_ignored"], 2)
+
+    def test_malformed_cancel_and_ack_are_logged_and_ignored(self):
+        worker = self.start()
+        for bad in ({"type": "cancel"}, {"type": "cancel", "id": "7"},
+                    {"type": "cancel", "id": -1}, {"type": "ack", "id": 1},
+                    {"type": "ack", "id": 1, "seq": "x"}, {"type": "ack", "id": True, "seq": 0}):
+            worker.send(bad)
+        worker.assert_no_output(0.2)
+        self.assertEqual(worker.call("count_plain", {"n": 2}), [0, 1])
+        stats = worker.call("get_stats")
+        self.assertEqual((stats["bad_control_frames"], stats["requests"]), (6, 2))
+        self.assertIn("malformed control frame", worker.stderr_text())
+
+    def test_deadline_from_timeout_ms(self):
+        worker = self.start()
+        worker.send({"id": 1, "command": "deadline", "timeout_ms": 5000})
+        left = worker.read_frame()["result"]["left"]
+        self.assertTrue(3.0 < left <= 5.0, left)
+        self.assertIsNone(worker.call("deadline")["left"])
+        worker.send({"id": 2, "command": "deadline", "timeout_ms": "soon"})
+        self.assertEqual(worker.read_frame()["error"]["type"], "ProtocolError")
+        worker.send({"id": 3, "command": "count", "args": {"n": 1}, "stream": 0})
+        self.assertEqual(worker.read_frame()["error"]["type"], "ProtocolError")
+
+    def test_eof_cancels_streams_and_lets_others_finish(self):
+        worker = self.start("--max-concurrency", "2")
+        worker.send({"id": 1, "command": "endless", "stream": 1})
+        self.assertEqual(worker.read_frame()["seq"], 0)
+        worker.send({"id": 2, "command": "nap", "args": {"seconds": 0.3}})
+        time.sleep(0.05)
+        worker.close_stdin()
+        replies = {r["id"]: r for r in (worker.read_frame(), worker.read_frame())}
+        self.assertCancelled(replies[1], 1)
+        self.assertEqual(replies[2]["result"], {"woke": True})
+        self.assertExitCode(worker, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
