@@ -91,7 +91,9 @@ def parse_args(argv):
                         default=DEFAULT_MAX_FRAME_BYTES)
     parser.add_argument("--mode", choices=("pool", "single"), default="pool")
     parser.add_argument("--max-concurrency", type=positive_int, default=1,
-                        help="requests served at once (threads)")
+                        help="requests run at once (sync ones on request "
+                             "threads started as needed, async ones on the "
+                             "event loop)")
     parser.add_argument("--parent-pid", type=positive_int, default=None,
                         help="exit at once unless this is our parent")
     options = parser.parse_args(argv)

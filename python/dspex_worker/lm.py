@@ -3,13 +3,15 @@
 An LM per session, set by configure_lm in that session; configure_lm
 without a session sets the default LM, which serves anonymous requests and
 sessions that configured none (the host replays each to a worker once). A client takes an LMRequest (chat messages plus the structured
-inputs/outputs they were built from) and returns the completion text; the
-predictor parses that text, so the mock exercises the same parsing path as a
-real model.
+inputs/outputs they were built from) and returns the completion text
+(complete), or yields it piece by piece (stream); the predictor parses that
+text, so the mock exercises the same parsing path as a real model.
 """
 
+import contextlib
 import json
 import os
+import re
 import time
 
 from . import dspy_backend
@@ -59,7 +61,8 @@ class MockLM:
     "mock <field> for <inputs as sorted JSON>", so equal inputs always give
     equal outputs and different inputs give different ones. latency_ms
     makes each completion wait that long first (an endpoint's latency,
-    without a network: the I/O-bound benchmark).
+    without a network: the I/O-bound benchmark); a stream waits that long
+    before each token.
     """
 
     provider = "mock"
@@ -83,6 +86,18 @@ class MockLM:
         self.calls += 1
         if self.latency_s:
             time.sleep(self.latency_s)
+        return self._text(request)
+
+    def stream(self, request, sleep=time.sleep):
+        """The completion's tokens (words with their trailing whitespace),
+        latency_ms before each; sleep: a cancellable wait (ctx.sleep)."""
+        self.calls += 1
+        for token in _TOKEN.findall(self._text(request)):
+            if self.latency_s:
+                sleep(self.latency_s)
+            yield token
+
+    def _text(self, request):
         inputs_json = json.dumps(request.inputs, sort_keys=True,
                                  ensure_ascii=False, default=str)
         lines = []
@@ -123,6 +138,32 @@ class OpenAICompatibleLM:
         return self.base_url + "/chat/completions"
 
     def complete(self, request):
+        with self._post(request, stream=False) as response:
+            raw = response.read()
+        return _completion_text(raw, self.url)
+
+    def stream(self, request, sleep=None):
+        """POST with "stream": true; yields each delta's content as the
+        server-sent events arrive (sleep: unused, the mock's)."""
+        with self._post(request, stream=True) as response:
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                # A server that ignored "stream": one whole completion.
+                yield _completion_text(response.read(), self.url)
+                return
+            for line in response:
+                if not line.startswith(b"data:"):
+                    continue          # blank separators, comments, event names
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                content = _delta_content(data, self.url)
+                if content:
+                    yield content
+
+    @contextlib.contextmanager
+    def _post(self, request, stream):
+        """The open response to a chat completion POST; every failure, while
+        it opens and while it is read, as one of the LM error classes."""
         # Imported here: urllib.request costs tens of ms, and most workers
         # (mock LM, plain handlers) never need it.
         import socket
@@ -130,18 +171,20 @@ class OpenAICompatibleLM:
         import urllib.request
 
         self.calls += 1
-        body = json.dumps({"model": self.model, "messages": request.messages,
-                           "temperature": self.temperature,
-                           "max_tokens": self.max_tokens}).encode("utf-8")
+        body = {"model": self.model, "messages": request.messages,
+                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        if stream:
+            body["stream"] = True
         headers = {"Content-Type": "application/json",
-                   "Accept": "application/json"}
+                   "Accept": "text/event-stream" if stream else "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        http_request = urllib.request.Request(self.url, data=body,
-                                              headers=headers, method="POST")
+        http_request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode("utf-8"), headers=headers,
+            method="POST")
         try:
             with urllib.request.urlopen(http_request, timeout=self.timeout_s) as response:
-                raw = response.read()
+                yield response
         except urllib.error.HTTPError as exc:
             detail = _read_error_body(exc)
             raise LMHTTPError(f"POST {self.url} failed with HTTP {exc.code} "
@@ -156,7 +199,6 @@ class OpenAICompatibleLM:
                                  f"{self.timeout_s} s") from None
         except OSError as exc:  # connection reset mid-response, etc.
             raise LMConnectionError(f"POST {self.url} failed: {exc}") from None
-        return _completion_text(raw, self.url)
 
 
 def _read_error_body(exc):
@@ -178,6 +220,30 @@ def _completion_text(raw, url):
     if not isinstance(content, str):
         raise LMResponseError(f"{url} returned a non-text message content")
     return content
+
+
+def _delta_content(data, url):
+    """choices[0].delta.content of one server-sent event ("" when absent)."""
+    try:
+        event = json.loads(data)
+        choices = event["choices"]
+        if not choices:       # a usage-only event
+            return ""
+        content = choices[0].get("delta", {}).get("content")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        snippet = data[:200].decode("utf-8", "replace")
+        raise LMResponseError(f"{url} sent an event that is not a chat "
+                              f"completion chunk: {snippet!r}") from None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise LMResponseError(f"{url} streamed a non-text delta content")
+    return content
+
+
+# A token of the mock's stream: a word and the whitespace after it (and,
+# for the first, any before it): the tokens join back into the text.
+_TOKEN = re.compile(r"\s*\S+\s*")
 
 
 # -- configuration -------------------------------------------------------------

@@ -353,11 +353,28 @@ def execute_program(args, ctx):
                 signature, program.description)
         outputs = dspy_backend.predict(program.dspy_predictor, inputs,
                                        lm.dspy_lm, signature.output_names)
-    else:
-        messages = build_messages(signature, program.description, inputs)
-        text = lm.complete(LMRequest(messages, inputs, signature.output_names))
-        outputs = parse_outputs(text, signature.output_names)
+        return _executed(program, lm, outputs)
+    request = LMRequest(build_messages(signature, program.description, inputs),
+                        inputs, signature.output_names)
+    if ctx.stream:
+        # A generator: the worker sends each token as a chunk.
+        return _stream_tokens(program, lm, request, ctx)
+    text = lm.complete(request)
+    return _executed(program, lm, parse_outputs(text, signature.output_names))
 
+
+def _stream_tokens(program, lm, request, ctx):
+    """Yields {"token": t} per token of the completion, then returns what
+    the unary call returns (outputs parsed from the whole text)."""
+    parts = []
+    for token in lm.stream(request, ctx.sleep):
+        parts.append(token)
+        yield {"token": token}
+    return _executed(program, lm,
+                     parse_outputs("".join(parts), request.output_fields))
+
+
+def _executed(program, lm, outputs):
     program.executions += 1
     program.last_executed_at = time.time()
     return {"outputs": outputs, "program_id": program.program_id, "lm": lm.name}

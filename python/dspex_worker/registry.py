@@ -125,18 +125,20 @@ class CommandContext:
     private to this worker that handlers may keep data in between calls;
     session_state is a dict for this session only, dropped by cleanup_session.
     cancelled turns True when the host cancels the request; deadline is the
-    caller's deadline in time.monotonic() seconds (None: none); sleep()
-    waits and returns early on cancel.
+    caller's deadline in time.monotonic() seconds (None: none); stream is
+    the credit window when what a generator yields reaches the caller as
+    chunks (None: a unary call); sleep() waits and returns early on cancel.
     """
 
-    __slots__ = ("worker", "request_id", "session_id", "deadline", "cancelled",
-                 "_event")
+    __slots__ = ("worker", "request_id", "session_id", "deadline", "stream",
+                 "cancelled", "_event")
 
-    def __init__(self, worker, request_id, session_id, deadline=None):
+    def __init__(self, worker, request_id, session_id, deadline=None, stream=None):
         self.worker = worker
         self.request_id = request_id
         self.session_id = session_id
         self.deadline = deadline
+        self.stream = stream
         self.cancelled = False
         self._event = None
 

@@ -60,18 +60,15 @@ class Call(CommandContext):
     """The ctx of a request that runs off the protocol thread, and what its
     cancel and acks act on."""
 
-    __slots__ = ("name", "args", "handler", "stream", "on_loop", "slot",
+    __slots__ = ("name", "args", "handler", "on_loop", "slot",
                  "async_sent", "acked", "credit", "waiter", "task")
 
     def __init__(self, worker, request, handler, on_loop):
-        timeout_ms = request.timeout_ms
         super().__init__(worker, request.id, request.session_id,
-                         None if timeout_ms is None
-                         else time.monotonic() + timeout_ms / 1000.0)
+                         _deadline(request), request.stream)
         self.name = request.command
         self.args = request.args
         self.handler = handler
-        self.stream = request.stream      # the credit window, None: unary
         self.on_loop = on_loop
         self.slot = None                  # the request thread it runs on
         self.async_sent = False           # Cancelled was raised in it
@@ -138,6 +135,11 @@ def _in_window(slot, call, fn, arg1, arg2=None):
         _leave(slot, call)
         step = _CANCELLED_STEP
     return step
+
+
+def _deadline(request):
+    timeout_ms = request.timeout_ms
+    return None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
 
 
 def _drain(gen):
@@ -339,10 +341,9 @@ class Worker:
     def run(self, handler, request):
         """Run a request on this thread (state and inline commands); its
         reply frame (None: no reply)."""
-        timeout_ms = request.timeout_ms
+        # No chunks from here (ctx.stream None): a generator is drained.
         ctx = CommandContext(self, request.id, request.session_id,
-                             None if timeout_ms is None
-                             else time.monotonic() + timeout_ms / 1000.0)
+                             _deadline(request))
         try:
             result = handler(request.args, ctx)
             if type(result) is _GENERATOR:

@@ -106,6 +106,34 @@ class ProgramCommandTest(WorkerTestCase):
         self.assertEqual(result, {"outputs": {"answer": 'mock answer for {"question": "2+2?"}'},
                                   "program_id": "qa", "lm": "mock/mock"})
 
+    def test_mock_streams_tokens_then_the_unary_result(self):
+        self.mock(latency_ms=5)
+        self.worker.call("create_program", {"id": "qa", "signature": "q -> a, b"})
+        args = {"program_id": "qa", "inputs": {"q": "two words"}}
+        unary = self.worker.call("execute_program", args)
+        chunks, reply = self.worker.stream("execute_program", args, window=2)
+        self.assertTrue(reply["success"], reply)
+        self.assertEqual(reply["result"], unary)
+        tokens = [c["token"] for c in chunks]
+        self.assertGreater(len(tokens), 5)
+        self.assertTrue(all(t.strip() and t == t.lstrip() for t in tokens), tokens)
+        self.assertEqual("".join(tokens),
+                         'a: mock a for {"q": "two words"}\nb: mock b for {"q": "two words"}')
+        info = self.worker.call("get_program_info", {"program_id": "qa"})
+        self.assertEqual(info["executions"], 2)
+
+    def test_a_slow_mock_stream_is_cancelled_between_tokens(self):
+        self.mock(latency_ms=60000)
+        self.worker.call("create_program", {"id": "qa", "signature": QA})
+        self.worker.send({"id": 50, "command": "execute_program", "stream": 4,
+                          "args": {"program_id": "qa", "inputs": {"question": "q"}}})
+        self.worker.assert_no_output(0.2)
+        self.worker.send({"type": "cancel", "id": 50})
+        reply = self.worker.read_frame()
+        self.assertEqual((reply["id"], reply["error"]["type"]), (50, "cancelled"))
+        info = self.worker.call("get_program_info", {"program_id": "qa"})
+        self.assertEqual(info["executions"], 0)
+
     def test_mock_is_deterministic_across_calls_and_workers(self):
         other = self.start_worker(worker_id="t2")
         outputs = []

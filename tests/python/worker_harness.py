@@ -141,6 +141,26 @@ class WorkerProcess:
             raise AssertionError(f"{command} unexpectedly succeeded: {reply}")
         return reply["error"]
 
+    def stream(self, command, args=None, session_id=None, window=8,
+               timeout=DEFAULT_TIMEOUT):
+        """A streaming request, each chunk acked as it is read: (the chunks'
+        data in order, the final reply)."""
+        request_id = self._next_id
+        self._next_id += 1
+        self.send({"id": request_id, "command": command, "args": args or {},
+                   "session_id": session_id, "stream": window})
+        chunks = []
+        while True:
+            message = self.read_frame(timeout)
+            if message.get("id") != request_id:
+                raise AssertionError(f"frame for id {message.get('id')} during {request_id}: {message}")
+            if message.get("type") != "chunk":
+                return chunks, message
+            if message["seq"] != len(chunks):
+                raise AssertionError(f"chunk seq {message['seq']} after {len(chunks)} chunks")
+            chunks.append(message["data"])
+            self.send({"type": "ack", "id": request_id, "seq": message["seq"]})
+
     # -- process ----------------------------------------------------------------
 
     def wait(self, timeout=DEFAULT_TIMEOUT):
