@@ -19,7 +19,6 @@
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
-#include <dspex/bridge/io_loop.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -163,49 +162,23 @@ public:
   caf::expected<caf::actor> resolve(const std::string& name) const;
   /// The names of the tree's pools and remote pools, in config order.
   std::vector<std::string> pool_names() const;
-  caf::actor root() const { return root_; }
+  caf::actor root() const;
   /// The port the router is published on (config `listen`; port 0 there
   /// picks one); 0 when the node does not listen.
-  std::uint16_t listen_port() const { return listen_port_; }
-  bridge_mode mode() const { return mode_; }
+  std::uint16_t listen_port() const;
+  bridge_mode mode() const;
   /// The tree's max_json_depth: execute* refuses deeper args
   /// (invalid_request) before they reach a pool; the control socket and
   /// the router check request text against it.
-  std::size_t max_json_depth() const { return max_json_depth_; }
-  const std::string& mode_message() const { return mode_message_; }
-
-  explicit node(caf::actor_system& sys);
-
-  /// Internal: what the node's watcher actor shares with the node (node.cpp).
-  struct root_watch;
-  /// Internal: the blocking calls into the tree, with their reusable callers
-  /// (node.cpp).
-  struct caller_pool;
+  std::size_t max_json_depth() const;
+  const std::string& mode_message() const;
 
 private:
-  caf::error listen(const tree_config& cfg);
+  /// What a node holds (actors/node/detail/node_impl.hpp).
   struct impl;
-  caf::actor_system& sys_;
-  std::shared_ptr<root_watch> watch_;
-  std::shared_ptr<caller_pool> callers_;
-  caf::actor root_;
-  caf::actor events_;
-  bridge_mode mode_ = bridge_mode::pool;
-  std::string mode_message_;
-  std::shared_ptr<class directory> dir_;
-  std::shared_ptr<bridge::io_loop> loop_;
-  std::vector<std::string> pool_names_;
-  std::vector<std::string> remote_names_;
-  /// Every name pool() knows, with its directory key, in config order.
-  std::vector<std::pair<std::string, std::string>> named_;
-  std::string single_worker_;
-  caf::actor router_;             ///< published when the config listens
-  std::uint16_t listen_port_ = 0;
-  std::string listen_host_;
-  bool listen_tls_ = false;
-  std::size_t max_json_depth_ = bridge::default_max_json_depth;
-  std::unique_ptr<class router_guard> guard_;  ///< bounds on the router port
-  bool stopped_ = false;
+  explicit node(caf::actor_system& sys);
+  caf::error listen(const tree_config& cfg);
+  std::unique_ptr<impl> impl_;
 };
 
 } // namespace dspex

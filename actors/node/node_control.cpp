@@ -3,6 +3,8 @@
 // which_children to the parent supervisor, whose dynamic API does the rest.
 #include <dspex/actors/node/node.hpp>
 
+#include <dspex/actors/node/detail/node_impl.hpp>
+
 #include <dspex/supervision/supervisor.hpp>
 
 #include <caf/all.hpp>
@@ -99,8 +101,8 @@ caf::error api_error(const std::string& path, const caf::error& e) {
 } // namespace
 
 caf::error node::stop_child(const std::string& path) {
-  caf::scoped_actor self{sys_};
-  auto c = locate(self, root_, path);
+  caf::scoped_actor self{impl_->sys};
+  auto c = locate(self, impl_->root, path);
   if (!c)
     return c.error();
   if (auto e = sup::terminate_child(self, c->parent, c->id, caf::duration{api_timeout}))
@@ -109,8 +111,8 @@ caf::error node::stop_child(const std::string& path) {
 }
 
 caf::error node::start_child(const std::string& path) {
-  caf::scoped_actor self{sys_};
-  auto c = locate(self, root_, path);
+  caf::scoped_actor self{impl_->sys};
+  auto c = locate(self, impl_->root, path);
   if (!c)
     return c.error();
   auto r = sup::restart_child(self, c->parent, c->id, caf::duration{api_timeout});
@@ -118,8 +120,8 @@ caf::error node::start_child(const std::string& path) {
 }
 
 caf::error node::restart_child(const std::string& path) {
-  caf::scoped_actor self{sys_};
-  auto c = locate(self, root_, path);
+  caf::scoped_actor self{impl_->sys};
+  auto c = locate(self, impl_->root, path);
   if (!c)
     return c.error();
   if (c->info.handle)
@@ -130,13 +132,13 @@ caf::error node::restart_child(const std::string& path) {
 }
 
 void node::subscribe(const caf::actor& subscriber) {
-  if (root_ && subscriber)
-    caf::anon_send(root_, caf::subscribe_atom::value, subscriber);
+  if (impl_->root && subscriber)
+    caf::anon_send(impl_->root, caf::subscribe_atom::value, subscriber);
 }
 
 void node::unsubscribe(const caf::actor& subscriber) {
-  if (root_ && subscriber)
-    caf::anon_send(root_, caf::unsubscribe_atom::value, subscriber);
+  if (impl_->root && subscriber)
+    caf::anon_send(impl_->root, caf::unsubscribe_atom::value, subscriber);
 }
 
 } // namespace dspex
