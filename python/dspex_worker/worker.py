@@ -28,6 +28,7 @@ import collections
 import functools
 import os
 import queue
+import sys
 import threading
 import time
 import types
@@ -47,6 +48,9 @@ EXIT_FRAME_TOO_LARGE = 2
 # Run on the protocol thread, in arrival order (see above).
 STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program",
                             "cleanup_session", "shutdown"})
+
+# The GIL's switch interval in a worker (see serve).
+SWITCH_INTERVAL_S = 0.001
 
 # A request thread idle this long ends (a burst of 1000 leaves no 1000 threads).
 IDLE_THREAD_S = 30.0
@@ -284,6 +288,11 @@ class Worker:
 
     def serve(self):
         """Serve until EOF, shutdown or a fatal framing error; returns the exit code."""
+        # A frame read while a handler computes waits for the GIL up to the
+        # switch interval (5 ms by default), and so does the Cancelled it
+        # raises: 1 ms keeps a cancel prompt. It costs nothing while the
+        # protocol thread sleeps in its read, the common case.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         read_frame = self.channel.read_frame
         write_frame = self.channel.write_frame
         here = STATE_COMMANDS | self.registry.inline_names()
