@@ -27,7 +27,7 @@ namespace {
 // frame's prefix and answers that request), the args last.
 write_result append_request_body(std::string& out, std::uint64_t id, std::string_view command,
                                  const json& args, const std::optional<std::string>& session_id,
-                                 std::size_t max_depth) {
+                                 std::size_t max_depth, request_extras extras = {}) {
   constexpr write_result not_utf8{write_refusal::not_utf8};
   out += "{\"id\":";
   out += std::to_string(id);
@@ -42,18 +42,34 @@ write_result append_request_body(std::string& out, std::uint64_t id, std::string
   out += ",\"args\":";
   if (auto r = append_json(out, args, max_depth); !r)
     return r;
+  if (extras.timeout_ms > 0) {
+    out += ",\"timeout_ms\":";
+    out += std::to_string(extras.timeout_ms);
+  }
+  if (extras.stream > 0) {
+    out += ",\"stream\":";
+    out += std::to_string(extras.stream);
+  }
   out += '}';
   return {};
+}
+
+template <class Body>
+void append_framed(std::string& out, Body body) {
+  const auto start = out.size();
+  out.append(frame_header_bytes, '\0');
+  body();
+  write_frame_header(&out[start], static_cast<std::uint32_t>(out.size() - start - frame_header_bytes));
 }
 
 } // namespace
 
 write_result append_request_frame(std::string& out, std::uint64_t id, std::string_view command,
                                   const json& args, const std::optional<std::string>& session_id,
-                                  std::size_t max_depth) {
+                                  std::size_t max_depth, request_extras extras) {
   const auto start = out.size();
   out.append(frame_header_bytes, '\0');
-  if (auto r = append_request_body(out, id, command, args, session_id, max_depth); !r) {
+  if (auto r = append_request_body(out, id, command, args, session_id, max_depth, extras); !r) {
     out.resize(start);
     return r;
   }
@@ -63,6 +79,24 @@ write_result append_request_frame(std::string& out, std::uint64_t id, std::strin
 
 write_result append_request_frame(std::string& out, const request& req, std::size_t max_depth) {
   return append_request_frame(out, req.id, req.command, req.args, req.session_id, max_depth);
+}
+
+void append_cancel_frame(std::string& out, std::uint64_t id) {
+  append_framed(out, [&] {
+    out += "{\"type\":\"cancel\",\"id\":";
+    out += std::to_string(id);
+    out += '}';
+  });
+}
+
+void append_ack_frame(std::string& out, std::uint64_t id, std::uint64_t seq) {
+  append_framed(out, [&] {
+    out += "{\"type\":\"ack\",\"id\":";
+    out += std::to_string(id);
+    out += ",\"seq\":";
+    out += std::to_string(seq);
+    out += '}';
+  });
 }
 
 std::string encode_request(const request& req) {
@@ -77,6 +111,8 @@ std::string encode_request(const request& req) {
 }
 
 std::string encode_reply(const reply& rep) {
+  if (rep.is_chunk)
+    return json{{"id", rep.id}, {"type", "chunk"}, {"seq", rep.seq}, {"data", rep.result}}.dump();
   json j = {{"id", rep.id}, {"success", rep.success}};
   if (rep.success) {
     j["result"] = rep.result;
@@ -180,24 +216,67 @@ bool skip(std::string_view& s, std::string_view prefix) {
 // per reply, the largest user-space item of the host's profile). Anything
 // else, valid or not, is left to the full parse, so verdicts and results
 // are the same either way.
-bool parse_plain_success(std::string_view s, reply& rep) {
-  if (!skip(s, R"({"id":)"))
-    return false;
-  // No sign, no blank; out of range (above uint64) the full parse calls it
-  // not an id.
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), rep.id);
+// An unsigned JSON integer at the start of `s`, taken off it. No sign, no
+// blank; out of range (above uint64) the full parse calls it not an id.
+bool skip_uint(std::string_view& s, std::uint64_t& n) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
   const auto digits = static_cast<std::size_t>(end - s.data());
   if (ec != std::errc{} || (digits > 1 && s[0] == '0'))  // JSON has no leading zeros
     return false;
   s.remove_prefix(digits);
-  if (!skip(s, R"(,"success":true,"result":)") || s.size() < 2 || s.back() != '}')
+  return true;
+}
+
+// The value that ends the envelope: `s` is `V}`.
+bool parse_last_member(std::string_view s, json& out) {
+  if (s.size() < 2 || s.back() != '}')
     return false;
   s.remove_suffix(1);
-  auto result = json::parse(s.begin(), s.end(), nullptr, false);
-  if (result.is_discarded())
+  auto v = json::parse(s.begin(), s.end(), nullptr, false);
+  if (v.is_discarded())
+    return false;
+  out = std::move(v);
+  return true;
+}
+
+bool parse_plain_success(std::string_view s, reply& rep) {
+  if (!skip(s, R"({"id":)") || !skip_uint(s, rep.id))
+    return false;
+  if (skip(s, R"(,"type":"chunk","seq":)")) {
+    // A chunk as the worker spells it: {"id":N,"type":"chunk","seq":S,"data":X}.
+    if (!skip_uint(s, rep.seq) || !skip(s, R"(,"data":)") || !parse_last_member(s, rep.result))
+      return false;
+    rep.is_chunk = true;
+    rep.success = true;
+    return true;
+  }
+  if (!skip(s, R"(,"success":true,"result":)") || !parse_last_member(s, rep.result))
     return false;
   rep.success = true;
-  rep.result = std::move(result);
+  return true;
+}
+
+// {"type": ...} of a worker frame: absent for a reply, "chunk" for a chunk.
+// False (with `err`) for anything else.
+bool read_chunk_fields(json& j, reply& rep, protocol_error& err) {
+  auto t = j.find("type");
+  if (t == j.end())
+    return true;
+  if (!t->is_string() || *t != "chunk") {
+    err = {protocol_errc::bad_envelope, "unknown frame type " + t->dump()};
+    return false;
+  }
+  auto seq = j.find("seq");
+  if (seq == j.end() || !seq->is_number_unsigned()) {
+    err = {protocol_errc::bad_envelope, "chunk without an unsigned \"seq\""};
+    return false;
+  }
+  rep.is_chunk = true;
+  rep.success = true;
+  rep.seq = seq->get<std::uint64_t>();
+  auto data = j.find("data");
+  if (data != j.end())
+    rep.result = std::move(*data);
   return true;
 }
 
@@ -221,6 +300,13 @@ std::variant<reply, protocol_error> parse_too_deep(std::string_view body, std::s
   protocol_error err{protocol_errc::bad_envelope, {}};
   if (!read_id(j, rep.id, err))
     return err;
+  if (!read_chunk_fields(j, rep, err))
+    return err;
+  if (rep.is_chunk) {
+    rep.result = nullptr;
+    rep.too_deep = depth_message("a chunk of the command's stream", max_depth);
+    return rep;
+  }
   auto ok = j.find("success");
   if (ok == j.end() || !ok->is_boolean())
     return protocol_error{protocol_errc::bad_envelope, "missing or non-boolean \"success\""};
@@ -246,6 +332,10 @@ std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size
   reply rep;
   if (!read_id(*j, rep.id, err))
     return err;
+  if (!read_chunk_fields(*j, rep, err))
+    return err;
+  if (rep.is_chunk)
+    return rep;
   auto ok = j->find("success");
   if (ok == j->end() || !ok->is_boolean())
     return protocol_error{protocol_errc::bad_envelope, "missing or non-boolean \"success\""};

@@ -54,15 +54,26 @@ struct python_error {
   std::string traceback;  ///< empty when the worker sent none
 };
 
+/// A worker frame: a reply, or (is_chunk) one chunk of a stream, whose
+/// data is in `result` (protocol 2, docs/architecture.md).
 struct reply {
   std::uint64_t id = 0;
   bool success = false;
+  bool is_chunk = false;  ///< {"id","type":"chunk","seq","data"}: success is true
+  std::uint64_t seq = 0;  ///< the chunk's number in its stream
   json result;         ///< when success
   python_error error;  ///< when !success
   /// Non-empty: the reply is well-formed but nests deeper than the limit
   /// parse_reply was given (this says so); result and error are then empty.
   /// Its request fails (result_too_deep), the stream stays sound.
   std::string too_deep;
+};
+
+/// What a request frame carries beyond the request (protocol 2): what is
+/// left of its caller's deadline, and whether the caller takes a stream.
+struct request_extras {
+  std::uint64_t timeout_ms = 0;  ///< 0: not sent
+  std::uint32_t stream = 0;      ///< the credit window; 0: a unary call
 };
 
 /// Appends the request's frame (length prefix, then its JSON body) to `out`
@@ -75,7 +86,14 @@ write_result append_request_frame(std::string& out, const request& req,
 /// The same from a request's parts, which the caller keeps.
 write_result append_request_frame(std::string& out, std::uint64_t id, std::string_view command,
                                   const json& args, const std::optional<std::string>& session_id,
-                                  std::size_t max_depth = default_max_json_depth);
+                                  std::size_t max_depth = default_max_json_depth,
+                                  request_extras extras = {});
+
+/// Appends {"type":"cancel","id":N}: stop request `id`.
+void append_cancel_frame(std::string& out, std::uint64_t id);
+
+/// Appends {"type":"ack","id":N,"seq":S}: the caller took chunks 0..seq.
+void append_ack_frame(std::string& out, std::uint64_t id, std::uint64_t seq);
 
 /// The JSON body of a request frame; throws std::invalid_argument where
 /// append_request_frame returns false.
@@ -87,7 +105,7 @@ std::string encode_reply(const reply& rep);
 /// True when `s` is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
 bool is_valid_utf8(std::string_view s) noexcept;
 
-/// Parses a frame body as a reply; never throws. A well-formed reply whose
+/// Parses a frame body as a reply or a chunk; never throws. A well-formed reply whose
 /// result (or error) nests deeper than `max_depth` comes back with only its
 /// id and success, and `too_deep` set: nothing deeper is built.
 std::variant<reply, protocol_error> parse_reply(std::string_view body,

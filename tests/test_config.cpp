@@ -72,10 +72,10 @@ TEST_CASE("worker.sched_batch: on by default, a boolean, reaches the pool's work
   CHECK_FALSE(pool_of(*cfg)->worker.sched_batch);
 }
 
-TEST_CASE("worker.max_concurrency: 1 by default, 1..1024, reaches the pool's worker config") {
+TEST_CASE("worker.max_concurrency: 1 by default, 1..10000, reaches the pool's worker config") {
   auto j = default_config();
   auto& w = j["root"]["children"][1]["worker"];
-  for (auto bad : {json(0), json(1025), json(-1), json(2.5), json("4")}) {
+  for (auto bad : {json(0), json(10001), json(-1), json(2.5), json("4")}) {
     w["max_concurrency"] = bad;
     auto p = problems(j);
     CHECK_MESSAGE(p.find("root.children[1].worker.max_concurrency") != std::string::npos, p);

@@ -68,6 +68,7 @@ json default_config() {
             {"max_frame_bytes", 64 * 1024 * 1024},
             {"fault_injection", false},
             {"max_concurrency", 1},
+            {"stream_window", 32},
             {"sched_batch", true},
             {"stop_grace_ms", 2000},
             {"term_grace_ms", 1000},
@@ -271,7 +272,8 @@ void read_worker(reader& r, worker_config& w) {
   r.ms("timeout_grace_ms", w.timeout_grace);
   r.integer("max_frame_bytes", w.max_frame_bytes, 16, 1LL << 31);
   r.boolean("fault_injection", w.fault_injection);
-  r.integer("max_concurrency", w.max_concurrency, 1, 1024);
+  r.integer("max_concurrency", w.max_concurrency, 1, 10000);
+  r.integer("stream_window", w.stream_window, 1, 65536);
   r.boolean("sched_batch", w.sched_batch);
   r.ms("stop_grace_ms", w.stop_grace);
   r.ms("term_grace_ms", w.term_grace);

@@ -36,6 +36,7 @@ const char* to_string(errc code) noexcept {
     case errc::node_down: return "node_down";
     case errc::resource_exhausted: return "resource_exhausted";
     case errc::result_too_deep: return "result_too_deep";
+    case errc::cancelled: return "cancelled";
   }
   return "unknown";
 }

@@ -49,10 +49,12 @@ enum class errc : std::uint8_t {
   result_too_deep,       ///< the command ran, but its result (a well-formed reply)
                          ///< nests deeper than max_json_depth: that request fails,
                          ///< the worker serves on. An answer: never a worker fault
+  cancelled,             ///< the request was cancelled (its caller cancelled it, died or
+                         ///< disconnected); the worker's handler was told to stop
 };
 
 /// The last errc (for loops over every class).
-inline constexpr errc errc_last = errc::result_too_deep;
+inline constexpr errc errc_last = errc::cancelled;
 
 inline constexpr caf::atom_value error_category = caf::atom("dspex");
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/actor.hpp>
 #include <caf/atom.hpp>
 
 #include <nlohmann/json.hpp>
@@ -20,6 +21,16 @@ using exec_atom = caf::atom_constant<caf::atom("exec")>;        ///< (exec, comm
 using stats_atom = caf::atom_constant<caf::atom("stats")>;      ///< (stats) -> json
 using ready_atom = caf::atom_constant<caf::atom("ready")>;      ///< (ready) -> unit once initialised
 using status_atom = caf::atom_constant<caf::atom("status")>;    ///< (status) -> json snapshot
+/// (cancel, ref) from a caller to the pool (or worker) it sent (exec) to:
+/// cancel its request `ref` (command_request::ref). Its answer is
+/// `cancelled` at once; the handler is told to stop. One way.
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+/// (chunk, stream_chunk) from a worker to a request's sink, in order,
+/// before the request's answer.
+using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
+/// (ack, wire, seq) from a sink to the chunk's sender: chunks up to `seq`
+/// of stream `wire` are taken (see stream_chunk::ack).
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
 
 // -- worker internals (from the io thread to the worker actor) ---------------
 using frame_atom = caf::atom_constant<caf::atom("frame")>;
@@ -71,6 +82,19 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 /// (sid set) or pool `pool`'s default LM (sid none) is now at `version`.
 using versions_atom = caf::atom_constant<caf::atom("versions")>;
 
+/// One chunk of a streaming request, as its sink receives it.
+struct stream_chunk {
+  std::uint64_t ref = 0;   ///< the request's command_request::ref
+  std::uint64_t seq = 0;   ///< 0, 1, 2, ... without gaps
+  json data;
+  std::uint64_t wire = 0;  ///< the stream's id on its worker: echo it in (ack)
+  /// The sink must answer (ack, wire, seq) to the sender once it has taken
+  /// this chunk: the worker stops sending when the sink falls a whole
+  /// window behind (worker.stream_window), so a slow sink cannot make the
+  /// host buffer without bound. Set on every window/2-th chunk.
+  bool ack = false;
+};
+
 /// One command for a worker. A zero timeout means the worker's default.
 struct command_request {
   std::string command;
@@ -84,6 +108,13 @@ struct command_request {
   /// The pool's name for this job on its worker, echoed in (done) and
   /// (timedout): with max_concurrency > 1 replies come back in any order.
   std::uint64_t tag = 0;
+  /// The caller's name for the request, not 0: it may then cancel it
+  /// (cancel, ref), and the pool cancels it when the caller dies. Unique
+  /// among the caller's requests in flight. 0: not cancellable.
+  std::uint64_t ref = 0;
+  /// Set: the caller takes a stream; the handler's chunks go to `sink` as
+  /// (chunk, stream_chunk) before the answer. Needs ref.
+  caf::actor sink;
 };
 
 inline command_request make_command(std::string name, json args = json::object(),
@@ -101,4 +132,5 @@ inline command_request make_command(std::string name, json args = json::object()
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nlohmann::json)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dspex::command_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dspex::stream_chunk)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::optional<std::string>)

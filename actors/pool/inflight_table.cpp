@@ -8,6 +8,8 @@
 #include <caf/mailbox_element.hpp>
 #include <caf/message_id.hpp>
 
+#include <algorithm>
+
 namespace dspex {
 
 void inflight_table::bind(const caf::actor_addr& worker, const caf::actor& pool) {
@@ -71,6 +73,71 @@ std::optional<inflight_request> inflight_table::take_locked(std::uint64_t id) {
   return r;
 }
 
+std::optional<std::pair<std::uint64_t, inflight_request>>
+inflight_table::take_by_ref(const caf::actor_addr& caller, std::uint64_t ref) {
+  std::lock_guard<std::mutex> g(mx_);
+  if (ref == 0)
+    return std::nullopt;
+  // A scan: cancels are rare, and a worker holds at most max_concurrency.
+  for (auto& [id, r] : requests_)
+    if (r.ref == ref && caf::actor_cast<caf::actor_addr>(r.rp.source()) == caller) {
+      auto key = id;
+      return std::make_pair(key, std::move(*take_locked(key)));
+    }
+  return std::nullopt;
+}
+
+bool inflight_table::contains(std::uint64_t id) const {
+  std::lock_guard<std::mutex> g(mx_);
+  return requests_.count(id) > 0;
+}
+
+chunk_verdict inflight_table::chunk_locked(bridge::reply& rep, caf::actor& sink, caf::message& msg,
+                                           std::string& why) {
+  auto it = requests_.find(rep.id);
+  if (it == requests_.end())
+    return chunk_verdict::unknown;
+  auto& r = it->second;
+  if (!r.sink) {
+    why = "chunk for request " + std::to_string(rep.id) + ", which asked for no stream";
+    return chunk_verdict::bad;
+  }
+  if (rep.seq != r.next_seq) {
+    why = "chunk " + std::to_string(rep.seq) + " of request " + std::to_string(rep.id)
+          + " where " + std::to_string(r.next_seq) + " was due";
+    return chunk_verdict::bad;
+  }
+  ++r.next_seq;
+  const std::uint64_t half = std::max<std::uint32_t>(1, r.window / 2);
+  sink = r.sink;
+  msg = caf::make_message(chunk_atom::value,
+                          stream_chunk{r.ref, rep.seq, std::move(rep.result), rep.id,
+                                       (rep.seq + 1) % half == 0});
+  return chunk_verdict::delivered;
+}
+
+chunk_verdict inflight_table::chunk(bridge::reply& rep, std::string& why) {
+  return deliver_chunk(rep, why, false);
+}
+
+chunk_verdict inflight_table::deliver_chunk(bridge::reply& rep, std::string& why, bool direct_only) {
+  caf::actor sink;
+  caf::message msg;
+  caf::actor_addr worker;
+  chunk_verdict v;
+  {
+    std::lock_guard<std::mutex> g(mx_);
+    if (direct_only && !direct_)
+      return chunk_verdict::unknown;
+    v = chunk_locked(rep, sink, msg, why);
+    worker = worker_;
+  }
+  if (v == chunk_verdict::delivered)
+    caf::actor_cast<caf::abstract_actor*>(sink)->enqueue(
+      caf::actor_cast<caf::strong_actor_ptr>(worker), caf::make_message_id(), std::move(msg), nullptr);
+  return v;
+}
+
 std::vector<inflight_request> inflight_table::take_all() {
   std::lock_guard<std::mutex> g(mx_);
   accepting_ = false;
@@ -119,6 +186,12 @@ inflight_table::counts inflight_table::snapshot() const {
 }
 
 bool inflight_table::answer(bridge::reply& rep) {
+  if (rep.is_chunk) {
+    // In order and for a known stream: straight to its sink; anything else
+    // (a too-deep chunk, one the actor must classify) goes to the actor.
+    std::string why;
+    return rep.too_deep.empty() && deliver_chunk(rep, why, true) == chunk_verdict::delivered;
+  }
   inflight_request req;
   caf::actor pool;
   caf::actor_addr worker;

@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace dspex {
 
@@ -71,6 +72,10 @@ struct job {
   std::uint64_t change = 0;  // session change its request makes, to settle
   std::uint64_t trial = 0;   // breaker ticket (0: none)
   clock_type::time_point submitted;  // when its caller asked (latency)
+  std::uint64_t ref = 0;             // the caller's name for it (0: not cancellable)
+  caf::actor_addr caller;
+  bool sent = true;       // with the worker (false: waiting on the registry's plan)
+  bool cancelled = false; // cancelled while not yet sent: never sent
 };
 
 bool is_recycling(replace_cause c) {
@@ -129,6 +134,9 @@ struct pool_state {
   std::deque<waiter> queue;
   deadline_book queue_deadlines;  // of the waiters in the queue, behind one timer
   std::unordered_map<std::string, caf::actor_addr> affinity;
+  // Callers of cancellable requests (ref != 0), monitored: one that dies
+  // has its requests cancelled. An entry goes when its caller does.
+  std::unordered_set<caf::actor_addr> callers;
   // The session registry last used (a new one is announced to) and the
   // private one of a pool configured without a registry.
   caf::actor registry;
@@ -272,6 +280,7 @@ caf::actor current_registry(pool_actor* self) {
 }
 
 void worker_free(pool_actor* self, worker_entry& w);
+void check_drained(pool_actor* self);
 void fill(pool_actor* self, worker_entry& w);
 void job_left(pool_actor* self, worker_entry& w);
 
@@ -352,6 +361,8 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
   auto hdl = w.hdl;
   auto session = wt.session;
   auto tag = wt.req.tag;
+  if (!w.jobs.empty() && w.jobs.back().tag == tag)
+    w.jobs.back().sent = false;
   auto rp = std::move(wt.rp);
   // No deadline: the registry is local and always answers (or is gone, and
   // CAF answers request_receiver_down); a timer per request would hold
@@ -374,8 +385,20 @@ void dispatch(pool_actor* self, worker_entry& w, waiter& wt) {
             it->second.seen_sessions[*session] = plan.seen.session;
           it->second.seen_default = plan.seen.defaults;
           for (auto& j : it->second.jobs)
-            if (j.tag == tag)
+            if (j.tag == tag) {
               j.change = plan.change;
+              j.sent = true;
+              if (j.cancelled) {
+                // Cancelled while the registry planned: it never runs.
+                fail(self, rp, errc::cancelled, "request cancelled by its caller");
+                auto left = take_job(it->second, tag);
+                settle(self, *left, false);
+                self->state.drop_trial(left->trial);
+                job_left(self, it->second);
+                check_drained(self);
+                return;
+              }
+            }
         }
         // In order before the request; their replies come here and are
         // dropped (a failure shows in the request's own answer).
@@ -430,7 +453,8 @@ void hand_over(pool_actor* self, worker_entry& w, waiter& wt) {
   w.st = wstate::busy;
   wt.req.pooled = true;
   wt.req.tag = st.next_job++;
-  w.jobs.push_back(job{wt.req.tag, 0, wt.trial, wt.enqueued});
+  w.jobs.push_back(job{wt.req.tag, 0, wt.trial, wt.enqueued, wt.req.ref,
+                       caf::actor_cast<caf::actor_addr>(wt.rp.source())});
   wt.trial = 0;
   // The caller's deadline counts from submission: the worker gets what is
   // left of it after the wait.
@@ -793,6 +817,50 @@ void submit(pool_actor* self, waiter wt) {
   grow_if_needed(self);
 }
 
+// (cancel, ref) from `caller`: a queued request is answered `cancelled`
+// here; one on a worker is cancelled there (its slot stays taken until the
+// handler ends); one still waiting on the registry is never sent.
+void cancel_request(pool_actor* self, const caf::actor_addr& caller, std::uint64_t ref) {
+  auto& st = self->state;
+  if (ref == 0 || !caller)
+    return;
+  auto q = std::find_if(st.queue.begin(), st.queue.end(), [&](const waiter& wt) {
+    return !wt.lease && wt.req.ref == ref && caf::actor_cast<caf::actor_addr>(wt.rp.source()) == caller;
+  });
+  if (q != st.queue.end()) {
+    auto wt = std::move(*q);
+    st.queue.erase(q);
+    st.queue_deadlines.remove(wt.deadline, wt.id);
+    fail(self, wt, errc::cancelled, "request cancelled by its caller while queued");
+    check_drained(self);
+    return;
+  }
+  for (auto& [a, w] : st.workers)
+    for (auto& j : w.jobs)
+      if (j.ref == ref && j.caller == caller) {
+        if (j.sent)
+          self->send(w.hdl, cancel_atom::value, ref, caller);
+        else
+          j.cancelled = true;
+        return;
+      }
+}
+
+// A caller of cancellable requests died: each of them is cancelled.
+void cancel_all_of(pool_actor* self, const caf::actor_addr& caller) {
+  auto& st = self->state;
+  std::vector<std::uint64_t> refs;
+  for (auto& wt : st.queue)
+    if (!wt.lease && wt.req.ref != 0 && caf::actor_cast<caf::actor_addr>(wt.rp.source()) == caller)
+      refs.push_back(wt.req.ref);
+  for (auto& [a, w] : st.workers)
+    for (auto& j : w.jobs)
+      if (j.ref != 0 && j.caller == caller)
+        refs.push_back(j.ref);
+  for (auto ref : refs)
+    cancel_request(self, caller, ref);
+}
+
 void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
   auto& st = self->state;
   auto it = st.workers.find(dm.source);
@@ -1101,10 +1169,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     self->quit(msg.reason);
   });
   self->set_down_handler([self](caf::down_msg& dm) {
-    if (self->state.workers.count(dm.source))
+    if (self->state.workers.count(dm.source)) {
       on_worker_down(self, dm);
-    else
-      on_holder_down(self, dm);
+      return;
+    }
+    if (self->state.callers.erase(dm.source) > 0)
+      cancel_all_of(self, dm.source);
+    on_holder_down(self, dm);
   });
   // Session state lives in the registry, so it outlives this pool; without
   // one, the pool keeps a private registry that goes with it.
@@ -1142,8 +1213,18 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       wt.session = req.session_id;
       wt.req = std::move(req);
       wt.rp = self->make_response_promise();
+      if (wt.req.ref != 0) {
+        // A cancellable request: its caller's death cancels it.
+        // (The promise took the sender out of the message: ask it.)
+        auto caller = caf::actor_cast<caf::actor_addr>(wt.rp.source());
+        if (caller && self->state.callers.insert(caller).second)
+          self->monitor(caller);
+      }
       submit(self, std::move(wt));
       return caf::delegated<json>();
+    },
+    [self](cancel_atom, std::uint64_t ref) {
+      cancel_request(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), ref);
     },
     [self](checkout_atom, std::optional<std::string>& session) -> caf::result<caf::actor> {
       waiter wt;

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unordered_map>
 #include <unordered_set>
 
 static_assert(!std::is_convertible<nlohmann::json, caf::error>::value,
@@ -95,6 +96,16 @@ struct worker_state {
   // Requests that timed out (their callers have command_timeout): a reply to
   // one of them within timeout_grace is discarded, not an unknown_id.
   std::unordered_set<std::uint64_t> late;
+  // Requests whose caller was answered early (cancelled, or a chunk too
+  // deep): the handler was sent a cancel and its slot stays taken until
+  // its reply comes, dropped then (within timeout_grace, else the worker
+  // is replaced). The pool hears (done) with the class the caller got.
+  struct abandoned {
+    bool pooled = false;
+    std::uint64_t tag = 0;
+    const char* cls = "cancelled";
+  };
+  std::unordered_map<std::uint64_t, abandoned> cancelled;
   std::vector<held_request> held;  // new work that came in during the grace
   bool stuck = false;      // a grace expired: a replacement was asked for
   bool retired = false;    // the pool replaces us: process killed, exit awaited
@@ -106,6 +117,9 @@ struct worker_state {
   clock_type::time_point last_activity = clock_type::now();  // a late reply (answers: table)
   std::uint64_t checkouts = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t soft_timeouts = 0;  // the handler ended within its grace
+  std::uint64_t hard_timeouts = 0;  // it did not: the worker was replaced
+  std::uint64_t cancels = 0;        // requests cancelled (caller, disconnect)
   // Requests that ran in a session. A count, not the ids: a worker serves
   // many sessions over its life and must not keep one byte per session.
   std::uint64_t session_requests = 0;
@@ -190,7 +204,7 @@ void announce_up(worker_actor* self) {
   auto& st = self->state;
   sync_accepting(self);
   auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
-                                            st.cfg.max_json_depth);
+                                            st.cfg.max_json_depth, st.cfg.stream_window);
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
 }
 
@@ -222,18 +236,21 @@ void update_phase(worker_actor* self) {
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
                            std::optional<std::string> session, std::chrono::milliseconds timeout,
                            caf::response_promise rp, bool is_init, bool pooled = false,
-                           std::uint64_t tag = 0) {
+                           std::uint64_t tag = 0, std::uint64_t ref = 0, caf::actor sink = {}) {
   auto& st = self->state;
   auto id = st.table->next_id();
-  bridge::request req{id, command, std::move(args), std::move(session)};
   auto deadline = clock_type::now() + timeout;
+  const std::uint32_t window = sink ? st.cfg.stream_window : 0;
   // In the table before the frame is written: the io thread may read the
   // reply before this function returns.
   arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
-                                                        deadline}));
+                                                        deadline, ref, std::move(sink), window}));
   std::string frame;
   std::string refusal;
-  if (auto written = bridge::append_request_frame(frame, req, st.cfg.max_json_depth); !written)
+  if (auto written = bridge::append_request_frame(
+        frame, id, command, args, session, st.cfg.max_json_depth,
+        {is_init ? 0 : static_cast<std::uint64_t>(timeout.count()), window});
+      !written)
     refusal = written.why == bridge::write_refusal::too_deep
                 ? bridge::depth_message("args", st.cfg.max_json_depth)
                 : "request holds a string that is not UTF-8 (JSON carries text only)";
@@ -256,7 +273,50 @@ void dispatch(worker_actor* self, command_request& req, caf::response_promise rp
   if (req.pooled)
     ++st.checkouts;
   send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
-               std::move(rp), false, req.pooled, req.tag);
+               std::move(rp), false, req.pooled, req.tag, req.ref, std::move(req.sink));
+}
+
+// Tells the Python side to stop request `id` (protocol 2).
+void send_cancel(worker_actor* self, std::uint64_t id) {
+  std::string frame;
+  bridge::append_cancel_frame(frame, id);
+  if (self->state.proc)
+    self->state.proc->send_frame(std::move(frame));
+}
+
+// The caller of `req` (request `id`) has its answer already; the handler
+// is told to stop, and its slot stays taken until it does (see `cancelled`).
+void abandon(worker_actor* self, std::uint64_t id, const inflight_request& req, const char* cls) {
+  auto& st = self->state;
+  st.cancelled.emplace(id, worker_state::abandoned{req.pooled, req.tag, cls});
+  send_cancel(self, id);
+  self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
+}
+
+// (cancel) of request `ref` of `caller`: it is answered `cancelled` now.
+void cancel_request(worker_actor* self, const caf::actor_addr& caller, std::uint64_t ref) {
+  auto& st = self->state;
+  auto taken = st.table->take_by_ref(caller, ref);
+  if (!taken)
+    return;  // answered already, or never here
+  ++st.cancels;
+  taken->second.rp.deliver(make_error(errc::cancelled, "request cancelled by its caller"));
+  abandon(self, taken->first, taken->second, "cancelled");
+  update_phase(self);
+}
+
+// The abandoned request `id` ended: its slot is free.
+void on_abandoned_end(worker_actor* self, std::uint64_t id) {
+  auto& st = self->state;
+  auto it = st.cancelled.find(id);
+  auto a = it->second;
+  st.cancelled.erase(it);
+  st.last_activity = clock_type::now();
+  st.table->note_answer(true);
+  if (a.pooled && st.cfg.pool)
+    self->send(st.cfg.pool, done_atom::value, false, a.tag, std::string(a.cls));
+  update_phase(self);
+  join_adopter(self);
 }
 
 // A reply to a request that timed out, within its grace: discarded (its
@@ -265,6 +325,7 @@ void dispatch(worker_actor* self, command_request& req, caf::response_promise rp
 void on_late_reply(worker_actor* self) {
   auto& st = self->state;
   st.last_activity = clock_type::now();
+  ++st.soft_timeouts;
   if (st.in_grace() || st.retired)
     return;
   update_phase(self);
@@ -275,6 +336,29 @@ void on_late_reply(worker_actor* self) {
   for (auto& h : held)
     dispatch(self, h.req, std::move(h.rp));
   join_adopter(self);
+}
+
+// A chunk the io thread did not deliver: out of order, for a request that
+// asked for none, for nobody, or too deep.
+void on_chunk(worker_actor* self, bridge::reply& rep) {
+  auto& st = self->state;
+  if (!rep.too_deep.empty()) {
+    // The stream cannot go on: its caller hears result_too_deep now.
+    if (auto taken = st.table->take(rep.id)) {
+      taken->rp.deliver(make_error(errc::result_too_deep, rep.too_deep));
+      abandon(self, rep.id, *taken, "result_too_deep");
+      return;
+    }
+  }
+  std::string why;
+  auto v = rep.too_deep.empty() ? st.table->chunk(rep, why) : chunk_verdict::unknown;
+  if (v == chunk_verdict::delivered)
+    return;
+  if (v == chunk_verdict::unknown && (st.cancelled.count(rep.id) > 0 || st.late.count(rep.id) > 0))
+    return;  // its caller has its answer: what the handler still sends is moot
+  if (v == chunk_verdict::unknown)
+    why = "chunk for request " + std::to_string(rep.id) + " that nobody is waiting for";
+  give_up(self, make_error(errc::protocol_error, why), make_error(errc::protocol_error, why));
 }
 
 void on_frame(worker_actor* self, const std::string& body) {
@@ -288,6 +372,14 @@ void on_frame(worker_actor* self, const std::string& body) {
     return;
   }
   auto& rep = std::get<bridge::reply>(parsed);
+  if (rep.is_chunk) {
+    on_chunk(self, rep);
+    return;
+  }
+  if (st.cancelled.count(rep.id) > 0) {
+    on_abandoned_end(self, rep.id);
+    return;
+  }
   auto taken = st.table->take(rep.id);
   if (!taken && rep.id == st.shutdown_id && st.shutdown_id != 0)
     return;
@@ -398,6 +490,9 @@ bool on_timeout(worker_actor* self, std::uint64_t id) {
   ++st.timeouts;
   st.table->note_fault();
   st.late.insert(id);
+  // Soft first: the handler is asked to stop; when it ends within the
+  // grace the process is kept (on_late_reply).
+  send_cancel(self, id);
   sync_accepting(self);  // before anything else can run: new work is held now
   late.rp.deliver(make_error(errc::command_timeout,
                              "worker " + st.cfg.id + " did not reply within "
@@ -426,6 +521,10 @@ json stats_of(worker_actor* self) {
     {"errors", c.errors},
     {"direct_replies", c.direct},
     {"timeouts", st.timeouts},
+    {"soft_timeouts", st.soft_timeouts},
+    {"hard_timeouts", st.hard_timeouts},
+    {"cancelled", st.cancels},
+    {"cancelling", st.cancelled.size()},
     {"consecutive_faults", c.consecutive_faults},
     {"late", st.late.size()},
     {"held", st.held.size()},
@@ -522,6 +621,22 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
       return caf::delegated<json>();
     },
     [self](stats_atom) -> json { return stats_of(self); },
+    [self](cancel_atom, std::uint64_t ref) {
+      // From the caller itself: a worker on its own (single mode).
+      cancel_request(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), ref);
+    },
+    [self](cancel_atom, std::uint64_t ref, caf::actor_addr& caller) {
+      // From the pool, on behalf of its caller.
+      cancel_request(self, caller, ref);
+    },
+    [self](ack_atom, std::uint64_t wire, std::uint64_t seq) {
+      auto& st = self->state;
+      if (!st.proc || !st.table->contains(wire))
+        return;  // the stream ended meanwhile
+      std::string frame;
+      bridge::append_ack_frame(frame, wire, seq);
+      st.proc->send_frame(std::move(frame));
+    },
     [self](adopt_atom, caf::actor& pool) {
       // Still starting: its worker_up goes to the new pool once ready.
       self->state.cfg.pool = pool;
@@ -550,9 +665,10 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     },
     [self](grace_atom, std::uint64_t id) {
       auto& st = self->state;
-      if (st.late.count(id) == 0 || st.stuck || st.retired)
+      if ((st.late.count(id) == 0 && st.cancelled.count(id) == 0) || st.stuck || st.retired)
         return;  // answered within the grace, or already on its way out
       st.stuck = true;
+      ++st.hard_timeouts;
       if (st.cfg.pool) {
         // The pool replaces it on purpose (terminate_child + restart_child),
         // which spends none of the supervisor's restart intensity.

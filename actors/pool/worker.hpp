@@ -93,6 +93,9 @@ struct worker_config {
   /// (result_too_deep). Set by the node from the tree config.
   std::size_t max_json_depth = bridge::default_max_json_depth;
   bool fault_injection = false;     ///< enables the worker's fault_* commands
+  /// A stream's credit window: chunks a worker may send beyond the last one
+  /// its caller took (protocol 2); what one stream can hold in the host.
+  std::uint32_t stream_window = 32;
   /// Requests one process serves at once (Python request threads); its
   /// pool keeps up to this many in flight on it. 1: one at a time.
   std::size_t max_concurrency = 1;

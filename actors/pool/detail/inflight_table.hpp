@@ -44,6 +44,17 @@ struct inflight_request {
   std::uint64_t tag = 0;  // the pool's job (pooled only)
   std::chrono::milliseconds timeout{0};
   deadline_book::clock::time_point deadline;
+  std::uint64_t ref = 0;        // the caller's name for it (command_request::ref)
+  caf::actor sink;              // a stream's: where chunks go
+  std::uint32_t window = 0;     // a stream's credit window
+  std::uint64_t next_seq = 0;   // the chunk expected next
+};
+
+/// What became of a chunk frame (inflight_table::chunk).
+enum class chunk_verdict {
+  delivered,  ///< sent to its request's sink
+  unknown,    ///< no such request in the table (finished, cancelled, timed out, or never)
+  bad,        ///< a request that asked for no stream, or a seq out of order
 };
 
 class inflight_table {
@@ -72,6 +83,17 @@ public:
 
   /// Takes `id` out (with its deadline); nullopt when already answered.
   std::optional<inflight_request> take(std::uint64_t id);
+
+  /// Takes out the request `ref` that `caller` sent; its id too.
+  std::optional<std::pair<std::uint64_t, inflight_request>>
+  take_by_ref(const caf::actor_addr& caller, std::uint64_t ref);
+
+  /// Whether request `id` is in the table.
+  bool contains(std::uint64_t id) const;
+
+  /// Delivers the chunk `rep` (is_chunk) to its request's sink, in the
+  /// worker's name; `why` says what is wrong when bad.
+  chunk_verdict chunk(bridge::reply& rep, std::string& why);
 
   /// Takes every request out (a fault fails them all) and accepts none
   /// from the port after: whoever failed them is on its way out.
@@ -107,13 +129,19 @@ public:
   // -- the io thread's side --------------------------------------------------
 
   /// Answers `rep` when it is an ordinary reply to a request in the table
-  /// and direct answers are on. False: the actor must see the frame.
+  /// and direct answers are on, or delivers it when it is a chunk that is
+  /// in order. False: the actor must see the frame.
   bool answer(bridge::reply& rep);
 
 private:
   // All with mx_ held.
   std::optional<clock::time_point> add_locked(std::uint64_t id, inflight_request r);
   std::optional<inflight_request> take_locked(std::uint64_t id);
+  // chunk(), or with direct_only nothing while direct answers are off.
+  chunk_verdict deliver_chunk(bridge::reply& rep, std::string& why, bool direct_only);
+  // The chunk's message for its sink, when it is in order (next_seq moves on).
+  chunk_verdict chunk_locked(bridge::reply& rep, caf::actor& sink, caf::message& msg,
+                             std::string& why);
   void count_answer_locked(bool success);
 
   mutable std::mutex mx_;

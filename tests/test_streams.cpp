@@ -1,0 +1,266 @@
+// Streams and cancellation through a real pool of real Python workers
+// (protocol 2): chunks in order with a credit window, cancellation by the
+// caller, by its death and by the deadline (soft, then hard), a worker
+// killed mid-stream, and chunks that break the protocol.
+#include <doctest/doctest.h>
+
+#include "support/pool_fixture.hpp"
+
+#include <dspex/actors/node/error.hpp>
+#include <dspex/actors/pool/call.hpp>
+
+#include <caf/all.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+
+namespace {
+
+// What a sink actor saw, for the test thread to read.
+struct sink_log {
+  std::mutex mx;
+  std::vector<stream_chunk> chunks;
+  bool acking = true;
+  std::size_t size() {
+    std::lock_guard<std::mutex> g(mx);
+    return chunks.size();
+  }
+};
+
+// Collects chunks; acks them while the log says so. (ack, go) makes it ack
+// the last chunk it holds and from then on.
+caf::behavior sink_actor(caf::event_based_actor* self, std::shared_ptr<sink_log> log) {
+  return {
+    [self, log](chunk_atom, stream_chunk& c) {
+      bool ack;
+      {
+        std::lock_guard<std::mutex> g(log->mx);
+        log->chunks.push_back(c);
+        ack = log->acking;
+      }
+      if (ack)
+        ack_chunk(self, c);
+    },
+    [self, log](ack_atom, caf::actor& worker) {
+      std::lock_guard<std::mutex> g(log->mx);
+      log->acking = true;
+      if (!log->chunks.empty())
+        self->send(worker, ack_atom::value, log->chunks.back().wire, log->chunks.back().seq);
+    },
+  };
+}
+
+std::string handlers_dir() { return std::string(DSPEX_TEST_SOURCE_DIR) + "/tests/handlers"; }
+
+pool_config stream_pool(std::size_t size = 1) {
+  auto c = pool_fixture::test_pool_config(size);
+  c.worker.handler_paths = {handlers_dir()};
+  c.worker.handler_modules = {"stream_cmds"};
+  c.worker.timeout_grace = 3s;
+  return c;
+}
+
+std::string temp_marker() {
+  char path[] = "/tmp/dspex-stream-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  return path;
+}
+
+std::string read_file(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+json pool_status(pool_fixture& f) {
+  json out;
+  f.self->request(f.pool(), caf::infinite, status_atom::value)
+    .receive([&](json& j) { out = std::move(j); }, [](caf::error&) {});
+  return out;
+}
+
+int worker_pid(pool_fixture& f) {
+  int pid = -1;
+  f.self->request(f.pool(), caf::infinite, exec_atom::value, make_command("pid"))
+    .receive([&](json& j) { pid = j.get<int>(); }, [](caf::error& e) { FAIL(describe(e)); });
+  return pid;
+}
+
+} // namespace
+
+TEST_SUITE("streams") {
+
+TEST_CASE_FIXTURE(pool_fixture, "a generator streams its chunks in order, then its result") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  auto log = std::make_shared<sink_log>();
+  auto sink = sys.spawn(sink_actor, log);
+  auto req = make_command("count", {{"n", 100}});
+  req.sink = sink;
+  req.ref = 1;
+  json result;
+  self->request(pool(), caf::infinite, exec_atom::value, req)
+    .receive([&](json& j) { result = std::move(j); }, [](caf::error& e) { FAIL(describe(e)); });
+  CHECK(result == json{{"total", 100}});
+  // Every chunk was enqueued at the sink before the answer was sent.
+  REQUIRE(wait_until([&] { return log->size() == 100; }));
+  for (std::size_t i = 0; i < 100; ++i) {
+    CHECK(log->chunks[i].seq == i);
+    CHECK(log->chunks[i].data == json{{"i", i}});
+    CHECK(log->chunks[i].ref == 1);
+  }
+  // A unary caller of the same generator gets its return value.
+  self->request(pool(), caf::infinite, exec_atom::value, make_command("count", {{"n", 2}}))
+    .receive([&](json& j) { CHECK(j == json{{"total", 2}}); },
+             [](caf::error& e) { FAIL(describe(e)); });
+  caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a sink that takes nothing holds the stream at the window") {
+  auto c = stream_pool();
+  c.worker.stream_window = 8;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto log = std::make_shared<sink_log>();
+  log->acking = false;
+  auto sink = sys.spawn(sink_actor, log);
+  auto req = make_command("count", {{"n", 50}});
+  req.sink = sink;
+  req.ref = 9;
+  auto h = self->request(pool(), caf::infinite, exec_atom::value, req);
+  REQUIRE(wait_until([&] { return log->size() == 8; }));
+  // The worker waits for credit: nothing beyond the window arrives.
+  std::this_thread::sleep_for(300ms);
+  CHECK(log->size() == 8);
+  // Credit from the sink (acking its last chunk to the worker) lets the
+  // rest through.
+  std::vector<caf::actor> workers;
+  self->request(pool(), caf::infinite, workers_atom::value)
+    .receive([&](std::vector<caf::actor>& ws) { workers = std::move(ws); }, [](caf::error&) {});
+  REQUIRE(workers.size() == 1);
+  self->send(sink, ack_atom::value, workers[0]);
+  json result;
+  h.receive([&](json& j) { result = std::move(j); }, [](caf::error& e) { FAIL(describe(e)); });
+  CHECK(result == json{{"total", 50}});
+  REQUIRE(wait_until([&] { return log->size() == 50; }));
+  caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a caller's cancel reaches the handler, and the worker serves on") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  auto pid = worker_pid(*this);
+  auto marker = temp_marker();
+  auto req = make_command("spin", {{"marker", marker}});
+  req.ref = 42;
+  auto h = self->request(pool(), caf::infinite, exec_atom::value, req);
+  REQUIRE(wait_until([&] { return read_file(marker).find("started") != std::string::npos; }));
+  self->send(pool(), cancel_atom::value, std::uint64_t{42});
+  caf::error got;
+  h.receive([](json&) { FAIL("a cancelled request answered"); }, [&](caf::error& e) { got = e; });
+  CHECK(is(got, errc::cancelled));
+  REQUIRE(wait_until([&] { return read_file(marker).find("finally") != std::string::npos; }));
+  // Same process, serving again, and the pool counts it cancelled, not ok.
+  CHECK(worker_pid(*this) == pid);
+  REQUIRE(wait_until([&] { return pool_status(*this)["requests"]["cancelled"] == 1; }));
+  ::unlink(marker.c_str());
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a caller that dies cancels its request") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  auto marker = temp_marker();
+  auto p = pool();
+  auto caller = sys.spawn([p, marker](caf::event_based_actor* s) {
+    call(s, p, make_command("spin", {{"marker", marker}}), 5).then([](json&) {}, [](caf::error&) {});
+  });
+  REQUIRE(wait_until([&] { return read_file(marker).find("started") != std::string::npos; }));
+  caf::anon_send_exit(caller, caf::exit_reason::kill);
+  REQUIRE(wait_until([&] { return read_file(marker).find("finally") != std::string::npos; }));
+  ::unlink(marker.c_str());
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "at the deadline the handler is cancelled and the process kept (soft)") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  auto pid = worker_pid(*this);
+  auto marker = temp_marker();
+  caf::error got;
+  self->request(pool(), caf::infinite, exec_atom::value,
+                make_command("spin", {{"marker", marker}}, std::nullopt, 300ms))
+    .receive([](json&) { FAIL("answered"); }, [&](caf::error& e) { got = e; });
+  CHECK(is(got, errc::command_timeout));
+  REQUIRE(wait_until([&] { return read_file(marker).find("finally") != std::string::npos; }));
+  CHECK(worker_pid(*this) == pid);
+  ::unlink(marker.c_str());
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a handler stuck in C past its grace is replaced (hard)") {
+  auto c = stream_pool();
+  c.worker.timeout_grace = 300ms;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto pid = worker_pid(*this);
+  caf::error got;
+  self->request(pool(), caf::infinite, exec_atom::value,
+                make_command("stuck_in_c", {{"s", 30}}, std::nullopt, 300ms))
+    .receive([](json&) { FAIL("answered"); }, [&](caf::error& e) { got = e; });
+  CHECK(is(got, errc::command_timeout));
+  REQUIRE(wait_until([&] { return pool_status(*this)["replaced"]["timeout"] == 1; }));
+  REQUIRE(wait_until([&] {
+    int now = -1;
+    self->request(pool(), caf::infinite, exec_atom::value, make_command("pid"))
+      .receive([&](json& j) { now = j.get<int>(); }, [](caf::error&) {});
+    return now > 0 && now != pid;
+  }));
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a worker killed mid-stream: the chunks sent, then worker_crashed") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  auto pid = worker_pid(*this);
+  auto log = std::make_shared<sink_log>();
+  auto sink = sys.spawn(sink_actor, log);
+  auto req = make_command("count", {{"n", 1000}, {"pause_s", 0.05}});
+  req.sink = sink;
+  req.ref = 3;
+  auto h = self->request(pool(), caf::infinite, exec_atom::value, req);
+  REQUIRE(wait_until([&] { return log->size() >= 3; }));
+  ::kill(pid, SIGKILL);
+  caf::error got;
+  h.receive([](json&) { FAIL("answered"); }, [&](caf::error& e) { got = e; });
+  CHECK(is(got, errc::worker_crashed));
+  auto n = log->size();
+  CHECK(n >= 3);
+  for (std::size_t i = 0; i < n; ++i)
+    CHECK(log->chunks[i].seq == i);
+  caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "chunks that break the protocol fail their worker, classified") {
+  REQUIRE_FALSE(start(stream_pool()));
+  REQUIRE_FALSE(await_pool_ready());
+  for (bool other : {false, true}) {
+    auto pid = worker_pid(*this);
+    caf::error got;
+    self->request(pool(), caf::infinite, exec_atom::value, make_command("bad_chunk", {{"other_id", other}}))
+      .receive([](json&) { FAIL("answered"); }, [&](caf::error& e) { got = e; });
+    CHECK(is(got, errc::protocol_error));
+    REQUIRE(wait_until([&] {
+      int now = -1;
+      self->request(pool(), caf::infinite, exec_atom::value, make_command("pid"))
+        .receive([&](json& j) { now = j.get<int>(); }, [](caf::error&) {});
+      return now > 0 && now != pid;
+    }));
+  }
+}
+
+} // TEST_SUITE
