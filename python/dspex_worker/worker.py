@@ -447,9 +447,12 @@ class Worker:
         else:
             self._to_thread(call)
 
-    def _finish(self, call, reply):
-        """Answer a Call (reply None: no reply); returns the waiting Call
-        admitted in its place, which the caller starts."""
+    def _finish(self, call, reply, thread_idle=None):
+        """Answer a Call (reply None: no reply) and start the waiting Call
+        admitted in its place. A request thread (thread_idle given) gets a
+        sync one back to run itself; else it is counted idle before the
+        slot and the reply are released, so the request they let in finds
+        it idle instead of starting another thread."""
         self._calls.pop(call.request_id, None)
         with self._admit:
             if self._waiting:
@@ -459,6 +462,12 @@ class Worker:
                 self._active -= 1
                 if not self._active:
                     self._all_done.notify_all()
+            # Idle before the slot is free: a request admitted now finds it.
+            if thread_idle is not None and (following is None or following.on_loop):
+                thread_idle()
+        if following is not None and (thread_idle is None or following.on_loop):
+            self._start(following)
+            following = None
         if reply is not None:
             self._reply(reply)
         return following
@@ -551,17 +560,16 @@ class Worker:
                     continue
                 while call is not None:
                     call = self._run_sync(slot, call)
-                    if call is not None and call.on_loop:
-                        self._start(call)
-                        call = None
-                with self._pool_lock:
-                    self._idle += 1
             except Cancelled:  # by design never here; the thread must survive it
                 log("a cancel landed outside its handler; ignored")
 
+    def _thread_idle(self):
+        with self._pool_lock:
+            self._idle += 1
+
     def _run_sync(self, slot, call):
         """Run a sync Call on this request thread and answer it; returns the
-        waiting Call admitted in its place."""
+        waiting sync Call this thread runs next (None: it is idle)."""
         call.slot = slot
         ok, result = _in_window(slot, call, call.handler, call.args, call)
         gen = result if ok and type(result) is _GENERATOR else None
@@ -580,10 +588,11 @@ class Worker:
             # runs and answers it.
             call.on_loop = True
             self._on_loop(self._begin_async, call, result)
+            self._thread_idle()
             return None
         else:
             reply = self._result_reply(call.request_id, call.name, result)
-        return self._finish(call, reply)
+        return self._finish(call, reply, self._thread_idle)
 
     def _stream(self, slot, call, gen):
         """Send what gen yields as chunks; the final reply."""
@@ -641,13 +650,13 @@ class Worker:
         if call.cancelled:
             if type(obj) is types.CoroutineType:
                 obj.close()
-            self._after_async(call, self._cancelled_reply(call))
+            self._finish(call, self._cancelled_reply(call))
             return
         if obj is None:
             try:
                 obj = call.handler(call.args, call)
             except BaseException as exc:
-                self._after_async(call, self._failure(call.request_id, exc))
+                self._finish(call, self._failure(call.request_id, exc))
                 return
         task = self._loop.create_task(self._run_async(call, obj))
         call.task = task
@@ -705,12 +714,7 @@ class Worker:
             reply = self._failure(call.request_id, task.exception())
         else:
             reply = task.result()
-        self._after_async(call, reply)
-
-    def _after_async(self, call, reply):
-        following = self._finish(call, reply)
-        if following is not None:
-            self._start(following)
+        self._finish(call, reply)
 
     def _cancel_task(self, call):
         task = call.task

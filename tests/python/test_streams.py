@@ -105,6 +105,20 @@ HANDLERS = """
         finally:
             ctx.state["async_count_finally"] = True
 
+    @command("busy")
+    def busy(args, ctx):
+        n = 0
+        for i in range(args["n"]):
+            n += i
+            if args.get("every") and i % args["every"] == 0:
+                yield i
+        return n
+
+    @command("async_busy")
+    async def async_busy(args, ctx):
+        await asyncio.sleep(args["n"] / 1e7)
+        return 1
+
     @command("bad_chunk")
     def bad_chunk(args, ctx):
         try:
@@ -281,6 +295,40 @@ class CancelTest(StreamTestCase):
             worker.send({"type": "cancel", "id": i})
             self.assertCancelled(worker.read_frame(), i)
         self.assertEqual(worker.call("count", {"n": 2}), {"total": 2})
+
+    def test_cancels_racing_the_end_of_handlers_answer_each_request_once(self):
+        import random
+        rng = random.Random(24)
+        for concurrency in ("1", "8"):
+            worker = self.start("--max-concurrency", concurrency)
+            count = 150
+            for i in range(1, count + 1):
+                args = {"n": rng.randint(0, 100000)}
+                request = {"id": i, "command": rng.choice(["busy", "async_busy"]), "args": args}
+                if rng.random() < 0.4:
+                    request.update(command="busy", stream=10000)
+                    args["every"] = 5000
+                worker.send(request)
+                time.sleep(rng.random() / 200)
+                worker.send({"type": "cancel", "id": i})
+            answered = {}
+            while len(answered) < count:
+                frame = worker.read_frame(timeout=20)
+                if frame.get("type") == "chunk":
+                    self.assertNotIn(frame["id"], answered)
+                    continue
+                self.assertNotIn(frame["id"], answered, frame)
+                answered[frame["id"]] = frame
+                self.assertTrue(frame["success"] or frame["error"]["type"] == "cancelled", frame)
+            worker.assert_no_output(0.2)
+            stats = worker.call("get_stats")
+            self.assertEqual(stats["in_flight"], 0)
+            cancelled = sum(1 for f in answered.values() if not f["success"])
+            self.assertEqual((stats["cancelled"], stats["cancels_ignored"]),
+                             (cancelled, count - cancelled))
+            self.assertLessEqual(stats["threads"], int(concurrency))
+            self.assertEqual(worker.call("busy", {"n": 3}), 3)
+            self.assertNotIn("landed outside", worker.stderr_text())
 
     def test_a_sync_generator_is_cancelled_mid_stream(self):
         for command in ("endless", "spin_gen"):
