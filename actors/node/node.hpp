@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,6 +72,35 @@ struct root_failure {
   std::string message;
 };
 
+/// Where and how an asynchronous call runs (node::call, node::stream).
+struct call_options {
+  std::string pool;                      ///< empty: target()
+  std::optional<std::string> session;    ///< none: anonymous
+  std::chrono::milliseconds timeout{0};  ///< 0: the worker's request_timeout
+};
+
+/// A call in flight (node::call, node::stream). cancel() ends it with
+/// errc::cancelled, unless it was answered first, and the worker's handler
+/// is told to stop. Copyable, cheap; it does not keep the call going, and
+/// cancel() after the end does nothing.
+class call_handle {
+public:
+  call_handle() = default;
+  void cancel() const;
+  /// False for a default-constructed handle (and for a call refused at once).
+  bool valid() const { return static_cast<bool>(actor_); }
+
+private:
+  friend class node;
+  explicit call_handle(caf::actor a) : actor_(std::move(a)) {}
+  caf::actor actor_;
+};
+
+/// The answer of an asynchronous call: its result or a classified error.
+using result_callback = std::function<void(caf::expected<json>)>;
+/// One chunk of a stream, in order.
+using chunk_callback = std::function<void(json)>;
+
 /// The os pids in a status tree (node::status()["tree"]), depth first; only
 /// of children whose path contains `path_part` when it is not empty
 /// ("/workers/": the pool workers). Only live processes: a child still
@@ -103,6 +133,29 @@ public:
                                         std::chrono::milliseconds timeout = {}) {
     return execute(command, std::move(args), std::nullopt, timeout);
   }
+
+  /// Asynchronous calls, for threads that must not block (node_async.cpp;
+  /// docs/embedding.md "Asynchronous calls and streams"). The callbacks
+  /// run on a CAF scheduler thread, once each, in order (every chunk
+  /// before the result): keep them short and never block in them (not on
+  /// execute(), not on a future of another call): with
+  /// recommended_settings() that thread is the node's only one. An
+  /// exception a callback throws is caught and logged to stderr.
+  /// A call refused at once (unknown pool, stopped node, args too deep)
+  /// calls on_result before returning, with an invalid handle.
+  call_handle call(const std::string& command, json args, call_options opts,
+                   result_callback on_result);
+  /// The same, its answer in a future (wait on it from any thread but a
+  /// callback's).
+  std::future<caf::expected<json>> call(const std::string& command, json args = json::object(),
+                                        call_options opts = {});
+  /// A streaming call: on_chunk gets each value the handler yields, in
+  /// order, then on_result the handler's return value (or the error:
+  /// chunks already delivered stay delivered). A slow on_chunk slows the
+  /// handler down (the worker waits for credit, worker.stream_window) and
+  /// never grows the host's memory.
+  call_handle stream(const std::string& command, json args, call_options opts,
+                     chunk_callback on_chunk, result_callback on_result);
 
   caf::error create_session(const std::string& session);
   caf::error end_session(const std::string& session);
@@ -178,6 +231,10 @@ private:
   struct impl;
   explicit node(caf::actor_system& sys);
   caf::error listen(const tree_config& cfg);
+  /// The actor a call to `pool` goes to, after the checks every call makes
+  /// (stopped, args depth, the pool's name, a session's admission).
+  caf::expected<caf::actor> call_target(const std::string& pool, const json& args,
+                                        const std::optional<std::string>& session);
   std::unique_ptr<impl> impl_;
 };
 

@@ -45,9 +45,8 @@ void caller_pool::release(std::unique_ptr<caf::scoped_actor> self) {
     idle.push_back(std::move(self));
 }
 
-caf::expected<json> node::execute_on(const std::string& pool, const std::string& command,
-                                     json args, std::optional<std::string> session,
-                                     std::chrono::milliseconds timeout) {
+caf::expected<caf::actor> node::call_target(const std::string& pool, const json& args,
+                                            const std::optional<std::string>& session) {
   if (impl_->stopped)
     return make_error(errc::shutting_down, "the node is stopped");
   // Before the args are sent anywhere (a copy of them recurses).
@@ -56,7 +55,6 @@ caf::expected<json> node::execute_on(const std::string& pool, const std::string&
   auto resolved = resolve(pool);
   if (!resolved)
     return resolved.error();
-  auto t = *resolved;
   // In single mode no pool asks the registry: the session is admitted here
   // (a new one must fit under max_sessions).
   if (session && impl_->pool_names.empty())
@@ -67,10 +65,19 @@ caf::expected<json> node::execute_on(const std::string& pool, const std::string&
       if (refused)
         return refused;
     }
+  return resolved;
+}
+
+caf::expected<json> node::execute_on(const std::string& pool, const std::string& command,
+                                     json args, std::optional<std::string> session,
+                                     std::chrono::milliseconds timeout) {
+  auto t = call_target(pool, args, session);
+  if (!t)
+    return t.error();
   caf::expected<json> result{caf::error{}};
   auto wait = timeout.count() > 0 ? timeout * 2 + 30s : std::chrono::milliseconds(10min);
   impl_->callers->call(
-    t, wait, [&](json& j) { result = std::move(j); },
+    *t, wait, [&](json& j) { result = std::move(j); },
     [&](caf::error& e) { result = classify(std::move(e)); }, exec_atom::value,
     make_command(command, std::move(args), session, timeout));
   return result;

@@ -58,9 +58,17 @@ std::optional<inflight_table::clock::time_point> inflight_table::add_locked(std:
   return deadlines_.add(at, id);
 }
 
-std::optional<inflight_request> inflight_table::take(std::uint64_t id) {
+std::optional<inflight_request> inflight_table::take(std::uint64_t id, bool moot) {
   std::lock_guard<std::mutex> g(mx_);
-  return take_locked(id);
+  auto r = take_locked(id);
+  if (r && moot)
+    moot_.insert(id);
+  return r;
+}
+
+void inflight_table::forget_moot(std::uint64_t id) {
+  std::lock_guard<std::mutex> g(mx_);
+  moot_.erase(id);
 }
 
 std::optional<inflight_request> inflight_table::take_locked(std::uint64_t id) {
@@ -82,6 +90,7 @@ inflight_table::take_by_ref(const caf::actor_addr& caller, std::uint64_t ref) {
   for (auto& [id, r] : requests_)
     if (r.ref == ref && caf::actor_cast<caf::actor_addr>(r.rp.source()) == caller) {
       auto key = id;
+      moot_.insert(key);
       return std::make_pair(key, std::move(*take_locked(key)));
     }
   return std::nullopt;
@@ -129,7 +138,13 @@ chunk_verdict inflight_table::deliver_chunk(bridge::reply& rep, std::string& why
     std::lock_guard<std::mutex> g(mx_);
     if (direct_only && !direct_)
       return chunk_verdict::unknown;
+    if (moot_.count(rep.id) > 0)
+      return chunk_verdict::moot;
     v = chunk_locked(rep, sink, msg, why);
+    // Anything else the actor must judge (a protocol error, as it stands):
+    // later frames go to it too, so none is answered before it has.
+    if (direct_only && v != chunk_verdict::delivered)
+      direct_ = false;
     worker = worker_;
   }
   if (v == chunk_verdict::delivered)
@@ -142,6 +157,7 @@ std::vector<inflight_request> inflight_table::take_all() {
   std::lock_guard<std::mutex> g(mx_);
   accepting_ = false;
   closed_ = true;
+  moot_.clear();
   std::vector<inflight_request> out;
   out.reserve(requests_.size());
   for (auto& kv : requests_)
@@ -190,7 +206,13 @@ bool inflight_table::answer(bridge::reply& rep) {
     // In order and for a known stream: straight to its sink; anything else
     // (a too-deep chunk, one the actor must classify) goes to the actor.
     std::string why;
-    return rep.too_deep.empty() && deliver_chunk(rep, why, true) == chunk_verdict::delivered;
+    if (!rep.too_deep.empty()) {
+      std::lock_guard<std::mutex> g(mx_);
+      direct_ = false;  // the actor fails the stream; what follows is its
+      return false;
+    }
+    auto v = deliver_chunk(rep, why, true);
+    return v == chunk_verdict::delivered || v == chunk_verdict::moot;
   }
   inflight_request req;
   caf::actor pool;

@@ -311,6 +311,7 @@ void on_abandoned_end(worker_actor* self, std::uint64_t id) {
   auto it = st.cancelled.find(id);
   auto a = it->second;
   st.cancelled.erase(it);
+  st.table->forget_moot(id);
   st.last_activity = clock_type::now();
   st.table->note_answer(true);
   if (a.pooled && st.cfg.pool)
@@ -344,7 +345,7 @@ void on_chunk(worker_actor* self, bridge::reply& rep) {
   auto& st = self->state;
   if (!rep.too_deep.empty()) {
     // The stream cannot go on: its caller hears result_too_deep now.
-    if (auto taken = st.table->take(rep.id)) {
+    if (auto taken = st.table->take(rep.id, true)) {
       taken->rp.deliver(make_error(errc::result_too_deep, rep.too_deep));
       abandon(self, rep.id, *taken, "result_too_deep");
       return;
@@ -352,7 +353,7 @@ void on_chunk(worker_actor* self, bridge::reply& rep) {
   }
   std::string why;
   auto v = rep.too_deep.empty() ? st.table->chunk(rep, why) : chunk_verdict::unknown;
-  if (v == chunk_verdict::delivered)
+  if (v == chunk_verdict::delivered || v == chunk_verdict::moot)
     return;
   if (v == chunk_verdict::unknown && (st.cancelled.count(rep.id) > 0 || st.late.count(rep.id) > 0))
     return;  // its caller has its answer: what the handler still sends is moot
@@ -384,6 +385,7 @@ void on_frame(worker_actor* self, const std::string& body) {
   if (!taken && rep.id == st.shutdown_id && st.shutdown_id != 0)
     return;
   if (!taken && st.late.erase(rep.id) > 0) {
+    st.table->forget_moot(rep.id);
     on_late_reply(self);
     return;
   }
@@ -473,7 +475,7 @@ void on_process_exit(worker_actor* self, int raw) {
 // The deadline of request `id` passed. False: the worker gave up.
 bool on_timeout(worker_actor* self, std::uint64_t id) {
   auto& st = self->state;
-  auto taken = st.table->take(id);
+  auto taken = st.table->take(id, true);
   if (!taken)
     return true;
   if (taken->is_init) {

@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,7 @@ struct inflight_request {
 /// What became of a chunk frame (inflight_table::chunk).
 enum class chunk_verdict {
   delivered,  ///< sent to its request's sink
+  moot,       ///< its request's caller was answered early: dropped
   unknown,    ///< no such request in the table (finished, cancelled, timed out, or never)
   bad,        ///< a request that asked for no stream, or a seq out of order
 };
@@ -82,11 +84,17 @@ public:
   std::optional<clock::time_point> add(std::uint64_t id, inflight_request r);
 
   /// Takes `id` out (with its deadline); nullopt when already answered.
-  std::optional<inflight_request> take(std::uint64_t id);
+  /// `moot`: its caller is answered early (a timeout, a chunk too deep),
+  /// the handler runs on: chunks it still sends are dropped on the io
+  /// thread until forget_moot(id).
+  std::optional<inflight_request> take(std::uint64_t id, bool moot = false);
 
-  /// Takes out the request `ref` that `caller` sent; its id too.
+  /// Takes out the request `ref` that `caller` sent, moot; its id too.
   std::optional<std::pair<std::uint64_t, inflight_request>>
   take_by_ref(const caf::actor_addr& caller, std::uint64_t ref);
+
+  /// The handler of moot request `id` ended (its reply came).
+  void forget_moot(std::uint64_t id);
 
   /// Whether request `id` is in the table.
   bool contains(std::uint64_t id) const;
@@ -154,6 +162,7 @@ private:
   std::uint64_t port_sends_ = 0;
   std::uint64_t port_session_sends_ = 0;
   std::unordered_map<std::uint64_t, inflight_request> requests_;
+  std::unordered_set<std::uint64_t> moot_;  // see take
   deadline_book deadlines_;
   std::uint64_t answered_ = 0;
   std::uint64_t errors_ = 0;
