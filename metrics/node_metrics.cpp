@@ -107,6 +107,11 @@ void pool_families(family_set& fs, const json& pools) {
   auto& replaced = fs.add("dspex_worker_replacements_total",
                           "Workers the pool replaced on purpose, by cause (no intensity spent)",
                           MetricType::Counter);
+  auto& timeouts = fs.add("dspex_request_timeouts_total",
+                          "Requests past their deadline, by how they ended: soft (the handler "
+                          "stopped within timeout_grace_ms, its process kept) or hard (its "
+                          "worker was replaced)",
+                          MetricType::Counter);
   auto& circuit = fs.add("dspex_circuit_state",
                          "The pool's circuit breaker: 1 for its current state, else 0",
                          MetricType::Gauge);
@@ -131,6 +136,8 @@ void pool_families(family_set& fs, const json& pools) {
     sample(crashes, {{"pool", name}}, num(p, "crashes"));
     for (auto& [cause, n] : obj(p, "replaced").items())
       sample(replaced, {{"pool", name}, {"cause", cause}}, n.get<double>());
+    for (auto& [kind, n] : obj(p, "timeouts").items())
+      sample(timeouts, {{"pool", name}, {"kind", kind}}, n.get<double>());
     auto now = p.value("circuit", std::string{});
     for (const char* s : {"closed", "open", "half_open"})
       sample(circuit, {{"pool", name}, {"state", s}}, now == s ? 1 : 0);

@@ -200,6 +200,8 @@ TEST_CASE_FIXTURE(pool_fixture, "at the deadline the handler is cancelled and th
   CHECK(is(got, errc::command_timeout));
   REQUIRE(wait_until([&] { return read_file(marker).find("finally") != std::string::npos; }));
   CHECK(worker_pid(*this) == pid);
+  REQUIRE(wait_until([&] { return pool_status(*this)["timeouts"]["soft"] == 1; }));
+  CHECK(pool_status(*this)["timeouts"]["hard"] == 0);
   ::unlink(marker.c_str());
 }
 
@@ -215,6 +217,7 @@ TEST_CASE_FIXTURE(pool_fixture, "a handler stuck in C past its grace is replaced
     .receive([](json&) { FAIL("answered"); }, [&](caf::error& e) { got = e; });
   CHECK(is(got, errc::command_timeout));
   REQUIRE(wait_until([&] { return pool_status(*this)["replaced"]["timeout"] == 1; }));
+  CHECK(pool_status(*this)["timeouts"] == json{{"soft", 0}, {"hard", 1}});
   REQUIRE(wait_until([&] {
     int now = -1;
     self->request(pool(), caf::infinite, exec_atom::value, make_command("pid"))

@@ -55,6 +55,9 @@ using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
 // now, the supervisor's terminate_child follows.
 using timedout_atom = caf::atom_constant<caf::atom("timedout")>;
 using recovered_atom = caf::atom_constant<caf::atom("recovered")>;
+/// worker -> pool: a timed-out request's handler ended within the grace
+/// (a soft timeout: the process is kept).
+using soft_timeout_atom = caf::atom_constant<caf::atom("softtmo")>;
 using stuck_atom = caf::atom_constant<caf::atom("stuck")>;
 using init_fail_atom = caf::atom_constant<caf::atom("initfail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;

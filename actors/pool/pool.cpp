@@ -173,6 +173,10 @@ struct pool_state {
   std::uint64_t wait_total_us = 0;
   std::uint64_t wait_max_us = 0;
   std::uint64_t crashes = 0;  // worker exits nobody asked for
+  // Timed-out requests whose handler ended within the grace (soft) or did
+  // not, so that its worker was replaced (hard).
+  std::uint64_t soft_timeouts = 0;
+  std::uint64_t hard_timeouts = 0;
   std::map<std::string, std::uint64_t> replaced{
     {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0},
     {"recycled_requests", 0}, {"recycled_rss", 0}, {"recycled_age", 0}};
@@ -982,6 +986,7 @@ json status_of(pool_actor* self) {
     {"restarts", st.crashes + replaced},  // every worker lost and started again
     {"crashes", st.crashes},
     {"replaced", st.replaced},
+    {"timeouts", {{"soft", st.soft_timeouts}, {"hard", st.hard_timeouts}}},
     {"grace", st.count(wstate::grace)},
     {"errors", st.errors},
     {"requests", st.results},
@@ -1296,9 +1301,11 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (it == st.workers.end())
         return;
+      ++st.hard_timeouts;
       replace(self, it->second, replace_cause::timeout);
       check_drained(self);
     },
+    [self](soft_timeout_atom) { ++self->state.soft_timeouts; },
     [self](init_fail_atom, const std::string&, const caf::error& err) {
       // A worker that never came up: it exits with init_failed (an exit its
       // supervisor counts); the breaker hears of it here.

@@ -327,6 +327,8 @@ void on_late_reply(worker_actor* self) {
   auto& st = self->state;
   st.last_activity = clock_type::now();
   ++st.soft_timeouts;
+  if (st.cfg.pool)
+    self->send(st.cfg.pool, soft_timeout_atom::value);
   if (st.in_grace() || st.retired)
     return;
   update_phase(self);
