@@ -45,6 +45,15 @@ int control_child(const std::string& control, const std::string& op, const std::
 /// another, separated by a blank line.
 int watch_status(const std::string& control, bool as_json, int interval_ms, int count);
 
+/// `dspex exec`'s output: the reply on stdout, {"ok", "result" | "error"},
+/// indented (`compact`: one line). Returns the exit code, 0 or 1.
+int print_reply(const json& reply, bool compact);
+
+/// `dspex exec --stream`: sends `request` (an exec with "stream": true),
+/// prints each chunk's data as one line of JSON as it arrives, then the
+/// reply as print_reply does. Returns the exit code.
+int stream_exec(const std::string& control, const json& request, bool compact);
+
 /// `dspex events --follow`: prints each supervision event of the running
 /// node as one JSON line as it happens; stops after `count` events (0:
 /// never) or when the node closes the stream.

@@ -2,7 +2,12 @@
 // never a network port), one JSON request line in, one JSON reply line out.
 //   {"op": "status"}
 //   {"op": "exec", "command": "...", "args": {...}, "session_id": "..."|null, "timeout_ms": n,
-//    "pool": "name"|null}
+//    "pool": "name"|null, "stream": bool}
+//        -> {"ok": true, "result": ...}; with "stream": true, first one line
+//        {"chunk": DATA, "seq": N} per chunk the handler yields, in order.
+//        A chunk is acknowledged to its worker once its line is written, so
+//        a client that does not read stalls the handler, not the node.
+//        Closing the connection while an exec runs cancels it.
 //   {"op": "restart" | "stop" | "start", "path": "root/pool_sup/workers/w1"}
 //        -> {"ok": true, "result": {"op", "path"}} (node::restart_child ...)
 //   {"op": "events"} -> {"ok": true, "following": "events"}, then one line per

@@ -169,6 +169,15 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
       return false;
     }
   }
+
+  out.stream = false;
+  if (auto s = req.find("stream"); s != req.end()) {
+    if (!s->is_boolean()) {
+      error = "stream: expected true or false, found " + found(*s);
+      return false;
+    }
+    out.stream = s->get<bool>();
+  }
   return true;
 }
 

@@ -25,6 +25,9 @@ struct control_request {
   std::chrono::milliseconds timeout{0};
   /// The pool (or remote_pool) by name; empty: the node's first pool.
   std::string pool;
+  /// exec with "stream": true: one {"chunk", "seq"} line per chunk the
+  /// handler yields, before the final line.
+  bool stream = false;
 };
 
 /// Largest timeout_ms accepted (a day): keeps the node's deadline arithmetic

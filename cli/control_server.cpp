@@ -7,6 +7,13 @@
 // else. An events follower gets lines from a forwarder actor through the
 // same mailbox into a bounded backlog of its own.
 //
+// A streaming exec ("stream": true) gets its chunks the same way, one line
+// each; a chunk is acknowledged to its worker only once its line is
+// written, so a client that does not read stalls the handler (the worker's
+// credit window), never the host's memory. A read stays outstanding while a
+// request runs: a client that closes its connection (EOF with the socket
+// hung up, a reset, or a write past the deadline) has its exec cancelled.
+//
 // Threads and lifetimes: connections live on the asio thread only, owned by
 // `open` until closed. Replies from other threads arrive through the
 // mailbox with a weak_ptr to their connection; the mailbox is closed first
@@ -16,17 +23,22 @@
 #include "control_events.hpp"
 #include "control_request.hpp"
 
+#include <dspex/actors/pool/call.hpp>
+
 #include <boost/asio.hpp>
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <cstdio>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,6 +62,69 @@ json error_json(const caf::error& e) {
 
 void log_error(const char* where, const char* what) {
   std::fprintf(stderr, "dspex: control server: %s: %s\n", where, what);
+}
+
+// One line for a connection to write. A chunk's line carries what its
+// acknowledgement needs: sent to the worker that sent the chunk once the
+// line is written (stream_chunk::ack).
+struct out_line {
+  explicit out_line(std::string t) : text(std::move(t)) {}
+  std::string text;
+  bool last = false;        ///< a request's final line: the next request is read then
+  bool then_close = false;  ///< the connection ends with it
+  bool ack = false;
+  caf::actor from;
+  std::uint64_t wire = 0, seq = 0;
+
+  static out_line last_line(std::string text, bool then_close) {
+    out_line l(std::move(text));
+    l.last = true;
+    l.then_close = then_close;
+    return l;
+  }
+};
+
+// How an exec's actor reaches its connection (through the mailbox).
+struct exec_hooks {
+  std::function<void(out_line)> chunk;  ///< one chunk line, in order, before done
+  std::function<void(json)> done;       ///< the final line, once
+};
+
+// One exec: call (or call_stream) on the pool with a ref, so that (cancel)
+// from the connection, when it closes first, cancels it.
+caf::behavior exec_call(caf::event_based_actor* self, caf::actor target, command_request cmd,
+                        bool stream, exec_hooks hooks) {
+  constexpr std::uint64_t ref = 1;  // the actor's only request
+  auto done = std::make_shared<exec_hooks>(std::move(hooks));
+  auto ok = [self, done](json& j) {
+    done->done(json{{"ok", true}, {"result", std::move(j)}});
+    self->quit();
+  };
+  auto failed = [self, done](caf::error& e) {
+    json r;
+    try {
+      r = json{{"ok", false}, {"error", error_json(classify(std::move(e)))}};
+    } catch (const std::exception& x) {
+      r = error_reply("internal", std::string("exec failed: ") + x.what());
+    }
+    done->done(std::move(r));
+    self->quit();
+  };
+  if (stream)
+    call_stream(self, target, std::move(cmd), ref).then(ok, failed);
+  else
+    call(self, target, std::move(cmd), ref).then(ok, failed);
+  return {
+    [self, done](chunk_atom, stream_chunk& c) {
+      out_line l(dump_line(json{{"chunk", std::move(c.data)}, {"seq", c.seq}}));
+      l.ack = c.ack;
+      l.from = caf::actor_cast<caf::actor>(self->current_sender());
+      l.wire = c.wire;
+      l.seq = c.seq;
+      done->chunk(std::move(l));
+    },
+    [self, target](cancel_atom) { cancel(self, target, ref); },
+  };
 }
 
 // Where replies computed off the asio thread come back.
@@ -158,21 +233,31 @@ struct control_server::impl {
 };
 
 struct control_server::impl::connection : std::enable_shared_from_this<connection> {
-  enum class state { reading, busy, writing, following, closed };
+  // reading: waiting for a request line (the read deadline runs);
+  // busy: serving one (its lines are written as they come, the last one
+  // ends it); following: the events op, until the connection closes.
+  enum class state { reading, busy, following, closed };
   impl& srv;
   std::uint64_t id;
   local::socket sock;
-  asio::steady_timer deadline;
-  asio::streambuf buf;
+  asio::steady_timer deadline;  ///< of the read in `reading`, else of the write in flight
+  asio::streambuf buf;          ///< what the peer sent and we have not handled yet
   state st = state::busy;
   std::uint64_t generation = 0;  ///< tags the deadline of one read or write
 
-  // -- the events op: this connection only streams from then on --
-  caf::actor forwarder;
-  std::deque<std::string> backlog;  // lines not yet written, at most follow_backlog
+  // One read is always outstanding (but when `buf` is full or the peer has
+  // shut down its side): so the peer's close is seen while a request runs,
+  // and lines it sends meanwhile wait in `buf`, answered in order.
+  bool read_pending = false;
+  bool peer_done = false;  ///< EOF read: no more requests come
+
+  // Lines to write, one write at a time, each within the read deadline.
+  std::deque<out_line> outq;
   bool write_pending = false;
-  bool close_when_flushed = false;  // the backlog ends with the line that drops us
-  char discard[256];                // what a follower sends is read and ignored
+  bool closing = false;  ///< a line that ends the connection is queued
+
+  caf::actor exec;       ///< the exec in flight: told to cancel if we close first
+  caf::actor forwarder;  ///< the events op
 
   connection(impl& s, std::uint64_t i, int fd)
     : srv(s), id(i), sock(s.io), deadline(s.io), buf(s.opts.max_line + 1) {
@@ -191,41 +276,88 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
       if (!ec && self->st == state::reading && self->generation == gen)
         self->on_deadline();
     });
-    asio::async_read_until(sock, buf, '\n', [self, gen](const error_code& ec, std::size_t n) {
-      if (self->st == state::reading && self->generation == gen)
-        self->on_read(ec, n);
-    });
+    next_line();
   }
 
-  void on_deadline() {
-    st = state::busy;
-    error_code ig;
-    sock.cancel(ig);  // the read completes as aborted and is ignored (state)
-    reply(error_reply("invalid_request", "no complete request within "
-                                           + std::to_string(srv.opts.read_deadline.count())
-                                           + " ms"),
-          true);
+  void read_more() {
+    if (read_pending || peer_done || st == state::closed)
+      return;
+    auto room = buf.max_size() - buf.size();
+    if (room == 0)
+      return;  // resumes once a line is taken from the full buffer
+    read_pending = true;
+    auto self = shared_from_this();
+    sock.async_read_some(buf.prepare(std::min<std::size_t>(room, 64 * 1024)),
+                         [self](const error_code& ec, std::size_t n) {
+                           self->read_pending = false;
+                           if (self->st == state::closed)
+                             return;
+                           if (ec) {
+                             self->on_read_end(ec);
+                             return;
+                           }
+                           self->buf.commit(n);
+                           if (self->st == state::following)
+                             self->buf.consume(self->buf.size());  // a follower's bytes: ignored
+                           if (self->st == state::reading)
+                             self->next_line();
+                           else
+                             self->read_more();
+                         });
   }
 
-  void on_read(const error_code& ec, std::size_t n) {
-    st = state::busy;
-    deadline.cancel();
-    if (ec == asio::error::not_found) {  // the buffer is full and holds no newline
-      reply(error_reply("invalid_request",
-                        "request line above " + std::to_string(srv.opts.max_line) + " bytes"),
-            true);
+  // The peer shut down its side, or the connection failed.
+  void on_read_end(const error_code& ec) {
+    peer_done = true;
+    switch (st) {
+      case state::reading:
+        next_line();  // a line still buffered is answered; else closed
+        return;
+      case state::busy:
+        // Only shut down for writing (a client that sent its requests and
+        // waits for the answers): serve on. Gone: nobody takes the answer.
+        if (ec == asio::error::eof && !peer_gone())
+          return;
+        close();  // cancels the exec in flight
+        return;
+      default:
+        close();
+    }
+  }
+
+  // The peer closed the socket (not only its sending side): a Unix stream
+  // socket is then hung up both ways.
+  bool peer_gone() {
+    pollfd p{sock.native_handle(), POLLOUT, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+  }
+
+  // In `reading`: handles the next buffered line, or reads on.
+  void next_line() {
+    auto data = buf.data();
+    auto begin = asio::buffers_begin(data), end = asio::buffers_end(data);
+    auto nl = std::find(begin, end, '\n');
+    if (nl == end) {
+      if (buf.size() >= buf.max_size()) {  // full, and no newline
+        st = state::busy;
+        deadline.cancel();
+        reply(error_reply("invalid_request",
+                          "request line above " + std::to_string(srv.opts.max_line) + " bytes"),
+              true);
+      } else if (peer_done) {
+        // EOF (maybe after half a line): nobody asks anything more.
+        close();
+      } else {
+        read_more();
+      }
       return;
     }
-    if (ec) {
-      // EOF (maybe after half a line), reset, cancelled: the peer is gone or
-      // we are stopping, so nobody is there to answer.
-      close();
-      return;
-    }
-    std::string line(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + n - 1);
-    buf.consume(n);
+    std::string line(begin, nl);
+    buf.consume(line.size() + 1);
     if (!line.empty() && line.back() == '\r')
       line.pop_back();
+    st = state::busy;
+    deadline.cancel();
     try {
       handle(line);
     } catch (const std::exception& e) {
@@ -233,6 +365,15 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     } catch (...) {
       reply(error_reply("internal", "control request failed"), false);
     }
+    read_more();  // meanwhile: the peer's close, and the lines it pipelines
+  }
+
+  void on_deadline() {
+    st = state::busy;
+    reply(error_reply("invalid_request", "no complete request within "
+                                           + std::to_string(srv.opts.read_deadline.count())
+                                           + " ms"),
+          true);
   }
 
   void handle(const std::string& line) {
@@ -242,8 +383,6 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
       reply(error_reply("invalid_request", problem), false);
       return;
     }
-    std::weak_ptr<connection> weak = shared_from_this();
-    auto mb = srv.mailbox;
     node& nd = srv.n;
     using kind = control_request::kind;
     if (req.op != kind::exec && srv.gate->draining()) {
@@ -273,7 +412,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
       case kind::exec:
         break;
     }
-    start_exec(std::move(req), std::move(weak), std::move(mb));
+    start_exec(std::move(req));
   }
 
   // Runs `f` (which blocks on the node) on the status threads; its reply
@@ -313,8 +452,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
       return;
     }
     st = state::following;
-    ++generation;  // no read deadline from now on
-    deadline.cancel();
+    buf.consume(buf.size());  // what a follower sends is ignored
     std::weak_ptr<connection> weak = shared_from_this();
     auto mb = srv.mailbox;
     forwarder = spawn_event_forwarder(root.home_system(), [weak, mb](std::string line) {
@@ -325,67 +463,23 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     });
     srv.n.subscribe(forwarder);
     push_event(dump_line(json{{"ok", true}, {"following", "events"}}));
-    watch_peer();
   }
 
   void push_event(std::string line) {
-    if (st != state::following || close_when_flushed)
+    if (st != state::following || closing)
       return;
-    if (backlog.size() >= srv.opts.follow_backlog) {
+    if (outq.size() >= srv.opts.follow_backlog) {
       // Too slow: never let the node wait, nor the backlog grow.
-      backlog.clear();
-      backlog.push_back(dump_line(error_reply(
-        "unavailable", "events follower too slow: more than "
-                         + std::to_string(srv.opts.follow_backlog)
-                         + " event lines behind; dropped")));
-      close_when_flushed = true;
+      outq.clear();
       stop_forwarder();
-    } else {
-      backlog.push_back(std::move(line));
-    }
-    pump();
-  }
-
-  // One write at a time; each must be taken within the read deadline.
-  void pump() {
-    if (write_pending || backlog.empty() || st != state::following)
+      push(out_line::last_line(dump_line(error_reply(
+                            "unavailable", "events follower too slow: more than "
+                                             + std::to_string(srv.opts.follow_backlog)
+                                             + " event lines behind; dropped")),
+                          true));
       return;
-    write_pending = true;
-    auto out = std::make_shared<std::string>(std::move(backlog.front()));
-    backlog.pop_front();
-    auto gen = ++generation;
-    auto self = shared_from_this();
-    deadline.expires_after(srv.opts.read_deadline);
-    deadline.async_wait([self, gen](const error_code& ec) {
-      if (!ec && self->st == state::following && self->generation == gen)
-        self->close();
-    });
-    asio::async_write(sock, asio::buffer(*out), [self, out](const error_code& ec, std::size_t) {
-      if (self->st != state::following)
-        return;
-      self->write_pending = false;
-      self->deadline.cancel();
-      if (ec || (self->close_when_flushed && self->backlog.empty())) {
-        self->close();
-        return;
-      }
-      self->pump();
-    });
-  }
-
-  // A follower that hangs up is noticed by this read (EOF), not only by the
-  // next event's write.
-  void watch_peer() {
-    auto self = shared_from_this();
-    sock.async_read_some(asio::buffer(discard), [self](const error_code& ec, std::size_t) {
-      if (self->st != state::following)
-        return;
-      if (ec) {
-        self->close();
-        return;
-      }
-      self->watch_peer();
-    });
+    }
+    push(out_line(std::move(line)));
   }
 
   void stop_forwarder() {
@@ -396,68 +490,107 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     forwarder = nullptr;
   }
 
-  // As node::execute, but asynchronous: the reply comes back through the
-  // mailbox, and nothing waits for it.
-  void start_exec(control_request req, std::weak_ptr<connection> weak,
-                  std::shared_ptr<reply_mailbox> mb) {
+  // As node::execute, but asynchronous: one short-lived actor per request
+  // (exec_call) posts its chunk lines and its reply back through the
+  // mailbox, and nothing waits for it. Closing the connection first
+  // cancels it (close()).
+  void start_exec(control_request req) {
     auto resolved = srv.n.resolve(req.pool);
     if (!resolved) {
       reply(json{{"ok", false}, {"error", error_json(resolved.error())}}, false);
       return;
     }
     auto t = *resolved;
-    auto wait = req.timeout.count() > 0 ? req.timeout * 2 + 30s : std::chrono::milliseconds(10min);
     auto cmd = make_command(std::move(req.command), std::move(req.args), std::move(req.session_id),
                             req.timeout);
+    std::weak_ptr<connection> weak = shared_from_this();
+    auto mb = srv.mailbox;
     auto gate = srv.gate;
     gate->exec_started();
-    auto deliver = [weak, mb, gate](json r) {  // called once: reply or error
+    exec_hooks hooks;
+    hooks.chunk = [weak, mb](out_line l) {
+      mb->post([weak, l = std::move(l)]() mutable {
+        if (auto c = weak.lock())
+          c->push_chunk(std::move(l));
+      });
+    };
+    hooks.done = [weak, mb, gate](json r) {  // called once: reply or error
       mb->post([weak, r = std::move(r)]() mutable {
         if (auto c = weak.lock())
-          c->reply(std::move(r), false);
+          c->exec_done(std::move(r));
       });
       gate->exec_done();
     };
-    t.home_system().spawn([t, cmd, wait, deliver](caf::event_based_actor* self) {
-      self->request(t, wait, exec_atom::value, cmd)
-        .then(
-          [deliver](json& j) { deliver(json{{"ok", true}, {"result", std::move(j)}}); },
-          [deliver](caf::error& e) {
-            json r;
-            try {
-              r = json{{"ok", false}, {"error", error_json(classify(std::move(e)))}};
-            } catch (const std::exception& x) {
-              r = error_reply("internal", std::string("exec failed: ") + x.what());
-            }
-            deliver(std::move(r));
-          });
-    });
+    exec = t.home_system().spawn(exec_call, t, std::move(cmd), req.stream, std::move(hooks));
   }
 
-  // A client that stops reading its replies gets the same deadline for
-  // taking one as for sending a request; then it is cut off, so it cannot
-  // hold a connection slot forever.
-  void reply(json j, bool then_close) {
-    if (st == state::closed)
+  void push_chunk(out_line l) {
+    if (st != state::busy || !exec || closing)
       return;
-    st = state::writing;
+    if (outq.size() >= srv.opts.follow_backlog) {
+      // Cannot happen while the worker keeps to its credit window
+      // (worker.stream_window chunks unacknowledged at most): a guard.
+      close();
+      return;
+    }
+    push(std::move(l));
+  }
+
+  void exec_done(json r) {
+    if (!exec)
+      return;
+    exec = nullptr;
+    reply(std::move(r), false);
+  }
+
+  // The request's last line: then the next request is read (or the
+  // connection closed).
+  void reply(json j, bool then_close) {
+    if (st == state::closed || closing)
+      return;
+    push(out_line::last_line(dump_line(j), then_close));
+  }
+
+  void push(out_line l) {
+    closing = closing || l.then_close;
+    outq.push_back(std::move(l));
+    write_next();
+  }
+
+  // A client that stops reading gets the same deadline for taking a line
+  // as for sending a request; then it is cut off, so it cannot hold a
+  // connection slot (nor a stream's worker) forever. A chunk is
+  // acknowledged to its worker once its line is written, so a client that
+  // does not read stalls the handler, not the host's memory.
+  void write_next() {
+    if (write_pending || outq.empty() || st == state::closed)
+      return;
+    write_pending = true;
+    auto line = std::make_shared<out_line>(std::move(outq.front()));
+    outq.pop_front();
     auto gen = ++generation;
-    auto out = std::make_shared<std::string>(dump_line(j));
     auto self = shared_from_this();
     deadline.expires_after(srv.opts.read_deadline);
     deadline.async_wait([self, gen](const error_code& ec) {
-      if (!ec && self->st == state::writing && self->generation == gen)
+      if (!ec && self->write_pending && self->generation == gen)
         self->close();
     });
-    asio::async_write(sock, asio::buffer(*out),
-                      [self, out, then_close](const error_code& ec, std::size_t) {
-                        if (self->st != state::writing)
+    asio::async_write(sock, asio::buffer(line->text),
+                      [self, line](const error_code& ec, std::size_t) {
+                        if (self->st == state::closed)
                           return;
+                        self->write_pending = false;
                         self->deadline.cancel();
-                        if (ec || then_close)
+                        if (ec || line->then_close) {
                           self->close();
-                        else
+                          return;
+                        }
+                        if (line->ack)
+                          caf::anon_send(line->from, ack_atom::value, line->wire, line->seq);
+                        if (line->last && self->st == state::busy)
                           self->read_next();
+                        else
+                          self->write_next();
                       });
   }
 
@@ -466,6 +599,11 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
       return;
     st = state::closed;
     stop_forwarder();
+    if (exec) {  // the request's answer has nobody to go to: stop its handler
+      caf::anon_send(exec, cancel_atom::value);
+      exec = nullptr;
+    }
+    outq.clear();
     error_code ig;
     deadline.cancel();
     sock.close(ig);

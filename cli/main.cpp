@@ -411,6 +411,11 @@ int main(int argc, char** argv) {
   exec->add_option("--pool", exec_pool, "the pool (or remote_pool) by name (default: the first)");
   exec->add_flag("--compact", exec_compact,
                  "print the reply as one line of JSON (default: indented over several lines)");
+  bool exec_stream = false;
+  exec->add_flag("--stream", exec_stream,
+                 "print each chunk the handler yields as one line of JSON as it arrives, then "
+                 "the reply (not with --node)");
+  exec->footer("Ctrl-C or SIGTERM closes the connection, and the node cancels the request.\n");
   remote_opts(exec);
 
   std::reverse(ours.begin(), ours.end());
@@ -472,6 +477,14 @@ int main(int argc, char** argv) {
     req["session_id"] = exec_session.empty() ? json(nullptr) : json(exec_session);
     if (!exec_pool.empty())
       req["pool"] = exec_pool;
+    if (exec_stream && !net.node.empty())
+      return fail("--stream cannot be used with --node: a remote node's streams are not "
+                  "reachable from the command line yet (use the node's control socket)");
+    if (exec_stream) {
+      req["stream"] = true;
+      return cli::stream_exec(exec_control.empty() ? cli::default_control_path() : exec_control,
+                              req, exec_compact);
+    }
     auto r = !net.node.empty()
                ? cli::remote_exec(net.node, net.tls,
                                   make_command(exec_cmd, args,
@@ -483,10 +496,7 @@ int main(int argc, char** argv) {
                : cli::control_call(exec_control.empty() ? cli::default_control_path()
                                                         : exec_control,
                                    req);
-    // The reply on stdout, {"ok", "result" | "error"}; --compact: one line.
-    std::printf("%s\n",
-                r.dump(exec_compact ? -1 : 2, ' ', false, json::error_handler_t::replace).c_str());
-    return r.value("ok", false) ? 0 : 1;
+    return cli::print_reply(r, exec_compact);
   }
   return 0;
 }

@@ -1,5 +1,6 @@
 // Operating a running node (commands.hpp): restart / stop / start of one
-// child, status --watch and events --follow, all through the control socket.
+// child, status --watch, events --follow and exec --stream, all through the
+// control socket.
 #include "commands.hpp"
 #include "control.hpp"
 
@@ -50,6 +51,35 @@ int watch_status(const std::string& control, bool as_json, int interval_ms, int 
     std::fflush(stdout);
   }
   return 0;
+}
+
+int print_reply(const json& reply, bool compact) {
+  std::printf("%s\n",
+              reply.dump(compact ? -1 : 2, ' ', false, json::error_handler_t::replace).c_str());
+  return reply.value("ok", false) ? 0 : 1;
+}
+
+int stream_exec(const std::string& control, const json& request, bool compact) {
+  json reply;
+  auto last = control_stream(control, request, [&](const json& line) {
+    if (line.contains("ok")) {  // the final line
+      reply = line;
+      return false;
+    }
+    // {"chunk": DATA, "seq": N}: the data, one line, at once
+    std::printf("%s\n", line.value("chunk", json()).dump(-1, ' ', false,
+                                                        json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
+    return true;
+  });
+  if (reply.is_null())  // no final line: a failure of its own, or the node closed the stream
+    reply = last.contains("ok") ? last
+                                : json{{"ok", false},
+                                       {"error",
+                                        {{"class", "protocol_error"},
+                                         {"message", "the node at " + control
+                                                       + " closed the stream before its reply"}}}};
+  return print_reply(reply, compact);
 }
 
 int follow_events(const std::string& control, int count) {
