@@ -226,6 +226,31 @@ TEST_CASE_FIXTURE(pool_fixture, "a handler stuck in C past its grace is replaced
   }));
 }
 
+TEST_CASE_FIXTURE(pool_fixture, "a request held in a worker's grace is cancelled there") {
+  // Straight to a worker on its own: in its grace it holds new work.
+  auto wc = test_worker_config("solo");
+  wc.handler_paths = {handlers_dir()};
+  wc.handler_modules = {"stream_cmds"};
+  wc.timeout_grace = 5s;
+  auto w = spawn(wc);
+  REQUIRE_FALSE(await_ready(w));
+  self->request(w, caf::infinite, exec_atom::value,
+                make_command("stuck_in_c", {{"s", 3}}, std::nullopt, 200ms))
+    .receive([](json&) { FAIL("answered"); }, [](caf::error& e) { CHECK(is(e, errc::command_timeout)); });
+  auto req = make_command("pid");
+  req.ref = 11;
+  auto h = self->request(w, caf::infinite, exec_atom::value, req);
+  REQUIRE(wait_until([&] {
+    json s;
+    self->request(w, caf::infinite, stats_atom::value).receive([&](json& j) { s = j; }, [](caf::error&) {});
+    return s.value("held", 0) == 1;
+  }));
+  self->send(w, cancel_atom::value, std::uint64_t{11});
+  caf::error got;
+  h.receive([](json&) { FAIL("a cancelled request answered"); }, [&](caf::error& e) { got = e; });
+  CHECK(is(got, errc::cancelled));
+}
+
 TEST_CASE_FIXTURE(pool_fixture, "a worker killed mid-stream: the chunks sent, then worker_crashed") {
   REQUIRE_FALSE(start(stream_pool()));
   REQUIRE_FALSE(await_pool_ready());

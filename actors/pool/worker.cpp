@@ -297,8 +297,22 @@ void abandon(worker_actor* self, std::uint64_t id, const inflight_request& req, 
 void cancel_request(worker_actor* self, const caf::actor_addr& caller, std::uint64_t ref) {
   auto& st = self->state;
   auto taken = st.table->take_by_ref(caller, ref);
-  if (!taken)
-    return;  // answered already, or never here
+  if (!taken) {
+    // Held in the grace: it never reached Python.
+    auto h = std::find_if(st.held.begin(), st.held.end(), [&](const held_request& h) {
+      return ref != 0 && h.req.ref == ref && caf::actor_cast<caf::actor_addr>(h.rp.source()) == caller;
+    });
+    if (h == st.held.end())
+      return;  // answered already, or never here
+    ++st.cancels;
+    auto req = std::move(h->req);
+    auto rp = std::move(h->rp);
+    st.held.erase(h);
+    rp.deliver(make_error(errc::cancelled, "request cancelled by its caller"));
+    if (req.pooled && st.cfg.pool)
+      self->send(st.cfg.pool, done_atom::value, false, req.tag, std::string("cancelled"));
+    return;
+  }
   ++st.cancels;
   taken->second.rp.deliver(make_error(errc::cancelled, "request cancelled by its caller"));
   abandon(self, taken->first, taken->second, "cancelled");
