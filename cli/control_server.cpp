@@ -524,15 +524,11 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     exec = t.home_system().spawn(exec_call, t, std::move(cmd), req.stream, std::move(hooks));
   }
 
+  // No bound of our own: the worker's credit window bounds the chunks not
+  // yet acknowledged, and a chunk is acknowledged once written.
   void push_chunk(out_line l) {
     if (st != state::busy || !exec || closing)
       return;
-    if (outq.size() >= srv.opts.follow_backlog) {
-      // Cannot happen while the worker keeps to its credit window
-      // (worker.stream_window chunks unacknowledged at most): a guard.
-      close();
-      return;
-    }
     push(std::move(l));
   }
 
