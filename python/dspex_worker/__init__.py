@@ -14,9 +14,15 @@ exported here:
         for i in range(args["n"]):
             yield i
         return {"total": args["n"]}
+
+    @command("agent")                 # calls back into the host
+    def agent(args, ctx):
+        return ctx.call("pool:search", "lookup", {"q": args["q"]}, timeout=5)
 """
 
-from .registry import Cancelled, CommandContext, InvalidArgs, check_args, command
+from .registry import (SAME, Cancelled, CommandContext, HostCallError, InvalidArgs,
+                       check_args, command)
 
-__all__ = ["command", "Cancelled", "CommandContext", "InvalidArgs", "check_args"]
+__all__ = ["command", "Cancelled", "CommandContext", "HostCallError", "InvalidArgs",
+           "SAME", "check_args"]
 __version__ = "0.1.0"

@@ -8,8 +8,9 @@ import sys
 
 from .registry import NO_ARGS, CommandRegistry, check_args
 
-# The wire protocol this worker speaks (worker.py: chunk, ack, cancel).
-PROTOCOL_VERSION = 2
+# The wire protocol this worker speaks (worker.py: chunk, ack, cancel;
+# host_calls.py: call, result, cancel_call).
+PROTOCOL_VERSION = 3
 
 BUILTIN_COMMANDS = CommandRegistry()
 builtin = BUILTIN_COMMANDS.command
@@ -50,7 +51,10 @@ def get_stats(args, ctx):
             "in_flight": worker.in_flight(), "threads": worker.threads,
             "cancelled": worker.cancelled,
             "cancels_ignored": worker.cancels_ignored,
-            "bad_control_frames": worker.bad_control_frames}
+            "bad_control_frames": worker.bad_control_frames,
+            "host_calls": worker.host_calls.in_flight(),
+            "host_calls_total": worker.host_calls.total,
+            "host_call_results_ignored": worker.host_calls.results_ignored}
 
 
 @builtin("shutdown")

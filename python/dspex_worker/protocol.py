@@ -10,6 +10,13 @@ Protocol 2 (docs/architecture.md, "Streams and cancellation"):
 Chunk:   {"id":N,"type":"chunk","seq":S,"data":X}      worker -> host
 Ack:     {"type":"ack","id":N,"seq":S}                  host -> worker
 Cancel:  {"type":"cancel","id":N}                       host -> worker
+Protocol 3 (docs/architecture.md, "Host calls"):
+Call:    {"type":"call","id":N,"call":K,"target":T,"command":C,"args":A
+          [,"timeout_ms":M][,"session":S]}              worker -> host
+Result:  {"type":"result","call":K,"success":true,"result":R}
+      or {"type":"result","call":K,"success":false,
+          "error":{"type":CLASS,"message":M}}           host -> worker
+Cancel a call: {"type":"cancel_call","call":K}          worker -> host
 
 The reader keeps one growing bytearray and reads large chunks into a reused
 buffer, so a small request costs one read syscall and no per-read allocation;
@@ -87,11 +94,17 @@ class InvalidRequest(ProtocolError):
 
 
 class MalformedControl(Exception):
-    """A cancel or ack frame (it has a "type") with a bad id or seq.
+    """A cancel, ack or result frame (it has a "type") with a bad id, seq or
+    body.
 
     Not a request, so there is nothing to answer: the worker logs it and
-    reads on.
+    reads on. call: the host call a result frame names (None: unreadable),
+    which then fails instead of waiting for an answer that will not come.
     """
+
+    def __init__(self, message, call=None):
+        super().__init__(message)
+        self.call = call
 
 
 # The host's request prefix: {"id":N, (bridge/protocol.cpp writes it first).
@@ -203,8 +216,10 @@ def decode_request(payload):
 
 
 def decode_message(payload):
-    """A Request, or ("cancel", id, None) / ("ack", id, seq) for a control
-    frame (an object with "type" "cancel" or "ack" and no "command").
+    """A Request, or ("cancel", id, None) / ("ack", id, seq) /
+    ("result", call, (True, result) or (False, (class, message))) for a
+    control frame (an object with "type" "cancel", "ack" or "result" and no
+    "command").
 
     Raises ProtocolError (a bad request) or MalformedControl.
     """
@@ -252,11 +267,13 @@ def decode_message(payload):
     return Request(request_id, command, args, session_id, stream, timeout_ms)
 
 
-_CONTROL_TYPES = ("cancel", "ack")
+_CONTROL_TYPES = ("cancel", "ack", "result")
 
 
 def _control(message):
     kind = message["type"]
+    if kind == "result":
+        return _result(message)
     request_id = message.get("id")
     if type(request_id) is not int or request_id < 0:
         raise MalformedControl(f"{kind} frame needs a non-negative integer \"id\"")
@@ -266,6 +283,44 @@ def _control(message):
     if type(seq) is not int or seq < 0:
         raise MalformedControl("ack frame needs a non-negative integer \"seq\"")
     return "ack", request_id, seq
+
+
+def _result(message):
+    call = message.get("call")
+    if type(call) is not int or call < 0:
+        raise MalformedControl("result frame needs a non-negative integer \"call\"")
+    success = message.get("success")
+    if success is True:
+        return "result", call, (True, message.get("result"))
+    if success is not False:
+        raise MalformedControl(
+            f"result frame of call {call} needs a boolean \"success\"", call)
+    error = message.get("error")
+    error_class = error.get("type") if isinstance(error, dict) else None
+    if not isinstance(error_class, str) or not error_class:
+        raise MalformedControl(
+            f"result frame of call {call} needs an \"error\" object with a "
+            "non-empty string \"type\"", call)
+    text = error.get("message")
+    return "result", call, (False, (error_class, "" if text is None else str(text)))
+
+
+def encode_host_call(request_id, call, target, command, args, timeout_ms=None,
+                     session=None, with_session=False):
+    """A call frame ("session" only when with_session). Raises
+    TypeError/ValueError (UnicodeEncodeError)/RecursionError for args that
+    are not JSON."""
+    frame = {"type": "call", "id": request_id, "call": call, "target": target,
+             "command": command, "args": args}
+    if timeout_ms is not None:
+        frame["timeout_ms"] = timeout_ms
+    if with_session:
+        frame["session"] = session
+    return _encode(frame).encode("utf-8")
+
+
+def encode_cancel_call(call):
+    return f'{{"type":"cancel_call","call":{call}}}'.encode("utf-8")
 
 
 def encode_success(request_id, result):

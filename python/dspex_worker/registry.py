@@ -118,6 +118,32 @@ class Cancelled(BaseException):
     """
 
 
+class HostCallError(Exception):
+    """A host call (ctx.call) failed: error_class is the dspex error class
+    ("worker_crashed", "command_timeout", "invalid_request", "python_error",
+    "node_down", "cancelled", ...), message says why; str() is
+    "CLASS: message". An Exception: a handler may catch it and go on."""
+
+    def __init__(self, error_class, message=""):
+        super().__init__(error_class, message)
+        self.error_class = error_class
+        self.message = message
+
+    def __str__(self):
+        return f"{self.error_class}: {self.message}"
+
+
+class _Same:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "SAME"
+
+
+SAME = _Same()
+"""ctx.call(..., session=SAME), the default: the request's own session."""
+
+
 class CommandContext:
     """What a handler knows about its call.
 
@@ -127,7 +153,8 @@ class CommandContext:
     cancelled turns True when the host cancels the request; deadline is the
     caller's deadline in time.monotonic() seconds (None: none); stream is
     the credit window when what a generator yields reaches the caller as
-    chunks (None: a unary call); sleep() waits and returns early on cancel.
+    chunks (None: a unary call); sleep() waits and returns early on cancel;
+    call() calls the host (a pool or a function of the node).
     """
 
     __slots__ = ("worker", "request_id", "session_id", "deadline", "stream",
@@ -161,6 +188,14 @@ class CommandContext:
         if not self.cancelled:
             event.wait(seconds)
         return None
+
+    def call(self, target, command, args=None, *, timeout=None, session=SAME):
+        """Call the host (worker.py, Call.call); not from a command that runs
+        on the protocol thread, which is the one that reads the answer."""
+        raise HostCallError(
+            "invalid_request",
+            "ctx.call is not available in an inline or state command (it runs "
+            "on the protocol thread, which reads the host's answer)")
 
     def _wake(self):
         event = self._event

@@ -19,6 +19,8 @@ Cancelled raised in its thread (PyThreadState_SetAsyncExc), but only while
 that request's own code runs there, at most once, and a pending one is
 cleared when that code returns (_Slot, _in_window); a suspended generator
 is closed. Every cancelled request is answered with error type "cancelled".
+ctx.call (host_calls.py) steps out of that window while it sends and waits:
+a cancel wakes its wait, and it raises Cancelled itself.
 Nothing a handler does (raise, sys.exit, return something unencodable) may
 break the loop; only SIGTERM, EOF, the shutdown command and an
 unrecoverable framing error end it.
@@ -34,12 +36,14 @@ import time
 import types
 
 from . import hygiene
+from .host_calls import HostCalls
 from .log import log
 from .programs import ProgramStore
 from .protocol import (FrameTooLarge, MalformedControl, ProtocolError, Request,
                        TruncatedFrame, decode_message, encode_chunk,
                        encode_failure, encode_success)
-from .registry import NO_REPLY, Cancelled, CommandContext, InvalidArgs, is_async
+from .registry import (NO_REPLY, SAME, Cancelled, CommandContext, HostCallError,
+                       InvalidArgs, is_async)
 
 # Exit codes, as the host sees them.
 EXIT_OK = 0
@@ -65,7 +69,8 @@ class Call(CommandContext):
     cancel and acks act on."""
 
     __slots__ = ("name", "args", "handler", "on_loop", "slot",
-                 "async_sent", "acked", "credit", "waiter", "task")
+                 "async_sent", "acked", "credit", "waiter", "task",
+                 "pending_calls", "ended")
 
     def __init__(self, worker, request, handler, on_loop):
         super().__init__(worker, request.id, request.session_id,
@@ -80,6 +85,35 @@ class Call(CommandContext):
         self.credit = threading.Condition() if request.stream else None
         self.waiter = None                # a loop future an ack resolves
         self.task = None
+        self.pending_calls = None         # K -> its host call in flight
+        self.ended = False                # answered: no more host calls
+
+    def call(self, target, command, args=None, *, timeout=None, session=SAME):
+        """Call `command` on the host's target ("pool:NAME" or "fn:NAME");
+        its result, or HostCallError. Blocks a thread; on an event loop it
+        returns a future (`await ctx.call(...)`). docs/handlers.md."""
+        asyncio = sys.modules.get("asyncio")
+        loop = None if asyncio is None else asyncio._get_running_loop()
+        host_calls = self.worker.host_calls
+        if loop is not None:
+            return host_calls.call_async(self, loop, target, command, args,
+                                         timeout, session)
+        slot = self.slot
+        if slot is not None and slot.ident != threading.get_ident():
+            slot = None               # a thread of the handler's own
+        if slot is not None and not _enter(slot, self, stepping_out=True):
+            raise Cancelled(f"request {self.request_id} was cancelled")
+        try:
+            ok, value = host_calls.call_sync(self, target, command, args,
+                                             timeout, session)
+        finally:
+            if slot is not None:      # cancelled meanwhile: raised below
+                _enter(slot, self)
+        if self.cancelled:
+            raise Cancelled(f"request {self.request_id} was cancelled")
+        if ok:
+            return value
+        raise value
 
 
 class _Slot:
@@ -103,11 +137,13 @@ def _raise_in(thread_ident, exc_type):
         None if exc_type is None else ctypes.py_object(exc_type))
 
 
-def _enter(slot, call):
+def _enter(slot, call, stepping_out=False):
+    """Open the window (stepping_out: close it while the call's own code
+    waits on a host call); False when the request is cancelled already."""
     with slot.lock:
         if call.cancelled:
             return False
-        slot.running = call
+        slot.running = None if stepping_out else call
         return True
 
 
@@ -203,6 +239,7 @@ class Worker:
         self.cancels_ignored = 0      # cancels for an id not in flight
         self.bad_control_frames = 0   # malformed cancel/ack frames, ignored
         self._errors_lock = threading.Lock()
+        self.host_calls = HostCalls(channel)  # ctx.call in flight
 
         self._calls = {}              # request id -> Call in flight
         self._kinds = {}              # handler -> runs on the event loop
@@ -301,6 +338,7 @@ class Worker:
             payload, code = self._next_frame(read_frame)
             if payload is None:
                 if code == EXIT_OK:
+                    self.host_calls.close()
                     self._drain()
                 return code
             try:
@@ -308,6 +346,9 @@ class Worker:
             except MalformedControl as exc:
                 self.bad_control_frames += 1
                 log(f"ignored a malformed control frame: {exc}")
+                if exc.call is not None:  # its call fails: no answer will come
+                    self.host_calls.settle(exc.call, (False, HostCallError(
+                        "protocol_error", f"malformed result frame: {exc}")), True)
                 continue
             except ProtocolError as exc:
                 reply = self._bad_request(exc)
@@ -369,6 +410,9 @@ class Worker:
 
     def _control(self, frame):
         kind, request_id, seq = frame
+        if kind == "result":          # request_id: the host call's K
+            self.host_calls.settle(request_id, seq)
+            return
         call = self._calls.get(request_id)
         if kind == "ack":
             if call is not None and call.stream:
@@ -393,6 +437,7 @@ class Worker:
         """Stop a Call: whatever it runs ends with the reply "cancelled"."""
         call.cancelled = True
         call._wake()                  # ctx.sleep returns
+        self.host_calls.cancel_request(call)  # ctx.call raises Cancelled
         credit = call.credit
         if credit is not None:
             with credit:
@@ -454,6 +499,9 @@ class Worker:
         slot and the reply are released, so the request they let in finds
         it idle instead of starting another thread."""
         self._calls.pop(call.request_id, None)
+        call.ended = True             # then pending_calls: see HostCalls._start
+        if call.pending_calls:
+            self.host_calls.end_request(call)
         with self._admit:
             if self._waiting:
                 following = self._waiting.popleft()

@@ -210,7 +210,7 @@ class GeneratorTest(StreamTestCase):
         worker = self.start()
         worker.send({"type": "ack", "id": 55, "seq": 3})
         worker.assert_no_output(0.2)
-        self.assertEqual(worker.call("ping")["protocol"], 2)
+        self.assertEqual(worker.call("ping")["protocol"], 3)
 
 
 class AsyncTest(StreamTestCase):
