@@ -70,7 +70,7 @@ class Call(CommandContext):
 
     __slots__ = ("name", "args", "handler", "on_loop", "slot",
                  "async_sent", "acked", "credit", "waiter", "task",
-                 "pending_calls", "ended")
+                 "pending_calls", "ended", "answered_cancelled")
 
     def __init__(self, worker, request, handler, on_loop):
         super().__init__(worker, request.id, request.session_id,
@@ -87,6 +87,7 @@ class Call(CommandContext):
         self.task = None
         self.pending_calls = None         # K -> its host call in flight
         self.ended = False                # answered: no more host calls
+        self.answered_cancelled = False   # its reply is "cancelled"
 
     def call(self, target, command, args=None, *, timeout=None, session=SAME):
         """Call `command` on the host's target ("pool:NAME" or "fn:NAME");
@@ -236,7 +237,7 @@ class Worker:
         self.requests = 0             # counted on the protocol thread
         self.errors = 0               # counted by request threads too: locked
         self.cancelled = 0            # requests answered "cancelled" (locked)
-        self.cancels_ignored = 0      # cancels for an id not in flight
+        self.cancels_ignored = 0      # cancels for an id not in flight (or crossing its reply)
         self.bad_control_frames = 0   # malformed cancel/ack frames, ignored
         self._errors_lock = threading.Lock()
         self.host_calls = HostCalls(channel)  # ctx.call in flight
@@ -413,13 +414,21 @@ class Worker:
         if kind == "result":          # request_id: the host call's K
             self.host_calls.settle(request_id, seq)
             return
-        call = self._calls.get(request_id)
         if kind == "ack":
+            call = self._calls.get(request_id)
             if call is not None and call.stream:
                 self._ack(call, seq)
-        elif call is None or call.cancelled:
-            self.cancels_ignored += 1
-        else:
+            return
+        # Under _admit, as _finish takes the call out: a cancel that crosses
+        # a reply decided already is counted ignored there.
+        with self._admit:
+            call = self._calls.get(request_id)
+            live = call is not None and not call.cancelled
+            if live:
+                call.cancelled = True
+            else:
+                self.cancels_ignored += 1
+        if live:
             self._cancel(call)
 
     def _ack(self, call, seq):
@@ -498,11 +507,13 @@ class Worker:
         sync one back to run itself; else it is counted idle before the
         slot and the reply are released, so the request they let in finds
         it idle instead of starting another thread."""
-        self._calls.pop(call.request_id, None)
         call.ended = True             # then pending_calls: see HostCalls._start
         if call.pending_calls:
             self.host_calls.end_request(call)
         with self._admit:
+            self._calls.pop(call.request_id, None)
+            if call.cancelled and not call.answered_cancelled:
+                self.cancels_ignored += 1  # it crossed the reply
             if self._waiting:
                 following = self._waiting.popleft()
             else:
@@ -527,6 +538,7 @@ class Worker:
             log("protocol output closed by the host")
 
     def _cancelled_reply(self, call):
+        call.answered_cancelled = True
         with self._errors_lock:
             self.cancelled += 1
         return encode_failure(call.request_id, "cancelled",
