@@ -80,6 +80,24 @@ HANDLERS = """
         except HostCallError as exc:
             return exc.error_class
 
+    def choose_action(question, notes, script):
+        return script[len(notes)]
+
+    @command("agent")                 # the loop of docs/handlers.md "Calling the host"
+    def agent(args, ctx):
+        notes = []
+        for step in range(args.get("max_steps", 5)):
+            action = choose_action(args["question"], notes, args["script"])
+            if action["tool"] == "finish":
+                return {"answer": action["input"], "steps": step, "notes": notes}
+            try:
+                observation = ctx.call("pool:tools", action["tool"],
+                                       {"input": action["input"]}, timeout=10)
+            except HostCallError as exc:
+                observation = {"error": str(exc)}
+            notes.append({"action": action, "observation": observation})
+        return {"answer": None, "steps": len(notes)}
+
     @command("state", inline=True)
     def state(args, ctx):
         return dict(ctx.state)
@@ -204,6 +222,24 @@ class CallTest(HostCallTestCase):
             self.answer(worker, frame["call"], f"step {i}")
             self.assertEqual(worker.read_frame()["data"], f"step {i}")
         self.assertEqual(worker.read_frame(), {"id": 1, "success": True, "result": None})
+
+
+    def test_an_agent_loop(self):
+        worker = self.start()
+        script = [{"tool": "search", "input": "dspex"}, {"tool": "calc", "input": "1/0"},
+                  {"tool": "finish", "input": "42"}]
+        worker.send({"id": 9, "command": "agent", "session_id": "s",
+                     "args": {"question": "?", "script": script}})
+        frame = self.expect_call(worker, 9)
+        self.assertEqual((frame["command"], frame["args"], frame["timeout_ms"]),
+                         ("search", {"input": "dspex"}, 10000))
+        self.answer(worker, frame["call"], {"hits": 3})
+        frame = self.expect_call(worker, 9)
+        self.fail_call(worker, frame["call"], "python_error", "ZeroDivisionError: division by zero")
+        result = worker.read_frame()["result"]
+        self.assertEqual((result["answer"], result["steps"]), ("42", 2))
+        self.assertEqual([note["observation"] for note in result["notes"]],
+                         [{"hits": 3}, {"error": "python_error: ZeroDivisionError: division by zero"}])
 
 
 class TimeoutAndCancelTest(HostCallTestCase):
