@@ -99,16 +99,22 @@ class MalformedControl(Exception):
 
     Not a request, so there is nothing to answer: the worker logs it and
     reads on. call: the host call a result frame names (None: unreadable),
-    which then fails instead of waiting for an answer that will not come.
+    which then fails with error_class instead of waiting for an answer that
+    will not come.
     """
 
-    def __init__(self, message, call=None):
+    def __init__(self, message, call=None, error_class="protocol_error"):
         super().__init__(message)
         self.call = call
+        self.error_class = error_class
 
 
 # The host's request prefix: {"id":N, (bridge/protocol.cpp writes it first).
 _ID_PREFIX = re.compile(rb'\{"id":(0|[1-9][0-9]{0,19}),')
+
+
+# The host's result frame prefix (bridge/protocol.cpp).
+_RESULT_PREFIX = re.compile(rb'\{"type":"result","call":(0|[1-9][0-9]{0,19}),')
 
 
 def request_id_of(payload):
@@ -229,6 +235,12 @@ def decode_message(payload):
         raise ProtocolError(f"request is not valid UTF-8 JSON: {exc}") from None
     except RecursionError:
         request_id = request_id_of(payload)
+        result = _RESULT_PREFIX.match(payload) if request_id is None else None
+        if result is not None:      # its call fails; the worker serves on
+            raise MalformedControl(
+                "result nests deeper than the worker's JSON parser takes (Python's "
+                f"recursion limit, {sys.getrecursionlimit()})", int(result.group(1)),
+                "result_too_deep") from None
         if request_id is None:
             raise ProtocolError("request JSON is nested too deeply") from None
         raise InvalidRequest(

@@ -349,7 +349,7 @@ class Worker:
                 log(f"ignored a malformed control frame: {exc}")
                 if exc.call is not None:  # its call fails: no answer will come
                     self.host_calls.settle(exc.call, (False, HostCallError(
-                        "protocol_error", f"malformed result frame: {exc}")), True)
+                        exc.error_class, f"malformed result frame: {exc}")), True)
                 continue
             except ProtocolError as exc:
                 reply = self._bad_request(exc)

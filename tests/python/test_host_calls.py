@@ -335,6 +335,12 @@ class BadResultTest(HostCallTestCase):
         error = worker.read_frame()["result"]["error"]
         self.assertEqual(error[0], "protocol_error")
         self.assertIn(f"call {frame['call']}", error[1])
+        # One too deep for the worker's JSON parser: result_too_deep.
+        worker.send({"id": 2, "command": "ask"})
+        call = self.expect_call(worker, 2)["call"]
+        worker.send(f'{{"type":"result","call":{call},"success":true,"result":'
+                    f'{"[" * 5000}{"]" * 5000}}}'.encode())
+        self.assertEqual(worker.read_frame()["result"]["error"][0], "result_too_deep")
         self.assertEqual(worker.call("ping")["status"], "ok")
 
 
