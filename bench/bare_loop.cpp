@@ -70,8 +70,14 @@ struct bare_conn {
 
 std::vector<std::string> worker_argv(const worker_launch& l, int n) {
   std::string run_id = l.run_id.empty() ? bridge::host_run_id() : l.run_id;
-  return {l.python, "-u", "-m", "dspex_worker", "--worker-id", l.id_prefix + "-" + std::to_string(n),
-          "--run-id", run_id, "--mode", "pool"};
+  std::vector<std::string> argv{l.python, "-u"};
+  if (l.script.empty()) {
+    argv.insert(argv.end(), {"-m", "dspex_worker"});
+  } else {
+    argv.push_back(l.script);
+  }
+  argv.insert(argv.end(), {"--worker-id", l.id_prefix + "-" + std::to_string(n), "--run-id", run_id, "--mode", "pool"});
+  return argv;
 }
 
 // Same environment as actors/pool/worker: PYTHONPATH first, unbuffered.
@@ -173,6 +179,7 @@ bare_result run_bare_loop(const bare_options& opts) {
     throw std::invalid_argument("run_bare_loop: workers must be >= 1");
   bare_result res;
   res.workers = opts.workers;
+  res.script = opts.launch.script;
   res.payload_bytes = opts.payload_bytes;
   res.parse_replies = opts.parse_replies;
   res.cpus = opts.cpus;
@@ -338,6 +345,7 @@ bare_result run_bare_loop_count(int workers, std::uint64_t requests_per_worker, 
 json to_json(const bare_result& r) {
   return json{{"workers", r.workers},
               {"clients", r.workers},
+              {"worker", r.script.empty() ? std::string("dspex_worker") : r.script},
               {"payload_bytes", r.payload_bytes},
               {"parse_replies", r.parse_replies},
               {"cpus", r.cpus},

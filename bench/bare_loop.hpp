@@ -36,6 +36,10 @@ struct worker_launch {
   std::string python_dir;          ///< dir holding dspex_worker; "" = locate_python_dir()
   std::string run_id;              ///< --run-id; "" = bridge::host_run_id()
   std::string id_prefix = "bare";  ///< --worker-id is <prefix>-<n>
+  /// Non-empty: `python -u <script>` instead of the dspex_worker package
+  /// (bench/peers/min_echo.py: the minimal Python echo, the floor of dspex's
+  /// Python side); it gets the same arguments and environment.
+  std::string script;
   /// As worker.sched_batch (default on): the floor runs its workers as
   /// dspex does, so the ratio is dspex's own overhead.
   bool batch_scheduling = true;
@@ -67,6 +71,7 @@ struct bare_options {
 
 struct bare_result {
   int workers = 0;
+  std::string script;          ///< worker_launch::script it ran ("": dspex_worker)
   std::size_t payload_bytes = 0;
   bool parse_replies = true;
   std::vector<int> cpus;       ///< the affinity it ran with; empty: unpinned

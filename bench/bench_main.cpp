@@ -8,6 +8,7 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace dspex::bench {
@@ -66,6 +67,7 @@ json options_json(const peer_bench_options& o) {
               {"pinned_round_trip", o.pinned_round_trip},
               {"pin_cpu", o.pin_cpu},
               {"python_peers", o.python_peers},
+              {"min_echo", o.min_echo},
               {"sched_batch", o.sched_batch},
               {"out_dir", o.out_dir},
               {"python", o.python},
@@ -91,6 +93,13 @@ const bare_result* peer_bench_result::bare_for(int workers) const {
   return nullptr;
 }
 
+const bare_result* peer_bench_result::min_echo_for(int workers) const {
+  for (auto& b : min_echo)
+    if (b.workers == workers && b.requests > 0)
+      return &b;
+  return nullptr;
+}
+
 const peer_result* peer_bench_result::peer_for(peer_kind kind, int workers) const {
   for (auto& p : kind == peer_kind::mp_pool ? mp_pool : executor)
     if (p.workers == workers && p.ok)
@@ -105,7 +114,8 @@ peer_bench_result measure_peers(const peer_bench_options& opts, progress_line* p
   r.machine = machine_info(opts.python);
 
   const int steps =
-    static_cast<int>(opts.workers.size()) * (opts.python_peers ? 3 : 1) + 2 + (opts.pinned_round_trip ? 1 : 0);
+    static_cast<int>(opts.workers.size()) * ((opts.python_peers ? 3 : 1) + (opts.min_echo ? 1 : 0)) + 2 +
+    (opts.pinned_round_trip ? 1 : 0);
   int step = 0;
   auto announce = [&](const std::string& what) {
     if (progress) {
@@ -126,10 +136,11 @@ peer_bench_result measure_peers(const peer_bench_options& opts, progress_line* p
   popts.python = opts.python;
   popts.warmup = opts.peer_warmup;
 
-  // Interleaved by W, so drift of the machine (thermal, other load) hits
-  // every system alike.
-  for (int w : opts.workers) {
-    announce("bare loop W=" + std::to_string(w));
+  // The bare loop on W workers: dspex_worker, or a script of bench/peers.
+  auto run_bare = [&](int w, const std::string& script) {
+    const std::string what =
+      "bare loop W=" + std::to_string(w) + (script.empty() ? "" : ", minimal Python echo");
+    announce(what);
     try {
       bare_options bo;
       bo.workers = w;
@@ -138,15 +149,30 @@ peer_bench_result measure_peers(const peer_bench_options& opts, progress_line* p
       bo.warmup_requests = opts.warmup_requests;
       bo.parse_replies = opts.bare_parse_replies;
       bo.launch = launch;
-      r.bare.push_back(run_bare_loop(bo));
-      auto& b = r.bare.back();
+      if (!script.empty()) {
+        bo.launch.script = locate_peer_file(script);
+        if (bo.launch.script.empty())
+          throw std::runtime_error(script + " not found (set DSPEX_BENCH_PEERS_DIR)");
+      }
+      auto& runs = script.empty() ? r.bare : r.min_echo;
+      runs.push_back(run_bare_loop(bo));
+      auto& b = runs.back();
+      const std::string line = describe(b) + (script.empty() ? "" : " (minimal Python echo)");
       if (b.errors > 0 || b.requests == 0)
-        r.failures.push_back(describe(b));
-      done(describe(b));
+        r.failures.push_back(line);
+      done(line);
     } catch (const std::exception& e) {
-      r.failures.push_back("bare loop W=" + std::to_string(w) + ": " + e.what());
+      r.failures.push_back(what + ": " + e.what());
       done(r.failures.back());
     }
+  };
+
+  // Interleaved by W, so drift of the machine (thermal, other load) hits
+  // every system alike.
+  for (int w : opts.workers) {
+    run_bare(w, {});
+    if (opts.min_echo)
+      run_bare(w, "min_echo.py");
     if (!opts.python_peers)
       continue;
     for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor}) {
@@ -264,6 +290,12 @@ void add_peer_rows(report_table& t, const peer_bench_result& r) {
              verdict::skipped,
              "bare loop " + ws + " did not run or had no successful request"});
     }
+    if (auto* me = r.min_echo_for(w))
+      t.add({"req/s " + ws + ", bare loop, minimal Python echo", format_rate(me->requests_per_s),
+             b ? "bare " + format_rate(b->requests_per_s) : "",
+             b ? format_ratio(ratio(me->requests_per_s, b->requests_per_s)) : "",
+             "dspex " + targets::at_least(targets::throughput_vs_min_echo, "this") + " (W=4, 8)", verdict::floor,
+             ""});
     if (r.options.python_peers) {
       if (mp)
         t.add({"req/s " + ws + ", mp.Pool.apply_async", format_rate(mp->requests_per_s), "", "",
@@ -306,41 +338,47 @@ void add_peer_rows(report_table& t, const peer_bench_result& r) {
 }
 
 json to_json(const peer_bench_result& r) {
-  json bare = json::array();
+  json bare = json::array(), min_echo = json::array();
   for (auto& b : r.bare)
     bare.push_back(to_json(b));
+  for (auto& b : r.min_echo)
+    min_echo.push_back(to_json(b));
   json mp = json::array(), ex = json::array();
   for (auto& p : r.mp_pool)
     mp.push_back(to_json(p));
   for (auto& p : r.executor)
     ex.push_back(to_json(p));
-  json plots = json::array();
-  for (auto& p : r.plots)
-    plots.push_back({{"ok", p.ok}, {"png", p.png}, {"message", p.message}});
   report_table t;
   add_peer_rows(t, r);
   return json{{"machine", r.machine},
               {"options", options_json(r.options)},
               {"bare_loop", bare},
+              {"bare_loop_min_echo", min_echo},
               {"bare_loop_pinned", r.pinned.workers > 0 ? to_json(r.pinned) : json(nullptr)},
               {"mp_pool", mp},
               {"process_pool_executor", ex},
               {"spawn_to_first_reply", to_json(r.spawn_one)},
               {"spawn_many_to_first_reply", to_json(r.spawn_many)},
               {"failures", r.failures},
-              {"plots", plots},
+              {"plots", to_json(r.plots)},
               {"table", t.to_json()},
               {"wall_seconds", r.wall_seconds}};
+}
+
+throughput_series bare_series(std::string label, const std::vector<bare_result>& runs) {
+  throughput_series s{std::move(label), {}};
+  for (auto& b : runs)
+    if (b.requests > 0)
+      s.points.push_back({b.workers, b.requests_per_s});
+  return s;
 }
 
 std::vector<plot_outcome> plot_peers(const peer_bench_result& r, const std::string& out_dir) {
   std::vector<plot_outcome> out;
   std::vector<throughput_series> tput;
-  throughput_series bare{"bare C++ loop (W threads)", {}};
-  for (auto& b : r.bare)
-    if (b.requests > 0)
-      bare.points.push_back({b.workers, b.requests_per_s});
-  tput.push_back(bare);
+  tput.push_back(bare_series("bare C++ loop (W threads)", r.bare));
+  if (auto me = bare_series("bare C++ loop, minimal Python echo (W threads)", r.min_echo); !me.points.empty())
+    tput.push_back(me);
   for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor}) {
     throughput_series s{std::string("Python ") + display_name(kind) + " (4W in flight)", {}};
     for (auto& p : kind == peer_kind::mp_pool ? r.mp_pool : r.executor)

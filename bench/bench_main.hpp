@@ -37,6 +37,10 @@ struct peer_bench_options {
   bool pinned_round_trip = true;
   int pin_cpu = 0;
   bool python_peers = true;
+  /// Also drive bench/peers/min_echo.py (read a frame, json.loads,
+  /// json.dumps, write) with the bare loop, for each W: the floor of dspex's
+  /// Python side (targets::throughput_vs_min_echo).
+  bool min_echo = true;
   /// The workers of dspex and of the bare loop under SCHED_BATCH
   /// (worker.sched_batch); false: both under the default policy.
   bool sched_batch = true;
@@ -53,6 +57,7 @@ struct peer_bench_result {
   peer_bench_options options;
   json machine;
   std::vector<bare_result> bare;          ///< one per options.workers, in order
+  std::vector<bare_result> min_echo;      ///< likewise, driving min_echo.py (empty when !options.min_echo)
   bare_result pinned;                     ///< W = 1 on one CPU (workers == 0: not run)
   std::vector<peer_result> mp_pool;       ///< likewise (empty when !python_peers)
   std::vector<peer_result> executor;      ///< likewise
@@ -63,6 +68,7 @@ struct peer_bench_result {
   double wall_seconds = 0;
 
   const bare_result* bare_for(int workers) const;  ///< nullptr when not measured
+  const bare_result* min_echo_for(int workers) const;  ///< likewise
   const peer_result* peer_for(peer_kind kind, int workers) const;  ///< nullptr when not ok
 };
 
@@ -74,6 +80,9 @@ peer_bench_result measure_peers(const peer_bench_options& opts, progress_line* p
 void add_peer_rows(report_table& table, const peer_bench_result& r);
 
 json to_json(const peer_bench_result& r);
+
+/// Requests/s against W of the bare runs that served a request.
+throughput_series bare_series(std::string label, const std::vector<bare_result>& runs);
 
 /// Writes peers_throughput.png and peers_latency_cdf.png into out_dir.
 std::vector<plot_outcome> plot_peers(const peer_bench_result& r, const std::string& out_dir);

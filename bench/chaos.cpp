@@ -1,9 +1,11 @@
 #include <dspex/bench/chaos.hpp>
 #include <dspex/bench/dspex_bench.hpp>
+#include <dspex/bench/python_peer.hpp>
 
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
 #include <dspex/actors/node/node.hpp>
+#include <dspex/actors/pool/call.hpp>
 #include <dspex/supervision/events.hpp>
 
 #include <caf/all.hpp>
@@ -115,6 +117,8 @@ struct request_record {
   std::uint8_t replies = 0;  // saturating
   outcome out = outcome::pending;
   bool fault = false;        // a fault_* command (not an echo)
+  bool stream = false;       // a bench_stream (stream scenario)
+  std::uint32_t chunks = 0;  // chunks of it received
   std::string fault_kind;    // for injected faults only
 };
 
@@ -124,6 +128,7 @@ struct client_ledger {
   std::vector<std::uint64_t> foreign_keys;  // replies carrying another client's key
   std::uint64_t wrong_reply = 0;
   std::uint64_t stray = 0;
+  std::uint64_t chunks = 0, out_of_order = 0, foreign_chunks = 0, after_answer = 0, incomplete = 0;
 };
 
 struct load_control {
@@ -139,6 +144,8 @@ struct client_config {
   std::uint64_t rng = 0;          // the client's seeded stream
   double slow_fraction = 0;       // fault_sleep share (slow scenario)
   int slow_max_ms = 0;
+  int stream_chunks = 0;          // > 0: streams of this many chunks (stream scenario)
+  double stream_pause_s = 0;
   std::string pad;                // echo padding after the key
   std::chrono::milliseconds deadline{10000};  // the client's own request timeout
   std::chrono::milliseconds backoff{5};
@@ -218,7 +225,55 @@ void client_next(chaos_client* self) {
     client_send(self, make_command("fault_sleep", json{{"seconds", seconds}}), true, {});
     return;
   }
+  if (c.stream_chunks > 0) {
+    client_send(self,
+                make_command("bench_stream",
+                             json{{"key", key}, {"n", c.stream_chunks}, {"pause_s", c.stream_pause_s}}),
+                false, {});
+    return;
+  }
   client_send(self, make_command("echo", json{{"payload", "k" + std::to_string(key) + ":" + c.pad}}), false, {});
+}
+
+// A stream's result: {"k": key, "n": n}, after all n chunks.
+void on_stream_result(chaos_client* self, std::uint32_t seq, const json& result) {
+  auto& st = self->state;
+  auto& led = *st.ledger;
+  auto& rec = led.recs[seq];
+  const std::uint64_t own = (static_cast<std::uint64_t>(st.cfg.index) << 32) | seq;
+  if (!result.is_object() || result.value("k", ~0ULL) != own) {
+    ++led.wrong_reply;
+    return;
+  }
+  rec.replies = static_cast<std::uint8_t>(std::min(255, rec.replies + 1));
+  if (rec.chunks != static_cast<std::uint32_t>(st.cfg.stream_chunks))
+    ++led.incomplete;
+}
+
+void on_chunk(chaos_client* self, const stream_chunk& c) {
+  auto& st = self->state;
+  auto& led = *st.ledger;
+  ++led.chunks;
+  ack_chunk(self, c);
+  // ref = seq + 1 (refs are never 0)
+  if (c.ref == 0 || c.ref > led.recs.size()) {
+    ++led.foreign_chunks;
+    return;
+  }
+  const auto seq = static_cast<std::uint32_t>(c.ref - 1);
+  auto& rec = led.recs[seq];
+  if (!rec.stream) {
+    ++led.foreign_chunks;
+    return;
+  }
+  if (rec.out != outcome::pending)
+    ++led.after_answer;
+  const std::uint64_t own = (static_cast<std::uint64_t>(st.cfg.index) << 32) | seq;
+  if (!c.data.is_object() || c.data.value("k", ~0ULL) != own || c.data.value("i", ~0ULL) != c.seq)
+    ++led.foreign_chunks;
+  if (c.seq != rec.chunks)
+    ++led.out_of_order;
+  ++rec.chunks;
 }
 
 void client_send(chaos_client* self, command_request req, bool fault, std::string fault_kind) {
@@ -229,6 +284,7 @@ void client_send(chaos_client* self, command_request req, bool fault, std::strin
   rec.sent_ns = steady_ns();
   rec.fault = fault;
   rec.fault_kind = std::move(fault_kind);
+  rec.stream = req.command == "bench_stream";
   led.recs.push_back(std::move(rec));
   auto target = st.src->get();
   if (!target) {
@@ -242,13 +298,22 @@ void client_send(chaos_client* self, command_request req, bool fault, std::strin
       self->delayed_send(self, st.cfg.backoff, next_atom::value);
     return;
   }
+  if (led.recs.back().stream) {
+    // As call_stream (call.hpp) does, with the client's own deadline kept
+    // as the guard that tells a hung stream.
+    req.sink = caf::actor_cast<caf::actor>(self);
+    req.ref = seq + 1;
+  }
   self->request(target, st.cfg.deadline, exec_atom::value, std::move(req))
     .then(
       [self, seq](json& result) {
         auto& rec = self->state.ledger->recs[seq];
         rec.reply_ns = steady_ns();
         rec.out = outcome::ok;
-        on_result(self, seq, result);
+        if (rec.stream)
+          on_stream_result(self, seq, result);
+        else
+          on_result(self, seq, result);
         if (!self->state.cfg.injector)
           client_next(self);
       },
@@ -283,6 +348,7 @@ caf::behavior chaos_client_impl(chaos_client* self, client_config cfg, std::shar
     client_next(self);
   return {
     [self](next_atom) { client_next(self); },
+    [self](chunk_atom, stream_chunk& c) { on_chunk(self, c); },
     [self](inject_atom, command_request& req, std::string& kind) { client_send(self, std::move(req), true, kind); },
     // The injector ends when its outstanding faults are answered.
     [self](finish_atom) {
@@ -459,6 +525,9 @@ std::string describe_scenario(const std::string& s, const chaos_options& o, int 
   if (s == "slow")
     return std::to_string(static_cast<int>(o.slow_fraction * 100)) + "% of requests are fault_sleep 10-" +
            std::to_string(o.slow_max_ms) + " ms (" + w + ")";
+  if (s == "stream")
+    return "streams of " + std::to_string(o.stream_chunks) + " chunks (" + std::to_string(o.stream_pause.count()) +
+           " ms apart), SIGKILL a random worker every " + std::to_string(o.kill_every.count()) + " ms (" + w + ")";
   if (s == "crashloop")
     return "pool of 2, worker_intensity 1: SIGKILL every " + std::to_string(o.crashloop_kill_every.count()) +
            (o.crashloop_until == "root" ? " ms until the root supervisor gives up"
@@ -500,7 +569,7 @@ std::vector<chaos_fault> chaos_schedule(const std::string& scenario, std::uint64
       s.push_back(f);
     }
   };
-  if (scenario == "kill")
+  if (scenario == "kill" || scenario == "stream")
     periodic(o.kill_every, "kill", false);
   else if (scenario == "crashloop")
     periodic(o.crashloop_kill_every, "kill", false);
@@ -533,6 +602,17 @@ std::vector<std::string> chaos_result::violations() const {
     v.push_back(scenario + ": replies carrying another request's key " + std::to_string(wrong_reply));
   if (leftover_processes != 0)
     v.push_back(scenario + ": leftover processes " + std::to_string(leftover_processes));
+  auto must_be_0 = [&](std::uint64_t n, const char* what) {
+    if (n)
+      v.push_back(scenario + ": " + what + " " + std::to_string(n));
+  };
+  must_be_0(chunks_out_of_order, "chunks out of order");
+  must_be_0(chunks_foreign, "chunks of another stream");
+  must_be_0(chunks_after_answer, "chunks after the answer");
+  must_be_0(streams_incomplete, "streams answered with a result but missing chunks");
+  if (slots_in_flight > 0 || slots_busy > 0)
+    v.push_back(scenario + ": leaked slots: in_flight " + std::to_string(slots_in_flight) + ", busy " +
+                std::to_string(slots_busy) + " after the load stopped");
   return v;
 }
 
@@ -570,6 +650,16 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
   s.worker_intensity = crashloop ? 1 : 100000;
   s.max_consecutive_failures = 0;  // only the injected faults replace workers
   s.max_concurrency = o.max_concurrency;
+  const bool streams = scenario == "stream";
+  if (streams) {
+    const auto cmds = locate_peer_file("bench_cmds.py");
+    if (cmds.empty()) {
+      r.error = "bench_cmds.py not found (set DSPEX_BENCH_PEERS_DIR)";
+      return r;
+    }
+    s.handler_paths = {cmds.substr(0, cmds.rfind('/'))};
+    s.handlers = {"bench_cmds"};
+  }
   const auto deadline = std::chrono::milliseconds(s.request_timeout_ms + s.checkout_timeout_ms + 5000);
 
   caf::actor_system_config cfg;
@@ -616,6 +706,10 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
     }
     c.pad = pad;
     c.deadline = deadline;
+    if (streams) {
+      c.stream_chunks = o.stream_chunks;
+      c.stream_pause_s = static_cast<double>(o.stream_pause.count()) / 1000.0;
+    }
     ledgers.push_back(std::make_shared<client_ledger>());
     sys.spawn(chaos_client_impl, c, src, ctl, ledgers.back());
   }
@@ -716,6 +810,26 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
       r.notes.push_back(std::to_string(ctl->running) + " clients still waiting for a reply at the end");
   }
 
+  // -- slots: once the load stopped, the pool must hold nothing in flight --
+  if (streams) {
+    say("checking the pool's slots");
+    caf::scoped_actor self{sys};
+    const auto until = clock_type::now() + 5s;
+    do {
+      if (auto pool = src->get())
+        self->request(pool, 2s, status_atom::value)
+          .receive(
+            [&](json& st) {
+              r.slots_in_flight = st.value("in_flight", -1);
+              r.slots_busy = st.value("busy", -1);
+            },
+            [](caf::error&) {});
+      if (r.slots_in_flight == 0 && r.slots_busy == 0)
+        break;
+      std::this_thread::sleep_for(20ms);
+    } while (clock_type::now() < until);
+  }
+
   // -- stop the node, count what is left --
   say("stopping the node");
   {
@@ -764,6 +878,11 @@ chaos_result run_chaos_scenario(const std::string& scenario, const chaos_options
   for (auto& l : ledgers) {
     r.wrong_reply += l->wrong_reply;
     r.stray_messages += l->stray;
+    r.chunks += l->chunks;
+    r.chunks_out_of_order += l->out_of_order;
+    r.chunks_foreign += l->foreign_chunks;
+    r.chunks_after_answer += l->after_answer;
+    r.streams_incomplete += l->incomplete;
     for (auto& [cls, count] : l->errors)
       r.errors_by_class[cls] += count;
     for (auto& rec : l->recs) {
@@ -881,6 +1000,13 @@ json to_json(const chaos_result& r) {
               {"answered_twice", r.answered_twice},
               {"wrong_reply", r.wrong_reply},
               {"stray_messages", r.stray_messages},
+              {"chunks", r.chunks},
+              {"chunks_out_of_order", r.chunks_out_of_order},
+              {"chunks_foreign", r.chunks_foreign},
+              {"chunks_after_answer", r.chunks_after_answer},
+              {"streams_incomplete", r.streams_incomplete},
+              {"slots_in_flight", r.slots_in_flight},
+              {"slots_busy", r.slots_busy},
               {"faults", {{"scheduled", r.faults_scheduled}, {"injected", r.faults_injected}, {"skipped", r.faults_skipped}}},
               {"success_latency_during_faults", to_json(r.success_latency)},
               {"detection", {{"means", r.detection_means}, {"summary", lat(r.detection_us)}, {"samples_us", r.detection_us}}},
@@ -925,6 +1051,19 @@ void add_chaos_rows(report_table& t, const chaos_result& r) {
   t.add({"never answered", std::to_string(r.never_answered), "", "", "0", zero(r.never_answered), ""});
   t.add({"answered twice", std::to_string(r.answered_twice), "", "", "0", zero(r.answered_twice), ""});
   t.add({"reply carrying another request's key", std::to_string(r.wrong_reply), "", "", "0", zero(r.wrong_reply), ""});
+  if (r.scenario == "stream") {
+    t.add({"chunks received", std::to_string(r.chunks), "", "", "", verdict::info, ""});
+    t.add({"chunks out of order", std::to_string(r.chunks_out_of_order), "", "", "0", zero(r.chunks_out_of_order), ""});
+    t.add({"chunks of another stream", std::to_string(r.chunks_foreign), "", "", "0", zero(r.chunks_foreign), ""});
+    t.add({"chunks after the stream's answer", std::to_string(r.chunks_after_answer), "", "", "0",
+           zero(r.chunks_after_answer), ""});
+    t.add({"streams with a result but missing chunks", std::to_string(r.streams_incomplete), "", "", "0",
+           zero(r.streams_incomplete), ""});
+    const bool drained = r.slots_in_flight == 0 && r.slots_busy == 0;
+    t.add({"slots after the load: in_flight / busy",
+           std::to_string(r.slots_in_flight) + " / " + std::to_string(r.slots_busy), "", "", "0 / 0",
+           drained ? verdict::pass : verdict::fail, "pool status once every client had its answer"});
+  }
   table_row faults{"faults injected", std::to_string(r.faults_injected) + " of " + std::to_string(r.faults_scheduled),
                    "", "", "", verdict::info, ""};
   if (r.faults_skipped)
@@ -1059,6 +1198,8 @@ int run_chaos(const chaos_options& o) {
              {"crashloop_until", o.crashloop_until},
              {"slow_fraction", o.slow_fraction},
              {"slow_max_ms", o.slow_max_ms},
+             {"stream_chunks", o.stream_chunks},
+             {"stream_pause_ms", o.stream_pause.count()},
              {"request_timeout_ms", o.request_timeout_ms},
              {"hang_request_timeout_ms", o.hang_request_timeout_ms},
              {"checkout_timeout_ms", o.checkout_timeout_ms},

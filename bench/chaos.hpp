@@ -11,6 +11,12 @@
 //   garbage    fault_garbage: the worker writes bytes that are not a frame;
 //              the caller gets protocol_error, the worker is replaced;
 //   slow       clients mix fault_sleep into their echo load;
+//   stream     clients stream (call_stream, ack_chunk) a generator of
+//              bench/peers/bench_cmds.py instead of echoing, while a random
+//              worker is SIGKILLed every N ms: every stream answered once,
+//              its chunks in order and its own, all of them when it ends
+//              with a result, and no slot leaked (pool status in_flight
+//              and busy back to 0 once the load stopped);
 //   crashloop  a pool of 2 with worker_intensity 1, killed faster than that:
 //              the worker supervisor must give up and escalate (OTP); kills
 //              stop once its parent restarted it (--crashloop-until pool,
@@ -49,7 +55,7 @@ namespace dspex::bench {
 
 struct chaos_options {
   std::uint64_t seed = 1;
-  std::vector<std::string> scenarios{"kill", "hang", "garbage", "slow", "crashloop"};
+  std::vector<std::string> scenarios{"kill", "hang", "garbage", "slow", "crashloop", "stream"};
   int workers = 4;
   int clients = 0;                               ///< 0: 2 x workers
   int max_concurrency = 1;                       ///< worker.max_concurrency of the pool
@@ -68,6 +74,8 @@ struct chaos_options {
   std::string crashloop_until = "pool";
   double slow_fraction = 0.2;                    ///< share of fault_sleep in the slow load
   int slow_max_ms = 200;                         ///< fault_sleep seconds ~ U(10 ms, this)
+  int stream_chunks = 20;                        ///< stream: chunks of each stream
+  std::chrono::milliseconds stream_pause{2};     ///< stream: the handler's pause after each chunk
   int request_timeout_ms = 5000;
   int hang_request_timeout_ms = 500;
   int checkout_timeout_ms = 2000;
@@ -78,7 +86,7 @@ struct chaos_options {
   bool quick = false;
   std::vector<std::string> caf_args;             ///< --caf#... for the actor systems
 
-  /// --quick: 2 s fault phases, ~20 s for all five scenarios on 2 cores.
+  /// --quick: 2 s fault phases, ~25 s for all six scenarios on 2 cores.
   static chaos_options quick_defaults();
 };
 
@@ -113,6 +121,15 @@ struct chaos_result {
   std::uint64_t answered_twice = 0;  ///< must be 0
   std::uint64_t wrong_reply = 0;     ///< must be 0: a reply carrying another request's key
   std::uint64_t stray_messages = 0;  ///< anything else a client received
+
+  // stream scenario (must be 0 unless said otherwise)
+  std::uint64_t chunks = 0;               ///< chunks received (reported)
+  std::uint64_t chunks_out_of_order = 0;  ///< a chunk whose seq was not the next of its stream
+  std::uint64_t chunks_foreign = 0;       ///< a chunk carrying another stream's key or index
+  std::uint64_t chunks_after_answer = 0;  ///< a chunk of a stream already answered
+  std::uint64_t streams_incomplete = 0;   ///< answered with a result but missing chunks
+  int slots_in_flight = -1;               ///< pool status in_flight once the load stopped; -1: not asked
+  int slots_busy = -1;                    ///< pool status busy, likewise
 
   int faults_scheduled = 0, faults_injected = 0, faults_skipped = 0;
   latency_summary success_latency;   ///< echoes sent during the fault phase, answered with a result

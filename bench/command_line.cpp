@@ -79,6 +79,7 @@ void add_peer_options(CLI::App* app, peer_bench_options& p) {
   value(app, "--pin-cpu", p.pin_cpu, "CPU of the pinned round trip")->check(CLI::NonNegativeNumber);
   flag(app, "--no-pinned", p.pinned_round_trip, false, "skip the pinned round trip");
   flag(app, "--no-python-peers", p.python_peers, false, "skip multiprocessing.Pool and ProcessPoolExecutor");
+  flag(app, "--no-min-echo", p.min_echo, false, "skip the bare loop driving the minimal Python echo (min_echo.py)");
   flag(app, "--no-sched-batch", p.sched_batch, false,
        "dspex's and the bare loop's workers under the default policy (worker.sched_batch false)");
   flag(app, "--no-plots", p.plots, false, "skip the gnuplot PNGs");
@@ -128,7 +129,11 @@ void add_chaos(CLI::App& app, chaos_options& o) {
     ->check(CLI::Range(1, 1024));
   value(cmd, "--duration", o.fault_phase, "fault phase per scenario, ms (--quick: 2000)")
     ->check(CLI::Range(100, 3600000));
-  value(cmd, "--kill-every", o.kill_every, "kill period of the kill scenario, ms")->check(CLI::Range(1, 60000));
+  value(cmd, "--kill-every", o.kill_every, "kill period of the kill and stream scenarios, ms")->check(CLI::Range(1, 60000));
+  value(cmd, "--stream-chunks", o.stream_chunks, "chunks of each stream of the stream scenario")
+    ->check(CLI::Range(1, 100000));
+  value(cmd, "--stream-pause", o.stream_pause, "stream scenario: the handler's pause after each chunk, ms")
+    ->check(CLI::Range(0, 10000));
   value(cmd, "--crashloop-until", o.crashloop_until,
         "crashloop kills until the pool supervisor restarted the worker supervisor (pool) or the root "
         "supervisor gave up (root)")
@@ -169,6 +174,36 @@ void add_remote(CLI::App& app, remote_bench_options& o) {
     ->check(CLI::PositiveNumber);
 }
 
+void add_streams(CLI::App& app, stream_bench_options& o) {
+  auto* cmd = app.add_subcommand("streams", "streams, cancellation and asyncio handlers against their floors: time to "
+                                            "first chunk, chunk throughput, cancel latency, I/O-bound on asyncio");
+  cmd->add_flag_callback("--quick", [&o] { o = stream_bench_options::quick_defaults(); },
+                         "fewer samples, 2 s I/O windows (about 40 s)");
+  value(cmd, "--parts", o.parts, "comma-separated parts")->check(CLI::IsMember(stream_bench_options{}.parts));
+  value(cmd, "--samples", o.samples, "first-chunk: measured pairs (unary, stream) (--quick: 300)")
+    ->check(CLI::PositiveNumber);
+  value(cmd, "--warmup", o.warmup, "first-chunk: pairs before the measured ones")->check(CLI::NonNegativeNumber);
+  value(cmd, "--payload", o.payload_bytes, "first-chunk: payload bytes")->check(CLI::Range(0, 1 << 20));
+  value(cmd, "--streams", o.streams, "chunks: measured streams per system (--quick: 10)")->check(CLI::PositiveNumber);
+  value(cmd, "--chunks", o.chunks, "chunks: chunks per stream")->check(CLI::Range(1, 10000000));
+  value(cmd, "--chunk-bytes", o.chunk_bytes, "chunks: bytes of each chunk's data")->check(CLI::Range(0, 1 << 20));
+  value(cmd, "--cancel-samples", o.cancel_samples, "cancel: samples (--quick: 60)")->check(CLI::PositiveNumber);
+  value(cmd, "--io-workers", o.io_workers, "io: workers")->check(CLI::Range(1, 64));
+  value(cmd, "--io-concurrency", o.io_concurrency, "io: worker.max_concurrency")->check(CLI::Range(1, 10000));
+  value(cmd, "--io-clients", o.io_clients, "io: client actors")->check(CLI::Range(1, 100000));
+  value(cmd, "--io-wait", o.io_wait_ms, "io: ms each request waits")->check(CLI::Range(1, 60000));
+  value(cmd, "--io-duration", o.io_duration, "io: measured ms per system (--quick: 2000)")->check(CLI::PositiveNumber);
+  value(cmd, "--mp-processes", o.mp_processes, "io: processes of multiprocessing.Pool (0: the concurrency budget, "
+                                               "io-workers x io-concurrency)")
+    ->check(CLI::Range(0, 10000));
+  flag(cmd, "--no-python-peers", o.python_peers, false, "io: skip multiprocessing.Pool");
+  flag(cmd, "--no-sched-batch", o.sched_batch, false, "workers under the default policy (worker.sched_batch false)");
+  value(cmd, "--python", o.python, "Python interpreter of the workers and peers");
+  value(cmd, "--out", o.out_dir, "where streams.json and the PNG go");
+  flag(cmd, "--no-plots", o.plots, false, "skip the gnuplot PNG");
+  cmd->footer("--caf#KEY=VALUE  CAF options for the measured actor system (as dspex run)");
+}
+
 } // namespace
 
 std::variant<bench_command, int> parse_command_line(int argc, const char* const* argv, std::ostream& out,
@@ -188,10 +223,11 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
   add_supervisor_stop(app, cmd.supervisor_stop);
   add_start(app, cmd.start);
   add_remote(app, cmd.remote);
+  add_streams(app, cmd.streams);
   try {
     app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
     if (app.get_subcommands().empty())
-      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start, remote)");
+      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start, remote, streams)");
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err) == 0 ? 0 : 2;
   }
@@ -203,10 +239,11 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
 
   if (!caf_args.empty()) {
     std::vector<std::string>* target = cmd.name == "run" ? &cmd.run.caf_args
-                                       : cmd.name == "chaos" ? &cmd.chaos.caf_args
-                                                             : nullptr;
+                                       : cmd.name == "chaos"   ? &cmd.chaos.caf_args
+                                       : cmd.name == "streams" ? &cmd.streams.caf_args
+                                                               : nullptr;
     if (!target) {
-      err << "dspex-bench " << cmd.name << ": --caf# options go with run and chaos only\n";
+      err << "dspex-bench " << cmd.name << ": --caf# options go with run, chaos and streams only\n";
       return 2;
     }
     caf::actor_system_config probe;
@@ -235,6 +272,8 @@ int dspex_bench_main(int argc, char** argv) {
       return run_start_bench(cmd.start);
     if (cmd.name == "remote")
       return run_remote_bench(cmd.remote);
+    if (cmd.name == "streams")
+      return run_stream_bench(cmd.streams);
     return run_supervisor_stop_bench(cmd.supervisor_stop);
   } catch (const std::exception& e) {  // the runners report failures; this is the last resort
     std::cerr << "dspex-bench " << cmd.name << ": " << e.what() << "\n";

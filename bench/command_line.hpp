@@ -7,9 +7,10 @@
 //   dspex-bench supervisor-stop [options]  supervisor stop time against children (supervisor_stop.hpp)
 //   dspex-bench start [options]            fork server against spawn: start and recovery (start_bench.hpp)
 //   dspex-bench remote [options]           a remote_pool against the same pool locally (remote_bench.hpp)
+//   dspex-bench streams [options]          streams, cancellation, asyncio against their floors (stream_bench.hpp)
 //
 // CLI11 parses every option; `--caf#KEY=VALUE` arguments are taken out
-// first and go to CAF (run and chaos), as `dspex run` does with its own.
+// first and go to CAF (run, chaos and streams), as `dspex run` does with its own.
 // Parsing is separate from running so the tests check the options without
 // measuring anything.
 #pragma once
@@ -18,6 +19,7 @@
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/remote_bench.hpp>
 #include <dspex/bench/start_bench.hpp>
+#include <dspex/bench/stream_bench.hpp>
 #include <dspex/bench/supervisor_stop.hpp>
 
 #include <iosfwd>
@@ -36,6 +38,7 @@ struct bench_command {
   supervisor_stop_options supervisor_stop;
   start_bench_options start;
   remote_bench_options remote;
+  stream_bench_options streams;
 };
 
 /// Parses dspex-bench's argv (argv[0] is the program). Returns the command,

@@ -92,6 +92,8 @@ json pool_config_json(const pool_setup& s) {
       child["worker_period_ms"] = s.worker_period_ms;
     if (s.max_consecutive_failures >= 0)
       child["max_consecutive_failures"] = s.max_consecutive_failures;
+    if (s.max_queue > 0)
+      child["max_queue"] = s.max_queue;
     child["circuit"]["enabled"] = s.circuit;
     auto& w = child["worker"];
     if (!s.python.empty())
@@ -104,6 +106,12 @@ json pool_config_json(const pool_setup& s) {
     if (s.max_concurrency > 0)
       w["max_concurrency"] = s.max_concurrency;
     w["sched_batch"] = s.sched_batch;
+    if (s.stream_window > 0)
+      w["stream_window"] = s.stream_window;
+    if (!s.handler_paths.empty())
+      w["handler_paths"] = s.handler_paths;
+    if (!s.handlers.empty())
+      w["handlers"] = s.handlers;
   }
   if (s.root_intensity > 0)
     cfg["root"]["intensity"] = s.root_intensity;
@@ -218,6 +226,35 @@ std::vector<std::string> take_caf_args(std::vector<std::string>& args) {
 
 command_request echo_command(std::size_t payload_bytes) {
   return make_command("echo", json{{"payload", std::string(payload_bytes, 'x')}});
+}
+
+// -- the steps of a bench command ---------------------------------------------------------
+
+void bench_steps::announce(const std::string& what) {
+  if (progress_)
+    progress_->update(label_ + " [" + format_fixed(seconds_since(t0_), 0) + " s] " + what + " ...");
+}
+
+void bench_steps::done(const std::string& line) {
+  if (progress_)
+    progress_->finish("  " + line);
+}
+
+void bench_steps::failed(const std::string& what) {
+  failures_.push_back(what);
+  done("FAILED: " + what);
+}
+
+void bench_steps::start_clock() { t0_ = clock_type::now(); }
+
+std::shared_ptr<node> bench_steps::start(caf::actor_system& sys, const pool_setup& s, const std::string& what,
+                                         node_options opts) {
+  auto n = start_pool_node(sys, s, std::move(opts));
+  if (!n) {
+    failed(what + ": the node did not start: " + describe(n.error()));
+    return nullptr;
+  }
+  return *n;
 }
 
 // -- closed-loop load -----------------------------------------------------------------
@@ -474,23 +511,10 @@ std::string class_of(const caf::error& e) {
   return caf::to_string(e);
 }
 
-class runner {
+class runner : public bench_steps {
 public:
   runner(const dspex_bench_options& o, dspex_bench_result& r, progress_line* p, caf::actor_system& sys)
-    : o_(o), r_(r), progress_(p), sys_(sys) {}
-
-  void announce(const std::string& what) {
-    if (progress_)
-      progress_->update("bench dspex [" + format_fixed(seconds_since(t0_), 0) + " s] " + what + " ...");
-  }
-  void done(const std::string& line) {
-    if (progress_)
-      progress_->finish("  " + line);
-  }
-  void failed(const std::string& what) {
-    r_.failures.push_back(what);
-    done("FAILED: " + what);
-  }
+    : bench_steps("bench dspex", r.failures, p), o_(o), r_(r), sys_(sys) {}
 
   pool_setup setup(int size) const {
     pool_setup s;
@@ -498,16 +522,6 @@ public:
     s.python = o_.peers.python;
     s.sched_batch = o_.peers.sched_batch;
     return s;
-  }
-
-  std::shared_ptr<node> start(caf::actor_system& sys, const pool_setup& s, const std::string& what,
-                              node_options opts = bench_node_options()) {
-    auto n = start_pool_node(sys, s, std::move(opts));
-    if (!n) {
-      failed(what + ": the node did not start: " + describe(n.error()));
-      return nullptr;
-    }
-    return *n;
   }
 
   static std::string describe_load(const std::string& what, const load_result& l) {
@@ -855,14 +869,10 @@ public:
     return std::to_string(size) + " B";
   }
 
-  void start_clock() { t0_ = clock_type::now(); }
-
 private:
   const dspex_bench_options& o_;
   dspex_bench_result& r_;
-  progress_line* progress_;
   caf::actor_system& sys_;
-  clock_type::time_point t0_ = clock_type::now();
 };
 
 std::string payload_label(std::size_t size) { return runner::payload_label(size); }
@@ -905,6 +915,8 @@ dspex_bench_result measure_dspex(const dspex_bench_options& opts, progress_line*
     } else {
       for (auto& b : pr.bare)
         r.peers.bare.push_back(std::move(b));
+      for (auto& b : pr.min_echo)
+        r.peers.min_echo.push_back(std::move(b));
       for (auto& p : pr.mp_pool)
         r.peers.mp_pool.push_back(std::move(p));
       for (auto& p : pr.executor)
@@ -1034,8 +1046,12 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
     const auto* b = p.bare_for(w);
     const auto* mp = p.peer_for(peer_kind::mp_pool, w);
     const auto* ex = p.peer_for(peer_kind::process_pool_executor, w);
+    const auto* me = p.min_echo_for(w);
     if (b)
       t.add({"req/s " + ws + ", bare C++ loop", format_rate(b->requests_per_s), "", "", "", verdict::floor, ""});
+    if (me)
+      t.add({"req/s " + ws + ", bare C++ loop, minimal Python echo", format_rate(me->requests_per_s), "", "", "",
+             verdict::floor, "bench/peers/min_echo.py: read a frame, json.loads, json.dumps, write"});
     if (mp)
       t.add({"req/s " + ws + ", mp.Pool.apply_async", format_rate(mp->requests_per_s), "", "", "", verdict::floor,
              ""});
@@ -1068,6 +1084,14 @@ void add_dspex_rows(report_table& t, const dspex_bench_result& r) {
                 " mp.Pool at " + ws + ": " + format_ratio(targets::throughput_vs_mp_pool)
                 + " is above the floor on this machine";
     t.add(rm);
+    if (me) {
+      // Judged where the target is set (W = 4 and 8); reported for every W.
+      double qe = ratio(d->requests_per_s, me->requests_per_s);
+      t.add({"req/s " + ws + ", dspex vs minimal Python echo", format_rate(d->requests_per_s),
+             "min echo " + format_rate(me->requests_per_s), format_ratio(qe),
+             w >= 4 ? targets::at_least(targets::throughput_vs_min_echo, "min echo") : "",
+             w >= 4 ? judge_at_least(qe, targets::throughput_vs_min_echo) : verdict::info, ""});
+    }
     add_host_rows(t, " " + ws, *d, b);
     const load_result* c = i < r.throughput_mc.size() && r.throughput_mc[i].ok > 0 ? &r.throughput_mc[i] : nullptr;
     if (c) {
@@ -1376,11 +1400,9 @@ std::vector<plot_outcome> plot_dspex(const dspex_bench_result& r, const std::str
     if (r.throughput[i].ok > 0)
       d.points.push_back({r.options.peers.workers[i], r.throughput[i].requests_per_s});
   tput.push_back(d);
-  throughput_series bare{"bare C++ loop (W threads)", {}};
-  for (auto& b : p.bare)
-    if (b.requests > 0)
-      bare.points.push_back({b.workers, b.requests_per_s});
-  tput.push_back(bare);
+  tput.push_back(bare_series("bare C++ loop (W threads)", p.bare));
+  if (auto me = bare_series("bare C++ loop, minimal Python echo", p.min_echo); !me.points.empty())
+    tput.push_back(me);
   for (auto kind : {peer_kind::mp_pool, peer_kind::process_pool_executor}) {
     throughput_series s{std::string("Python ") + display_name(kind) + " (4W in flight)", {}};
     for (auto& x : kind == peer_kind::mp_pool ? p.mp_pool : p.executor)

@@ -65,6 +65,10 @@ struct pool_setup {
   int max_concurrency = 0;         ///< worker.max_concurrency; 0 keeps the default (1)
   bool sched_batch = true;         ///< worker.sched_batch
   int root_intensity = 0;          ///< root intensity
+  int max_queue = 0;               ///< pool max_queue; 0 keeps the default
+  int stream_window = 0;           ///< worker.stream_window; 0 keeps the default
+  std::vector<std::string> handler_paths;  ///< worker.handler_paths
+  std::vector<std::string> handlers;       ///< worker.handlers (modules)
 };
 
 /// default_config() with `s` applied (the pool child is found by its type).
@@ -106,6 +110,30 @@ caf::error apply_caf_args(caf::actor_system_config& cfg, const std::vector<std::
 
 /// Moves every `--caf#...` argument out of `args` into the result.
 std::vector<std::string> take_caf_args(std::vector<std::string>& args);
+
+/// The steps of a bench command that measures pools (run, streams): a
+/// progress line per step, the failures it collects, its nodes started.
+class bench_steps {
+public:
+  /// `label` prefixes the progress line ("bench dspex"); failures land in `failures`.
+  bench_steps(std::string label, std::vector<std::string>& failures, progress_line* progress)
+    : label_(std::move(label)), failures_(failures), progress_(progress) {}
+
+  void announce(const std::string& what);  ///< the running step
+  void done(const std::string& line);      ///< a finished step's line
+  void failed(const std::string& what);    ///< a failure: recorded and shown
+  void start_clock();                      ///< the progress line's seconds count from here
+
+  /// start_pool_node, or nullptr after failed(what + ": the node did not start: ...").
+  std::shared_ptr<node> start(caf::actor_system& sys, const pool_setup& s, const std::string& what,
+                              node_options opts = bench_node_options());
+
+protected:
+  std::string label_;
+  std::vector<std::string>& failures_;
+  progress_line* progress_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
 
 // -- closed-loop load from actors --------------------------------------------------
 

@@ -42,26 +42,28 @@ const char* display_name(peer_kind k) noexcept {
   return k == peer_kind::mp_pool ? "mp.Pool" : "ProcessPoolExecutor";
 }
 
-std::string locate_mp_peer() {
+std::string locate_peer_file(const std::string& name) {
   if (auto env = std::getenv("DSPEX_BENCH_PEERS_DIR"); env && *env) {
-    std::string p = std::string(env) + "/mp_peer.py";
+    std::string p = std::string(env) + "/" + name;
     if (is_file(p))
       return p;
   }
   // The build knows <source>/python; the peers sit beside it in bench/.
-  std::string p = parent_dir(DSPEX_SOURCE_PYTHON_DIR) + "/bench/peers/mp_peer.py";
+  std::string p = parent_dir(DSPEX_SOURCE_PYTHON_DIR) + "/bench/peers/" + name;
   if (is_file(p))
     return p;
   char buf[4096];
   auto n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n > 0) {
     std::string exe(buf, static_cast<std::size_t>(n));
-    p = parent_dir(exe) + "/../share/dspex/bench/peers/mp_peer.py";
+    p = parent_dir(exe) + "/../share/dspex/bench/peers/" + name;
     if (is_file(p))
       return p;
   }
   return {};
 }
+
+std::string locate_mp_peer() { return locate_peer_file("mp_peer.py"); }
 
 json to_json(const peer_result& r) {
   json j = {{"ok", r.ok},

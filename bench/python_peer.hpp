@@ -51,6 +51,10 @@ struct peer_result {
 
 json to_json(const peer_result& r);
 
+/// Path of bench/peers/<name> (mp_peer.py, min_echo.py, bench_cmds.py, ...),
+/// found as mp_peer.py is (above), or "" when none is found.
+std::string locate_peer_file(const std::string& name);
+
 /// Path of mp_peer.py, or "" when none is found.
 std::string locate_mp_peer();
 

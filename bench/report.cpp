@@ -515,6 +515,13 @@ plot_outcome plot_latency_cdf(const std::string& out_dir, const std::string& nam
   return run_gnuplot(dir, name, body.str());
 }
 
+json to_json(const std::vector<plot_outcome>& plots) {
+  json out = json::array();
+  for (auto& p : plots)
+    out.push_back({{"ok", p.ok}, {"png", p.png}, {"message", p.message}});
+  return out;
+}
+
 plot_outcome plot_throughput(const std::string& out_dir, const std::string& name,
                              const std::vector<throughput_series>& series, const std::string& title) {
   plot_outcome res;

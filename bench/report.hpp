@@ -190,6 +190,9 @@ struct throughput_series {
   std::vector<throughput_point> points;
 };
 
+/// The outcomes as JSON: [{"ok", "png", "message"}, ...].
+json to_json(const std::vector<plot_outcome>& plots);
+
 /// Requests/s against workers, one line per system.
 plot_outcome plot_throughput(const std::string& out_dir, const std::string& name,
                              const std::vector<throughput_series>& series,

@@ -134,7 +134,7 @@ struct harness {
 
   pid_t ping() {
     pid_t pid = -1;
-    command_request req{"ping", json::object(), std::nullopt, 0ms};
+    auto req = make_command("ping");
     self->request(pool(), 60s, exec_atom::value, req)
       .receive([&](json& j) { pid = j.value("pid", -1); }, [](caf::error&) {});
     return pid;

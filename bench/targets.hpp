@@ -14,6 +14,15 @@ constexpr double payload_p50_vs_bare = 1.25;     ///< at most, 100 B to 1 MiB
 constexpr double throughput_vs_bare = 0.6;       ///< at least, one request in flight per worker
 constexpr double throughput_vs_mp_pool = 2.0;    ///< at least
 constexpr double concurrent_vs_bare = 1.0;       ///< at least, worker.max_concurrency > 1
+/// At least, W = 4 and 8 with 4W clients, against the bare loop driving
+/// bench/peers/min_echo.py (read, json.loads, json.dumps, write): dspex's
+/// Python side against the least a Python worker can do.
+constexpr double throughput_vs_min_echo = 0.75;
+/// Streams and cancellation (issue 24; `dspex-bench streams`).
+constexpr double first_chunk_vs_unary = 1.2;      ///< at most: p50 time to first chunk / unary round trip
+constexpr double chunks_vs_bare = 0.8;            ///< at least: chunks/s of one handler / the chunk floor
+constexpr double cancel_p99_ms = 5.0;             ///< at most: cancel sent -> the handler's finally ran
+constexpr double asyncio_vs_ideal = 0.9;          ///< at least: I/O-bound on the event loop
 
 /// "<= 1.15x bare", ">= 2x mp.Pool".
 inline std::string at_most(double q, const std::string& peer) {

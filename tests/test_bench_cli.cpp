@@ -1,7 +1,9 @@
 // dspex-bench's command line (bench/command_line.hpp): the options each
 // subcommand takes, what --quick leaves to the options given, the usage
-// errors; then the real executable: its help, a short real run, and the
-// dspex binary no longer knowing bench or chaos. Nothing here measures.
+// errors; then the real executable: its help, short real runs (peers,
+// streams, the chaos stream scenario) checked for the structure of their
+// output, and the dspex binary no longer knowing bench or chaos. Nothing
+// here asserts a measured time.
 #include <doctest/doctest.h>
 
 #include <dspex/bench/command_line.hpp>
@@ -49,6 +51,19 @@ command_result run(std::vector<std::string> argv, std::chrono::milliseconds limi
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::filesystem::path scratch(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() /
+           ("dspex_test_bench_cli_" + std::to_string(::getpid()) + "_" + name);
+  std::filesystem::remove_all(p);
+  return p;
+}
+
+json read_json(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  REQUIRE_MESSAGE(in, p.string());
+  return json::parse(in);
+}
 
 } // namespace
 
@@ -146,7 +161,7 @@ TEST_CASE("CAF options go to run and chaos; a bad one, or one elsewhere, is a us
   CHECK(contains(bad.err, "CAF options"));
   auto elsewhere = parse({"peers", "--caf#scheduler.max-threads=2"});
   CHECK(elsewhere.code() == 2);
-  CHECK(contains(elsewhere.err, "run and chaos only"));
+  CHECK(contains(elsewhere.err, "run, chaos and streams only"));
 }
 
 TEST_CASE("usage errors are exit status 2 with CLI11's message; --help is 0 and measures nothing") {
@@ -188,7 +203,7 @@ TEST_CASE("usage errors are exit status 2 with CLI11's message; --help is 0 and 
 TEST_CASE("the dspex-bench executable: help of every subcommand") {
   auto top = run({DSPEX_TEST_BENCH_CLI, "--help"});
   CHECK(top.succeeded());
-  for (const char* sub : {"run", "peers", "chaos", "supervisor-stop"}) {
+  for (const char* sub : {"run", "peers", "chaos", "supervisor-stop", "streams"}) {
     CHECK_MESSAGE(contains(top.output, sub), top.output);
     auto help = run({DSPEX_TEST_BENCH_CLI, sub, "--help"});
     CHECK_MESSAGE(help.succeeded(), help.output);
@@ -226,8 +241,95 @@ TEST_CASE("the dspex-bench executable: a short real supervisor-stop and peers ru
   REQUIRE(in);
   auto j = json::parse(in);
   CHECK(j.at("bare_loop").size() == 1);
+  CHECK(j.at("bare_loop_min_echo").size() == 1);  // the minimal Python echo beside it
+  CHECK(j.at("bare_loop_min_echo")[0].at("worker").get<std::string>().find("min_echo.py") != std::string::npos);
+  CHECK(j.at("bare_loop_min_echo")[0].at("errors") == 0);
   CHECK(j.at("failures").empty());
   CHECK(j.at("options").at("duration_ms") == 100);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("streams: its options, --quick and what overrides it") {
+  auto p = parse({"streams", "--parts", "cancel,io", "--quick", "--cancel-samples", "7", "--io-clients", "30",
+                  "--mp-processes", "3", "--caf#scheduler.max-threads=2"});
+  auto& s = p.command().streams;
+  CHECK(p.command().name == "streams");
+  CHECK(s.quick);
+  CHECK(s.parts == std::vector<std::string>{"cancel", "io"});
+  CHECK(s.cancel_samples == 7);
+  CHECK(s.io_clients == 30);
+  CHECK(s.mp_processes == 3);
+  CHECK(s.samples == stream_bench_options::quick_defaults().samples);
+  CHECK(s.caf_args == std::vector<std::string>{"--caf#scheduler.max-threads=2"});
+  auto bad = parse({"streams", "--parts", "first-chunk,nope"});
+  CHECK(bad.code() == 2);
+  CHECK(contains(bad.err, "nope"));
+}
+
+TEST_CASE("streams: every part runs with small counts, and the table judges each against its target") {
+  auto dir = scratch("run");
+  auto r = run({DSPEX_TEST_BENCH_CLI, "streams", "--quick", "--samples", "20", "--warmup", "5", "--streams", "2",
+                "--chunks", "50", "--cancel-samples", "5", "--io-clients", "20", "--io-concurrency", "10",
+                "--io-wait", "50", "--io-duration", "300", "--mp-processes", "2", "--no-plots", "--out",
+                dir.string()},
+               180s);
+  REQUIRE_MESSAGE(r.succeeded(), r.output);
+  for (const char* part : {"time to first chunk", "<= 1.2x unary", "chunk throughput", ">= 0.8x floor",
+                           "cancel latency", "<= 5 ms", "I/O-bound", ">= 0.9x ideal", "multiprocessing.Pool"})
+    CHECK_MESSAGE(contains(r.output, part), part);
+
+  auto j = read_json(dir / "streams.json");
+  CHECK(j.at("failures").empty());
+  auto& fc = j.at("first_chunk");
+  CHECK(fc.at("unary").at("count") == 20);
+  CHECK(fc.at("first_chunk").at("count") == 20);
+  auto& ch = j.at("chunks");
+  CHECK(ch.at("dspex_stream").at("count") == 2);
+  CHECK(ch.at("floor_stream").at("count") == 2);
+  CHECK(ch.at("out_of_order") == 0);
+  CHECK(ch.at("dspex_chunks_per_s").get<double>() > 0);
+  CHECK(ch.at("floor_chunks_per_s").get<double>() > 0);
+  CHECK(j.at("cancel").at("latency").at("count") == 5);
+  CHECK(j.at("cancel").at("missing") == 0);
+  auto& io = j.at("io");
+  CHECK(io.at("ideal_per_s").get<double>() == doctest::Approx(200.0));  // 10 slots / 50 ms
+  REQUIRE(io.at("runs").size() == 3);
+  std::vector<std::string> systems;
+  for (auto& run : io.at("runs")) {
+    systems.push_back(run.at("system"));
+    CHECK_MESSAGE(run.at("ran").get<bool>(), run.dump());
+    CHECK(run.at("errors") == 0);
+  }
+  CHECK(systems == std::vector<std::string>{"asyncio", "threads", "mp.Pool"});
+  // Every judged row carries a verdict; the four targets are there.
+  int judged = 0;
+  for (auto& row : j.at("table").at("rows"))
+    if (row.at("verdict") == "PASS" || row.at("verdict") == "FAIL")
+      ++judged;
+  CHECK(judged == 4);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("chaos stream: streams under kills are answered once, in order, with no slot left") {
+  auto dir = scratch("chaos");
+  auto r = run({DSPEX_TEST_BENCH_CLI, "chaos", "--quick", "--scenarios", "stream", "--duration", "600", "--workers",
+                "2", "--clients", "4", "--kill-every", "100", "--seed", "7", "--assert", "--no-plots", "--out",
+                dir.string()},
+               180s);
+  REQUIRE_MESSAGE(r.succeeded(), r.output);
+  CHECK(contains(r.output, "chunks out of order"));
+  CHECK(contains(r.output, "slots after the load"));
+  auto j = read_json(dir / "chaos.json");
+  REQUIRE(j.at("scenarios").size() == 1);
+  auto& s = j.at("scenarios")[0];
+  CHECK(s.at("scenario") == "stream");
+  CHECK(s.at("sent").get<int>() > 0);
+  CHECK(s.at("chunks").get<int>() > 0);
+  for (const char* zero : {"never_answered", "answered_twice", "wrong_reply", "chunks_out_of_order", "chunks_foreign",
+                           "chunks_after_answer", "streams_incomplete", "slots_in_flight", "slots_busy",
+                           "leftover_processes"})
+    CHECK_MESSAGE(s.at(zero) == 0, zero);
+  CHECK(j.at("violations").empty());
   std::filesystem::remove_all(dir);
 }
 
