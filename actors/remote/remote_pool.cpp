@@ -10,6 +10,7 @@
 
 #include <ctime>
 #include <map>
+#include <unordered_set>
 
 namespace dspex {
 
@@ -37,6 +38,18 @@ std::string utc(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
+/// A request on the wire, answered exactly once: by its reply, by node_down
+/// when the connection goes, by `cancelled` when its caller cancels it or
+/// dies, or by a classified error when its stream breaks the protocol.
+struct pending_call {
+  caf::response_promise rp;
+  std::uint64_t ref = 0;  // the caller's command_request::ref (0: not cancellable)
+  caf::actor_addr caller;
+  caf::actor sink;            // a stream's: where chunks go
+  std::uint64_t next_seq = 0;  // the chunk due next
+  std::uint64_t acked = 0;     // chunks acknowledged by the sink and passed on
+};
+
 struct remote_state {
   remote_pool_config cfg;
   phase at = phase::connecting;
@@ -48,10 +61,15 @@ struct remote_state {
   std::uint64_t generation = 0;
   std::chrono::milliseconds backoff{0};
   std::uint64_t connects = 0, failed_attempts = 0, forwarded = 0;
-  /// Requests on the wire, answered exactly once: by their reply, or by
-  /// node_down when the connection goes, whichever comes first.
-  std::map<std::uint64_t, caf::response_promise> pending;
+  /// Requests on the wire by id (the remote side's name for them).
+  std::map<std::uint64_t, pending_call> pending;
   std::uint64_t next_id = 0;
+  /// Callers of cancellable requests, monitored: their death cancels them.
+  std::unordered_set<caf::actor_addr> callers;
+  std::uint64_t chunks = 0, cancelled = 0;
+  /// Stream messages dropped: late (for a request answered already) and
+  /// bad (unreadable, from elsewhere, for an id never sent).
+  std::uint64_t late_messages = 0, bad_messages = 0;
   bool draining = false;
   static inline const char* name = "dspex.remote_pool";
 
@@ -66,8 +84,8 @@ void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
   auto& st = self->state;
   auto i = st.pending.find(id);
   if (i == st.pending.end())
-    return;  // answered already (node_down): a late reply is dropped
-  auto rp = std::move(i->second);
+    return;  // answered already (node_down, cancelled): a late reply is dropped
+  auto rp = std::move(i->second.rp);
   st.pending.erase(i);
   if (r)
     rp.deliver(std::move(*r));
@@ -75,11 +93,91 @@ void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
     rp.deliver(std::move(r.error()));
 }
 
+// Tells the remote node to stop request `id` (its router cancels it on its
+// pool); one way, and harmless when the request ended there meanwhile.
+void send_cancel(remote_actor* self, std::uint64_t id) {
+  if (self->state.router)
+    self->send(self->state.router, remote::rcancel_atom::value, remote::head_text({id, 0, false}));
+}
+
+// Answered here with `err` at once, and cancelled on the remote node.
+void abandon(remote_actor* self, std::uint64_t id, caf::error err) {
+  send_cancel(self, id);
+  answer(self, id, std::move(err));
+}
+
 void fail_all(remote_actor* self, const caf::error& err) {
   auto all = std::move(self->state.pending);
   self->state.pending.clear();
   for (auto& kv : all)
-    kv.second.deliver(err);
+    kv.second.rp.deliver(err);
+}
+
+void cancel_by_caller(remote_actor* self, const caf::actor_addr& caller, std::uint64_t ref,
+                      const std::string& why) {
+  std::vector<std::uint64_t> ids;
+  for (auto& [id, p] : self->state.pending)
+    if (p.ref != 0 && p.caller == caller && (ref == 0 || p.ref == ref))
+      ids.push_back(id);
+  for (auto id : ids) {
+    ++self->state.cancelled;
+    abandon(self, id, make_error(errc::cancelled, why));
+  }
+}
+
+// (rchunk, head, data) from the router: to the request's sink in order, as
+// a local pool's chunk; anything else is classified, and a stream that
+// breaks the protocol is answered with the error and cancelled there.
+void on_chunk(remote_actor* self, const std::string& head, const std::string& data) {
+  auto& st = self->state;
+  auto from = self->current_sender();
+  if (!st.router || !from || from->node() != st.router.node()) {
+    ++st.bad_messages;  // not from the node connected now
+    return;
+  }
+  auto h = remote::parse_head(head);
+  if (!h) {
+    ++st.bad_messages;
+    return;
+  }
+  auto i = st.pending.find(h->id);
+  if (i == st.pending.end()) {
+    ++(h->id <= st.next_id ? st.late_messages : st.bad_messages);
+    return;
+  }
+  auto& p = i->second;
+  auto broken = [&](std::string why) {
+    ++st.bad_messages;
+    abandon(self, h->id, make_error(errc::protocol_error, "remote node " + st.where() + ": " + why));
+  };
+  if (!p.sink)
+    return broken("a chunk for request " + std::to_string(h->id) + ", which asked for no stream");
+  if (h->seq != p.next_seq)
+    return broken("chunk " + std::to_string(h->seq) + " of request " + std::to_string(h->id)
+                  + " where " + std::to_string(p.next_seq) + " was due");
+  auto value = remote::parse_data(data, st.cfg.max_json_depth);
+  if (!value) {
+    ++st.bad_messages;
+    return abandon(self, h->id, value.error());
+  }
+  ++p.next_seq;
+  ++st.chunks;
+  self->send(p.sink, chunk_atom::value, stream_chunk{p.ref, h->seq, std::move(*value), h->id, h->ack});
+}
+
+// (ack, id, seq) from a sink: passed to the router, which acknowledges the
+// chunks to its worker only now; an ack for no chunk delivered is dropped.
+void on_ack(remote_actor* self, std::uint64_t id, std::uint64_t seq) {
+  auto& st = self->state;
+  auto i = st.pending.find(id);
+  if (i == st.pending.end())
+    return;  // the stream ended meanwhile
+  auto& p = i->second;
+  // (ack_chunk sends it anonymously: the sender cannot be checked.)
+  if (!p.sink || seq >= p.next_seq || seq < p.acked || !st.router)
+    return;
+  p.acked = seq + 1;
+  self->send(st.router, remote::rack_atom::value, remote::head_text({id, seq, false}));
 }
 
 void schedule_retry(remote_actor* self) {
@@ -165,8 +263,12 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
     auto& st = self->state;
     if (st.router && msg.source == st.router.address())
       went_down(self, "connection lost (" + caf::to_string(msg.reason) + ")");
+    else if (st.callers.erase(msg.source) > 0)
+      cancel_by_caller(self, msg.source, 0, "the caller exited");
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    for (auto& kv : self->state.pending)
+      send_cancel(self, kv.first);
     fail_all(self, make_error(errc::shutting_down, "the remote_pool " + self->state.cfg.name
                                                      + " is stopping"));
     self->quit(msg.reason);
@@ -185,20 +287,40 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
       if (bridge::value_depth_exceeds(cmd.args, st.cfg.max_json_depth))
         return make_error(errc::invalid_request,
                           bridge::depth_message("args", st.cfg.max_json_depth));
-      auto rp = self->make_response_promise();
+      // (The promise takes the sender out of the message: ask first.)
+      auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      pending_call p;
+      p.rp = self->make_response_promise();
+      p.ref = cmd.ref;
+      p.caller = caller;
+      p.sink = cmd.sink;
+      if (p.ref != 0 && caller && st.callers.insert(caller).second)
+        self->monitor(caller);
       auto id = ++st.next_id;
-      st.pending.emplace(id, rp);
+      const bool stream = static_cast<bool>(p.sink);
+      st.pending.emplace(id, std::move(p));
       ++st.forwarded;
       auto wait = st.cfg.request_timeout + cmd.timeout;
       self->request(st.router, wait, remote::rexec_atom::value,
-                    remote::exec_text(cmd, st.cfg.pool))
+                    remote::exec_text(cmd, st.cfg.pool, id, stream))
         .then([self, id](std::string& text) {
                 answer(self, id, remote::parse_reply(text, self->state.cfg.max_json_depth));
               },
               [self, id](caf::error& e) {
+                if (e == caf::sec::request_timeout)
+                  send_cancel(self, id);
                 answer(self, id, translate(std::move(e), self->state));
               });
       return caf::delegated<json>();
+    },
+    [self](remote::rchunk_atom, const std::string& head, const std::string& data) {
+      on_chunk(self, head, data);
+    },
+    [self](ack_atom, std::uint64_t id, std::uint64_t seq) { on_ack(self, id, seq); },
+    [self](cancel_atom, std::uint64_t ref) {
+      auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (ref != 0 && caller)
+        cancel_by_caller(self, caller, ref, "request cancelled by its caller");
     },
     [self](reconnect_atom, std::uint64_t gen) {
       if (gen == self->state.generation && self->state.at == phase::down)
@@ -206,13 +328,17 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
     },
     [self](ready_atom) {},
     [self](drain_atom) { self->state.draining = true; },
+    // node::status asks every child of the tree.
+    [self](stats_atom) -> json { return json{{"state", to_string(self->state.at)}}; },
     [self](status_atom) -> json {
       auto& st = self->state;
       json j = {{"host", st.cfg.host},         {"port", st.cfg.port},
                 {"pool", st.cfg.pool},         {"tls", st.cfg.tls},
                 {"state", to_string(st.at)},   {"since", utc(st.since)},
                 {"connects", st.connects},     {"failed_attempts", st.failed_attempts},
-                {"forwarded", st.forwarded},   {"in_flight", st.pending.size()}};
+                {"forwarded", st.forwarded},   {"in_flight", st.pending.size()},
+                {"chunks", st.chunks},         {"cancelled", st.cancelled},
+                {"late_messages", st.late_messages}, {"bad_messages", st.bad_messages}};
       if (!st.last_error.empty())
         j["last_error"] = st.last_error;
       return j;

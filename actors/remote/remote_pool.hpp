@@ -12,6 +12,14 @@
 // node_down as soon as CAF reports the router down (a closed socket at once;
 // a hung peer after the middleman's connection timeout), and is answered
 // exactly once: a reply that comes after is dropped.
+//
+// Streams and cancellation cross as a local pool's do (actors/pool/call.hpp):
+// a request with a sink gets the remote handler's chunks as (chunk,
+// stream_chunk), in order, before the answer; the sink's acks travel back
+// to the remote worker (end-to-end credit: at most the remote
+// stream_window chunks per stream in flight). (cancel, ref) from the caller,
+// or its death, answers `cancelled` here at once and cancels the request
+// on the remote node. docs/remote.md "Streams and cancellation".
 #pragma once
 
 #include <dspex/bridge/json_limits.hpp>

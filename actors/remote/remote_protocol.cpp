@@ -74,12 +74,17 @@ std::string check_hello(const std::string& text) {
   return {};
 }
 
-std::string exec_text(const command_request& cmd, const std::string& pool) {
+std::string exec_text(const command_request& cmd, const std::string& pool, std::uint64_t id,
+                      bool stream) {
   json j = {{"op", "exec"}, {"command", cmd.command}, {"args", cmd.args},
             {"timeout_ms", cmd.timeout.count()}};
   j["session_id"] = cmd.session_id ? json(*cmd.session_id) : json(nullptr);
   if (!pool.empty())
     j["pool"] = pool;
+  if (id != 0)
+    j["id"] = id;
+  if (stream)
+    j["stream"] = true;
   return dump(stamped(std::move(j)));
 }
 
@@ -88,7 +93,7 @@ std::string status_text() {
 }
 
 caf::expected<command_request> parse_exec(const std::string& text, std::string& pool,
-                                          std::size_t max_depth) {
+                                          std::size_t max_depth, exec_ids* ids) {
   auto bad = [](const std::string& m) { return make_error(errc::invalid_request, m); };
   // The args sit one level inside the request object.
   if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
@@ -125,7 +130,62 @@ caf::expected<command_request> parse_exec(const std::string& text, std::string& 
       return bad("pool: expected a pool name (a non-empty string) or null");
     pool = p->get<std::string>();
   }
+  exec_ids got;
+  if (auto i = j.find("id"); i != j.end() && !i->is_null()) {
+    if (!i->is_number_unsigned() || i->get<std::uint64_t>() == 0)
+      return bad("id: expected a positive integer or null");
+    got.id = i->get<std::uint64_t>();
+  }
+  if (auto s = j.find("stream"); s != j.end() && !s->is_null()) {
+    if (!s->is_boolean())
+      return bad("stream: expected true or false");
+    got.stream = s->get<bool>();
+    if (got.stream && got.id == 0)
+      return bad("stream: a streaming request needs an id");
+  }
+  if (ids)
+    *ids = got;
   return cmd;
+}
+
+std::string head_text(const stream_head& h) {
+  return dump(stamped({{"id", h.id}, {"seq", h.seq}, {"ack", h.ack}}));
+}
+
+caf::expected<stream_head> parse_head(const std::string& text) {
+  auto bad = [](const std::string& m) { return make_error(errc::protocol_error, m); };
+  if (auto why = check_hello(text); !why.empty())
+    return bad(why);
+  auto j = parse_object(text);
+  stream_head h;
+  auto i = j.find("id");
+  if (i == j.end() || !i->is_number_unsigned() || i->get<std::uint64_t>() == 0)
+    return bad("a stream message's id: expected a positive integer");
+  h.id = i->get<std::uint64_t>();
+  if (auto s = j.find("seq"); s != j.end()) {
+    if (!s->is_number_unsigned())
+      return bad("a stream message's seq: expected an integer >= 0");
+    h.seq = s->get<std::uint64_t>();
+  }
+  if (auto a = j.find("ack"); a != j.end()) {
+    if (!a->is_boolean())
+      return bad("a stream message's ack: expected true or false");
+    h.ack = a->get<bool>();
+  }
+  return h;
+}
+
+std::string data_text(const json& data) {
+  return dump(data);
+}
+
+caf::expected<json> parse_data(const std::string& text, std::size_t max_depth) {
+  if (bridge::text_depth_exceeds(text, max_depth))
+    return make_error(errc::result_too_deep, bridge::depth_message("a remote chunk", max_depth));
+  auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded())
+    return make_error(errc::protocol_error, "a remote chunk's data is not JSON");
+  return j;
 }
 
 std::string reply_text(const caf::expected<json>& r) {

@@ -10,6 +10,15 @@
 //   (rexec, request)   -> text  request: the control protocol's exec object
 //   (rstatus, request) -> text  the node's status
 //
+// Streams and cancellation (docs/remote.md "Streams and cancellation"): a
+// request may carry "id" (the remote_pool's name for it, not 0) and
+// "stream": true. Then, one way:
+//
+//   (rchunk, head, data)  router -> caller   one chunk: head {"id","seq","ack"},
+//                                            data the chunk's value as JSON text
+//   (rack, head)          caller -> router   chunks 0..seq of stream id taken
+//   (rcancel, head)       caller -> router   cancel request id
+//
 // Every text is a JSON object carrying "app" and "protocol"; every reply is
 // the control protocol's {"ok": true, "result": ...} or {"ok": false,
 // "error": {"class", "message", "detail"}}.
@@ -30,6 +39,9 @@ namespace dspex::remote {
 using rhello_atom = caf::atom_constant<caf::atom("rhello")>;
 using rexec_atom = caf::atom_constant<caf::atom("rexec")>;
 using rstatus_atom = caf::atom_constant<caf::atom("rstatus")>;
+using rchunk_atom = caf::atom_constant<caf::atom("rchunk")>;
+using rack_atom = caf::atom_constant<caf::atom("rack")>;
+using rcancel_atom = caf::atom_constant<caf::atom("rcancel")>;
 
 inline constexpr const char* app_id = "dspex";
 /// Bumped whenever a message or a field changes meaning.
@@ -51,14 +63,44 @@ std::string check_hello(const std::string& text);
 /// A request as text: the exec (or status) object plus app and protocol.
 /// Copies and dumps cmd.args, both recursive: check their depth first
 /// (bridge::value_depth_exceeds), as the remote_pool does.
-std::string exec_text(const command_request& cmd, const std::string& pool);
+/// `id` (not 0) names the request for (rcancel) and its chunks; `stream`
+/// asks for them.
+std::string exec_text(const command_request& cmd, const std::string& pool, std::uint64_t id = 0,
+                      bool stream = false);
 std::string status_text();
 
-/// Reads an exec text into a command and pool name; an invalid_request
-/// error naming the field otherwise (text nested deeper than its envelope
-/// and args of `max_depth` is refused before it is parsed). Never throws.
+/// A request's "id" (0: none) and "stream" (needs an id).
+struct exec_ids {
+  std::uint64_t id = 0;
+  bool stream = false;
+};
+
+/// Reads an exec text into a command and pool name (and into `ids`, when
+/// given); an invalid_request error naming the field otherwise (text nested
+/// deeper than its envelope and args of `max_depth` is refused before it is
+/// parsed). Never throws.
 caf::expected<command_request> parse_exec(const std::string& text, std::string& pool,
-                                          std::size_t max_depth = bridge::default_max_json_depth);
+                                          std::size_t max_depth = bridge::default_max_json_depth,
+                                          exec_ids* ids = nullptr);
+
+/// The envelope of (rchunk), (rack) and (rcancel): small and flat, so that
+/// a chunk whose data cannot be read still names its stream.
+struct stream_head {
+  std::uint64_t id = 0;   ///< the request's id (exec_ids::id), not 0
+  std::uint64_t seq = 0;  ///< (rchunk) the chunk's, (rack) the last taken
+  bool ack = false;       ///< (rchunk) answer with (rack) once taken
+};
+std::string head_text(const stream_head& h);
+/// A protocol_error naming what is wrong (not an object, another app or
+/// protocol, id not a positive integer, seq not an integer).
+caf::expected<stream_head> parse_head(const std::string& text);
+
+/// A chunk's value as text, and back: result_too_deep when it nests deeper
+/// than `max_depth` (found before it is parsed), protocol_error when it is
+/// not JSON.
+std::string data_text(const json& data);
+caf::expected<json> parse_data(const std::string& text,
+                               std::size_t max_depth = bridge::default_max_json_depth);
 
 /// A reply as text, and back: the error's class and detail survive the
 /// trip (python_error keeps its type, message and traceback). A reply text

@@ -4,6 +4,10 @@
 // app and protocol version, resolves the pool by name as the control socket
 // does, and never lets a request go unanswered: the pool's error, a bad
 // request, or the node stopping all come back as an error reply.
+// It runs each request as its own cancellable request on the pool (the sink
+// of a stream, forwarding chunks as text), cancels it on (rcancel) and when
+// its remote caller goes (monitored), and passes acks to the worker only as
+// the caller sends them (docs/remote.md "Streams and cancellation").
 #pragma once
 
 #include <dspex/actors/node/messages.hpp>

@@ -1,0 +1,319 @@
+// Streams and cancellation through a remote_pool: the remote node is a real
+// `dspex run` on loopback with the stream handlers
+// (tests/handlers/stream_cmds.py) and a small stream window, the calling
+// node runs in this process (node::stream, node::call, an actor's call).
+// The router is also spoken to directly, as a peer would: its window holds
+// without acks, and bad stream messages are dropped. Nothing asserts
+// wall-clock time.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/node/config.hpp>
+#include <dspex/actors/node/node.hpp>
+#include <dspex/actors/pool/call.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/network.hpp>
+#include <dspex/cli/control.hpp>
+
+#include "support/cli_process.hpp"
+#include "support/loopback.hpp"
+#include "support/system_config.hpp"
+#include "support/test_node.hpp"
+#include "support/wait.hpp"
+#include "test_paths.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr int window = 4;  // the remote pool's worker.stream_window
+
+std::string read_file(const std::string& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/dspex-rs-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  return tmpl;
+}
+
+json network_timing(json j) {
+  j["heartbeat_interval_ms"] = 250;
+  j["connection_timeout_ms"] = 4000;
+  return j;
+}
+
+/// An answer, set once by a callback.
+using answer_box = promise_box<std::optional<caf::expected<json>>>;
+
+/// What a stream delivered to its callbacks.
+struct collected {
+  std::mutex mx;
+  std::vector<json> chunks;
+  std::size_t chunks_at_result = 0;
+  int results = 0;
+  answer_box result;
+
+  chunk_callback on_chunk() {
+    return [this](json c) {
+      std::lock_guard<std::mutex> g(mx);
+      chunks.push_back(std::move(c));
+    };
+  }
+  result_callback on_result() {
+    return [this](caf::expected<json> r) {
+      {
+        std::lock_guard<std::mutex> g(mx);
+        chunks_at_result = chunks.size();
+        ++results;
+      }
+      result.set(std::move(r));
+    };
+  }
+  std::size_t count() {
+    std::lock_guard<std::mutex> g(mx);
+    return chunks.size();
+  }
+};
+
+struct remote_streams_fixture {
+  bridge::io_loop loop;
+  std::string dir;
+  int port = free_port();
+  std::string b_sock, b_cfg, marker;
+  std::unique_ptr<cli_process> b;
+  test::system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::shared_ptr<node> n;
+
+  remote_streams_fixture() : dir(temp_dir()), b_sock(dir + "/b.sock"), b_cfg(dir + "/b.json"),
+                             marker(dir + "/marker") {
+    std::ofstream(marker).flush();
+    // The remote node: one worker with the stream handlers.
+    auto bj = network_timing(default_config());
+    auto& pool = bj["root"]["children"][1];
+    pool["size"] = 1;
+    pool["worker"]["handler_paths"] = json::array({std::string(DSPEX_TEST_SOURCE_DIR) + "/tests/handlers"});
+    pool["worker"]["handlers"] = json::array({"stream_cmds"});
+    pool["worker"]["stream_window"] = window;
+    bj["listen"] = "127.0.0.1:" + std::to_string(port);
+    std::ofstream(b_cfg) << bj.dump(2);
+    b = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", b_cfg, "--control", b_sock});
+    REQUIRE_MESSAGE(wait_until([&] {
+      auto s = remote_status();
+      return s.contains("pools") && s["pools"]["default"].value("idle", 0) >= 1;
+    }, 60s), b->output());
+    // The calling node, here: a remote_pool `far` beside its own pool.
+    auto aj = network_timing(small_tree("pool", 1));
+    aj["root"]["children"].push_back({{"id", "far"},
+                                      {"type", "remote_pool"},
+                                      {"host", "127.0.0.1"},
+                                      {"port", port},
+                                      {"connect_timeout_ms", 3000},
+                                      {"reconnect_min_ms", 50},
+                                      {"reconnect_max_ms", 400}});
+    auto tree = parse_config(aj);
+    REQUIRE_MESSAGE(tree, detail_of(tree.error()));
+    REQUIRE_FALSE(network_settings(cfg, *tree));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    n = start_test_node(*sys, aj);
+    REQUIRE(wait_until([&] { return far().value("state", "") == "connected"; }));
+  }
+  ~remote_streams_fixture() {
+    if (n)
+      n->stop();
+    n.reset();
+    sys.reset();
+    b->stop();
+    std::system(("rm -rf " + dir).c_str());
+  }
+
+  json remote_status() { return cli::control_call(b_sock, {{"op", "status"}}, 30s); }
+  json remote_requests() { return remote_status()["pools"]["default"]["requests"]; }
+  json far() {
+    auto s = n->status();
+    return s.contains("remotes") ? s["remotes"]["far"] : json::object();
+  }
+  bool marked(const std::string& what) { return read_file(marker).find(what) != std::string::npos; }
+  static call_options on_far() { return call_options{"far", std::nullopt, 0ms}; }
+};
+
+} // namespace
+
+TEST_SUITE("remote streams") {
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "a stream through a remote_pool: every chunk in order, then the result") {
+  // 100 chunks through a window of 4: the acks cross back, or it stalls.
+  collected c;
+  n->stream("count", {{"n", 100}}, on_far(), c.on_chunk(), c.on_result());
+  REQUIRE(c.result.wait());
+  auto r = *c.result.get();
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK(*r == json{{"total", 100}});
+  std::lock_guard<std::mutex> g(c.mx);
+  CHECK(c.chunks_at_result == 100);
+  REQUIRE(c.chunks.size() == 100);
+  for (int i = 0; i < 100; ++i)
+    CHECK(c.chunks[i] == json{{"i", i}});
+  auto f = far();
+  CHECK(f["chunks"] == 100);
+  CHECK(f["in_flight"] == 0);
+  CHECK(f["bad_messages"] == 0);
+  // The same generator called without a sink: its result, no chunks.
+  auto plain = n->call("count", {{"n", 3}}, on_far()).get();
+  REQUIRE(plain);
+  CHECK(*plain == json{{"total", 3}});
+  CHECK(far()["chunks"] == 100);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "cancel through a remote_pool reaches the remote handler") {
+  answer_box got;
+  auto h = n->call("spin", {{"marker", marker}}, on_far(), [&got](caf::expected<json> r) { got.set(std::move(r)); });
+  REQUIRE(wait_until([&] { return marked("started"); }));
+  h.cancel();
+  REQUIRE(got.wait());
+  auto r = *got.get();
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::cancelled));
+  REQUIRE(wait_until([&] { return marked("finally"); }));
+  REQUIRE(wait_until([&] { return remote_requests().value("cancelled", 0) == 1; }));
+  CHECK(far()["cancelled"] == 1);
+  // The remote worker serves on.
+  auto p = n->call("pid", json::object(), on_far()).get();
+  CHECK(p);
+  CHECK(far()["in_flight"] == 0);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "the calling actor dying cancels its remote request") {
+  auto target = n->resolve("far");
+  REQUIRE(target);
+  auto caller = sys->spawn([far = *target, m = marker](caf::event_based_actor* s) {
+    call(s, far, make_command("spin", {{"marker", m}}), 5).then([](json&) {}, [](caf::error&) {});
+    return caf::behavior{[](int) {}};
+  });
+  REQUIRE(wait_until([&] { return marked("started"); }));
+  caf::anon_send_exit(caller, caf::exit_reason::kill);
+  REQUIRE(wait_until([&] { return marked("finally"); }));
+  REQUIRE(wait_until([&] { return remote_requests().value("cancelled", 0) == 1; }));
+  CHECK(far()["in_flight"] == 0);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "the remote node SIGKILLed mid-stream: the chunks, then node_down once") {
+  collected c;
+  n->stream("count", {{"n", 100000}, {"pause_s", 0.005}}, on_far(), c.on_chunk(), c.on_result());
+  REQUIRE(wait_until([&] { return c.count() >= 10; }));
+  b->proc->kill();
+  REQUIRE(c.result.wait());
+  auto r = *c.result.get();
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::node_down));
+  std::this_thread::sleep_for(300ms);  // anything late would show now
+  std::lock_guard<std::mutex> g(c.mx);
+  CHECK(c.results == 1);
+  CHECK(c.chunks.size() == c.chunks_at_result);
+  CHECK(c.chunks.size() >= 10);
+  for (std::size_t i = 0; i < c.chunks.size(); ++i)
+    CHECK(c.chunks[i] == json{{"i", i}});
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "the router as a peer sees it: a bounded window, bad stream messages dropped") {
+  auto router = sys->middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+  REQUIRE(router);
+  caf::scoped_actor self{*sys};
+  auto next_chunk = [&](remote::stream_head& h, json& data) {
+    bool got = false;
+    self->receive(
+      [&](remote::rchunk_atom, std::string& head, std::string& text) {
+        auto parsed = remote::parse_head(head);
+        REQUIRE(parsed);
+        h = *parsed;
+        auto d = remote::parse_data(text);
+        REQUIRE(d);
+        data = *d;
+        got = true;
+      },
+      caf::after(std::chrono::milliseconds(700)) >> [] {});
+    return got;
+  };
+  auto req = make_command("count", {{"n", 50}});
+  auto pending = self->request(*router, caf::infinite, remote::rexec_atom::value,
+                               remote::exec_text(req, "", 7, true));
+  // No ack: the worker stops a whole window ahead.
+  remote::stream_head h;
+  json data;
+  for (int i = 0; i < window; ++i) {
+    REQUIRE(next_chunk(h, data));
+    CHECK(h.id == 7);
+    CHECK(h.seq == static_cast<std::uint64_t>(i));
+    CHECK(data == json{{"i", i}});
+  }
+  CHECK_FALSE(next_chunk(h, data));
+  // Bad input, dropped: an ack beyond what came, for another id,
+  // unreadable; a cancel for an unknown id; requests with a bad id.
+  self->send(*router, remote::rack_atom::value, remote::head_text({7, 40, false}));
+  self->send(*router, remote::rack_atom::value, remote::head_text({8, 1, false}));
+  self->send(*router, remote::rack_atom::value, std::string("{\"id\": "));
+  self->send(*router, remote::rack_atom::value,
+             std::string(R"({"app":"dspex","protocol":1,"id":-3,"seq":0})"));
+  self->send(*router, remote::rcancel_atom::value, remote::head_text({99, 0, false}));
+  self->send(*router, remote::rchunk_atom::value, std::string("{}"), std::string("[["));
+  CHECK_FALSE(next_chunk(h, data));
+  auto bad_exec = [&](const std::string& text) {
+    std::string reply;
+    self->request(*router, 10s, remote::rexec_atom::value, text)
+      .receive([&](std::string& t) { reply = t; }, [](caf::error&) {});
+    auto r = remote::parse_reply(reply);
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::invalid_request));
+    return detail_of(r.error());
+  };
+  CHECK(bad_exec(remote::exec_text(req, "", 7, false)).find("in flight already") != std::string::npos);
+  CHECK(bad_exec(R"({"app":"dspex","protocol":1,"command":"count","id":0})").find("id:") == 0);
+  CHECK(bad_exec(R"({"app":"dspex","protocol":1,"command":"count","stream":true})").find("needs an id")
+        != std::string::npos);
+  // An ack for chunk 1 lets two more come (seq <= 1 + window).
+  self->send(*router, remote::rack_atom::value, remote::head_text({7, 1, false}));
+  for (int i = window; i < window + 2; ++i) {
+    REQUIRE(next_chunk(h, data));
+    CHECK(h.seq == static_cast<std::uint64_t>(i));
+  }
+  CHECK_FALSE(next_chunk(h, data));
+  // Cancelled: the answer says so, and the worker serves on.
+  self->send(*router, remote::rcancel_atom::value, remote::head_text({7, 0, false}));
+  std::string reply;
+  pending.receive([&](std::string& t) { reply = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  auto r = remote::parse_reply(reply);
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::cancelled));
+  auto p = n->call("pid", json::object(), on_far()).get();
+  CHECK(p);
+  // The remote_pool drops what does not come from its peer.
+  auto far_actor = n->resolve("far");
+  REQUIRE(far_actor);
+  caf::anon_send(*far_actor, remote::rchunk_atom::value, remote::head_text({1, 0, false}), std::string("1"));
+  self->send(*far_actor, ack_atom::value, std::uint64_t{12345}, std::uint64_t{0});
+  self->send(*far_actor, cancel_atom::value, std::uint64_t{77});
+  REQUIRE(wait_until([&] { return far()["bad_messages"] == 1; }));
+  CHECK(far()["in_flight"] == 0);
+}
+
+} // TEST_SUITE
