@@ -99,6 +99,37 @@ void append_ack_frame(std::string& out, std::uint64_t id, std::uint64_t seq) {
   });
 }
 
+write_result append_call_result_frame(std::string& out, std::uint64_t call, const json& result,
+                                      std::size_t max_depth) {
+  const auto start = out.size();
+  write_result r;
+  append_framed(out, [&] {
+    out += "{\"type\":\"result\",\"call\":";
+    out += std::to_string(call);
+    out += ",\"success\":true,\"result\":";
+    r = append_json(out, result, max_depth);
+    out += '}';
+  });
+  if (!r)
+    out.resize(start);
+  return r;
+}
+
+void append_call_error_frame(std::string& out, std::uint64_t call, std::string_view error_class,
+                             std::string_view message) {
+  append_framed(out, [&] {
+    out += "{\"type\":\"result\",\"call\":";
+    out += std::to_string(call);
+    out += ",\"success\":false,\"error\":{\"type\":";
+    // Classes and messages the host makes are UTF-8; a message carrying a
+    // callee's bytes is replaced rather than sent broken.
+    append_json_string(out, is_valid_utf8(error_class) ? error_class : "internal");
+    out += ",\"message\":";
+    append_json_string(out, is_valid_utf8(message) ? message : "(a message that is not UTF-8)");
+    out += "}}";
+  });
+}
+
 std::string encode_request(const request& req) {
   std::string out;
   auto r = append_request_body(out, req.id, req.command, req.args, req.session_id,
@@ -247,6 +278,7 @@ bool parse_plain_success(std::string_view s, reply& rep) {
     if (!skip_uint(s, rep.seq) || !skip(s, R"(,"data":)") || !parse_last_member(s, rep.result))
       return false;
     rep.is_chunk = true;
+    rep.kind = frame_kind::chunk;
     rep.success = true;
     return true;
   }
@@ -258,10 +290,71 @@ bool parse_plain_success(std::string_view s, reply& rep) {
 
 // {"type": ...} of a worker frame: absent for a reply, "chunk" for a chunk.
 // False (with `err`) for anything else.
+// {"type":"cancel_call","call":K} names no request: it has no "id".
+bool is_cancel_call(const json& j) {
+  auto t = j.find("type");
+  return t != j.end() && t->is_string() && *t == "cancel_call";
+}
+
+// A host call's fields (protocol 3): {"type":"call","id","call","target",
+// "command","args"[,"timeout_ms"][,"session"]}.
+bool read_call_fields(json& j, reply& rep, protocol_error& err) {
+  auto bad = [&](const char* what) {
+    err = {protocol_errc::bad_envelope, std::string("host call: ") + what};
+    return false;
+  };
+  auto& c = rep.call;
+  auto k = j.find("call");
+  if (k == j.end() || !k->is_number_unsigned())
+    return bad("missing or non-integer \"call\"");
+  c.call = k->get<std::uint64_t>();
+  auto target = j.find("target");
+  auto command = j.find("command");
+  if (target == j.end() || !target->is_string() || command == j.end() || !command->is_string())
+    return bad("\"target\" and \"command\" must be strings");
+  c.target = target->get<std::string>();
+  c.command = command->get<std::string>();
+  auto args = j.find("args");
+  if (args != j.end() && !args->is_null() && !args->is_object())
+    return bad("\"args\" must be an object");
+  rep.result = args == j.end() || args->is_null() ? json::object() : std::move(*args);
+  auto t = j.find("timeout_ms");
+  if (t != j.end() && !t->is_number_unsigned())
+    return bad("\"timeout_ms\" must be a non-negative integer");
+  c.timeout_ms = t == j.end() ? 0 : t->get<std::uint64_t>();
+  auto s = j.find("session");
+  if (s == j.end()) {
+    c.session = host_call_frame::session_rule::same;
+  } else if (s->is_null()) {
+    c.session = host_call_frame::session_rule::none;
+  } else if (s->is_string()) {
+    c.session = host_call_frame::session_rule::named;
+    c.session_id = s->get<std::string>();
+  } else {
+    return bad("\"session\" must be a string or null");
+  }
+  rep.kind = frame_kind::call;
+  rep.success = true;
+  return true;
+}
+
 bool read_chunk_fields(json& j, reply& rep, protocol_error& err) {
   auto t = j.find("type");
   if (t == j.end())
     return true;
+  if (t->is_string() && *t == "call")
+    return read_call_fields(j, rep, err);
+  if (t->is_string() && *t == "cancel_call") {
+    auto k = j.find("call");
+    if (k == j.end() || !k->is_number_unsigned()) {
+      err = {protocol_errc::bad_envelope, "cancel_call: missing or non-integer \"call\""};
+      return false;
+    }
+    rep.kind = frame_kind::cancel_call;
+    rep.seq = k->get<std::uint64_t>();
+    rep.success = true;
+    return true;
+  }
   if (!t->is_string() || *t != "chunk") {
     err = {protocol_errc::bad_envelope, "unknown frame type " + t->dump()};
     return false;
@@ -272,6 +365,7 @@ bool read_chunk_fields(json& j, reply& rep, protocol_error& err) {
     return false;
   }
   rep.is_chunk = true;
+  rep.kind = frame_kind::chunk;
   rep.success = true;
   rep.seq = seq->get<std::uint64_t>();
   auto data = j.find("data");
@@ -298,10 +392,19 @@ std::variant<reply, protocol_error> parse_too_deep(std::string_view body, std::s
     return protocol_error{protocol_errc::bad_envelope, "frame body is not a JSON object"};
   reply rep;
   protocol_error err{protocol_errc::bad_envelope, {}};
-  if (!read_id(j, rep.id, err))
+  if (!read_id(j, rep.id, err) && !is_cancel_call(j))
     return err;
   if (!read_chunk_fields(j, rep, err))
     return err;
+  if (rep.kind == frame_kind::call) {
+    // A host call whose args nest too deep: answered with an error by its
+    // call number, the worker serves on.
+    rep.result = json::object();
+    rep.too_deep = depth_message("a host call's args", max_depth);
+    return rep;
+  }
+  if (rep.kind == frame_kind::cancel_call)
+    return rep;
   if (rep.is_chunk) {
     rep.result = nullptr;
     rep.too_deep = depth_message("a chunk of the command's stream", max_depth);
@@ -330,11 +433,11 @@ std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size
   if (!j)
     return err;
   reply rep;
-  if (!read_id(*j, rep.id, err))
+  if (!read_id(*j, rep.id, err) && !is_cancel_call(*j))
     return err;
   if (!read_chunk_fields(*j, rep, err))
     return err;
-  if (rep.is_chunk)
+  if (rep.kind != frame_kind::reply)
     return rep;
   auto ok = j->find("success");
   if (ok == j->end() || !ok->is_boolean())

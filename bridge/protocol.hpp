@@ -54,13 +54,35 @@ struct python_error {
   std::string traceback;  ///< empty when the worker sent none
 };
 
+/// A host call a handler makes (protocol 3, docs/architecture.md "Host
+/// calls"): reply::kind call; its args are in reply::result.
+struct host_call_frame {
+  std::uint64_t call = 0;  ///< the worker's number for the call
+  std::string target;      ///< "pool:NAME" or "fn:NAME"
+  std::string command;
+  std::uint64_t timeout_ms = 0;  ///< 0: none of its own
+  enum class session_rule { same, none, named } session = session_rule::same;
+  std::string session_id;  ///< named
+};
+
+/// What a worker frame is.
+enum class frame_kind {
+  reply,        ///< the answer to a request
+  chunk,        ///< one chunk of a stream (protocol 2)
+  call,         ///< a host call (protocol 3)
+  cancel_call,  ///< the handler no longer waits for call `seq`
+};
+
 /// A worker frame: a reply, or (is_chunk) one chunk of a stream, whose
-/// data is in `result` (protocol 2, docs/architecture.md).
+/// data is in `result` (protocol 2), or a host call or its cancel
+/// (protocol 3, `kind`).
 struct reply {
   std::uint64_t id = 0;
   bool success = false;
   bool is_chunk = false;  ///< {"id","type":"chunk","seq","data"}: success is true
-  std::uint64_t seq = 0;  ///< the chunk's number in its stream
+  std::uint64_t seq = 0;  ///< the chunk's number in its stream; a cancel_call's call
+  frame_kind kind = frame_kind::reply;
+  host_call_frame call;   ///< kind call
   json result;         ///< when success
   python_error error;  ///< when !success
   /// Non-empty: the reply is well-formed but nests deeper than the limit
@@ -94,6 +116,17 @@ void append_cancel_frame(std::string& out, std::uint64_t id);
 
 /// Appends {"type":"ack","id":N,"seq":S}: the caller took chunks 0..seq.
 void append_ack_frame(std::string& out, std::uint64_t id, std::uint64_t seq);
+
+/// Appends the result of host call `call`: {"type":"result","call":K,
+/// "success":true,"result":R}. Refused (as append_request_frame) when R
+/// holds text that is not UTF-8 or nests deeper than `max_depth`.
+write_result append_call_result_frame(std::string& out, std::uint64_t call, const json& result,
+                                      std::size_t max_depth = default_max_json_depth);
+
+/// Appends a host call's error: {"type":"result","call":K,"success":false,
+/// "error":{"type":CLASS,"message":M}}.
+void append_call_error_frame(std::string& out, std::uint64_t call, std::string_view error_class,
+                             std::string_view message);
 
 /// The JSON body of a request frame; throws std::invalid_argument where
 /// append_request_frame returns false.

@@ -6,6 +6,7 @@
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
+#include "support/marker_file.hpp"
 #include "support/wait.hpp"
 
 #include <caf/all.hpp>
@@ -40,12 +41,6 @@ struct async_fixture {
   ~async_fixture() { n->stop(); }
 };
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 } // namespace
 
@@ -85,18 +80,17 @@ TEST_CASE_FIXTURE(async_fixture, "stream: every chunk in order, then the result"
 }
 
 TEST_CASE_FIXTURE(async_fixture, "cancel: the answer is cancelled and the handler's finally runs") {
-  char path[] = "/tmp/dspex-async-XXXXXX";
-  ::close(::mkstemp(path));
+  marker_file marker;
   std::promise<caf::expected<json>> p;
-  auto h = n->call("spin", {{"marker", path}}, {}, [&p](caf::expected<json> r) { p.set_value(std::move(r)); });
-  REQUIRE(wait_until([&] { return slurp(path).find("started") != std::string::npos; }));
+  auto h = n->call("spin", {{"marker", marker.path}}, {},
+                   [&p](caf::expected<json> r) { p.set_value(std::move(r)); });
+  REQUIRE(marker.await("started"));
   h.cancel();
   auto r = p.get_future().get();
   REQUIRE_FALSE(r);
   CHECK(is(r.error(), errc::cancelled));
-  REQUIRE(wait_until([&] { return slurp(path).find("finally") != std::string::npos; }));
+  REQUIRE(marker.await("finally"));
   h.cancel();  // after the end: nothing
-  ::unlink(path);
   // The worker serves on.
   auto f = n->call("pid");
   CHECK(f.get());

@@ -38,7 +38,7 @@ void session_client(caf::event_based_actor* self, caf::actor pool, std::string s
   if (i == n)
     return;
   auto key = session + "#" + std::to_string(i);
-  command_request req{"echo", json{{"payload", key}}, session, 0ms};
+  auto req = make_command("echo", json{{"payload", key}}, session, 0ms);
   self->request(pool, std::chrono::seconds(60), exec_atom::value, std::move(req))
     .then(
       [=](json& r) {

@@ -32,6 +32,7 @@ json default_config() {
   return json{
     {"mode", "pool"},
     {"max_json_depth", bridge::default_max_json_depth},
+    {"max_call_depth", 8},
     {"root",
      {{"strategy", "one_for_one"},
       {"intensity", 3},
@@ -583,6 +584,7 @@ caf::expected<tree_config> parse_config(const json& j) {
     }
     top.integer("max_json_depth", cfg.max_json_depth, 1,
                 static_cast<long long>(bridge::max_json_depth_limit));
+    top.integer("max_call_depth", cfg.max_call_depth, 1, 64);
     if (auto m = top.get("metrics")) {
       reader mr(*m, "config.metrics", errors);
       if (mr.ok()) {

@@ -96,6 +96,9 @@ struct tree_config {
   /// nest, on every path into the node (bridge/json_limits.hpp,
   /// docs/security.md "JSON depth and size").
   std::size_t max_json_depth = bridge::default_max_json_depth;
+  /// `max_call_depth`: how deep handlers' host calls may nest (a client's
+  /// request calling a pool is depth 1; ctx.call past it is refused).
+  std::size_t max_call_depth = 8;
   /// The node's TLS identity (listen, and remote_pools with tls).
   tls_options tls;
   network_timing timing;

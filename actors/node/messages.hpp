@@ -31,6 +31,9 @@ using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
 /// (ack, wire, seq) from a sink to the chunk's sender: chunks up to `seq`
 /// of stream `wire` are taken (see stream_chunk::ack).
 using ack_atom = caf::atom_constant<caf::atom("ack")>;
+/// (hcresult, call, ok, result, error) to a worker: the answer of its host
+/// call `call` (a host function's reply, from any thread).
+using host_result_atom = caf::atom_constant<caf::atom("hcresult")>;
 
 // -- worker internals (from the io thread to the worker actor) ---------------
 using frame_atom = caf::atom_constant<caf::atom("frame")>;
@@ -118,6 +121,9 @@ struct command_request {
   /// Set: the caller takes a stream; the handler's chunks go to `sink` as
   /// (chunk, stream_chunk) before the answer. Needs ref.
   caf::actor sink;
+  /// How many host calls deep this request is: 0 from a client, n + 1 for
+  /// a host call made by a request at depth n (max_call_depth bounds it).
+  std::uint8_t depth = 0;
 };
 
 inline command_request make_command(std::string name, json args = json::object(),

@@ -75,12 +75,21 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
     }
   }
   d.max_json_depth = cfg.max_json_depth;
+  d.host_calls = std::make_shared<host_call_router>(cfg.max_call_depth);
   tree_builder b{d.loop, d.dir, opts, d.mode, d.pool_names, d.single_worker, d.named,
-                 d.remote_names, cfg.max_json_depth};
+                 d.remote_names, cfg.max_json_depth, d.host_calls};
   std::vector<sup::child_spec> children;
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
       children.push_back(std::move(*s));
+  // By name, as pool(name) finds them: the directory holds the current
+  // handle of each (a pool restarted is found), and nothing of the node.
+  d.host_calls->set_pool_lookup([dir = d.dir, named = d.named](const std::string& name) {
+    for (auto& [n, key] : named)
+      if (n == name)
+        return dir->get(key);
+    return caf::actor{};
+  });
   d.watch = std::make_shared<root_watch>();
   d.events = spawn_root_watcher(sys, d.watch);
   sup::supervisor_options so;
@@ -289,7 +298,8 @@ json node::status() {
               {"supervisors", counts.value("supervisors", json::object())},
               {"pools", pools},
               {"sessions", ask(self, d.dir->get("registry"), caf::make_message(stats_atom::value))},
-              {"monitor", ask(self, d.dir->get("monitor"), caf::make_message(status_atom::value))}};
+              {"monitor", ask(self, d.dir->get("monitor"), caf::make_message(status_atom::value))},
+              {"host_calls", d.host_calls ? d.host_calls->status() : json(nullptr)}};
 }
 
 void node::on_failure(std::function<void(const root_failure&)> f) {
@@ -365,6 +375,24 @@ void node::stop() {
     d.router = nullptr;
   }
   d.callers->clear();
+  if (d.host_calls)
+    d.host_calls->stop();  // the workers are gone: nobody waits on a host function
+}
+
+caf::error node::register_function(const std::string& name, host_function f) {
+  if (!f)
+    return make_error(errc::invalid_request, "host function '" + name + "' is empty");
+  return impl_->host_calls->add(name, host_call_router::function_entry{std::move(f), nullptr});
+}
+
+caf::error node::register_blocking_function(const std::string& name, blocking_host_function f) {
+  if (!f)
+    return make_error(errc::invalid_request, "host function '" + name + "' is empty");
+  return impl_->host_calls->add(name, host_call_router::function_entry{nullptr, std::move(f)});
+}
+
+void node::unregister_function(const std::string& name) {
+  impl_->host_calls->remove(name);
 }
 
 } // namespace dspex

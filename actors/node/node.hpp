@@ -18,6 +18,7 @@
 
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/host_functions.hpp>
 #include <dspex/actors/node/messages.hpp>
 
 #include <caf/actor.hpp>
@@ -159,6 +160,16 @@ public:
 
   caf::error create_session(const std::string& session);
   caf::error end_session(const std::string& session);
+
+  /// A function the handlers of every pool may call: ctx.call("fn:NAME",
+  /// args) (host_functions.hpp; docs/embedding.md "Host functions").
+  /// invalid_request for an empty or taken name. Calls made after
+  /// unregister_function get invalid_request; those in flight finish.
+  caf::error register_function(const std::string& name, host_function f);
+  /// The same for a function that may block: it runs on one of the node's
+  /// four host-function threads. node::stop() waits for those running.
+  caf::error register_blocking_function(const std::string& name, blocking_host_function f);
+  void unregister_function(const std::string& name);
 
   /// The tree (every child with its state, os pid and restart count), the
   /// pool metrics and the session stats.

@@ -22,6 +22,7 @@ worker_config tree_builder::adjust(worker_config w) const {
   if (!opts.python_path.empty())
     w.package_path = opts.python_path;
   w.max_json_depth = max_json_depth;
+  w.host_calls = host_calls;
   return w;
 }
 

@@ -96,6 +96,15 @@ inflight_table::take_by_ref(const caf::actor_addr& caller, std::uint64_t ref) {
   return std::nullopt;
 }
 
+std::optional<inflight_table::call_context> inflight_table::context_of(std::uint64_t id) {
+  std::lock_guard<std::mutex> g(mx_);
+  auto it = requests_.find(id);
+  if (it == requests_.end())
+    return std::nullopt;
+  it->second.has_calls = true;
+  return call_context{it->second.deadline, it->second.depth, it->second.session};
+}
+
 bool inflight_table::contains(std::uint64_t id) const {
   std::lock_guard<std::mutex> g(mx_);
   return requests_.count(id) > 0;
@@ -202,6 +211,8 @@ inflight_table::counts inflight_table::snapshot() const {
 }
 
 bool inflight_table::answer(bridge::reply& rep) {
+  if (rep.kind == bridge::frame_kind::call || rep.kind == bridge::frame_kind::cancel_call)
+    return false;  // host calls are the actor's
   if (rep.is_chunk) {
     // In order and for a known stream: straight to its sink; anything else
     // (a too-deep chunk, one the actor must classify) goes to the actor.
@@ -222,7 +233,7 @@ bool inflight_table::answer(bridge::reply& rep) {
     if (!direct_)
       return false;
     auto it = requests_.find(rep.id);
-    if (it == requests_.end() || it->second.is_init)
+    if (it == requests_.end() || it->second.is_init || it->second.has_calls)
       return false;
     req = std::move(*take_locked(rep.id));
     count_answer_locked(rep.success && rep.too_deep.empty());

@@ -1013,7 +1013,7 @@ void idle_pings(pool_actor* self) {
     // Not pooled: the answer comes here, not to a client. A ping that fails
     // (times out) is a worker-level fault: the breaker hears it and the
     // worker is replaced on purpose.
-    command_request ping{"ping", json::object(), std::nullopt, st.cfg.worker.init_timeout, false};
+    auto ping = make_command("ping", json::object(), std::nullopt, st.cfg.worker.init_timeout);
     auto hdl = w.hdl;
     self->request(w.hdl, caf::infinite, exec_atom::value, std::move(ping))
       .then(
@@ -1174,12 +1174,14 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     self->quit(msg.reason);
   });
   self->set_down_handler([self](caf::down_msg& dm) {
+    // A caller may be one of our own workers (a handler's host call to its
+    // own pool): both apply.
+    if (self->state.callers.erase(dm.source) > 0)
+      cancel_all_of(self, dm.source);
     if (self->state.workers.count(dm.source)) {
       on_worker_down(self, dm);
       return;
     }
-    if (self->state.callers.erase(dm.source) > 0)
-      cancel_all_of(self, dm.source);
     on_holder_down(self, dm);
   });
   // Session state lives in the registry, so it outlives this pool; without

@@ -2,6 +2,7 @@
 
 #include <dspex/actors/pool/detail/deadlines.hpp>
 #include <dspex/actors/node/error.hpp>
+#include <dspex/actors/node/detail/host_call_router.hpp>
 #include <dspex/actors/pool/detail/inflight_table.hpp>
 #include <dspex/actors/process/detail/process_link.hpp>
 #include <dspex/actors/pool/detail/worker_port.hpp>
@@ -15,6 +16,7 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -106,6 +108,15 @@ struct worker_state {
     const char* cls = "cancelled";
   };
   std::unordered_map<std::uint64_t, abandoned> cancelled;
+  // Host calls in flight (docs/architecture.md "Host calls"), by the
+  // worker's call number: the request that made each, and where it went.
+  struct host_call {
+    std::uint64_t request = 0;
+    std::string target;
+    caf::actor callee;  // a pool's; invalid for a host function
+  };
+  std::unordered_map<std::uint64_t, host_call> calls;
+  std::uint64_t host_calls_total = 0;
   std::vector<held_request> held;  // new work that came in during the grace
   bool stuck = false;      // a grace expired: a replacement was asked for
   bool retired = false;    // the pool replaces us: process killed, exit awaited
@@ -151,7 +162,10 @@ struct worker_state {
 
 using worker_actor = caf::stateful_actor<worker_state>;
 
+void cancel_calls_of(worker_actor* self, std::optional<std::uint64_t> request);
+
 void fail_all(worker_actor* self, const caf::error& err) {
+  cancel_calls_of(self, std::nullopt);
   for (auto& req : self->state.table->take_all())
     req.rp.deliver(err);
   auto held = std::move(self->state.held);
@@ -236,7 +250,8 @@ void update_phase(worker_actor* self) {
 std::uint64_t send_request(worker_actor* self, const std::string& command, json args,
                            std::optional<std::string> session, std::chrono::milliseconds timeout,
                            caf::response_promise rp, bool is_init, bool pooled = false,
-                           std::uint64_t tag = 0, std::uint64_t ref = 0, caf::actor sink = {}) {
+                           std::uint64_t tag = 0, std::uint64_t ref = 0, caf::actor sink = {},
+                           std::uint8_t depth = 0) {
   auto& st = self->state;
   auto id = st.table->next_id();
   auto deadline = clock_type::now() + timeout;
@@ -244,7 +259,8 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
   // In the table before the frame is written: the io thread may read the
   // reply before this function returns.
   arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
-                                                        deadline, ref, std::move(sink), window}));
+                                                        deadline, ref, std::move(sink), window, 0,
+                                                        depth, session}));
   std::string frame;
   std::string refusal;
   if (auto written = bridge::append_request_frame(
@@ -273,7 +289,7 @@ void dispatch(worker_actor* self, command_request& req, caf::response_promise rp
   if (req.pooled)
     ++st.checkouts;
   send_request(self, req.command, std::move(req.args), std::move(req.session_id), timeout,
-               std::move(rp), false, req.pooled, req.tag, req.ref, std::move(req.sink));
+               std::move(rp), false, req.pooled, req.tag, req.ref, std::move(req.sink), req.depth);
 }
 
 // Tells the Python side to stop request `id` (protocol 2).
@@ -288,6 +304,7 @@ void send_cancel(worker_actor* self, std::uint64_t id) {
 // is told to stop, and its slot stays taken until it does (see `cancelled`).
 void abandon(worker_actor* self, std::uint64_t id, const inflight_request& req, const char* cls) {
   auto& st = self->state;
+  cancel_calls_of(self, id);
   st.cancelled.emplace(id, worker_state::abandoned{req.pooled, req.tag, cls});
   send_cancel(self, id);
   self->delayed_send(self, st.cfg.timeout_grace, grace_atom::value, id);
@@ -355,6 +372,181 @@ void on_late_reply(worker_actor* self) {
   join_adopter(self);
 }
 
+// -- host calls (docs/architecture.md "Host calls") ---------------------------
+
+void write_call_error(worker_actor* self, std::uint64_t call, std::string_view cls,
+                      const std::string& message) {
+  std::string frame;
+  bridge::append_call_error_frame(frame, call, cls, message);
+  if (self->state.proc)
+    self->state.proc->send_frame(std::move(frame));
+}
+
+void write_call_answer(worker_actor* self, std::uint64_t call, caf::expected<json> r) {
+  auto& st = self->state;
+  if (!st.proc)
+    return;
+  if (r) {
+    std::string frame;
+    auto written = bridge::append_call_result_frame(frame, call, *r, st.cfg.max_json_depth);
+    if (!written)
+      write_call_error(self, call, to_string(errc::result_too_deep),
+                       written.why == bridge::write_refusal::too_deep
+                         ? bridge::depth_message("the host call's result", st.cfg.max_json_depth)
+                         : "the host call's result holds text that is not UTF-8");
+    else if (!st.proc->send_frame(std::move(frame)))
+      write_call_error(self, call, to_string(errc::invalid_request),
+                       "the host call's result is above max_frame_bytes");
+    return;
+  }
+  auto code = code_of(r.error());
+  std::string message;
+  if (auto py = python_error_of(r.error()))
+    message = py->type + ": " + py->message;
+  else
+    message = detail_of(r.error());
+  if (message.empty())
+    message = describe(r.error());
+  write_call_error(self, call, code ? to_string(*code) : "internal", message);
+}
+
+// Host call `k` ended: true when it was still in flight (ours to answer).
+bool end_call(worker_actor* self, std::uint64_t k) {
+  auto& st = self->state;
+  auto it = st.calls.find(k);
+  if (it == st.calls.end())
+    return false;
+  if (st.cfg.host_calls)
+    st.cfg.host_calls->ended(it->second.target);
+  st.calls.erase(it);
+  return true;
+}
+
+// Nobody waits for host call `k` any more: its callee is told (a pool
+// cancels the request), and whatever answer comes is dropped.
+void cancel_call(worker_actor* self, std::uint64_t k) {
+  auto it = self->state.calls.find(k);
+  if (it == self->state.calls.end())
+    return;
+  if (it->second.callee)
+    self->send(it->second.callee, cancel_atom::value, k);
+  end_call(self, k);
+}
+
+// The host calls of request `request` (every one when none): its caller
+// has its answer, or the worker is going.
+void cancel_calls_of(worker_actor* self, std::optional<std::uint64_t> request) {
+  std::vector<std::uint64_t> ks;
+  for (auto& [k, c] : self->state.calls)
+    if (!request || c.request == *request)
+      ks.push_back(k);
+  for (auto k : ks)
+    cancel_call(self, k);
+}
+
+void on_host_call(worker_actor* self, bridge::reply& rep) {
+  auto& st = self->state;
+  const auto k = rep.call.call;
+  auto refuse = [&](errc code, const std::string& why) { write_call_error(self, k, to_string(code), why); };
+  if (st.calls.count(k) > 0)
+    return refuse(errc::invalid_request, "host call " + std::to_string(k) + " is in flight already");
+  if (!rep.too_deep.empty())
+    return refuse(errc::invalid_request, rep.too_deep);
+  auto ctx = st.table->context_of(rep.id);
+  if (!ctx)
+    return refuse(errc::invalid_request,
+                  "no request " + std::to_string(rep.id) + " in flight on worker " + st.cfg.id);
+  auto router = st.cfg.host_calls;
+  if (!router)
+    return refuse(errc::unavailable, "host calls need a node (this worker runs on its own)");
+  if (ctx->depth + 1u > router->max_depth())
+    return refuse(errc::invalid_request, "host calls nest deeper than max_call_depth ("
+                                           + std::to_string(router->max_depth()) + ")");
+  const auto now = clock_type::now();
+  if (ctx->deadline <= now)
+    return refuse(errc::command_timeout, "the calling request's deadline has passed");
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(ctx->deadline - now);
+  if (rep.call.timeout_ms > 0)
+    left = std::min(left, std::chrono::milliseconds(rep.call.timeout_ms));
+  left = std::max(left, std::chrono::milliseconds(1));
+  std::optional<std::string> session;
+  using rule = bridge::host_call_frame::session_rule;
+  if (rep.call.session == rule::same)
+    session = ctx->session;
+  else if (rep.call.session == rule::named)
+    session = rep.call.session_id;
+  const auto& target = rep.call.target;
+  if (target.rfind("pool:", 0) == 0) {
+    auto callee = router->pool(target.substr(5));
+    if (!callee)
+      return refuse(errc::invalid_request, "host call target '" + target + "': no such pool on this node");
+    auto req = make_command(rep.call.command, std::move(rep.result), std::move(session), left);
+    req.ref = k;  // the pool knows the call by it, and cancels it by it
+    req.depth = static_cast<std::uint8_t>(ctx->depth + 1);
+    st.calls.emplace(k, worker_state::host_call{rep.id, target, callee});
+    ++st.host_calls_total;
+    router->started(target);
+    self->request(callee, caf::infinite, exec_atom::value, std::move(req))
+      .then([self, k](json& r) { if (end_call(self, k)) write_call_answer(self, k, std::move(r)); },
+            [self, k](caf::error& e) {
+              if (end_call(self, k))
+                write_call_answer(self, k, classify(std::move(e)));
+            });
+    return;
+  }
+  if (target.rfind("fn:", 0) == 0) {
+    auto fn = router->function(target.substr(3));
+    if (!fn)
+      return refuse(errc::invalid_request, "host call target '" + target + "': no such host function");
+    st.calls.emplace(k, worker_state::host_call{rep.id, target, {}});
+    ++st.host_calls_total;
+    router->started(target);
+    host_call_info info{target.substr(3), std::move(session), ctx->deadline, st.cfg.id,
+                        ctx->depth + 1};
+    // Weak: a reply kept by the embedder must not keep this worker's state.
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    host_reply reply = [addr = self->address(), k, once](caf::expected<json> r) {
+      if (once->exchange(true))
+        return;
+      if (auto a = caf::actor_cast<caf::actor>(addr)) {
+        if (r)
+          caf::anon_send(a, host_result_atom::value, k, true, std::move(*r), caf::error{});
+        else
+          caf::anon_send(a, host_result_atom::value, k, false, json(), r.error());
+      }
+    };
+    // A function's exception is its caller's host_error, like a handler's
+    // python_error: nothing else changes.
+    auto threw = [reply, once, addr = self->address(), k](const std::string& what) {
+      if (once->exchange(true))
+        return;
+      if (auto a = caf::actor_cast<caf::actor>(addr))
+        caf::anon_send(a, host_result_atom::value, k, false, json{{"host_error", what}}, caf::error{});
+    };
+    if (fn->async) {
+      try {
+        fn->async(std::move(rep.result), info, reply);
+      } catch (const std::exception& e) {
+        threw(e.what());
+      } catch (...) {
+        threw("unknown exception");
+      }
+      return;
+    }
+    router->run_blocking([fn, args = std::move(rep.result), info, reply, threw] {
+      try {
+        reply(fn->sync(args, info));
+      } catch (const std::exception& e) {
+        threw(e.what());
+      } catch (...) {
+        threw("unknown exception");
+      }
+    });
+    return;
+  }
+  refuse(errc::invalid_request, "host call target must be 'pool:NAME' or 'fn:NAME', not '" + target + "'");
+}
+
 // A chunk the io thread did not deliver: out of order, for a request that
 // asked for none, for nobody, or too deep.
 void on_chunk(worker_actor* self, bridge::reply& rep) {
@@ -389,6 +581,14 @@ void on_frame(worker_actor* self, const std::string& body) {
     return;
   }
   auto& rep = std::get<bridge::reply>(parsed);
+  if (rep.kind == bridge::frame_kind::call) {
+    on_host_call(self, rep);
+    return;
+  }
+  if (rep.kind == bridge::frame_kind::cancel_call) {
+    cancel_call(self, rep.seq);
+    return;
+  }
   if (rep.is_chunk) {
     on_chunk(self, rep);
     return;
@@ -412,6 +612,8 @@ void on_frame(worker_actor* self, const std::string& body) {
     return;
   }
   auto req = std::move(*taken);
+  if (req.has_calls)
+    cancel_calls_of(self, rep.id);  // answered with calls still open: nobody waits for them
   if (req.is_init) {
     if (!rep.success || !rep.too_deep.empty()) {
       // "invalid_config": the worker could not start as configured (a
@@ -508,6 +710,7 @@ bool on_timeout(worker_actor* self, std::uint64_t id) {
   ++st.timeouts;
   st.table->note_fault();
   st.late.insert(id);
+  cancel_calls_of(self, id);
   // Soft first: the handler is asked to stop; when it ends within the
   // grace the process is kept (on_late_reply).
   send_cancel(self, id);
@@ -542,6 +745,8 @@ json stats_of(worker_actor* self) {
     {"soft_timeouts", st.soft_timeouts},
     {"hard_timeouts", st.hard_timeouts},
     {"cancelled", st.cancels},
+    {"host_calls", st.calls.size()},
+    {"host_calls_total", st.host_calls_total},
     {"cancelling", st.cancelled.size()},
     {"consecutive_faults", c.consecutive_faults},
     {"late", st.late.size()},
@@ -646,6 +851,17 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     [self](cancel_atom, std::uint64_t ref, caf::actor_addr& caller) {
       // From the pool, on behalf of its caller.
       cancel_request(self, caller, ref);
+    },
+    [self](host_result_atom, std::uint64_t k, bool ok, json& result, caf::error& err) {
+      // A host function's reply (host_reply), from any thread.
+      if (!end_call(self, k))
+        return;  // cancelled meanwhile
+      if (ok)
+        write_call_answer(self, k, std::move(result));
+      else if (err)
+        write_call_answer(self, k, std::move(err));
+      else
+        write_call_error(self, k, "host_error", result.value("host_error", std::string{}));
     },
     [self](ack_atom, std::uint64_t wire, std::uint64_t seq) {
       auto& st = self->state;

@@ -116,6 +116,9 @@ struct worker_config {
   std::vector<std::string> preload;  ///< modules the fork server imports once
   /// Set by the pool supervisor when start is fork: where to fork from.
   std::shared_ptr<bridge::fork_server_slot> forker;
+  /// Where the handlers' host calls go (set by the node); unset: a host
+  /// call is answered `unavailable`.
+  std::shared_ptr<class host_call_router> host_calls;
 };
 
 /// Where the dspex_worker package is: DSPEX_PYTHON_PATH, then the source

@@ -27,7 +27,8 @@ bool worker_port::send(const command_request& req, caf::response_promise& rp) {
       || !proc->frame_fits(frame.size()))
     return false;
   inflight_request entry{std::move(rp), false, true, req.tag, timeout,
-                         deadline_book::clock::now() + timeout, req.ref, req.sink, window};
+                         deadline_book::clock::now() + timeout, req.ref, req.sink, window, 0,
+                         req.depth, req.session_id};
   std::optional<deadline_book::clock::time_point> arm;
   // In the table before the frame is written: the reply may come at once.
   if (!table_->add_if_accepting(id, entry, req.session_id.has_value(), arm)) {

@@ -91,7 +91,7 @@ struct actor_fixture {
                            std::chrono::milliseconds timeout = 0ms,
                            std::optional<std::string> session = std::nullopt) {
     caf::expected<json> result{caf::error{}};
-    command_request req{std::move(command), std::move(args), std::move(session), timeout};
+    auto req = make_command(std::move(command), std::move(args), std::move(session), timeout);
     self->request(target, std::chrono::seconds(60), exec_atom::value, std::move(req))
       .receive([&](json& j) { result = std::move(j); },
                [&](caf::error& e) { result = std::move(e); });

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dspex/actors/node/detail/caller_pool.hpp>
+#include <dspex/actors/node/detail/host_call_router.hpp>
 #include <dspex/actors/node/detail/root_watch.hpp>
 #include <dspex/actors/node/monitor.hpp>
 #include <dspex/actors/node/node.hpp>
@@ -46,6 +47,8 @@ struct node::impl {
   bool listen_tls = false;
   std::size_t max_json_depth = bridge::default_max_json_depth;
   std::unique_ptr<router_guard> guard;  ///< bounds on the router port
+  /// Where the workers' host calls go: the pools, the registered functions.
+  std::shared_ptr<host_call_router> host_calls;
   bool stopped = false;
 };
 

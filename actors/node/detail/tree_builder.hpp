@@ -30,8 +30,10 @@ struct tree_builder {
   std::vector<std::pair<std::string, std::string>>& named;
   std::vector<std::string>& remotes;
   std::size_t max_json_depth = bridge::default_max_json_depth;  ///< the tree's
+  std::shared_ptr<host_call_router> host_calls;  ///< every worker's
 
-  /// `w` with the node's python_path and the tree's max_json_depth.
+  /// `w` with the node's python_path, the tree's max_json_depth and the
+  /// node's host-call router.
   worker_config adjust(worker_config w) const;
 
   /// Wraps a start function so the directory always holds the current handle.

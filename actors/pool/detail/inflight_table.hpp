@@ -49,6 +49,9 @@ struct inflight_request {
   caf::actor sink;              // a stream's: where chunks go
   std::uint32_t window = 0;     // a stream's credit window
   std::uint64_t next_seq = 0;   // the chunk expected next
+  std::uint8_t depth = 0;       // host-call depth (command_request::depth)
+  std::optional<std::string> session;  // for its host calls' session rule
+  bool has_calls = false;       // made host calls: its reply is the actor's
 };
 
 /// What became of a chunk frame (inflight_table::chunk).
@@ -95,6 +98,17 @@ public:
 
   /// The handler of moot request `id` ended (its reply came).
   void forget_moot(std::uint64_t id);
+
+  /// A copy of what request `id`'s host calls need (its deadline, depth,
+  /// session); nothing when it is not in the table.
+  struct call_context {
+    clock::time_point deadline;
+    std::uint8_t depth = 0;
+    std::optional<std::string> session;
+  };
+  /// ... and marks it as having made host calls: its reply then goes to
+  /// the actor, which cancels the calls still open.
+  std::optional<call_context> context_of(std::uint64_t id);
 
   /// Whether request `id` is in the table.
   bool contains(std::uint64_t id) const;
