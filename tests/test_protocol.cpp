@@ -193,4 +193,80 @@ TEST_CASE("every error code has a name") {
     CHECK(std::string(to_string(c)) != "unknown");
 }
 
+TEST_CASE("chunk frames (protocol 2): the fast path and the full parse agree") {
+  for (std::string body : {R"({"id":7,"type":"chunk","seq":3,"data":{"t":"x"}})",
+                           R"({"type":"chunk","id":7,"data":{"t":"x"},"seq":3})"}) {
+    auto r = parse_reply(body);
+    REQUIRE(std::holds_alternative<reply>(r));
+    auto& c = std::get<reply>(r);
+    CHECK(c.is_chunk);
+    CHECK(c.kind == frame_kind::chunk);
+    CHECK(c.id == 7);
+    CHECK(c.seq == 3);
+    CHECK(c.result == json{{"t", "x"}});
+  }
+  CHECK(error_of(R"({"id":7,"type":"chunk","data":1})") == protocol_errc::bad_envelope);       // no seq
+  CHECK(error_of(R"({"id":7,"type":"chunk","seq":-1,"data":1})") == protocol_errc::bad_envelope);
+  CHECK(error_of(R"({"id":7,"type":"bogus"})") == protocol_errc::bad_envelope);
+  CHECK(error_of(R"({"id":7,"type":5,"success":true})") == protocol_errc::bad_envelope);
+}
+
+TEST_CASE("host call frames (protocol 3) and their cancel") {
+  auto r = parse_reply(
+    R"({"type":"call","id":4,"call":9,"target":"pool:tools","command":"lookup","args":{"q":1},"timeout_ms":250,"session":"s1"})");
+  REQUIRE(std::holds_alternative<reply>(r));
+  auto& c = std::get<reply>(r);
+  CHECK(c.kind == frame_kind::call);
+  CHECK(c.id == 4);
+  CHECK(c.call.call == 9);
+  CHECK(c.call.target == "pool:tools");
+  CHECK(c.call.command == "lookup");
+  CHECK(c.result == json{{"q", 1}});
+  CHECK(c.call.timeout_ms == 250);
+  CHECK(c.call.session == host_call_frame::session_rule::named);
+  CHECK(c.call.session_id == "s1");
+  auto same = std::get<reply>(parse_reply(R"({"type":"call","id":4,"call":1,"target":"fn:f","command":"f"})"));
+  CHECK(same.call.session == host_call_frame::session_rule::same);
+  CHECK(same.result == json::object());
+  auto none = std::get<reply>(
+    parse_reply(R"({"type":"call","id":4,"call":1,"target":"fn:f","command":"f","session":null})"));
+  CHECK(none.call.session == host_call_frame::session_rule::none);
+  // A cancel names no request.
+  auto cancel = parse_reply(R"({"type":"cancel_call","call":9})");
+  REQUIRE(std::holds_alternative<reply>(cancel));
+  CHECK(std::get<reply>(cancel).kind == frame_kind::cancel_call);
+  CHECK(std::get<reply>(cancel).seq == 9);
+  // Ill-typed fields: classified, never thrown.
+  for (auto bad : {R"({"type":"call","id":4,"target":"fn:f","command":"f"})",
+                   R"({"type":"call","id":4,"call":1,"target":5,"command":"f"})",
+                   R"({"type":"call","id":4,"call":1,"target":"fn:f","command":"f","args":[1]})",
+                   R"({"type":"call","id":4,"call":1,"target":"fn:f","command":"f","timeout_ms":-3})",
+                   R"({"type":"call","id":4,"call":1,"target":"fn:f","command":"f","session":7})",
+                   R"({"type":"cancel_call","call":"9"})", R"({"type":"cancel_call"})"})
+    CHECK_MESSAGE(error_of(bad) == protocol_errc::bad_envelope, bad);
+}
+
+TEST_CASE("host call results, and the cancel and ack frames, are well-formed JSON") {
+  std::string out;
+  REQUIRE(append_call_result_frame(out, 5, json{{"a", {1, 2}}}));
+  auto body = json::parse(out.substr(frame_header_bytes));
+  CHECK(body == json{{"type", "result"}, {"call", 5}, {"success", true}, {"result", {{"a", {1, 2}}}}});
+  out.clear();
+  append_call_error_frame(out, 6, "worker_crashed", std::string("bad \xff byte"));
+  body = json::parse(out.substr(frame_header_bytes));
+  CHECK(body["error"]["type"] == "worker_crashed");
+  CHECK(body["error"]["message"] == "(a message that is not UTF-8)");
+  out.clear();
+  json deep = json::array();
+  for (int i = 0; i < 20; ++i)
+    deep = json::array({deep});
+  CHECK_FALSE(append_call_result_frame(out, 7, deep, 10));
+  CHECK(out.empty());
+  append_cancel_frame(out, 11);
+  CHECK(json::parse(out.substr(frame_header_bytes)) == json{{"type", "cancel"}, {"id", 11}});
+  out.clear();
+  append_ack_frame(out, 11, 4);
+  CHECK(json::parse(out.substr(frame_header_bytes)) == json{{"type", "ack"}, {"id", 11}, {"seq", 4}});
+}
+
 } // TEST_SUITE
