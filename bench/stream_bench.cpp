@@ -311,7 +311,7 @@ floor_outcome run_chunk_floor(const stream_bench_options& o, int warmup) {
       auto* rep = std::get_if<bridge::reply>(&parsed);
       if (!rep || rep->id != id) {
         out.error = "chunk floor: a bad frame";
-      } else if (rep->is_chunk) {
+      } else if (rep->is_chunk()) {
         if (rep->seq != seq++)
           out.error = "chunk floor: a chunk out of order";
       } else {

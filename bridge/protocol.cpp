@@ -142,7 +142,7 @@ std::string encode_request(const request& req) {
 }
 
 std::string encode_reply(const reply& rep) {
-  if (rep.is_chunk)
+  if (rep.is_chunk())
     return json{{"id", rep.id}, {"type", "chunk"}, {"seq", rep.seq}, {"data", rep.result}}.dump();
   json j = {{"id", rep.id}, {"success", rep.success}};
   if (rep.success) {
@@ -277,7 +277,6 @@ bool parse_plain_success(std::string_view s, reply& rep) {
     // A chunk as the worker spells it: {"id":N,"type":"chunk","seq":S,"data":X}.
     if (!skip_uint(s, rep.seq) || !skip(s, R"(,"data":)") || !parse_last_member(s, rep.result))
       return false;
-    rep.is_chunk = true;
     rep.kind = frame_kind::chunk;
     rep.success = true;
     return true;
@@ -364,7 +363,6 @@ bool read_chunk_fields(json& j, reply& rep, protocol_error& err) {
     err = {protocol_errc::bad_envelope, "chunk without an unsigned \"seq\""};
     return false;
   }
-  rep.is_chunk = true;
   rep.kind = frame_kind::chunk;
   rep.success = true;
   rep.seq = seq->get<std::uint64_t>();
@@ -405,7 +403,7 @@ std::variant<reply, protocol_error> parse_too_deep(std::string_view body, std::s
   }
   if (rep.kind == frame_kind::cancel_call)
     return rep;
-  if (rep.is_chunk) {
+  if (rep.is_chunk()) {
     rep.result = nullptr;
     rep.too_deep = depth_message("a chunk of the command's stream", max_depth);
     return rep;

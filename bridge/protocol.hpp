@@ -79,10 +79,11 @@ enum class frame_kind {
 struct reply {
   std::uint64_t id = 0;
   bool success = false;
-  bool is_chunk = false;  ///< {"id","type":"chunk","seq","data"}: success is true
   std::uint64_t seq = 0;  ///< the chunk's number in its stream; a cancel_call's call
   frame_kind kind = frame_kind::reply;
   host_call_frame call;   ///< kind call
+  /// {"id","type":"chunk","seq","data"}: success is true.
+  bool is_chunk() const noexcept { return kind == frame_kind::chunk; }
   json result;         ///< when success
   python_error error;  ///< when !success
   /// Non-empty: the reply is well-formed but nests deeper than the limit

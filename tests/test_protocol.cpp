@@ -199,7 +199,7 @@ TEST_CASE("chunk frames (protocol 2): the fast path and the full parse agree") {
     auto r = parse_reply(body);
     REQUIRE(std::holds_alternative<reply>(r));
     auto& c = std::get<reply>(r);
-    CHECK(c.is_chunk);
+    CHECK(c.is_chunk());
     CHECK(c.kind == frame_kind::chunk);
     CHECK(c.id == 7);
     CHECK(c.seq == 3);

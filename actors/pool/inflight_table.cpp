@@ -213,7 +213,7 @@ inflight_table::counts inflight_table::snapshot() const {
 bool inflight_table::answer(bridge::reply& rep) {
   if (rep.kind == bridge::frame_kind::call || rep.kind == bridge::frame_kind::cancel_call)
     return false;  // host calls are the actor's
-  if (rep.is_chunk) {
+  if (rep.is_chunk()) {
     // In order and for a known stream: straight to its sink; anything else
     // (a too-deep chunk, one the actor must classify) goes to the actor.
     std::string why;

@@ -503,25 +503,25 @@ void on_host_call(worker_actor* self, bridge::reply& rep) {
     router->started(target);
     host_call_info info{target.substr(3), std::move(session), ctx->deadline, st.cfg.id,
                         ctx->depth + 1};
-    // Weak: a reply kept by the embedder must not keep this worker's state.
-    auto once = std::make_shared<std::atomic<bool>>(false);
-    host_reply reply = [addr = self->address(), k, once](caf::expected<json> r) {
-      if (once->exchange(true))
-        return;
-      if (auto a = caf::actor_cast<caf::actor>(addr)) {
-        if (r)
-          caf::anon_send(a, host_result_atom::value, k, true, std::move(*r), caf::error{});
-        else
-          caf::anon_send(a, host_result_atom::value, k, false, json(), r.error());
-      }
-    };
-    // A function's exception is its caller's host_error, like a handler's
-    // python_error: nothing else changes.
-    auto threw = [reply, once, addr = self->address(), k](const std::string& what) {
+    // The one answer, to this worker by address (weak: a reply kept by the
+    // embedder must not keep this worker's state).
+    auto answer = [addr = self->address(), k, once = std::make_shared<std::atomic<bool>>(false)](
+                    bool ok, json result, caf::error err) {
       if (once->exchange(true))
         return;
       if (auto a = caf::actor_cast<caf::actor>(addr))
-        caf::anon_send(a, host_result_atom::value, k, false, json{{"host_error", what}}, caf::error{});
+        caf::anon_send(a, host_result_atom::value, k, ok, std::move(result), std::move(err));
+    };
+    host_reply reply = [answer](caf::expected<json> r) {
+      if (r)
+        answer(true, std::move(*r), caf::error{});
+      else
+        answer(false, json(), r.error());
+    };
+    // A function's exception is its caller's host_error, like a handler's
+    // python_error: nothing else changes.
+    auto threw = [answer](const std::string& what) {
+      answer(false, json{{"host_error", what}}, caf::error{});
     };
     if (fn->async) {
       try {
@@ -589,7 +589,7 @@ void on_frame(worker_actor* self, const std::string& body) {
     cancel_call(self, rep.seq);
     return;
   }
-  if (rep.is_chunk) {
+  if (rep.is_chunk()) {
     on_chunk(self, rep);
     return;
   }
