@@ -126,6 +126,11 @@ def request_id_of(payload):
     return request_id if request_id < 1 << 64 else None
 
 
+# Payloads up to this size are joined to their header and written at once;
+# bigger ones go by writev, which copies nothing in user space.
+_JOIN_BYTES = 64 * 1024
+
+
 class Channel:
     """The worker's end of the protocol: a private input and output fd.
 
@@ -175,7 +180,19 @@ class Channel:
     # -- output --------------------------------------------------------------
 
     def write_frame(self, payload):
-        self._write_all([len(payload).to_bytes(HEADER_BYTES, "big"), payload])
+        size = len(payload)
+        if size > _JOIN_BYTES:        # no copy of a big payload: writev
+            self._write_all([size.to_bytes(HEADER_BYTES, "big"), payload])
+            return
+        # One joined write: a stream's chunks are small and many, and this is
+        # their cost per chunk (issue 24's chunk floor).
+        data = size.to_bytes(HEADER_BYTES, "big") + payload
+        with self._write_lock:
+            written = os.write(self.out_fd, data)
+            if written != len(data):
+                rest = memoryview(data)[written:]
+                while rest:
+                    rest = rest[os.write(self.out_fd, rest):]
 
     def write_raw(self, data):
         """Write bytes that are not a frame: only fault injection wants this."""
@@ -186,7 +203,7 @@ class Channel:
             self._write_all_locked(parts)
 
     def _write_all_locked(self, parts):
-        total = sum(len(p) for p in parts)
+        total = sum(map(len, parts))
         written = os.writev(self.out_fd, parts)
         if written == total:
             return

@@ -580,12 +580,15 @@ class Worker:
                 f"chunk {seq} of command {call.name!r} cannot be sent as JSON: {exc}")
         if len(frame) > self.channel.max_frame_bytes:
             return self._fits(frame, call.request_id, f"chunk {seq} of {call.name!r}")
+        self._write_chunk(call, frame)
+        return None
+
+    def _write_chunk(self, call, frame):
         try:
             self.channel.write_frame(frame)
         except BrokenPipeError:
             log("protocol output closed by the host")
             call.cancelled = True     # nobody takes the rest
-        return None
 
     # -- sync handlers: request threads ------------------------------------------
 
@@ -655,23 +658,54 @@ class Worker:
         return self._finish(call, reply, self._thread_idle)
 
     def _stream(self, slot, call, gen):
-        """Send what gen yields as chunks; the final reply."""
+        """Send what gen yields as chunks; the final reply. _in_window and
+        _chunk unrolled: this loop is the worker's cost per chunk, and the
+        calls they take cost as much as the chunk's own encode and write."""
         seq = 0
         window = call.stream
+        lock = slot.lock
+        request_id = call.request_id
+        limit = self.channel.max_frame_bytes
         while True:
-            ok, value = _in_window(slot, call, next, gen)
-            if call.cancelled:
+            ok = None                 # None: cancelled (_CANCELLED_STEP)
+            try:                      # as _in_window, for next(gen)
+                with lock:
+                    entered = not call.cancelled
+                    if entered:
+                        slot.running = call
+                if entered:
+                    try:
+                        value = next(gen)
+                        ok = True
+                    except Cancelled as exc:
+                        if call.async_sent:
+                            raise
+                        ok, value = False, exc
+                    except BaseException as exc:
+                        ok, value = False, exc
+                    _leave(slot, call)
+            except Cancelled:
+                _leave(slot, call)
+                ok = None
+            if call.cancelled or ok is None:
                 break
             if not ok:
                 if isinstance(value, StopIteration):
-                    return self._result_reply(call.request_id, call.name, value.value)
-                return self._failure(call.request_id, value)
+                    return self._result_reply(request_id, call.name, value.value)
+                return self._failure(request_id, value)
             if seq > call.acked + window and not self._wait_credit(call, seq):
                 break
-            failure = self._chunk(call, seq, value)
-            if failure is not None:
-                _close(gen)
-                return failure
+            try:
+                frame = encode_chunk(request_id, seq, value)
+            except Exception:
+                frame = None          # _chunk classifies it
+            if frame is not None and len(frame) <= limit:
+                self._write_chunk(call, frame)
+            else:
+                failure = self._chunk(call, seq, value)
+                if failure is not None:
+                    _close(gen)
+                    return failure
             seq += 1
         _close(gen)
         return self._cancelled_reply(call)
