@@ -187,6 +187,8 @@ void add_streams(CLI::App& app, stream_bench_options& o) {
   value(cmd, "--streams", o.streams, "chunks: measured streams per system (--quick: 10)")->check(CLI::PositiveNumber);
   value(cmd, "--chunks", o.chunks, "chunks: chunks per stream")->check(CLI::Range(1, 10000000));
   value(cmd, "--chunk-bytes", o.chunk_bytes, "chunks: bytes of each chunk's data")->check(CLI::Range(0, 1 << 20));
+  value(cmd, "--stream-window", o.stream_window, "chunks: worker.stream_window (0: the default)")
+    ->check(CLI::Range(0, 65536));
   value(cmd, "--cancel-samples", o.cancel_samples, "cancel: samples (--quick: 60)")->check(CLI::PositiveNumber);
   value(cmd, "--io-workers", o.io_workers, "io: workers")->check(CLI::Range(1, 64));
   value(cmd, "--io-concurrency", o.io_concurrency, "io: worker.max_concurrency")->check(CLI::Range(1, 10000));
@@ -201,6 +203,28 @@ void add_streams(CLI::App& app, stream_bench_options& o) {
   value(cmd, "--python", o.python, "Python interpreter of the workers and peers");
   value(cmd, "--out", o.out_dir, "where streams.json and the PNG go");
   flag(cmd, "--no-plots", o.plots, false, "skip the gnuplot PNG");
+  cmd->footer("--caf#KEY=VALUE  CAF options for the measured actor system (as dspex run)");
+}
+
+void add_host_calls(CLI::App& app, host_call_bench_options& o) {
+  auto* cmd = app.add_subcommand("host_calls", "handlers calling back into the host (ctx.call) against a unary round "
+                                               "trip: a C++ function, another pool, agents making tool calls");
+  cmd->add_flag_callback("--quick", [&o] { o = host_call_bench_options::quick_defaults(); },
+                         "200 rounds, 3 agent rounds (about 15 s)");
+  value(cmd, "--parts", o.parts, "comma-separated parts")->check(CLI::IsMember(host_call_bench_options{}.parts));
+  value(cmd, "--rounds", o.rounds, "round-trip: measured rounds (--quick: 200)")->check(CLI::PositiveNumber);
+  value(cmd, "--warmup", o.warmup, "round-trip: rounds before them")->check(CLI::NonNegativeNumber);
+  value(cmd, "--calls", o.calls, "round-trip: host calls of each kind per round")->check(CLI::Range(1, 10000));
+  value(cmd, "--payload", o.payload_bytes, "payload bytes of every request and call")->check(CLI::Range(0, 1 << 20));
+  value(cmd, "--agent-workers", o.agent_workers, "agents: workers of the agent pool")->check(CLI::Range(1, 256));
+  value(cmd, "--tool-workers", o.tool_workers, "agents: workers of the tool pool")->check(CLI::Range(1, 256));
+  value(cmd, "--agents", o.agents, "agents: client actors, one request in flight each")->check(CLI::Range(1, 4096));
+  value(cmd, "--agent-rounds", o.agent_rounds, "agents: requests each client sends (--quick: 3)")
+    ->check(CLI::PositiveNumber);
+  value(cmd, "--tool-calls", o.tool_calls, "agents: tool calls per agent request")->check(CLI::Range(1, 10000));
+  flag(cmd, "--no-sched-batch", o.sched_batch, false, "workers under the default policy (worker.sched_batch false)");
+  value(cmd, "--python", o.python, "Python interpreter of the workers");
+  value(cmd, "--out", o.out_dir, "where host_calls.json goes");
   cmd->footer("--caf#KEY=VALUE  CAF options for the measured actor system (as dspex run)");
 }
 
@@ -224,10 +248,11 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
   add_start(app, cmd.start);
   add_remote(app, cmd.remote);
   add_streams(app, cmd.streams);
+  add_host_calls(app, cmd.host_calls);
   try {
     app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
     if (app.get_subcommands().empty())
-      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start, remote, streams)");
+      throw CLI::RequiredError("A subcommand (run, peers, chaos, supervisor-stop, start, remote, streams, host_calls)");
   } catch (const CLI::ParseError& e) {
     return app.exit(e, out, err) == 0 ? 0 : 2;
   }
@@ -241,9 +266,10 @@ std::variant<bench_command, int> parse_command_line(int argc, const char* const*
     std::vector<std::string>* target = cmd.name == "run" ? &cmd.run.caf_args
                                        : cmd.name == "chaos"   ? &cmd.chaos.caf_args
                                        : cmd.name == "streams" ? &cmd.streams.caf_args
-                                                               : nullptr;
+                                       : cmd.name == "host_calls" ? &cmd.host_calls.caf_args
+                                                                  : nullptr;
     if (!target) {
-      err << "dspex-bench " << cmd.name << ": --caf# options go with run, chaos and streams only\n";
+      err << "dspex-bench " << cmd.name << ": --caf# options go with run, chaos, streams and host_calls only\n";
       return 2;
     }
     caf::actor_system_config probe;
@@ -274,6 +300,8 @@ int dspex_bench_main(int argc, char** argv) {
       return run_remote_bench(cmd.remote);
     if (cmd.name == "streams")
       return run_stream_bench(cmd.streams);
+    if (cmd.name == "host_calls")
+      return run_host_call_bench(cmd.host_calls);
     return run_supervisor_stop_bench(cmd.supervisor_stop);
   } catch (const std::exception& e) {  // the runners report failures; this is the last resort
     std::cerr << "dspex-bench " << cmd.name << ": " << e.what() << "\n";

@@ -8,6 +8,7 @@
 #include <dspex/actors/node/messages.hpp>
 #include <dspex/actors/node/node.hpp>
 #include <dspex/actors/pool/call.hpp>
+#include <dspex/actors/pool/worker.hpp>
 #include <dspex/bridge/frame.hpp>
 #include <dspex/bridge/protocol.hpp>
 
@@ -404,7 +405,9 @@ public:
       failed(std::string("chunk floor: ") + e.what());
     }
     announce("chunks: dspex, " + std::to_string(o_.chunks) + " chunks a stream");
-    auto n = start(setup(1), "chunks");
+    auto s = setup(1);
+    s.stream_window = o_.stream_window;
+    auto n = start(s, "chunks");
     if (!n)
       return;
     auto t = std::make_shared<tally>();
@@ -513,6 +516,12 @@ std::string format_chunk_rate(double per_s) {
   return s;
 }
 
+std::string window_note(int window) {
+  const int w = window > 0 ? window : static_cast<int>(worker_config{}.stream_window);
+  return "worker.stream_window " + std::to_string(w) + (window > 0 ? "" : " (the default)") + ": an ack every " +
+         std::to_string(std::max(1, w / 2)) + " chunks";
+}
+
 double chunks_per_s(const latency_recorder& streams, int chunks) {
   if (streams.empty())
     return 0;
@@ -611,7 +620,7 @@ void add_stream_rows(report_table& t, const stream_bench_result& r) {
       t.add({"chunks/s, dspex (generator, call_stream, ack_chunk)",
              format_chunk_rate(d), fl > 0 ? "floor " + format_chunk_rate(fl) : "", format_ratio(q),
              targets::at_least(targets::chunks_vs_bare, "floor"), judge_at_least(q, targets::chunks_vs_bare),
-             "worker.stream_window 32 (the default): an ack every 16 chunks"});
+             window_note(o.stream_window)});
     }
   }
   if (!r.cancel.empty()) {
