@@ -472,10 +472,24 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
     if (c.reconnect_max < c.reconnect_min)
       r.error(r.at("reconnect_max_ms"), "must be at least reconnect_min_ms");
     n.body = c;
+  } else if (n.type == "pool_group") {
+    pool_group_config c;
+    c.name = n.id;
+    r.text("name", c.name);
+    r.strings("members", c.members);
+    if (r.ok() && !r.get("members"))
+      r.error(r.at("members"), "is required");
+    else if (r.get("members") && r.get("members")->is_array() && r.get("members")->empty())
+      r.error(r.at("members"), "at least one pool or remote_pool name", *r.get("members"));
+    std::vector<std::string> idempotent;
+    r.strings("idempotent", idempotent);
+    c.idempotent.insert(idempotent.begin(), idempotent.end());
+    r.ms("health_interval_ms", c.health_interval, 10);
+    n.body = c;
   } else if (!n.type.empty()) {
     r.error(r.at("type"),
             "one of supervisor | session_registry | pool | monitor | worker | process | "
-            "remote_pool",
+            "remote_pool | pool_group",
             json(n.type));
   }
   r.finish();
@@ -510,6 +524,8 @@ void check_pool_names(const std::vector<node_spec>& kids, const std::string& pat
       name = p->name;
     else if (auto rp = std::get_if<remote_pool_config>(&kids[i].body))
       name = rp->name;
+    else if (auto g = std::get_if<pool_group_config>(&kids[i].body))
+      name = g->name;
     else if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&kids[i].body))
       check_pool_names((*s)->children, where + ".children", seen, errors);
     if (name.empty())
@@ -518,6 +534,43 @@ void check_pool_names(const std::vector<node_spec>& kids, const std::string& pat
     if (!fresh)
       errors.push_back(where + ".name: duplicate pool name \"" + name + "\", also used by "
                        + it->second + " (pool names are unique across the tree)");
+  }
+}
+
+// A group's members are pools or remote_pools of this tree (named in
+// `names`, from check_pool_names), each once; not groups: a group of groups
+// would route twice and hide where a session lives.
+void check_group_members(const std::vector<node_spec>& kids, const std::string& path,
+                         const std::map<std::string, std::string>& names,
+                         std::vector<std::string>& errors) {
+  std::set<std::string> groups;
+  std::function<void(const std::vector<node_spec>&)> collect = [&](const std::vector<node_spec>& ks) {
+    for (auto& k : ks) {
+      if (auto g = std::get_if<pool_group_config>(&k.body))
+        groups.insert(g->name);
+      else if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&k.body))
+        collect((*s)->children);
+    }
+  };
+  collect(kids);
+  for (std::size_t i = 0; i < kids.size(); ++i) {
+    auto where = path + "[" + std::to_string(i) + "]";
+    if (auto s = std::get_if<std::shared_ptr<supervisor_node>>(&kids[i].body))
+      check_group_members((*s)->children, where + ".children", names, errors);
+    auto g = std::get_if<pool_group_config>(&kids[i].body);
+    if (!g)
+      continue;
+    std::set<std::string> once;
+    for (std::size_t m = 0; m < g->members.size(); ++m) {
+      auto& name = g->members[m];
+      auto at = where + ".members[" + std::to_string(m) + "]";
+      if (!once.insert(name).second)
+        errors.push_back(at + ": \"" + name + "\" is a member twice");
+      else if (groups.count(name))
+        errors.push_back(at + ": \"" + name + "\" is a pool_group (members are pools and remote_pools)");
+      else if (!names.count(name))
+        errors.push_back(at + ": no pool or remote_pool named \"" + name + "\" in the tree");
+    }
   }
 }
 
@@ -609,6 +662,7 @@ caf::expected<tree_config> parse_config(const json& j) {
         rr.finish();
         std::map<std::string, std::string> names;
         check_pool_names(cfg.root.children, "root.children", names, errors);
+        check_group_members(cfg.root.children, "root.children", names, errors);
       }
     } else {
       errors.push_back("config.root: is required");

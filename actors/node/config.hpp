@@ -6,6 +6,7 @@
 // was expected and what was found.
 #pragma once
 
+#include <dspex/actors/group/pool_group.hpp>
 #include <dspex/actors/node/monitor.hpp>
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/actors/pool/pool.hpp>
@@ -51,12 +52,13 @@ struct supervisor_node {
 /// One child of a supervisor in the config.
 struct node_spec {
   std::string id;
-  std::string type;  ///< supervisor | session_registry | pool | monitor | worker | process | remote_pool
+  std::string type;  ///< supervisor | session_registry | pool | monitor | worker | process | remote_pool | pool_group
   supervision::restart_type restart = supervision::restart_type::permanent;
   std::optional<supervision::shutdown_spec> shutdown;
   bool significant = false;
   std::variant<std::monostate, std::shared_ptr<supervisor_node>, session_registry_config,
-               pool_config, monitor_config, worker_config, process_config, remote_pool_config>
+               pool_config, monitor_config, worker_config, process_config, remote_pool_config,
+               pool_group_config>
     body;
 };
 

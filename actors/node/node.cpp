@@ -77,7 +77,7 @@ caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_co
   d.max_json_depth = cfg.max_json_depth;
   d.host_calls = std::make_shared<host_call_router>(cfg.max_call_depth);
   tree_builder b{d.loop, d.dir, opts, d.mode, d.pool_names, d.single_worker, d.named,
-                 d.remote_names, cfg.max_json_depth, d.host_calls};
+                 d.remote_names, d.group_names, cfg.max_json_depth, d.host_calls};
   std::vector<sup::child_spec> children;
   for (auto& c : cfg.root.children)
     if (auto s = b.build(c))
@@ -284,12 +284,18 @@ json node::status() {
     auto r = ask(self, d.dir->get("remote:" + name), caf::make_message(status_atom::value));
     remotes[name] = r.is_object() ? r : json{{"state", "restarting"}};
   }
+  json groups = json::object();
+  for (auto& name : d.group_names) {
+    auto r = ask(self, d.dir->get("group:" + name), caf::make_message(status_atom::value));
+    groups[name] = r.is_object() ? r : json{{"state", "restarting"}};
+  }
   json listening = nullptr;
   if (d.router)
     listening = {{"host", d.listen_host}, {"port", d.listen_port}, {"tls", d.listen_tls},
                  {"guard", d.guard ? d.guard->counters() : json(nullptr)}};
   return json{{"mode", to_string(d.mode)},
               {"remotes", remotes},
+              {"groups", groups},
               {"listen", listening},
               {"mode_message", d.mode_message},
               {"run_id", bridge::host_run_id()},
@@ -355,6 +361,9 @@ void node::stop() {
   if (d.router)
     d.sys.middleman().unpublish(d.router, d.listen_port);
   d.guard.reset();
+  for (auto& name : d.group_names)
+    if (auto p = d.dir->get("group:" + name))
+      self->request(p, 5s, drain_atom::value).receive([] {}, [](caf::error&) {});
   for (auto& name : d.remote_names)
     if (auto p = d.dir->get("remote:" + name))
       self->request(p, 5s, drain_atom::value).receive([] {}, [](caf::error&) {});

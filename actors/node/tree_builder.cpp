@@ -90,6 +90,15 @@ std::optional<sup::child_spec> tree_builder::build(const node_spec& n) {
     remotes.push_back(c.name);
     spec.start = registered("remote:" + c.name,
                             [c](caf::local_actor* ctx) { return spawn_remote_pool(ctx, c); });
+  } else if (auto g = std::get_if<pool_group_config>(&n.body)) {
+    // A group starts no Python either: its members do.
+    auto c = *g;
+    auto d = dir;
+    named.emplace_back(c.name, "group:" + c.name);
+    groups.push_back(c.name);
+    spec.start = registered("group:" + c.name, [c, d](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+      return spawn_pool_group(ctx, c, d);
+    });
   } else if (auto w = std::get_if<worker_config>(&n.body)) {
     if (mode == bridge_mode::disabled)
       return std::nullopt;

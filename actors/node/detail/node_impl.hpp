@@ -38,6 +38,7 @@ struct node::impl {
   std::shared_ptr<bridge::io_loop> loop;
   std::vector<std::string> pool_names;
   std::vector<std::string> remote_names;
+  std::vector<std::string> group_names;
   /// Every name pool() knows, with its directory key, in config order.
   std::vector<std::pair<std::string, std::string>> named;
   std::string single_worker;

@@ -29,6 +29,7 @@ struct tree_builder {
   std::string& single_worker;
   std::vector<std::pair<std::string, std::string>>& named;
   std::vector<std::string>& remotes;
+  std::vector<std::string>& groups;
   std::size_t max_json_depth = bridge::default_max_json_depth;  ///< the tree's
   std::shared_ptr<host_call_router> host_calls;  ///< every worker's
 
