@@ -145,6 +145,34 @@ void pool_families(family_set& fs, const json& pools) {
   }
 }
 
+// Per member of each pool_group (actors/group/pool_group.hpp).
+void group_families(family_set& fs, const json& groups) {
+  auto& up = fs.add("dspex_group_member_up", "1 while a pool_group member gets requests, 0 while it is down",
+                    MetricType::Gauge);
+  auto& in_flight = fs.add("dspex_group_member_in_flight", "Requests of the group in flight on a member",
+                           MetricType::Gauge);
+  auto& routed = fs.add("dspex_group_routed_total", "Requests a pool_group sent to a member",
+                        MetricType::Counter);
+  auto& failed = fs.add("dspex_group_member_failures_total",
+                        "Requests a member answered node_down or lost (its actor gone)", MetricType::Counter);
+  auto& retried = fs.add("dspex_group_retried_total",
+                         "Requests a pool_group sent to a second member (refused, or idempotent after node_down)",
+                         MetricType::Counter);
+  for (auto& [group, g] : groups.items()) {
+    sample(retried, {{"group", group}}, num(g, "retried"));
+    auto it = g.find("members");
+    if (it == g.end() || !it->is_array())
+      continue;
+    for (auto& m : *it) {
+      labels l{{"group", group}, {"member", m.value("name", std::string{})}};
+      sample(up, l, m.value("state", std::string{}) == "up" ? 1 : 0);
+      sample(in_flight, l, num(m, "in_flight"));
+      sample(routed, l, num(m, "routed"));
+      sample(failed, l, num(m, "failed"));
+    }
+  }
+}
+
 } // namespace
 
 std::vector<MetricFamily> node_families(const json& status) {
@@ -156,6 +184,7 @@ std::vector<MetricFamily> node_families(const json& status) {
                   {"run_id", status.value("run_id", std::string{})}}, 1);
 
     pool_families(fs, obj(status, "pools"));
+    group_families(fs, obj(status, "groups"));
 
     std::vector<std::string> sups;
     std::vector<std::pair<std::string, int>> procs;

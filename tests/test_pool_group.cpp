@@ -7,6 +7,7 @@
 #include <dspex/actors/node/node.hpp>
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/cli/control.hpp>
+#include <dspex/metrics/node_metrics.hpp>
 
 #include "support/cli_process.hpp"
 #include "support/loopback.hpp"
@@ -48,6 +49,18 @@ json group(const std::string& name, std::vector<std::string> members, json extra
 std::string config_error(const json& j) {
   auto c = parse_config(j);
   return c ? std::string() : detail_of(c.error());
+}
+
+/// The sample of family `name` labelled member=`member`; -1 when none.
+double member_sample(const std::vector<prometheus::MetricFamily>& fams, const std::string& name,
+                     const std::string& member) {
+  for (auto& f : fams)
+    if (f.name == name)
+      for (auto& m : f.metric)
+        for (auto& l : m.label)
+          if (l.name == "member" && l.value == member)
+            return f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+  return -1;
 }
 
 call_options on(const std::string& pool, std::optional<std::string> session = std::nullopt) {
@@ -143,6 +156,11 @@ TEST_CASE("a group over two local pools spreads requests, keeps a session on one
   CHECK(s["members"][2]["routed"] == 0);
   CHECK(s["members"][2]["why"].get<std::string>().find("remote node") != std::string::npos);
   CHECK(s["in_flight"] == 0);
+  auto fams = metrics::node_families(n->status());
+  CHECK(member_sample(fams, "dspex_group_member_up", "default") == 1);
+  CHECK(member_sample(fams, "dspex_group_member_up", "nowhere") == 0);
+  CHECK(member_sample(fams, "dspex_group_routed_total", "default") == s["members"][0]["routed"].get<double>());
+  CHECK(member_sample(fams, "dspex_group_member_in_flight", "second") == 0);
 
   // A session sticks to the member its first request went to.
   REQUIRE_FALSE(n->create_session("s1"));
