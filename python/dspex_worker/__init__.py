@@ -18,11 +18,16 @@ exported here:
     @command("agent")                 # calls back into the host
     def agent(args, ctx):
         return ctx.call("pool:search", "lookup", {"q": args["q"]}, timeout=5)
+
+    @command("answer")                # the session's LM, no stored program
+    def answer(args, ctx):
+        return predict(ctx, "question -> answer", {"question": args["q"]})
 """
 
+from .programs import predict
 from .registry import (SAME, Cancelled, CommandContext, HostCallError, InvalidArgs,
                        check_args, command)
 
 __all__ = ["command", "Cancelled", "CommandContext", "HostCallError", "InvalidArgs",
-           "SAME", "check_args"]
+           "SAME", "check_args", "predict"]
 __version__ = "0.1.0"

@@ -54,6 +54,11 @@ class LMRequest:
         self.output_fields = output_fields  # [name]
 
 
+# What a ReAct trajectory writes before each tool result; the mock's
+# script counts it to know which step of the loop a prompt is at.
+SCRIPT_MARKER = "Observation:"
+
+
 class MockLM:
     """Deterministic stand-in: no network, no randomness.
 
@@ -63,19 +68,30 @@ class MockLM:
     makes each completion wait that long first (an endpoint's latency,
     without a network: the I/O-bound benchmark); a stream waits that long
     before each token.
+
+    script drives a ReAct-style loop: step k (an object, output field ->
+    text, over responses) answers a prompt that holds k observations
+    (SCRIPT_MARKER k times in its messages), the last step any prompt past
+    it. The step comes from the prompt, not from a counter, so concurrent
+    requests on one worker each walk the script from its start.
     """
 
     provider = "mock"
     dspy_lm = None
 
-    def __init__(self, model="mock", responses=None, latency_ms=0):
+    def __init__(self, model="mock", responses=None, latency_ms=0, script=None):
         if responses is not None and not isinstance(responses, dict):
             raise TypeError("responses must be an object mapping output field -> text")
         if latency_ms < 0:
             raise ValueError("latency_ms must not be negative")
+        if script is not None and not (isinstance(script, list) and script
+                                       and all(isinstance(s, dict) for s in script)):
+            raise TypeError("script must be a non-empty list of objects "
+                            "mapping output field -> text")
         self.model = model
         self.latency_s = latency_ms / 1000.0
         self.responses = dict(responses or {})
+        self.script = list(script or [])
         self.calls = 0
 
     @property
@@ -100,15 +116,25 @@ class MockLM:
     def _text(self, request):
         inputs_json = json.dumps(request.inputs, sort_keys=True,
                                  ensure_ascii=False, default=str)
+        responses = self.responses
+        if self.script:
+            responses = {**responses, **self.script[min(self.script_step(request),
+                                                         len(self.script) - 1)]}
         lines = []
         for field in request.output_fields:
-            value = self.responses.get(field)
+            value = responses.get(field)
             if value is None:
                 value = f"mock {field} for {inputs_json}"
             elif not isinstance(value, str):
                 value = json.dumps(value, ensure_ascii=False)
             lines.append(f"{field}: {value}")
         return "\n".join(lines)
+
+    @staticmethod
+    def script_step(request):
+        """How many observations the prompt holds: the script's step."""
+        return sum(m.get("content", "").count(SCRIPT_MARKER)
+                   for m in request.messages if isinstance(m.get("content"), str))
 
 
 class OpenAICompatibleLM:
@@ -252,7 +278,7 @@ _TOKEN = re.compile(r"\s*\S+\s*")
 # other provider is ignored (switching "provider" alone keeps a config valid),
 # a key of neither is refused. The host's config checks a pool's default_lm
 # against the same set (actors/node/config.cpp).
-MOCK_ARGS = frozenset({"model", "responses", "latency_ms"})
+MOCK_ARGS = frozenset({"model", "responses", "latency_ms", "script"})
 OPENAI_ARGS = frozenset({"model", "api_key", "base_url", "temperature",
                          "max_tokens", "timeout_s", "timeout"})
 CONFIGURE_LM_ARGS = frozenset({"provider"}) | MOCK_ARGS | OPENAI_ARGS
@@ -274,7 +300,8 @@ def lm_from_args(args):
     if provider == "mock":
         return MockLM(model=_opt_str(args, "model", "mock"),
                       responses=args.get("responses"),
-                      latency_ms=_opt_number(args, "latency_ms", 0))
+                      latency_ms=_opt_number(args, "latency_ms", 0),
+                      script=args.get("script"))
     if provider == "openai":
         api_key = args.get("api_key") or os.environ.get("OPENAI_API_KEY")
         return OpenAICompatibleLM(

@@ -331,21 +331,9 @@ def execute_program(args, ctx):
     check_args("execute_program", args, EXECUTE_ARGS)
     worker = ctx.worker
     program = worker.programs.get(ctx.session_id, _program_id_arg(args))
-    inputs = args.get("inputs")
-    if inputs is None:
-        inputs = {}
-    if not isinstance(inputs, dict):
-        raise TypeError("inputs must be an object mapping field -> value")
     signature = program.signature
-    missing = [name for name in signature.input_names if name not in inputs]
-    if missing:
-        raise ValueError(f"missing input field(s) for program "
-                         f"{program.program_id!r}: {', '.join(missing)}")
-    lm = worker.lm_for(ctx.session_id)
-    if lm is None:
-        raise RuntimeError(NO_LM_MESSAGE)
-    # Only declared inputs reach the LM, so extras cannot change the answer.
-    inputs = {name: inputs[name] for name in signature.input_names}
+    inputs = _declared_inputs(signature, args.get("inputs"), f"program {program.program_id!r}")
+    lm = _session_lm(ctx)
 
     if lm.dspy_lm is not None:
         if program.dspy_predictor is None:
@@ -361,6 +349,42 @@ def execute_program(args, ctx):
         return _stream_tokens(program, lm, request, ctx)
     text = lm.complete(request)
     return _executed(program, lm, parse_outputs(text, signature.output_names))
+
+
+def predict(ctx, signature, inputs, description=""):
+    """One prediction on the request's session LM, with no stored program:
+    execute_program's path for a handler of its own (an agent's step).
+    signature: "a, b -> c" or a Signature; returns {output field: text}."""
+    if not isinstance(signature, Signature):
+        signature = Signature.parse(signature)
+    inputs = _declared_inputs(signature, inputs, "the signature")
+    lm = _session_lm(ctx)
+    if lm.dspy_lm is not None:
+        return dspy_backend.predict(dspy_backend.make_predictor(signature, description),
+                                    inputs, lm.dspy_lm, signature.output_names)
+    request = LMRequest(build_messages(signature, description, inputs),
+                        inputs, signature.output_names)
+    return parse_outputs(lm.complete(request), signature.output_names)
+
+
+def _declared_inputs(signature, inputs, what):
+    """The signature's input fields of `inputs`, all of them: only declared
+    inputs reach the LM, so extras cannot change the answer."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        raise TypeError("inputs must be an object mapping field -> value")
+    missing = [name for name in signature.input_names if name not in inputs]
+    if missing:
+        raise ValueError(f"missing input field(s) for {what}: {', '.join(missing)}")
+    return {name: inputs[name] for name in signature.input_names}
+
+
+def _session_lm(ctx):
+    lm = ctx.worker.lm_for(ctx.session_id)
+    if lm is None:
+        raise RuntimeError(NO_LM_MESSAGE)
+    return lm
 
 
 def _stream_tokens(program, lm, request, ctx):

@@ -24,7 +24,7 @@ ACCEPTED = {
     "shutdown": set(),
     "cleanup_session": {"session_id"},
     "list_commands": set(),
-    "configure_lm": {"provider", "model", "responses", "latency_ms", "api_key",
+    "configure_lm": {"provider", "model", "responses", "latency_ms", "script", "api_key",
                      "base_url", "temperature", "max_tokens", "timeout_s", "timeout"},
     "lm_info": set(),
     "create_program": {"signature", "description", "id", "program_id", "replace"},
