@@ -84,6 +84,16 @@ void print_status(const json& status) {
                 s.value("sessions", 0ull), s.value("max_sessions", 0ull), s.value("created", 0ull),
                 s.value("ended", 0ull), s.value("expired", 0ull), s.value("refused", 0ull));
   }
+  if (status.contains("host_calls") && status["host_calls"].is_object()) {
+    // Handlers' ctx.call: those waiting now, by target, show who waits on whom.
+    auto& h = status["host_calls"];
+    std::string targets;
+    if (h.contains("by_target") && h["by_target"].is_object())
+      for (auto& [target, n] : h["by_target"].items())
+        targets += (targets.empty() ? " (" : ", ") + target + " " + n.dump();
+    std::printf("host calls: %llu in flight%s, %llu total\n", h.value("in_flight", 0ull),
+                targets.empty() ? "" : (targets + ")").c_str(), h.value("total", 0ull));
+  }
   if (status.contains("listen") && status["listen"].is_object())
     std::printf("listening on %s port %d (%s)\n",
                 status["listen"].value("host", std::string("?")).c_str(),

@@ -156,4 +156,48 @@ TEST_CASE_FIXTURE(cli_fixture, "a host killed by SIGKILL leaves no worker behind
   CHECK(wait_until([&] { return of_run().empty(); }, 5s));
 }
 
+TEST_CASE_FIXTURE(cli_fixture, "status shows the host calls in flight and their targets") {
+  // Two pools loading the host-call handlers: default calls tools.
+  std::ifstream default_config(config);
+  auto j = json::parse(default_config);
+  auto& pool = j["root"]["children"][1];
+  pool["worker"]["handler_paths"] = json::array({std::string(DSPEX_TEST_SOURCE_DIR) + "/tests/handlers"});
+  pool["worker"]["handlers"] = json::array({"host_call_cmds", "stream_cmds"});
+  auto tools = pool;
+  tools["id"] = "tools_sup";
+  tools["name"] = "tools";
+  j["root"]["children"].push_back(tools);
+  std::ofstream(config) << j.dump(2);
+  auto node = start_node();
+  const auto marker = dir + "/spin.marker";
+  std::ofstream(marker).flush();
+  auto marked = [&](const std::string& what) {
+    std::ifstream in(marker);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()).find(what)
+           != std::string::npos;
+  };
+
+  // A handler of default waits on pool:tools, whose handler spins.
+  auto caller = std::make_unique<cli_process>(
+    loop, std::vector<std::string>{"exec", "call",
+                                   json{{"target", "pool:tools"}, {"command", "spin"},
+                                        {"args", {{"marker", marker}}}}.dump(),
+                                   "--timeout-ms", "30000", "--control", sock});
+  REQUIRE(wait_until([&] { return marked("started"); }, 30s));
+  auto out = run_cli(loop, {"status", "--control", sock});
+  CHECK_MESSAGE(out.find("host calls: 1 in flight (pool:tools 1), 1 total\n") != std::string::npos, out);
+
+  // The client goes: its request is cancelled, and with it the call.
+  caller->proc->kill();
+  REQUIRE(caller->exited.wait(30s));
+  REQUIRE(wait_until([&] { return marked("finally"); }, 30s));
+  REQUIRE(wait_until([&] { return status()["host_calls"]["in_flight"] == 0; }, 30s));
+  out = run_cli(loop, {"status", "--control", sock});
+  CHECK_MESSAGE(out.find("host calls: 0 in flight, 1 total\n") != std::string::npos, out);
+
+  node->proc->signal(SIGTERM);
+  REQUIRE(node->exited.wait(60s));
+  CHECK(node->exited.get().clean());
+}
+
 } // TEST_SUITE
