@@ -6,7 +6,11 @@
 #include <doctest/doctest.h>
 
 #include <dspex/actors/node/node.hpp>
+#include <dspex/actors/remote/network.hpp>
+#include <dspex/cli/control.hpp>
 
+#include "support/cli_process.hpp"
+#include "support/loopback.hpp"
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/marker_file.hpp"
@@ -53,7 +57,10 @@ struct host_fixture {
       n->stop();
   }
   json run(const std::string& cmd, json args, std::optional<std::string> session = std::nullopt) {
-    auto r = n->execute(cmd, std::move(args), std::move(session), 20s);
+    return run_on(*n, cmd, std::move(args), std::move(session));
+  }
+  static json run_on(node& on, const std::string& cmd, json args, std::optional<std::string> session) {
+    auto r = on.execute(cmd, std::move(args), std::move(session), 20s);
     REQUIRE_MESSAGE(r, describe(r.error()));
     return *r;
   }
@@ -61,6 +68,57 @@ struct host_fixture {
 
 
 json host_calls(node& n) { return n.status()["host_calls"]; }
+
+// The calling node here, its pool `far` a remote_pool naming the pool of a
+// second real `dspex run` on loopback; both load the test handlers.
+struct remote_host_fixture {
+  bridge::io_loop loop;
+  int port = free_port();
+  std::string dir;
+  std::unique_ptr<cli_process> b;
+  test::system_config cfg;
+  std::unique_ptr<caf::actor_system> net_sys;
+  std::shared_ptr<node> n;
+
+  remote_host_fixture() {
+    char tmpl[] = "/tmp/dspex-hc-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    auto bj = two_pools(1);
+    bj["listen"] = "127.0.0.1:" + std::to_string(port);
+    std::ofstream(dir + "/b.json") << bj.dump(2);
+    b = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", dir + "/b.json", "--control",
+                                                                     dir + "/b.sock"});
+    REQUIRE_MESSAGE(wait_until([&] { return remote_pool_status().value("idle", 0) >= 1; }, 60s), b->output());
+    auto aj = two_pools(1);
+    aj["heartbeat_interval_ms"] = 250;
+    aj["connection_timeout_ms"] = 4000;
+    aj["root"]["children"].push_back({{"id", "far"}, {"type", "remote_pool"}, {"host", "127.0.0.1"},
+                                      {"port", port}, {"connect_timeout_ms", 3000},
+                                      {"reconnect_min_ms", 50}, {"reconnect_max_ms", 400}});
+    auto tree = parse_config(aj);
+    REQUIRE_MESSAGE(tree, detail_of(tree.error()));
+    REQUIRE_FALSE(network_settings(cfg, *tree));
+    net_sys = std::make_unique<caf::actor_system>(cfg);
+    n = start_test_node(*net_sys, aj);
+    REQUIRE(wait_until([&] { return n->status()["remotes"]["far"].value("state", "") == "connected"; }));
+  }
+  ~remote_host_fixture() {
+    if (n)
+      n->stop();
+    n.reset();
+    net_sys.reset();
+    b->stop();
+    std::system(("rm -rf " + dir).c_str());
+  }
+  json run(const std::string& cmd, json args, std::optional<std::string> session = std::nullopt) {
+    return host_fixture::run_on(*n, cmd, std::move(args), std::move(session));
+  }
+  json remote_pool_status() {
+    auto s = cli::control_call(dir + "/b.sock", {{"op", "status"}}, 30s);
+    return s.contains("pools") ? s["pools"]["default"] : json::object();
+  }
+};
 
 } // namespace
 
@@ -188,6 +246,27 @@ TEST_CASE_FIXTURE(host_fixture, "a cancelled request cancels its calls; a dead c
   reply(json{{"too", "late"}});  // goes nowhere
   REQUIRE(wait_until([&] { return host_calls(*n)["in_flight"] == 0; }));
   CHECK(run("call", {{"target", "pool:tools"}, {"command", "echo"}}) == json{{"ok", json::object()}});
+}
+
+TEST_CASE_FIXTURE(remote_host_fixture, "a call to a remote_pool runs on the other node, in the caller's session") {
+  CHECK(run("call", {{"target", "pool:far"}, {"command", "echo"}, {"args", {{"x", 1}}}})
+        == json{{"ok", {{"x", 1}}}});
+  CHECK(run("acall", {{"target", "pool:far"}, {"command", "session_of"}}, std::string("s5"))
+        == json{{"ok", "s5"}});
+  CHECK(remote_pool_status()["requests"].value("ok", 0) >= 2);  // served there
+  // Nested across the nodes: far's handler calls its own node's tools.
+  CHECK(run("call", {{"target", "pool:far"}, {"command", "call"},
+                     {"args", {{"target", "pool:tools"}, {"command", "session_of"}}}}, std::string("s6"))
+        == json{{"ok", {{"ok", "s6"}}}});
+  CHECK(host_calls(*n)["in_flight"] == 0);
+
+  // The other node goes: node_down, and the handler goes on.
+  b->stop();
+  REQUIRE(wait_until([&] { return n->status()["remotes"]["far"].value("state", "") != "connected"; }));
+  auto r = run("twice", {{"first", "pool:far"}, {"second", "pool:tools"}, {"command", "echo"}});
+  CHECK(r[0]["error"] == "node_down");
+  CHECK(r[1] == json{{"ok", json::object()}});
+  CHECK(host_calls(*n)["in_flight"] == 0);
 }
 
 } // TEST_SUITE
