@@ -8,15 +8,17 @@
 //   dspex-bench start [options]            fork server against spawn: start and recovery (start_bench.hpp)
 //   dspex-bench remote [options]           a remote_pool against the same pool locally (remote_bench.hpp)
 //   dspex-bench streams [options]          streams, cancellation, asyncio against their floors (stream_bench.hpp)
+//   dspex-bench host_calls [options]       handlers' ctx.call against a unary round trip (host_call_bench.hpp)
 //
 // CLI11 parses every option; `--caf#KEY=VALUE` arguments are taken out
-// first and go to CAF (run, chaos and streams), as `dspex run` does with its own.
+// first and go to CAF (run, chaos, streams and host_calls), as `dspex run` does with its own.
 // Parsing is separate from running so the tests check the options without
 // measuring anything.
 #pragma once
 
 #include <dspex/bench/chaos.hpp>
 #include <dspex/bench/dspex_bench.hpp>
+#include <dspex/bench/host_call_bench.hpp>
 #include <dspex/bench/remote_bench.hpp>
 #include <dspex/bench/start_bench.hpp>
 #include <dspex/bench/stream_bench.hpp>
@@ -39,6 +41,7 @@ struct bench_command {
   start_bench_options start;
   remote_bench_options remote;
   stream_bench_options streams;
+  host_call_bench_options host_calls;
 };
 
 /// Parses dspex-bench's argv (argv[0] is the program). Returns the command,

@@ -382,6 +382,25 @@ double load_average_1m() {
   return l;
 }
 
+void print_bench_start(const std::string& name, const std::vector<std::string>& parts, bool quick) {
+  const double load = load_average_1m();
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::cerr << "dspex-bench " << name << ":";
+  for (auto& p : parts)
+    std::cerr << ' ' << p;
+  std::cerr << (quick ? " (quick)" : "") << "; load average " << format_fixed(load, 2) << " on " << cores
+            << " cores\n";
+  if (load > 0.5 * cores)
+    std::cerr << "warning: the machine is busy (load average " << format_fixed(load, 2)
+              << "): other processes will distort the figures\n";
+}
+
+std::string bench_title(const std::string& name, const json& machine, double load_before, double load_after) {
+  return "dspex-bench " + name + " (" + machine.value("cpu", std::string("?")) + ", " +
+         std::to_string(machine.value("cores", 0u)) + " cores, python " + machine.value("python", std::string("?")) +
+         "; load average " + format_fixed(load_before, 2) + " before, " + format_fixed(load_after, 2) + " after)";
+}
+
 // -- plots (gnuplot) -----------------------------------------------------------------
 
 namespace {

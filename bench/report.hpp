@@ -138,6 +138,15 @@ json machine_info(const std::string& python = "python3");
 /// is above the core count mostly measure the other load.
 double load_average_1m();
 
+/// A bench command's first line on stderr ("dspex-bench NAME: PARTS
+/// (quick); load average L on N cores"), and a warning when the machine is
+/// busy enough to distort the figures.
+void print_bench_start(const std::string& name, const std::vector<std::string>& parts, bool quick);
+
+/// Its table's title: "dspex-bench NAME (CPU, N cores, python V; load
+/// average A before, B after)", from machine_info.
+std::string bench_title(const std::string& name, const json& machine, double load_before, double load_after);
+
 /// What this process used so far (every thread, getrusage): CPU time
 /// (user + sys) in µs, and context switches (voluntary and not). Switches
 /// count thread wake-ups, the cost that dominates a round trip on a VM, and

@@ -717,22 +717,10 @@ json to_json(const stream_bench_result& r) {
 
 int run_stream_bench(const stream_bench_options& o) {
   progress_line progress;
-  const double load = load_average_1m();
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::cerr << "dspex-bench streams:";
-  for (auto& p : o.parts)
-    std::cerr << ' ' << p;
-  std::cerr << (o.quick ? " (quick)" : "") << "; load average " << format_fixed(load, 2) << " on " << cores
-            << " cores\n";
-  if (load > 0.5 * cores)
-    std::cerr << "warning: the machine is busy (load average " << format_fixed(load, 2)
-              << "): other processes will distort the figures\n";
+  print_bench_start("streams", o.parts, o.quick);
   auto r = measure_streams(o, &progress);
   progress.clear();
-  report_table table("dspex-bench streams (" + r.machine.value("cpu", std::string("?")) + ", " +
-                     std::to_string(r.machine.value("cores", 0u)) + " cores, python " +
-                     r.machine.value("python", std::string("?")) + "; load average " + format_fixed(r.load_before, 2) +
-                     " before, " + format_fixed(r.load_after, 2) + " after)");
+  report_table table(bench_title("streams", r.machine, r.load_before, r.load_after));
   add_stream_rows(table, r);
   std::cout << '\n';
   table.print(std::cout);

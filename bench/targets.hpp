@@ -23,6 +23,10 @@ constexpr double first_chunk_vs_unary = 1.2;      ///< at most: p50 time to firs
 constexpr double chunks_vs_bare = 0.8;            ///< at least: chunks/s of one handler / the chunk floor
 constexpr double cancel_p99_ms = 5.0;             ///< at most: cancel sent -> the handler's finally ran
 constexpr double asyncio_vs_ideal = 0.9;          ///< at least: I/O-bound on the event loop
+/// Host calls (issue 25; `dspex-bench host_calls`): p50 of a handler's
+/// ctx.call, timed in the handler, against a client's unary round trip.
+constexpr double host_call_p50_vs_unary = 1.5;    ///< at most: fn:NAME, a C++ function
+constexpr double pool_call_p50_vs_unary = 2.2;    ///< at most: pool:NAME, another pool
 
 /// "<= 1.15x bare", ">= 2x mp.Pool".
 inline std::string at_most(double q, const std::string& peer) {

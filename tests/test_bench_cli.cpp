@@ -161,7 +161,7 @@ TEST_CASE("CAF options go to run and chaos; a bad one, or one elsewhere, is a us
   CHECK(contains(bad.err, "CAF options"));
   auto elsewhere = parse({"peers", "--caf#scheduler.max-threads=2"});
   CHECK(elsewhere.code() == 2);
-  CHECK(contains(elsewhere.err, "run, chaos and streams only"));
+  CHECK(contains(elsewhere.err, "run, chaos, streams and host_calls only"));
 }
 
 TEST_CASE("usage errors are exit status 2 with CLI11's message; --help is 0 and measures nothing") {
@@ -203,7 +203,7 @@ TEST_CASE("usage errors are exit status 2 with CLI11's message; --help is 0 and 
 TEST_CASE("the dspex-bench executable: help of every subcommand") {
   auto top = run({DSPEX_TEST_BENCH_CLI, "--help"});
   CHECK(top.succeeded());
-  for (const char* sub : {"run", "peers", "chaos", "supervisor-stop", "streams"}) {
+  for (const char* sub : {"run", "peers", "chaos", "supervisor-stop", "streams", "host_calls"}) {
     CHECK_MESSAGE(contains(top.output, sub), top.output);
     auto help = run({DSPEX_TEST_BENCH_CLI, sub, "--help"});
     CHECK_MESSAGE(help.succeeded(), help.output);
@@ -307,6 +307,42 @@ TEST_CASE("streams: every part runs with small counts, and the table judges each
     if (row.at("verdict") == "PASS" || row.at("verdict") == "FAIL")
       ++judged;
   CHECK(judged == 4);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("host_calls: its options, --quick and what overrides it") {
+  auto p = parse({"host_calls", "--quick", "--rounds", "9", "--agents", "8", "--parts", "agents"});
+  auto& h = p.command().host_calls;
+  CHECK(p.command().name == "host_calls");
+  CHECK(h.quick);
+  CHECK(h.rounds == 9);
+  CHECK(h.agents == 8);
+  CHECK(h.agent_rounds == host_call_bench_options::quick_defaults().agent_rounds);
+  CHECK(h.parts == std::vector<std::string>{"agents"});
+  CHECK(parse({"host_calls", "--parts", "nope"}).code() == 2);
+  CHECK(parse({"host_calls", "--tool-calls", "0"}).code() == 2);
+}
+
+TEST_CASE("host_calls: both parts run with small counts; errors and hangs are 0") {
+  auto dir = scratch("host_calls");
+  auto r = run({DSPEX_TEST_BENCH_CLI, "host_calls", "--rounds", "20", "--warmup", "2", "--calls", "3", "--agents",
+                "8", "--agent-rounds", "2", "--tool-calls", "3", "--agent-workers", "2", "--tool-workers", "2",
+                "--out", dir.string()},
+               180s);
+  REQUIRE_MESSAGE(r.succeeded(), r.output);
+  for (const char* part : {"host call p50", "<= 1.5x unary", "pool-to-pool call p50", "<= 2.2x unary",
+                           "agent requests/s", "hangs"})
+    CHECK_MESSAGE(contains(r.output, part), part);
+  auto j = read_json(dir / "host_calls.json");
+  CHECK(j.at("failures").empty());
+  auto& rt = j.at("round_trip");
+  CHECK(rt.at("unary").at("count") == 20);
+  CHECK(rt.at("host_call").at("count") == 60);  // 3 calls a round
+  CHECK(rt.at("pool_call").at("count") == 60);
+  auto& a = j.at("agents");
+  CHECK(a.at("total_ok") == 16);
+  CHECK(a.at("total_errors") == 0);
+  CHECK(j.at("agent_hangs") == 0);
   std::filesystem::remove_all(dir);
 }
 

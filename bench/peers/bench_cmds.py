@@ -1,7 +1,8 @@
-"""Handlers of `dspex-bench streams` and `dspex-bench chaos --scenarios
-stream`, loaded by the bench's pools (worker.handler_paths: this directory,
-worker.handlers: ["bench_cmds"]). Standard library only; each is the
-smallest handler of its kind, so a figure measures dspex, not the handler.
+"""Handlers of `dspex-bench streams`, `dspex-bench host_calls` and
+`dspex-bench chaos --scenarios stream`, loaded by the bench's pools
+(worker.handler_paths: this directory, worker.handlers: ["bench_cmds"]).
+Standard library only; each is the smallest handler of its kind, so a
+figure measures dspex, not the handler.
 """
 
 import asyncio
@@ -84,3 +85,17 @@ def bench_stream(args, ctx):
         if pause:
             ctx.sleep(pause)
     return {"k": key, "n": n}
+
+
+@command("bench_call_loop")
+def bench_call_loop(args, ctx):
+    """Host calls (dspex-bench host_calls): args "n" calls of "command" with
+    "args" on "target", one after the other; each one's time in ns
+    (time.perf_counter_ns around ctx.call). A failed call fails the request."""
+    target, name, call_args = args["target"], args["command"], args["args"]
+    times = []
+    for _ in range(args["n"]):
+        t0 = time.perf_counter_ns()
+        ctx.call(target, name, call_args)
+        times.append(time.perf_counter_ns() - t0)
+    return times
