@@ -386,7 +386,7 @@ node_spec read_node(const json& j, const std::string& path, std::vector<std::str
       // api_base for base_url) fails the config, not every request later.
       // The same set as configure_lm's in python/dspex_worker/lm.py.
       static const std::set<std::string> lm_keys{
-        "provider", "model", "responses", "latency_ms", "api_key",
+        "provider", "model", "responses", "latency_ms", "script", "api_key",
         "base_url", "temperature", "max_tokens", "timeout_s", "timeout"};
       if (!lj->is_object() || !lj->value("provider", json("mock")).is_string()
           || !lj->value("model", json("m")).is_string()
