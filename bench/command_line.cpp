@@ -172,6 +172,7 @@ void add_remote(CLI::App& app, remote_bench_options& o) {
   value(cmd, "--round-trips", o.round_trips, "round-trip samples per side")->check(CLI::PositiveNumber);
   value(cmd, "--requests", o.requests, "requests of the throughput run per side")
     ->check(CLI::PositiveNumber);
+  flag(cmd, "--no-group", o.group, false, "skip the pool_group figure");
 }
 
 void add_streams(CLI::App& app, stream_bench_options& o) {

@@ -1,11 +1,14 @@
 #include <dspex/bench/remote_bench.hpp>
 
+#include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/node.hpp>
+#include <dspex/actors/remote/network.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/report.hpp>
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <functional>
@@ -48,6 +51,73 @@ side measure(const std::function<caf::expected<json>()>& call, const remote_benc
   s.per_s = o.requests / std::chrono::duration<double>(clock_type::now() - t0).count();
   s.ok = s.ok && !failed;
   return s;
+}
+
+// Issue 28's targets, judged in the table below.
+constexpr double remote_throughput_vs_local = 0.8;  ///< at least, `clients` threads
+constexpr double remote_p50_vs_local = 1.2;         ///< at most, one client
+constexpr double group_throughput_vs_one_node = 0.9;  ///< at least: 2 nodes x W/2 against 1 node x W
+
+caf::expected<std::shared_ptr<node>> start_node(caf::actor_system_config& cfg,
+                                               std::unique_ptr<caf::actor_system>& sys, const json& tree) {
+  auto parsed = parse_config(tree);
+  if (!parsed)
+    return parsed.error();
+  recommended_settings(cfg);
+  if (auto err = network_settings(cfg, *parsed))
+    return err;
+  sys = std::make_unique<caf::actor_system>(cfg);
+  return node::start(*sys, *parsed, bench_node_options());
+}
+
+json pool_tree(std::size_t workers, bool listen) {
+  auto tree = default_config();
+  tree["root"]["children"][1]["size"] = workers;
+  if (listen)
+    tree["listen"] = "127.0.0.1:0";
+  return tree;
+}
+
+const char* met_or_missed(bool met) { return met ? "met" : "MISSED"; }
+
+// Throughput of a pool_group over a local pool of `half` workers and a
+// remote_pool to another node of `half`, against one node of 2 x half.
+struct group_figures {
+  double one_node = 0, group = 0;
+  bool ok = false;
+};
+
+group_figures measure_group(const remote_bench_options& o) {
+  group_figures g;
+  const auto half = std::max<std::size_t>(1, o.workers / 2);
+  caf::actor_system_config c1, c2, c3;
+  std::unique_ptr<caf::actor_system> s1, s2, s3;
+  auto one = start_node(c1, s1, pool_tree(2 * half, false));
+  auto other = start_node(c2, s2, pool_tree(half, true));
+  if (!one || !other)
+    return g;
+  auto tree = pool_tree(half, false);
+  auto& kids = tree["root"]["children"];
+  kids.push_back({{"id", "far"}, {"type", "remote_pool"}, {"host", "127.0.0.1"},
+                  {"port", (*other)->listen_port()}});
+  kids.push_back({{"id", "both"}, {"type", "pool_group"}, {"members", {"default", "far"}}});
+  auto grouped = start_node(c3, s3, tree);
+  if (!grouped)
+    return g;
+  auto deadline = clock_type::now() + std::chrono::seconds(30);
+  while ((*grouped)->status()["groups"]["both"]["members"][1].value("state", "") != "up"
+         && clock_type::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto a = measure([&] { return (*one)->execute("ping"); }, o);
+  auto b = measure([&] { return (*grouped)->execute_on("both", "ping"); }, o);
+  auto members = (*grouped)->status()["groups"]["both"]["members"];
+  (*grouped)->stop();
+  (*other)->stop();
+  (*one)->stop();
+  g.ok = a.ok && b.ok && members[1].value("routed", 0) > 0;
+  g.one_node = a.per_s;
+  g.group = b.per_s;
+  return g;
 }
 
 } // namespace
@@ -112,13 +182,31 @@ int run_remote_bench(const remote_bench_options& o) {
   auto d = direct.rt.summary(), t = through.rt.summary();
   std::printf("remote_pool over loopback BASP against the same pool called locally "
               "(%zu workers, ping)\n\n", o.workers);
-  std::printf("| figure | local | through remote_pool | ratio |\n| --- | --- | --- | --- |\n");
-  std::printf("| round trip p50, 1 client | %.0f us | %.0f us | %.2fx |\n", d.p50_us, t.p50_us,
-              t.p50_us / d.p50_us);
-  std::printf("| round trip p99, 1 client | %.0f us | %.0f us | %.2fx |\n", d.p99_us, t.p99_us,
+  std::printf("| figure | local | through remote_pool | ratio | target | verdict |\n"
+              "| --- | --- | --- | --- | --- | --- |\n");
+  const double p50 = t.p50_us / d.p50_us, tput = through.per_s / direct.per_s;
+  std::printf("| round trip p50, 1 client | %.0f us | %.0f us | %.2fx | <= %.1fx | %s |\n", d.p50_us,
+              t.p50_us, p50, remote_p50_vs_local, met_or_missed(p50 <= remote_p50_vs_local));
+  std::printf("| round trip p99, 1 client | %.0f us | %.0f us | %.2fx | | |\n", d.p99_us, t.p99_us,
               t.p99_us / d.p99_us);
-  std::printf("| throughput, %zu clients | %.0f req/s | %.0f req/s | %.2fx |\n", o.clients,
-              direct.per_s, through.per_s, through.per_s / direct.per_s);
+  std::printf("| throughput, %zu clients | %.0f req/s | %.0f req/s | %.2fx | >= %.1fx | %s |\n", o.clients,
+              direct.per_s, through.per_s, tput, remote_throughput_vs_local,
+              met_or_missed(tput >= remote_throughput_vs_local));
+  if (!o.group)
+    return 0;
+  auto g = measure_group(o);
+  if (!g.ok) {
+    std::fprintf(stderr, "dspex-bench remote: the pool_group run failed\n");
+    return 1;
+  }
+  const auto half = std::max<std::size_t>(1, o.workers / 2);
+  const double q = g.group / g.one_node;
+  std::printf("\npool_group (local pool of %zu + remote_pool to a node of %zu) against one node of %zu "
+              "workers, ping\n\n", half, half, 2 * half);
+  std::printf("| figure | one node | pool_group | ratio | target | verdict |\n"
+              "| --- | --- | --- | --- | --- | --- |\n");
+  std::printf("| throughput, %zu clients | %.0f req/s | %.0f req/s | %.2fx | >= %.1fx | %s |\n", o.clients,
+              g.one_node, g.group, q, group_throughput_vs_one_node, met_or_missed(q >= group_throughput_vs_one_node));
   return 0;
 }
 

@@ -7,7 +7,9 @@
 // local node's remote_pool (node::execute_on), one after the other:
 //
 // - round trip p50 / p99, one client, `ping`;
-// - throughput with `clients` threads, each one request in flight.
+// - throughput with `clients` threads, each one request in flight;
+// - with `group`: the throughput of a pool_group over a local pool and a
+//   remote_pool (workers/2 each) against one node of `workers`.
 // Figures only: nothing here is asserted by a test.
 #pragma once
 
@@ -20,6 +22,7 @@ struct remote_bench_options {
   std::size_t clients = 8;
   int round_trips = 2000;    ///< samples of the round trip, per side
   int requests = 4000;       ///< requests of the throughput run, per side
+  bool group = true;         ///< also a pool_group over 2 nodes x workers/2 against 1 node x workers
 };
 
 /// Measures and prints the table on stdout; returns 0, or 1 when a node did
