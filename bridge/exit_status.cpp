@@ -30,8 +30,14 @@ std::string signal_name(int sig) {
     case SIGTERM: return "SIGTERM";
     case SIGUSR1: return "SIGUSR1";
     case SIGUSR2: return "SIGUSR2";
+    case SIGXCPU: return "SIGXCPU";
+    case SIGXFSZ: return "SIGXFSZ";
     default: return "SIG" + std::to_string(sig);
   }
+}
+
+const char* exit_status::limit_cause() const noexcept {
+  return signaled() && signal() == SIGXCPU ? "cpu_limit" : nullptr;
 }
 
 std::string exit_status::describe() const {

@@ -22,6 +22,10 @@ struct exit_status {
   /// "exit code 3", "signal 9 (SIGKILL)", "signal 11 (SIGSEGV, core dumped)".
   std::string describe() const;
 
+  /// The hard limit the kernel enforced by this end, as the host reports
+  /// it ("cpu_limit" for SIGXCPU, RLIMIT_CPU's signal); null for any other.
+  const char* limit_cause() const noexcept;
+
   static exit_status from_code(int code) noexcept;
   static exit_status from_signal(int sig) noexcept;
 };

@@ -98,6 +98,34 @@ TEST_CASE("worker.max_concurrency: 1 by default, 1..10000, reaches the pool's wo
   CHECK(found);
 }
 
+TEST_CASE("worker.limits: 0 (off) by default; too small, negative or unknown keys refused; reach the command line") {
+  auto j = default_config();
+  auto& l = j["root"]["children"][1]["worker"]["limits"];
+  for (auto [key, bad] : std::vector<std::pair<std::string, json>>{
+         {"memory_mb", 10}, {"memory_mb", -1}, {"memory_mb", "1G"}, {"cpu_seconds", 1.5},
+         {"open_files", 3}, {"processes", -2}, {"stack_mb", 8}}) {
+    auto copy = j;
+    copy["root"]["children"][1]["worker"]["limits"][key] = bad;
+    auto p = problems(copy);
+    CHECK_MESSAGE(p.find("root.children[1].worker.limits." + key) != std::string::npos, p);
+  }
+  l = {{"memory_mb", 256}, {"cpu_seconds", 5}, {"open_files", 64}, {"processes", 100}};
+  auto cfg = parse_config(j);
+  REQUIRE(cfg);
+  auto* pool = std::get_if<pool_config>(&cfg->root.children[1].body);
+  REQUIRE(pool);
+  CHECK(pool->worker.limits.memory_mb == 256);
+  CHECK(pool->worker.limits.processes == 100);
+  auto line = worker_command_line(pool->worker);
+  auto at = std::find(line.begin(), line.end(), "--limits");
+  REQUIRE(at != line.end());
+  CHECK(*(at + 1) == "memory_mb=256,cpu_seconds=5,open_files=64,processes=100");
+  // Unset: no option at all (the host's own limits stay).
+  pool_config plain;
+  auto none = worker_command_line(plain.worker);
+  CHECK(std::find(none.begin(), none.end(), "--limits") == none.end());
+}
+
 TEST_CASE("unknown keys are refused, so typos do not pass silently") {
   auto j = default_config();
   j["root"]["children"][1]["sise"] = 4;

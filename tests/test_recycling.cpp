@@ -127,7 +127,10 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_requests 10, 1000 requests: none fails
 }
 
 TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is recycled while idle, no request fails") {
-  auto c = test_pool_config(1);
+  // The pool's clock by hand: the RSS tick runs only when the test advances
+  // it, here while the worker is idle (a busy one over the limit would be
+  // killed mid-request: tests/test_limits.cpp).
+  auto c = with_manual_clock(test_pool_config(1));
   c.recycle.max_rss_mb = 120;
   c.worker_intensity = 1;
   c.worker_period = std::chrono::seconds(60);
@@ -135,7 +138,10 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is 
   REQUIRE_FALSE(await_pool_ready());
   auto before = pid_of_ping();
   // The pool samples the RSS on its tick; a fresh worker is well below.
-  REQUIRE(wait_until([&] { return status()["worker_list"][0].contains("rss_mb"); }));
+  REQUIRE(wait_until([&] {
+    advance(c.recycle.tick_interval());
+    return status()["worker_list"][0].contains("rss_mb");
+  }));
   auto fresh = status()["worker_list"][0]["rss_mb"].get<double>();
   MESSAGE("fresh worker rss " << fresh << " MB");
   REQUIRE(fresh < 120);
@@ -143,7 +149,10 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is 
   auto grown = exec(pool(), "fault_alloc", json{{"mb", 200}, {"hold", true}});
   REQUIRE_MESSAGE(grown, describe(grown.error()));
   CHECK((*grown)["held_mb"] == 200);
-  CHECK(wait_until([&] { return replaced("recycled_rss") == 1; }));
+  CHECK(wait_until([&] {
+    advance(c.recycle.tick_interval());
+    return replaced("recycled_rss") == 1;
+  }));
   auto after = pid_of_ping();
   CHECK(after != before);
   CHECK(process_gone(before));

@@ -76,6 +76,7 @@ json default_config() {
             {"max_requests", 0},
             {"max_rss_mb", 0},
             {"max_age_ms", 0},
+            {"limits", {{"memory_mb", 0}, {"cpu_seconds", 0}, {"open_files", 0}, {"processes", 0}}},
             {"recycle_jitter", 0.1}}}},
          {{"id", "monitor"}, {"type", "monitor"}, {"interval_ms", 1000}},
        })}}},
@@ -101,6 +102,8 @@ public:
   }
 
   bool ok() const { return j_.is_object(); }
+  /// Where a nested section's reader reports.
+  std::vector<std::string>& errors() { return errors_; }
 
   static std::string found(const json& v) {
     auto s = v.dump();
@@ -255,6 +258,24 @@ bool valid_module_name(const std::string& m) {
   return !m.empty() && !start;
 }
 
+// worker.limits: 0 leaves a limit unset; a value too small for a Python
+// worker to start at all is refused here rather than as a crash loop later.
+void read_limits(reader& r, bridge::process_limits& l) {
+  auto at_least = [&r](const char* key, std::uint64_t& out, std::uint64_t min) {
+    r.integer(key, out, 0, 1LL << 40);
+    if (out > 0 && out < min) {
+      r.error(r.at(key), "0 (no limit) or at least " + std::to_string(min)
+                           + " (a Python worker needs that much to start), not "
+                           + std::to_string(out));
+      out = 0;
+    }
+  };
+  at_least("memory_mb", l.memory_mb, bridge::min_memory_mb);
+  at_least("cpu_seconds", l.cpu_seconds, 1);
+  at_least("open_files", l.open_files, bridge::min_open_files);
+  at_least("processes", l.processes, 1);
+}
+
 void read_worker(reader& r, worker_config& w) {
   r.text("python", w.python);
   r.text("module", w.module);
@@ -280,6 +301,11 @@ void read_worker(reader& r, worker_config& w) {
   r.ms("term_grace_ms", w.term_grace);
   r.choice("start", w.start, {{"fork", std::string("fork")}, {"spawn", std::string("spawn")}});
   r.strings("preload", w.preload);
+  if (auto lj = r.get("limits")) {
+    reader lr(*lj, r.at("limits"), r.errors());
+    read_limits(lr, w.limits);
+    lr.finish();
+  }
   for (std::size_t i = 0; i < w.preload.size(); ++i)
     if (!valid_module_name(w.preload[i]))
       r.error(r.at("preload") + "[" + std::to_string(i) + "]",

@@ -37,6 +37,8 @@ const char* to_string(errc code) noexcept {
     case errc::resource_exhausted: return "resource_exhausted";
     case errc::result_too_deep: return "result_too_deep";
     case errc::cancelled: return "cancelled";
+    case errc::out_of_memory: return "out_of_memory";
+    case errc::cpu_limit: return "cpu_limit";
   }
   return "unknown";
 }
@@ -73,6 +75,8 @@ caf::error reply_error(const bridge::reply& rep) {
     return make_error(errc::result_too_deep, rep.too_deep);
   if (callers_error(rep.error.type))
     return make_error(errc::invalid_request, rep.error.message);
+  if (rep.error.type == "out_of_memory")
+    return make_error(errc::out_of_memory, rep.error.message);
   return make_python_error(rep.error);
 }
 
@@ -81,6 +85,8 @@ const char* reply_class(const bridge::reply& rep) noexcept {
     return "result_too_deep";
   if (rep.success)
     return "ok";
+  if (rep.error.type == "out_of_memory")
+    return "out_of_memory";
   return callers_error(rep.error.type) ? "invalid_request" : "python_error";
 }
 

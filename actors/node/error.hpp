@@ -51,10 +51,16 @@ enum class errc : std::uint8_t {
                          ///< the worker serves on. An answer: never a worker fault
   cancelled,             ///< the request was cancelled (its caller cancelled it, died or
                          ///< disconnected); the worker's handler was told to stop
+  out_of_memory,         ///< the worker ran out of memory serving it: past worker.limits
+                         ///< memory_mb (a MemoryError in the handler) or past max_rss_mb
+                         ///< while busy (the pool killed it); the worker is replaced on
+                         ///< purpose, as a limit's doing, not a crash
+  cpu_limit,             ///< the worker's process used up worker.limits cpu_seconds (the
+                         ///< kernel's SIGXCPU); replaced on purpose, like out_of_memory
 };
 
 /// The last errc (for loops over every class).
-inline constexpr errc errc_last = errc::cancelled;
+inline constexpr errc errc_last = errc::cpu_limit;
 
 inline constexpr caf::atom_value error_category = caf::atom("dspex");
 
@@ -80,12 +86,14 @@ caf::error make_python_error(const bridge::python_error& e);
 /// of type "invalid_request" or "invalid_args" (the worker could not take
 /// the request as the caller sent it: args it cannot parse, an argument key
 /// a built-in command does not take) is invalid_request, its message the
-/// detail; any other error is python_error.
+/// detail; "out_of_memory" (a MemoryError under worker.limits memory_mb) is
+/// out_of_memory; any other error is python_error.
 /// Each is an answer: no fault count, no breaker input.
 caf::error reply_error(const bridge::reply& rep);
 
 /// The class a reply is counted under in a pool's per-result requests:
-/// "ok", "python_error", "invalid_request" or "result_too_deep".
+/// "ok", "python_error", "invalid_request", "result_too_deep" or
+/// "out_of_memory" (the one class after which the pool replaces the worker).
 const char* reply_class(const bridge::reply& rep) noexcept;
 
 /// Maps the CAF errors a caller of a pool or worker can see into the dspex

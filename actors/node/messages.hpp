@@ -64,6 +64,11 @@ using soft_timeout_atom = caf::atom_constant<caf::atom("softtmo")>;
 using stuck_atom = caf::atom_constant<caf::atom("stuck")>;
 using init_fail_atom = caf::atom_constant<caf::atom("initfail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
+/// worker -> pool: (limit, error) its process was ended by a hard limit
+/// (SIGXCPU: cpu_limit); the pool replaces it on purpose, and a pool that
+/// kills a worker for a limit sends it (retire, error): its callers get that
+/// error instead of worker_crashed.
+using limit_atom = caf::atom_constant<caf::atom("limit")>;
 using grace_atom = caf::atom_constant<caf::atom("grace")>;
 using replace_atom = caf::atom_constant<caf::atom("replace")>;
 using checkout_atom = caf::atom_constant<caf::atom("checkout")>;

@@ -51,7 +51,8 @@ const char* to_string(wstate s) {
 
 // Why the pool replaced a worker on purpose (status "replaced").
 enum class replace_cause {
-  timeout, health, failures, lease, recycled_requests, recycled_rss, recycled_age };
+  timeout, health, failures, lease, recycled_requests, recycled_rss, recycled_age,
+  out_of_memory, cpu_limit };
 
 const char* to_string(replace_cause c) {
   switch (c) {
@@ -62,6 +63,8 @@ const char* to_string(replace_cause c) {
     case replace_cause::recycled_requests: return replaced_key(recycle_cause::requests);
     case replace_cause::recycled_rss: return replaced_key(recycle_cause::rss);
     case replace_cause::recycled_age: return replaced_key(recycle_cause::age);
+    case replace_cause::out_of_memory: return "out_of_memory";
+    case replace_cause::cpu_limit: return "cpu_limit";
   }
   return "?";
 }
@@ -179,7 +182,8 @@ struct pool_state {
   std::uint64_t hard_timeouts = 0;
   std::map<std::string, std::uint64_t> replaced{
     {"timeout", 0}, {"health", 0}, {"failures", 0}, {"lease", 0},
-    {"recycled_requests", 0}, {"recycled_rss", 0}, {"recycled_age", 0}};
+    {"recycled_requests", 0}, {"recycled_rss", 0}, {"recycled_age", 0},
+    {"out_of_memory", 0}, {"cpu_limit", 0}};
   std::uint64_t completed = 0;
   std::map<std::string, std::uint64_t> errors;
   /// How each request's caller was answered: "ok" or an errc name.
@@ -591,17 +595,25 @@ void restart_worker(pool_actor* self, caf::actor sup, std::string id, int attemp
 // counts neither toward its restart intensity. (retire) goes first so that
 // the worker kills its process at once: a worker stuck in Python could not
 // read a shutdown frame, and the supervisor serves one request at a time.
-void replace(pool_actor* self, worker_entry& w, replace_cause cause) {
+// `limit`: the hard limit it goes for (limits.hpp); its callers in flight
+// get that error, and are counted under it.
+void replace(pool_actor* self, worker_entry& w, replace_cause cause, caf::error limit = {}) {
   auto& st = self->state;
   if (w.st == wstate::retiring)
     return;
   st.end_trial(w.trial, false);  // a trial on a worker that had to go failed
+  if (limit) {
+    count_error(self, *code_of(limit));
+    st.results[to_string(*code_of(limit))] += w.jobs.size();
+  }
   fail_jobs(self, w, true);
   w.st = wstate::retiring;
   remove_idle(st, w.hdl.address());
   ++st.replaced[to_string(cause)];
   // A recycled worker is idle and sound: its supervisor stops it gracefully.
-  if (!is_recycling(cause))
+  if (limit)
+    self->send(w.hdl, retire_atom::value, std::move(limit));
+  else if (!is_recycling(cause))
     self->send(w.hdl, retire_atom::value);
   auto sup = st.links->worker_sup();
   if (!sup) {  // a pool on its own (no worker supervisor): just stop it
@@ -671,8 +683,17 @@ void recycle_tick(pool_actor* self) {
   if (st.draining)
     return;
   if (st.recycling.config().max_rss_mb > 0)
-    for (auto& [a, w] : st.workers)
+    for (auto& [a, w] : st.workers) {
       w.recycle.sample_rss();
+      // Busy over max_rss_mb: a handler still growing would not stop by
+      // itself, so the worker is killed mid-request (out_of_memory).
+      if ((w.st == wstate::busy || w.st == wstate::leased) && w.recycle.over_rss())
+        replace(self, w, replace_cause::out_of_memory,
+                make_error(errc::out_of_memory,
+                           "worker " + w.id + " grew to " + std::to_string(w.recycle.rss_bytes >> 20)
+                             + " MB resident, past max_rss_mb "
+                             + std::to_string(st.recycling.config().max_rss_mb) + ", while busy"));
+    }
   auto idle = st.idle;  // replace() edits the list
   for (auto& a : idle) {
     auto it = st.workers.find(a);
@@ -1063,6 +1084,14 @@ void on_done(pool_actor* self, bool ok, std::uint64_t tag, const std::string& re
   settle(self, *j, ok);
   w.consecutive_faults = 0;
   st.end_trial(j->trial, true);
+  if (cls == to_string(errc::out_of_memory)) {
+    // Past worker.limits memory_mb: the worker goes (its heap may be left
+    // fragmented, its other requests near the limit too), on purpose.
+    replace(self, w, replace_cause::out_of_memory,
+            make_error(errc::out_of_memory, "worker " + w.id + " ran out of memory (worker.limits memory_mb)"));
+    check_drained(self);
+    return;
+  }
   job_left(self, w);
   check_drained(self);
 }
@@ -1287,6 +1316,12 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     [self](done_atom, bool ok) { on_done(self, ok, 0); },
     [self](timedout_atom, bool pooled) { on_timedout(self, pooled, 0); },
     [self](timedout_atom, bool pooled, std::uint64_t tag) { on_timedout(self, pooled, tag); },
+    [self](limit_atom, caf::error& why) {
+      // Its process was ended by a hard limit (SIGXCPU): replaced on purpose.
+      auto it = self->state.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it != self->state.workers.end() && is(why, errc::cpu_limit))
+        replace(self, it->second, replace_cause::cpu_limit, std::move(why));
+    },
     [self](recovered_atom) {
       // Every late reply came within the grace: the worker is sound.
       auto& st = self->state;

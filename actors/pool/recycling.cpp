@@ -12,6 +12,8 @@ std::chrono::milliseconds recycle_config::tick_interval() const {
   milliseconds t{1000};
   if (max_age.count() > 0)
     t = std::min(t, std::max(milliseconds(10), max_age / 4));
+  if (max_rss_mb > 0)
+    t = std::min(t, milliseconds(200));
   return t;
 }
 
@@ -28,7 +30,7 @@ const char* replaced_key(recycle_cause c) noexcept {
 recycle_cause recycle_budget::due(std::uint64_t served, recycle_clock::time_point now) const {
   if (max_requests > 0 && served >= max_requests)
     return recycle_cause::requests;
-  if (max_rss_bytes > 0 && rss_bytes > max_rss_bytes)
+  if (over_rss())
     return recycle_cause::rss;
   if (max_age.count() > 0 && now - born >= max_age)
     return recycle_cause::age;

@@ -7,7 +7,8 @@
 //   max_requests    requests a worker serves, then it goes (a lease counts
 //                   as one). 0: off
 //   max_rss_mb      resident set of the worker's process (/proc/PID/statm),
-//                   sampled on the pool's recycle tick, not per request. 0: off
+//                   sampled on the pool's recycle tick (every 200 ms), not
+//                   per request. 0: off
 //   max_age_ms      how long a worker lives. 0: off
 //   recycle_jitter  fraction in [0, 1): each worker's request and age limits
 //                   are drawn uniformly from [limit * (1 - jitter), limit],
@@ -17,7 +18,10 @@
 //
 // Only an idle worker is recycled: when it checks in (its last request
 // answered) or, for age and RSS, on the tick while it sits idle. A busy
-// worker over its limit finishes what it serves first. The pool retires it
+// worker over its request or age limit finishes what it serves first. A
+// busy worker over max_rss_mb is not recycled but killed on the tick, its
+// callers answered out_of_memory (a handler still growing would not stop by
+// itself): the pool's replaced.out_of_memory, not recycled_rss. The pool retires it
 // on the deliberate path (pool.hpp): terminate_child, restart_child, no
 // restart intensity spent, counted in status "replaced" as
 // recycled_requests, recycled_rss or recycled_age. Its supervisor stops it
@@ -46,7 +50,8 @@ struct recycle_config {
   bool enabled() const { return max_requests > 0 || max_rss_mb > 0 || max_age.count() > 0; }
   /// Age and RSS need a periodic look; max_requests alone does not.
   bool needs_tick() const { return max_rss_mb > 0 || max_age.count() > 0; }
-  /// A quarter of max_age (at least 10 ms), at most a second.
+  /// A quarter of max_age (at least 10 ms), at most a second; at most
+  /// 200 ms with max_rss_mb (a handler growing 50 MB/s overshoots by ~10 MB).
   std::chrono::milliseconds tick_interval() const;
 };
 
@@ -69,6 +74,8 @@ struct recycle_budget {
 
   /// Why this worker should go now, having served `served` requests.
   recycle_cause due(std::uint64_t served, recycle_clock::time_point now) const;
+  /// The last sample is over max_rss_mb.
+  bool over_rss() const { return max_rss_bytes > 0 && rss_bytes > max_rss_bytes; }
   /// Reads the process's RSS into rss_bytes (kept when it cannot be read).
   void sample_rss();
 };

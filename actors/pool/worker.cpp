@@ -121,6 +121,10 @@ struct worker_state {
   bool stuck = false;      // a grace expired: a replacement was asked for
   bool retired = false;    // the pool replaces us: process killed, exit awaited
   bool proc_gone = false;  // ... and already reaped
+  int exit_raw = 0;        // its waitpid status, once proc_gone
+  /// The hard limit it was stopped for (cpu_limit, out_of_memory): what its
+  /// callers hear and its exit event names. Empty: none.
+  caf::error limit;
   bool adopted = false;    // a new pool took us over: join it once idle
 
   // -- stats --
@@ -654,6 +658,28 @@ void on_frame(worker_actor* self, const std::string& body) {
   join_adopter(self);
 }
 
+// "out_of_memory: ..." for the exit event's detail; empty without a limit.
+std::string limit_note(const caf::error& limit) {
+  return limit ? std::string(to_string(*code_of(limit))) + ": " + detail_of(limit) : std::string{};
+}
+
+// From the pool: it replaces this worker and its supervisor's
+// terminate_child follows. The Python thread may be stuck in a request and
+// could not read a shutdown frame, so the process is killed now. `why`: the
+// limit it went for (its callers get that), else they get worker_crashed.
+void retire(worker_actor* self, caf::error why) {
+  auto& st = self->state;
+  if (st.retired)
+    return;
+  st.retired = true;
+  st.limit = std::move(why);
+  st.table->set_direct(false);
+  fail_all(self, st.limit ? st.limit
+                          : make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+  if (st.proc)
+    st.proc->kill();
+}
+
 void on_process_exit(worker_actor* self, int raw) {
   auto& st = self->state;
   bridge::exit_status status{raw};
@@ -662,16 +688,31 @@ void on_process_exit(worker_actor* self, int raw) {
   // Exit reasons carry the exit status, so the supervisor's exit event
   // shows exit_code or signal (process_link.hpp).
   if (st.ph == phase::terminating) {
-    fail_all(self, make_error(errc::shutting_down, what));
+    fail_all(self, st.limit ? st.limit : make_error(errc::shutting_down, what));
     fail_ready_waiters(self, make_error(errc::shutting_down, what));
-    self->quit(with_exit_status(st.stop_reason, status));
+    self->quit(with_exit_status(st.stop_reason, status, limit_note(st.limit)));
     return;
   }
   if (st.retired) {
     // Killed on purpose: the supervisor's terminate_child (an exit message)
     // ends the actor, so that this exit is one the supervisor asked for.
     st.proc_gone = true;
-    fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+    st.exit_raw = raw;
+    fail_all(self, st.limit ? st.limit
+                            : make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
+    return;
+  }
+  if (auto cause = status.limit_cause(); cause && st.cfg.pool && st.ph != phase::starting) {
+    // The kernel enforced worker.limits: a limit's doing, not a crash. The
+    // pool replaces this worker on purpose (no restart intensity spent);
+    // the actor waits for that, as a retired one does.
+    st.retired = true;
+    st.proc_gone = true;
+    st.exit_raw = raw;
+    st.table->set_direct(false);
+    st.limit = make_error(errc::cpu_limit, what + " (worker.limits cpu_seconds used up)");
+    fail_all(self, st.limit);
+    self->send(st.cfg.pool, limit_atom::value, st.limit);
     return;
   }
   auto crashed = make_error(errc::worker_crashed, what);
@@ -791,7 +832,8 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
     if (st.retired) {
       // Its process is (being) killed already: no staged stop to wait out.
       if (st.proc_gone) {
-        self->quit(st.stop_reason);
+        self->quit(with_exit_status(st.stop_reason, bridge::exit_status{st.exit_raw},
+                                    limit_note(st.limit)));
         return;
       }
       st.proc->kill();
@@ -917,19 +959,8 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
                                  + " ms after its timeout");
       give_up(self, make_error(errc::worker_crashed, "worker replaced after a timeout"), reason);
     },
-    [self](retire_atom) {
-      // From the pool: it replaces this worker and its supervisor's
-      // terminate_child follows. The Python thread may be stuck in a request
-      // and could not read a shutdown frame, so the process is killed now.
-      auto& st = self->state;
-      if (st.retired)
-        return;
-      st.retired = true;
-      st.table->set_direct(false);
-      fail_all(self, make_error(errc::worker_crashed, "worker " + st.cfg.id + " was replaced"));
-      if (st.proc)
-        st.proc->kill();
-    },
+    [self](retire_atom) { retire(self, {}); },
+    [self](retire_atom, caf::error& why) { retire(self, std::move(why)); },
   };
 }
 
@@ -998,6 +1029,8 @@ std::vector<std::string> worker_command_line(const worker_config& cfg) {
     args.push_back("--max-concurrency");
     args.push_back(std::to_string(cfg.max_concurrency));
   }
+  for (auto& a : cfg.limits.worker_args())
+    args.push_back(a);
   for (auto& a : cfg.extra_args)
     args.push_back(a);
   return args;

@@ -51,6 +51,7 @@
 #include <dspex/bridge/fork_server.hpp>
 #include <dspex/bridge/io_loop.hpp>
 #include <dspex/bridge/json_limits.hpp>
+#include <dspex/bridge/process_limits.hpp>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -102,6 +103,9 @@ struct worker_config {
   /// The process runs under SCHED_BATCH: its wake-ups do not preempt the
   /// host thread that routes requests (bridge::enter_batch_scheduling).
   bool sched_batch = true;
+  /// Hard limits (config worker.limits), set by the process itself before
+  /// handler code is imported (bridge/process_limits.hpp).
+  bridge::process_limits limits;
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
   std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
   std::string mode = "pool";        ///< passed to Python as --mode

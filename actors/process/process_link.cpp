@@ -39,8 +39,11 @@ supervision::os_exit os_exit_from(bridge::exit_status s) {
   return x;
 }
 
-caf::error with_exit_status(caf::error reason, bridge::exit_status s) {
-  return supervision::with_os_exit(std::move(reason), os_exit_from(s));
+caf::error with_exit_status(caf::error reason, bridge::exit_status s, const std::string& cause) {
+  auto x = os_exit_from(s);
+  if (!cause.empty())
+    x.text += ": " + cause;
+  return supervision::with_os_exit(std::move(reason), std::move(x));
 }
 
 } // namespace dspex

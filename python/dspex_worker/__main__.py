@@ -96,10 +96,18 @@ def parse_args(argv):
                              "event loop)")
     parser.add_argument("--parent-pid", type=positive_int, default=None,
                         help="exit at once unless this is our parent")
+    parser.add_argument("--limits", type=_limits, default={},
+                        help="hard limits, e.g. memory_mb=256,cpu_seconds=5,"
+                             "open_files=256,processes=64")
     options = parser.parse_args(argv)
     options.handlers = [name.strip() for item in options.handlers
                         for name in item.split(",") if name.strip()]
     return options
+
+
+def _limits(text):
+    from dspex_worker import limits
+    return limits.parse(text)
 
 
 def positive_int(text):
@@ -167,6 +175,14 @@ def main(argv=None, ppid_at_start=None):
     if hygiene.parent_is_gone(first_ppid, options.parent_pid):
         log("parent died before start-up finished; exiting")
         return 0
+    if options.limits:
+        # Before any handler module is imported: user code starts limited.
+        from dspex_worker import limits
+        try:
+            limits.apply(options.limits)
+        except (OSError, ValueError) as exc:
+            log(f"cannot set limits {options.limits}: {exc}")
+            return EXIT_INTERNAL_ERROR
 
     try:
         registry = build_registry(options)

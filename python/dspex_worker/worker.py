@@ -35,7 +35,7 @@ import threading
 import time
 import types
 
-from . import hygiene
+from . import hygiene, limits
 from .host_calls import HostCalls
 from .log import log
 from .programs import ProgramStore
@@ -846,6 +846,12 @@ def _failure_from_exception(request_id, exc, message=None):
     if isinstance(exc, InvalidArgs):
         # The caller's mistake, named in the message: no traceback to show.
         return encode_failure(request_id, InvalidArgs.error_type, str(exc))
+    if isinstance(exc, MemoryError) and limits.memory_limited:
+        # worker.limits memory_mb did this: the host answers out_of_memory
+        # and replaces this worker (its heap may be left fragmented).
+        return encode_failure(request_id, "out_of_memory",
+                              f"the handler ran out of memory (worker.limits memory_mb): "
+                              f"{_exception_message(exc) or 'MemoryError'}")
     import traceback  # only failures pay for it
     if message is None:
         message = _exception_message(exc)

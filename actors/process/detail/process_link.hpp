@@ -50,6 +50,8 @@ private:
 supervision::os_exit os_exit_from(bridge::exit_status s);
 
 /// `reason` with the process's exit status attached (its class is kept).
-caf::error with_exit_status(caf::error reason, bridge::exit_status s);
+/// `cause`, when given, is appended to the status text (the exit event's
+/// detail): "signal 9 (SIGKILL): out_of_memory: ...".
+caf::error with_exit_status(caf::error reason, bridge::exit_status s, const std::string& cause = {});
 
 } // namespace dspex
