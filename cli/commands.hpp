@@ -38,6 +38,9 @@ int report_error(const json& reply);
 /// `dspex restart|stop|start PATH`: one child of the tree. Returns the exit
 /// code (0, or 1 with the node's error on stderr).
 int control_child(const std::string& control, const std::string& op, const std::string& path);
+/// dspex scale POOL N: the node checks N (a negative one is sent as is and
+/// refused there, so every bad size gets the same classified error).
+int control_scale(const std::string& control, const std::string& pool, long long size);
 
 /// `dspex status [--json] --watch`: the status again every `interval_ms`,
 /// `count` times (0: until interrupted). On a terminal each refresh clears

@@ -10,6 +10,9 @@
 //        Closing the connection while an exec runs cancels it.
 //   {"op": "restart" | "stop" | "start", "path": "root/pool_sup/workers/w1"}
 //        -> {"ok": true, "result": {"op", "path"}} (node::restart_child ...)
+//   {"op": "scale", "pool": "name"|null, "size": N}
+//        -> {"ok": true, "result": {"pool", "from", "size", "workers"}} once the
+//        pool serves with N workers (node::scale_pool)
 //   {"op": "events"} -> {"ok": true, "following": "events"}, then one line per
 //        supervision event (control_events.hpp) for as long as the client
 //        reads; the connection takes no more requests. A follower that falls
@@ -20,7 +23,7 @@
 // Every failure is {"ok": false, "error": {"class", "message"}} (plus
 // "python" for a python_error); the message never repeats the class
 // (error_object, control_request.hpp). `dspex status`, `exec`, `restart`,
-// `stop`, `start` and `events` are its clients.
+// `stop`, `start`, `scale` and `events` are its clients.
 //
 // This header is not installed: the line protocol above, documented in
 // docs/cli.md ("The control protocol"), is the interface for other programs.

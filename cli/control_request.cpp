@@ -20,7 +20,7 @@ std::string found(const json& v) {
 }
 
 constexpr const char* known_ops =
-  "\"status\", \"exec\", \"restart\", \"stop\", \"start\" or \"events\"";
+  "\"status\", \"exec\", \"restart\", \"stop\", \"start\", \"scale\" or \"events\"";
 
 // restart / stop / start {"path": "root/pool_sup/workers/w1"}: the shape of
 // the path is checked here; whether it names a child, by the node.
@@ -46,6 +46,39 @@ bool parse_child_op(const json& req, const std::string& op, control_request& out
     return false;
   }
   out.path = path;
+  return true;
+}
+
+// "pool": a name or null (the node's first pool), as exec takes it.
+bool parse_pool(const json& req, control_request& out, std::string& error) {
+  out.pool.clear();
+  if (auto p = req.find("pool"); p != req.end()) {
+    if (p->is_string() && !p->get_ref<const std::string&>().empty())
+      out.pool = p->get<std::string>();
+    else if (!p->is_null()) {
+      error = "pool: expected a pool name (a non-empty string) or null, found " + found(*p);
+      return false;
+    }
+  }
+  return true;
+}
+
+// scale {"pool": name|null, "size": N}: N's range is the pool's to check
+// (node::scale_pool), here only that it is a positive integer.
+bool parse_scale(const json& req, control_request& out, std::string& error) {
+  out.op = control_request::kind::scale;
+  if (!parse_pool(req, out, error))
+    return false;
+  auto n = req.find("size");
+  if (n == req.end()) {
+    error = "size: missing; scale needs the pool's new number of workers";
+    return false;
+  }
+  if (!n->is_number_unsigned() || n->get<unsigned long long>() > (1ULL << 32)) {
+    error = "size: expected a positive integer, found " + found(*n);
+    return false;
+  }
+  out.size = n->get<std::size_t>();
   return true;
 }
 
@@ -110,6 +143,8 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
   }
   if (*op == "restart" || *op == "stop" || *op == "start")
     return parse_child_op(req, *op, out, error);
+  if (*op == "scale")
+    return parse_scale(req, out, error);
   if (*op != "exec") {
     error = "op: unknown op " + shown(*op) + "; expected " + known_ops;
     return false;
@@ -160,15 +195,8 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
     out.timeout = std::chrono::milliseconds{t->get<long long>()};
   }
 
-  out.pool.clear();
-  if (auto p = req.find("pool"); p != req.end()) {
-    if (p->is_string() && !p->get_ref<const std::string&>().empty())
-      out.pool = p->get<std::string>();
-    else if (!p->is_null()) {
-      error = "pool: expected a pool name (a non-empty string) or null, found " + found(*p);
-      return false;
-    }
-  }
+  if (!parse_pool(req, out, error))
+    return false;
 
   out.stream = false;
   if (auto s = req.find("stream"); s != req.end()) {

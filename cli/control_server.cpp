@@ -406,6 +406,14 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
           return json{{"ok", true}, {"result", {{"op", op}, {"path", req.path}}}};
         });
         return;
+      case kind::scale:
+        off_thread("control", [&nd, req] {
+          auto r = nd.scale_pool(req.pool, req.size);
+          if (!r)
+            return json{{"ok", false}, {"error", error_json(r.error())}};
+          return json{{"ok", true}, {"result", std::move(*r)}};
+        });
+        return;
       case kind::events:
         start_follow();
         return;

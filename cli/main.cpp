@@ -1,5 +1,5 @@
 // dspex: run supervised pools of Python workers from a config and watch them.
-// Subcommands: run, config, status, exec, restart, stop, start, events
+// Subcommands: run, config, status, exec, restart, stop, start, scale, events
 // (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
@@ -388,6 +388,13 @@ int main(int argc, char** argv) {
     c.app->add_option("--control", c.control, "control socket path");
   }
 
+  auto scale = app.add_subcommand("scale", "resize a running node's pool; no request fails");
+  std::string scale_pool, scale_control;
+  long long scale_size = 0;
+  scale->add_option("pool", scale_pool, "the pool's name")->required();
+  scale->add_option("size", scale_size, "its new number of workers (1 to 4096)")->required();
+  scale->add_option("--control", scale_control, "control socket path");
+
   auto events = app.add_subcommand("events", "stream a running node's supervision events");
   bool follow = false;
   int events_count = 0;
@@ -447,6 +454,8 @@ int main(int argc, char** argv) {
   for (auto& [name, c] : child_cmds)
     if (*c.app)
       return cli::control_child(control_of(c.control), name, c.path);
+  if (*scale)
+    return cli::control_scale(control_of(scale_control), scale_pool, scale_size);
   if (*events) {
     if (!follow)
       return fail("events needs --follow (the node keeps no history of events; "

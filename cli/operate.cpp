@@ -1,6 +1,6 @@
 // Operating a running node (commands.hpp): restart / stop / start of one
-// child, status --watch, events --follow and exec --stream, all through the
-// control socket.
+// child, scale of a pool, status --watch, events --follow and exec
+// --stream, all through the control socket.
 #include "commands.hpp"
 #include "control.hpp"
 
@@ -29,6 +29,16 @@ int control_child(const std::string& control, const std::string& op, const std::
     return report_error(r);
   std::printf("%s: %s\n", path.c_str(),
               op == "restart" ? "restarted" : op == "stop" ? "stopped" : "started");
+  return 0;
+}
+
+int control_scale(const std::string& control, const std::string& pool, long long size) {
+  auto r = control_call(control, json{{"op", "scale"}, {"pool", pool}, {"size", size}});
+  if (!r.value("ok", false))
+    return report_error(r);
+  auto res = r.value("result", json::object());
+  std::printf("%s: %s -> %s workers\n", pool.c_str(), res.value("from", json()).dump().c_str(),
+              res.value("size", json()).dump().c_str());
   return 0;
 }
 

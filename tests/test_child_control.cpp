@@ -169,7 +169,7 @@ TEST_CASE("control requests: restart / stop / start need a path of the tree's sh
          {R"({"op": "restart", "path": "root/"})", "path: expected root/<child>"},
          {R"({"op": "restart", "path": "root//w1"})", "path: expected root/<child>"},
          {R"({"op": "restart", "path": "root/w1/"})", "path: expected root/<child>"},
-         {R"({"op": "reboot", "path": "root/w1"})", "\"restart\", \"stop\", \"start\" or \"events\""}}) {
+         {R"({"op": "reboot", "path": "root/w1"})", "\"restart\", \"stop\", \"start\", \"scale\" or \"events\""}}) {
     cli::control_request req;
     std::string err;
     CHECK_FALSE(cli::parse_control_request(line, req, err));
@@ -236,6 +236,52 @@ TEST_CASE_FIXTURE(run_fixture, "dspex restart, stop and start one worker: new pi
   CHECK(p["circuit"] == "closed");
   CHECK(p["errors"].empty());
   CHECK(child(w1)["restarts"] == 0);
+}
+
+TEST_CASE("control requests: scale needs a positive integer size and takes a pool name or null") {
+  cli::control_request req;
+  std::string err;
+  REQUIRE_MESSAGE(cli::parse_control_request(R"({"op": "scale", "pool": "batch", "size": 3})", req, err), err);
+  CHECK(req.op == cli::control_request::kind::scale);
+  CHECK(req.pool == "batch");
+  CHECK(req.size == 3);
+  REQUIRE_MESSAGE(cli::parse_control_request(R"({"op": "scale", "pool": null, "size": 1})", req, err), err);
+  CHECK(req.pool.empty());
+  for (auto [line, expect] : std::vector<std::pair<std::string, std::string>>{
+         {R"({"op": "scale", "pool": "p"})", "size: missing"},
+         {R"({"op": "scale", "size": -1})", "size: expected a positive integer"},
+         {R"({"op": "scale", "size": "3"})", "size: expected a positive integer"},
+         {R"({"op": "scale", "size": 2.5})", "size: expected a positive integer"},
+         {R"({"op": "scale", "pool": 7, "size": 2})", "pool: expected a pool name"}}) {
+    CHECK_FALSE(cli::parse_control_request(line, req, err));
+    CHECK_MESSAGE(err.find(expect) != std::string::npos, line << " -> " << err);
+  }
+}
+
+TEST_CASE_FIXTURE(run_fixture, "dspex scale grows and shrinks the running pool; a bad size or pool exits 1 with its class") {
+  int code = -1;
+  auto out = dspex({"scale", "default", "3"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK_MESSAGE(out.find("default: 2 -> 3 workers") != std::string::npos, out);
+  CHECK(pool()["workers"] == 3);
+  CHECK(pool()["size"] == 3);
+  out = dspex({"scale", "default", "1"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK(pool()["workers"] == 1);
+  CHECK(ping_pid() > 0);
+  for (auto [args, expect] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+         {{"scale", "default", "0"}, "invalid_request: size: expected an integer in [1, 4096]"},
+         {{"scale", "default", "5000"}, "invalid_request: size: expected an integer in [1, 4096]"},
+         {{"scale", "default", "-2"}, "invalid_request: size: expected a positive integer"},
+         {{"scale", "nope", "2"}, "invalid_request: pool: unknown pool \"nope\""}}) {
+    out = dspex(args, code);
+    CHECK_MESSAGE(code == 1, out);
+    CHECK_MESSAGE(out.find(expect) != std::string::npos, out);
+  }
+  CHECK(pool()["size"] == 1);
+  out = dspex({"scale", "default", "2"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK(pool()["workers"] == 2);
 }
 
 TEST_CASE_FIXTURE(run_fixture, "dspex restart of the pool actor alone: the new pool adopts the running workers") {

@@ -21,6 +21,8 @@ using exec_atom = caf::atom_constant<caf::atom("exec")>;        ///< (exec, comm
 using stats_atom = caf::atom_constant<caf::atom("stats")>;      ///< (stats) -> json
 using ready_atom = caf::atom_constant<caf::atom("ready")>;      ///< (ready) -> unit once initialised
 using status_atom = caf::atom_constant<caf::atom("status")>;    ///< (status) -> json snapshot
+/// (scale, n) -> json: a pool's size becomes n (pool.hpp).
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
 /// (cancel, ref) from a caller to the pool (or worker) it sent (exec) to:
 /// cancel its request `ref` (command_request::ref). Its answer is
 /// `cancelled` at once; the handler is told to stop. One way.
@@ -64,6 +66,10 @@ using soft_timeout_atom = caf::atom_constant<caf::atom("softtmo")>;
 using stuck_atom = caf::atom_constant<caf::atom("stuck")>;
 using init_fail_atom = caf::atom_constant<caf::atom("initfail")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
+/// worker -> pool: (leaving) -> unit: the worker was asked to stop; the pool
+/// routes nothing more to it and answers once it holds nothing of its own
+/// on it (no request in flight, no lease, no ping).
+using leaving_atom = caf::atom_constant<caf::atom("leaving")>;
 /// worker -> pool: (limit, error) its process was ended by a hard limit
 /// (SIGXCPU: cpu_limit); the pool replaces it on purpose, and a pool that
 /// kills a worker for a limit sends it (retire, error): its callers get that

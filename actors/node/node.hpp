@@ -190,6 +190,18 @@ public:
   caf::error start_child(const std::string& path);
   caf::error restart_child(const std::string& path);
 
+  /// Resizes the pool named `name` (empty: the first pool) to `size`
+  /// workers while it serves: it grows by starting workers and shrinks by
+  /// draining the idlest (each finishes its requests first, bounded by the
+  /// pool's drain_timeout), so no request fails. Blocks until the pool
+  /// serves with `size` workers; answers {"pool", "from", "size",
+  /// "workers"}. The new size shows in status ("size") and stays until the
+  /// pool restarts from its config. Errors: invalid_request for `size`
+  /// outside [1, max_pool_size] (4096, pool.hpp), an unknown or remote
+  /// pool; unavailable while another resize of it runs or when it did not
+  /// get there by its deadline (the resize goes on). Not inside an actor.
+  caf::expected<json> scale_pool(const std::string& name, std::size_t size);
+
   /// Adds a subscriber of every supervision event of the tree from now on
   /// (supervision_event messages); it is dropped when it terminates, or by
   /// unsubscribe. Does not block.

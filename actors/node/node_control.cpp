@@ -1,10 +1,12 @@
 // Operator control of one child of a node's tree (node.hpp: stop_child,
 // start_child, restart_child): the path is walked from the root through
 // which_children to the parent supervisor, whose dynamic API does the rest.
+// And of a pool's size (scale_pool), which the pool itself carries out.
 #include <dspex/actors/node/node.hpp>
 
 #include <dspex/actors/node/detail/node_impl.hpp>
 
+#include <dspex/actors/pool/pool.hpp>
 #include <dspex/supervision/supervisor.hpp>
 
 #include <caf/all.hpp>
@@ -129,6 +131,39 @@ caf::error node::restart_child(const std::string& path) {
       return api_error(path, e);
   auto r = sup::restart_child(self, c->parent, c->id, caf::duration{api_timeout});
   return r ? caf::error{} : api_error(path, r.error());
+}
+
+caf::expected<json> node::scale_pool(const std::string& name, std::size_t size) {
+  auto& d = *impl_;
+  if (size < 1 || size > max_pool_size)
+    return make_error(errc::invalid_request, "size: expected an integer in [1, "
+                                               + std::to_string(max_pool_size) + "], found "
+                                               + std::to_string(size));
+  if (d.stopped)
+    return make_error(errc::shutting_down, "the node is stopping");
+  auto local = name.empty() && !d.pool_names.empty() ? d.pool_names.front() : name;
+  if (std::find(d.remote_names.begin(), d.remote_names.end(), local) != d.remote_names.end())
+    return make_error(errc::invalid_request,
+                      "pool \"" + local + "\" is a remote pool: scale it on its own node");
+  if (std::find(d.pool_names.begin(), d.pool_names.end(), local) == d.pool_names.end()) {
+    auto r = resolve(name);  // says why: unknown name, disabled
+    return r ? make_error(errc::invalid_request,
+                          name.empty() ? std::string("no pool to scale in mode ") + to_string(d.mode)
+                                       : "\"" + name + "\" is not a pool of this node's tree "
+                                                        "(a pool group? scale its pools)")
+             : r.error();
+  }
+  auto p = d.dir->get("pool:" + local);
+  if (!p)
+    return make_error(errc::unavailable, "pool \"" + local + "\" is restarting");
+  // The pool answers by its own deadline (its workers' start and drain);
+  // this backstop only covers a pool killed holding the request.
+  caf::scoped_actor self{d.sys};
+  caf::expected<json> out = make_error(errc::unavailable, "pool \"" + local + "\" did not answer");
+  self->request(p, std::chrono::minutes(10), scale_atom::value, size)
+    .receive([&](json& r) { out = std::move(r); },
+             [&](caf::error& e) { out = e; });
+  return out;
 }
 
 void node::subscribe(const caf::actor& subscriber) {

@@ -31,6 +31,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using std::chrono::duration_cast;
+
+/// (resize_deadline, op): the deadline of resize `op` (scale).
+using resize_deadline_atom = caf::atom_constant<caf::atom("rsz_dl")>;
 using std::chrono::milliseconds;
 
 
@@ -109,6 +112,12 @@ struct worker_entry {
   /// Writes its requests to its pipe without the worker actor, while the
   /// worker accepts that (worker_port.hpp); null for a scripted worker.
   std::shared_ptr<worker_port> port;
+  /// Draining before a deliberate stop (its own (leaving), or the pool's
+  /// scale down): nothing more is routed to it; it departs once it holds
+  /// nothing of the pool's (depart).
+  bool leaving = false;
+  bool remove_on_leave = false;  // scaled down: stopped and its spec deleted then
+  std::vector<caf::response_promise> released;  // its (leaving), answered when it departs
 };
 
 struct waiter {
@@ -162,6 +171,15 @@ struct pool_state {
   std::uint64_t next_worker = 1;    // names for lazy and overflow workers
   std::size_t starting = 0;         // lazy workers asked for, not yet up
   std::size_t overflow_starting = 0;
+  // A resize in progress (scale): one at a time; answered once the pool
+  // serves with `to` workers, or at its deadline.
+  struct resize_op {
+    std::uint64_t id = 0;
+    std::size_t from = 0, to = 0;
+    caf::response_promise rp;
+  };
+  std::optional<resize_op> resizing;
+  std::uint64_t next_resize = 1;
   circuit_breaker breaker;
   recycler recycling;
 
@@ -215,7 +233,7 @@ struct pool_state {
   /// is not due for recycling (else a loaded worker would never be idle).
   bool has_room(const worker_entry& w) const {
     return w.st == wstate::busy && !w.jobs.empty() && w.jobs.size() < cfg.worker.max_concurrency
-           && !w.in_grace && w.recycle.due(w.served, now()) == recycle_cause::none;
+           && !w.in_grace && !w.leaving && w.recycle.due(w.served, now()) == recycle_cause::none;
   }
 
   /// The breaker hears how a trial ended, once.
@@ -288,6 +306,8 @@ caf::actor current_registry(pool_actor* self) {
 }
 
 void worker_free(pool_actor* self, worker_entry& w);
+void depart(pool_actor* self, worker_entry& w);
+void release(worker_entry& w);
 void check_drained(pool_actor* self);
 void fill(pool_actor* self, worker_entry& w);
 void job_left(pool_actor* self, worker_entry& w);
@@ -609,6 +629,7 @@ void replace(pool_actor* self, worker_entry& w, replace_cause cause, caf::error 
   fail_jobs(self, w, true);
   w.st = wstate::retiring;
   remove_idle(st, w.hdl.address());
+  release(w);
   ++st.replaced[to_string(cause)];
   // A recycled worker is idle and sound: its supervisor stops it gracefully.
   if (limit)
@@ -631,6 +652,219 @@ void replace(pool_actor* self, worker_entry& w, replace_cause cause, caf::error 
       [](caf::error&) {
         // not_found: it exited by itself first; the supervisor handles that.
       });
+}
+
+// -- per-worker drain: before any deliberate stop -----------------------------
+
+// A leaving worker's (leaving) is answered: its staged stop may begin.
+void release(worker_entry& w) {
+  for (auto& rp : w.released)
+    rp.deliver(caf::unit);
+  w.released.clear();
+}
+
+// A scaled-down worker is stopped and its spec deleted, so the supervisor
+// neither restarts it nor lists it. Neither call spends restart intensity.
+void remove_worker(pool_actor* self, const worker_entry& w) {
+  auto sup = self->state.links->worker_sup();
+  if (!sup) {
+    self->send_exit(w.hdl, caf::exit_reason::user_shutdown);
+    return;
+  }
+  auto id = w.id;
+  self->request(sup, caf::infinite, supervision::terminate_child_atom::value, w.hdl)
+    .then([self, sup, id] { self->request(sup, caf::infinite, supervision::delete_child_atom::value, id)
+                              .then([] {}, [](caf::error&) {}); },
+          [](caf::error&) {});
+}
+
+// A leaving worker holds nothing of the pool's any more (no request, lease
+// or ping): its stop goes on, and its exit is one the pool expects.
+void depart(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  w.st = wstate::retiring;
+  remove_idle(st, w.hdl.address());
+  release(w);
+  if (w.remove_on_leave)
+    remove_worker(self, w);
+  check_drained(self);
+}
+
+// Strict waiters bound to a worker that is gone or leaving may take any
+// worker now: an idle one takes the queue's head.
+void requeue_on_idle(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.idle.empty() && !st.queue.empty()) {
+    auto a = st.idle.back();
+    st.idle.pop_back();
+    worker_free(self, st.workers[a]);
+  }
+}
+
+// Stop routing to `w` (its session affinity goes too); it departs at once
+// when it holds nothing, else when its last request, lease or ping ends
+// (worker_free), bounded by the worker's drain_timeout.
+void start_leaving(pool_actor* self, worker_entry& w) {
+  auto& st = self->state;
+  auto a = w.hdl.address();
+  w.leaving = true;
+  remove_idle(st, a);
+  for (auto it = st.affinity.begin(); it != st.affinity.end();)
+    it = it->second == a ? st.affinity.erase(it) : std::next(it);
+  if (w.st == wstate::idle || w.st == wstate::grace)
+    depart(self, w);
+  requeue_on_idle(self);
+}
+
+// -- resize (scale): grow by starting workers, shrink by draining the idlest --
+
+// Regular workers that serve on (not leaving, not on their way out).
+std::size_t serving_count(const pool_state& st) {
+  std::size_t n = 0;
+  for (auto& [a, w] : st.workers)
+    if (!w.overflow && !w.leaving && w.st != wstate::retiring)
+      ++n;
+  return n;
+}
+
+// A resize is done once the pool serves with its target (a lazy pool: at
+// most its target, the rest start on demand) and every worker it let go
+// has gone.
+void check_resized(pool_actor* self) {
+  auto& st = self->state;
+  if (!st.resizing)
+    return;
+  for (auto& [a, w] : st.workers)
+    if (w.remove_on_leave)
+      return;
+  auto n = serving_count(st);
+  if (st.cfg.lazy ? n > st.resizing->to : n != st.resizing->to)
+    return;
+  auto op = std::move(*st.resizing);
+  st.resizing.reset();
+  op.rp.deliver(json{{"pool", st.cfg.name}, {"from", op.from}, {"size", op.to}, {"workers", n}});
+}
+
+// The idlest first: idle (longest idle first), in its grace, busy with the
+// fewest requests in flight, leased last.
+std::vector<worker_entry*> idlest_first(pool_state& st) {
+  auto rank = [](const worker_entry& w) {
+    switch (w.st) {
+      case wstate::idle: return 0;
+      case wstate::grace: return 1;
+      case wstate::busy: return 2;
+      default: return 3;
+    }
+  };
+  std::vector<worker_entry*> out;
+  for (auto& [a, w] : st.workers)
+    if (!w.overflow && !w.leaving && w.st != wstate::retiring)
+      out.push_back(&w);
+  std::sort(out.begin(), out.end(), [&](const worker_entry* x, const worker_entry* y) {
+    if (rank(*x) != rank(*y))
+      return rank(*x) < rank(*y);
+    if (x->jobs.size() != y->jobs.size())
+      return x->jobs.size() < y->jobs.size();
+    return x->idle_since < y->idle_since;
+  });
+  return out;
+}
+
+// The first "wK" no child of the worker supervisor is called.
+std::string free_worker_id(const std::vector<supervision::child_info>& kids,
+                           std::unordered_set<std::string>& taken) {
+  for (auto& k : kids)
+    taken.insert(k.id);
+  for (std::size_t k = 1;; ++k) {
+    auto id = "w" + std::to_string(k);
+    if (taken.insert(id).second)
+      return id;
+  }
+}
+
+// Applies a resize to `to` workers, from the worker supervisor's children:
+// regular children running or restarting count; one stopped by an operator
+// (status undefined) stays as it was left and does not count.
+void apply_resize(pool_actor* self, std::uint64_t op, std::vector<supervision::child_info>& kids) {
+  auto& st = self->state;
+  if (!st.resizing || st.resizing->id != op)
+    return;
+  auto to = st.resizing->to;
+  std::size_t current = 0;
+  std::vector<std::string> restarting;  // not serving: the first to go on a shrink
+  for (auto& k : kids) {
+    if (k.id.rfind("overflow", 0) == 0 || k.status == supervision::child_status::undefined)
+      continue;
+    if (k.handle && st.workers.count(k.handle.address())
+        && st.workers[k.handle.address()].leaving)
+      continue;
+    ++current;
+    if (k.status == supervision::child_status::restarting)
+      restarting.push_back(k.id);
+  }
+  auto sup = st.links->worker_sup();
+  if (to > current && !st.cfg.lazy) {
+    std::unordered_set<std::string> taken;
+    for (auto n = current; n < to; ++n) {
+      auto spec = worker_child_spec(free_worker_id(kids, taken), st.cfg, st.loop, st.links, false);
+      self->request(sup, caf::infinite, supervision::start_child_atom::value, std::move(spec))
+        .then([](caf::actor&) {}, [](caf::error&) {});
+    }
+  }
+  for (auto n = current; n > to && !restarting.empty(); --n, --current) {
+    auto id = restarting.back();
+    restarting.pop_back();
+    self->request(sup, caf::infinite, supervision::terminate_child_atom::value, id)
+      .then([self, sup, id] { self->request(sup, caf::infinite, supervision::delete_child_atom::value, id)
+                                .then([] {}, [](caf::error&) {}); },
+            [](caf::error&) {});
+  }
+  if (current > to) {
+    auto order = idlest_first(st);
+    for (std::size_t i = 0; i < current - to && i < order.size(); ++i) {
+      order[i]->remove_on_leave = true;
+      start_leaving(self, *order[i]);
+    }
+  }
+  check_resized(self);
+}
+
+// (scale, n): the pool's size becomes n (status "size"; lazy and restart
+// decisions follow it). Answered with {pool, from, size, workers} once done;
+// at its deadline (every worker's start and drain fit in it) with
+// unavailable saying how far it got.
+caf::result<json> start_resize(pool_actor* self, std::size_t n) {
+  auto& st = self->state;
+  if (n < 1 || n > max_pool_size)
+    return make_error(errc::invalid_request, "size: expected an integer in [1, "
+                                               + std::to_string(max_pool_size) + "], found "
+                                               + std::to_string(n));
+  if (st.draining)
+    return make_error(errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+  if (st.resizing)
+    return make_error(errc::unavailable, "pool " + st.cfg.name + " is being resized to "
+                                           + std::to_string(st.resizing->to) + " workers; "
+                                           "try again once that is done");
+  auto sup = st.links->worker_sup();
+  if (!sup)
+    return make_error(errc::unavailable, "pool " + st.cfg.name + " has no worker supervisor");
+  auto op = st.next_resize++;
+  st.resizing = pool_state::resize_op{op, st.cfg.size, n, self->make_response_promise()};
+  auto rp = st.resizing->rp;
+  st.cfg.size = n;
+  self->request(sup, caf::infinite, supervision::which_children_atom::value)
+    .then([self, op](std::vector<supervision::child_info>& kids) { apply_resize(self, op, kids); },
+          [self, op](caf::error& e) {
+            auto& st = self->state;
+            if (!st.resizing || st.resizing->id != op)
+              return;
+            st.resizing->rp.deliver(make_error(errc::unavailable, "worker supervisor did not answer: " + describe(e)));
+            st.resizing.reset();
+          });
+  auto budget = st.cfg.worker.init_timeout + st.cfg.drain_timeout + st.cfg.worker_shutdown
+                + std::chrono::seconds(5);
+  self->delayed_send(self, budget, resize_deadline_atom::value, op);
+  return rp;
 }
 
 // -- recycling (recycling.hpp): the policy is there; here only when and how --
@@ -710,6 +944,10 @@ void worker_free(pool_actor* self, worker_entry& w) {
   w.lease_holder = caf::actor_addr{};
   w.idle_since = st.now();
   st.drop_trial(w.trial);  // a trial whose job ended without an outcome
+  if (w.leaving) {
+    depart(self, w);
+    return;
+  }
   if (st.cfg.max_consecutive_failures > 0
       && w.consecutive_faults >= st.cfg.max_consecutive_failures) {
     replace(self, w, replace_cause::failures);
@@ -919,14 +1157,10 @@ void on_worker_down(pool_actor* self, const caf::down_msg& dm) {
   for (auto a = st.affinity.begin(); a != st.affinity.end();)
     a = a->second == dm.source ? st.affinity.erase(a) : std::next(a);
   st.workers.erase(it);
-  // Strict waiters bound to the dead worker may now take any worker.
-  if (!st.idle.empty() && !st.queue.empty()) {
-    auto a = st.idle.back();
-    st.idle.pop_back();
-    worker_free(self, st.workers[a]);
-  }
+  requeue_on_idle(self);
   grow_if_needed(self);
   check_drained(self);
+  check_resized(self);
 }
 
 void on_holder_down(pool_actor* self, const caf::down_msg& dm) {
@@ -968,12 +1202,21 @@ std::size_t in_flight(const pool_state& st) {
   return n;
 }
 
+// Workers draining before a deliberate stop, not yet departed.
+std::size_t leaving_count(const pool_state& st) {
+  std::size_t n = 0;
+  for (auto& [a, w] : st.workers)
+    if (w.leaving && w.st != wstate::retiring)
+      ++n;
+  return n;
+}
+
 json status_of(pool_actor* self) {
   auto& st = self->state;
   json workers = json::array();
   for (auto& [a, w] : st.workers) {
     workers.push_back({{"id", w.id},
-                       {"state", to_string(w.st)},
+                       {"state", w.leaving && w.st != wstate::retiring ? "draining" : to_string(w.st)},
                        {"overflow", w.overflow},
                        {"served", w.served},
                        {"consecutive_faults", w.consecutive_faults},
@@ -996,6 +1239,7 @@ json status_of(pool_actor* self) {
     {"idle", st.count(wstate::idle)},
     {"busy", st.count(wstate::busy)},
     {"leased", st.count(wstate::leased)},
+    {"draining_workers", leaving_count(st)},
     {"overflow", st.overflow_count()},
     {"queue", st.queue.size()},
     {"in_flight", in_flight(st)},
@@ -1175,6 +1419,7 @@ void worker_up(pool_actor* self, std::string id, bool overflow, std::shared_ptr<
     st.ready_waiters.clear();
   }
   worker_free(self, w);
+  check_resized(self);
 }
 
 caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridge::io_loop> loop,
@@ -1198,6 +1443,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
     for (auto& rp : st.drain_waiters)
       rp.deliver(caf::unit);
     st.drain_waiters.clear();
+    for (auto& [a, w] : st.workers)
+      release(w);
+    if (st.resizing)
+      st.resizing->rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
     if (st.own_registry)
       self->send_exit(st.own_registry, msg.reason);
     self->quit(msg.reason);
@@ -1321,6 +1570,31 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       auto it = self->state.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       if (it != self->state.workers.end() && is(why, errc::cpu_limit))
         replace(self, it->second, replace_cause::cpu_limit, std::move(why));
+    },
+    [self](leaving_atom) -> caf::result<void> {
+      // A worker asked to stop (its supervisor's terminate_child: an
+      // operator's restart or stop, a pool supervisor stopping) drains
+      // first. A stopping pool (drained or given up) lets it go at once.
+      auto& st = self->state;
+      auto it = st.workers.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (it == st.workers.end() || st.draining || it->second.st == wstate::retiring)
+        return caf::unit;
+      auto rp = self->make_response_promise();
+      it->second.released.push_back(rp);
+      if (!it->second.leaving)
+        start_leaving(self, it->second);
+      return caf::delegated<void>();
+    },
+    [self](scale_atom, std::size_t n) -> caf::result<json> { return start_resize(self, n); },
+    [self](resize_deadline_atom, std::uint64_t op) {
+      auto& st = self->state;
+      if (!st.resizing || st.resizing->id != op)
+        return;
+      st.resizing->rp.deliver(make_error(
+        errc::unavailable, "pool " + st.cfg.name + " serves with " + std::to_string(serving_count(st))
+                             + " of " + std::to_string(st.resizing->to)
+                             + " workers so far; the resize goes on"));
+      st.resizing.reset();
     },
     [self](recovered_atom) {
       // Every late reply came within the grace: the worker is sound.
@@ -1457,6 +1731,7 @@ supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg
   auto wcfg = cfg.worker;
   wcfg.id = id;
   wcfg.overflow = overflow;
+  wcfg.drain_timeout = cfg.drain_timeout;
   // The pool is looked up at each (re)start: a restarted pool has a new handle.
   spec.start = [wcfg, loop, links,
                 starter = cfg.start_worker](caf::local_actor* ctx) -> caf::expected<caf::actor> {
@@ -1469,7 +1744,8 @@ supervision::child_spec worker_child_spec(std::string id, const pool_config& cfg
   // Overflow and lazy workers come and go on demand; the fixed ones are permanent.
   spec.restart = overflow ? supervision::restart_type::temporary
                           : supervision::restart_type::permanent;
-  spec.shutdown = supervision::shutdown_spec::timeout(cfg.worker_shutdown);
+  // A worker drains before its staged stop (worker.hpp): both fit.
+  spec.shutdown = supervision::shutdown_spec::timeout(cfg.drain_timeout + cfg.worker_shutdown);
   return spec;
 }
 

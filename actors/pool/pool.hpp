@@ -86,6 +86,14 @@
 //   (checkin, actor worker, bool ok) -> unit
 //   (drain)                          -> unit once nothing is in flight; new work
 //                                       then gets shutting_down
+//   (scale, size_t n)                -> {pool, from, size, workers} once the pool
+//                                       serves with n workers: new ones started
+//                                       (wK, the first free K), the idlest drained
+//                                       and removed; 0 < n <= max_pool_size, one
+//                                       resize at a time (else unavailable)
+//   (leaving)                        -> unit, from a worker asked to stop: the pool
+//                                       routes nothing more to it and answers once it
+//                                       holds nothing of the pool's (per-worker drain)
 //   (status)                         -> json metrics: per worker state,
 //                                       consecutive_faults (and rss_mb with
 //                                       max_rss_mb); crashes, replaced
@@ -116,6 +124,9 @@
 #include <string>
 
 namespace dspex {
+
+/// The largest size a pool may have, in its config or by (scale).
+constexpr std::size_t max_pool_size = 4096;
 
 enum class idle_order { lifo, fifo };
 enum class affinity_mode { hint, strict };

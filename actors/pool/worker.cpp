@@ -126,6 +126,9 @@ struct worker_state {
   /// callers hear and its exit event names. Empty: none.
   caf::error limit;
   bool adopted = false;    // a new pool took us over: join it once idle
+  // Asked to stop while serving a pool: we serve what the pool already
+  // routed here until it says it sends no more (begin_drain).
+  bool draining = false;
 
   // -- stats --
   clock_type::time_point started = clock_type::now();
@@ -687,7 +690,7 @@ void on_process_exit(worker_actor* self, int raw) {
               + status.describe();
   // Exit reasons carry the exit status, so the supervisor's exit event
   // shows exit_code or signal (process_link.hpp).
-  if (st.ph == phase::terminating) {
+  if (st.ph == phase::terminating || st.draining) {
     fail_all(self, st.limit ? st.limit : make_error(errc::shutting_down, what));
     fail_ready_waiters(self, make_error(errc::shutting_down, what));
     self->quit(with_exit_status(st.stop_reason, status, limit_note(st.limit)));
@@ -793,6 +796,7 @@ json stats_of(worker_actor* self) {
     {"late", st.late.size()},
     {"held", st.held.size()},
     {"retired", st.retired},
+    {"draining", st.draining},
     {"checkouts", st.checkouts + c.port_sends},
     {"port_sends", c.port_sends},
     {"overflow", st.cfg.overflow},
@@ -801,6 +805,28 @@ json stats_of(worker_actor* self) {
     {"uptime_ms", duration_cast<milliseconds>(now - st.started).count()},
     {"last_activity_ms_ago", duration_cast<milliseconds>(now - last).count()},
   };
+}
+
+// A deliberate stop of a worker serving a pool drains first: requests the
+// pool routed here before it heard of the stop still run, instead of
+// failing with shutting_down. The pool answers (leaving) once it routes
+// nothing more here and every request it sent was answered; then (or after
+// drain_timeout, or at once when the pool is gone) the exit message comes
+// back from ourselves and the staged stop begins. A worker still starting,
+// replaced (its process is being killed), adopted or on its own stops at
+// once. True: the stop waits.
+bool begin_drain(worker_actor* self, const caf::exit_msg& msg) {
+  auto& st = self->state;
+  if (st.draining)
+    return msg.source != self->address();  // ours: drained; another: already under way
+  if (!st.cfg.pool || st.ph == phase::starting || st.retired || st.adopted)
+    return false;
+  st.draining = true;
+  st.stop_reason = msg.reason;
+  auto again = [self] { self->send_exit(self->address(), self->state.stop_reason); };
+  self->request(st.cfg.pool, st.cfg.drain_timeout, leaving_atom::value)
+    .then(again, [again](caf::error&) { again(); });
+  return true;
 }
 
 caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> loop,
@@ -824,7 +850,7 @@ caf::behavior worker_impl(worker_actor* self, std::shared_ptr<bridge::io_loop> l
 
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
-    if (st.ph == phase::terminating)
+    if (st.ph == phase::terminating || begin_drain(self, msg))
       return;
     st.ph = phase::terminating;
     sync_accepting(self);

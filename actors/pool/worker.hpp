@@ -37,7 +37,10 @@
 //   restart types apply as in OTP.
 // - An exit message (a supervisor's shutdown) starts the staged stop: the
 //   shutdown command, EOF, SIGTERM, SIGKILL; the actor exits once the process
-//   was reaped, with the reason it was given.
+//   was reaped, with the reason it was given. A worker serving a pool first
+//   drains: it asks its pool (leaving), serves what the pool routed to it
+//   meanwhile, and stops once the pool answers (nothing more comes, all it
+//   sent was answered) or after drain_timeout.
 // - (adopt, pool): a pool restarted on its own takes this worker over; it
 //   serves that pool from now on and tells it (worker_up) once nothing of the
 //   old pool's is in flight.
@@ -106,6 +109,10 @@ struct worker_config {
   /// Hard limits (config worker.limits), set by the process itself before
   /// handler code is imported (bridge/process_limits.hpp).
   bridge::process_limits limits;
+  /// Asked to stop while serving a pool, how long the worker waits for the
+  /// pool to route nothing more to it and see its requests answered
+  /// (leaving) before the staged stop: the pool's drain_timeout.
+  std::chrono::milliseconds drain_timeout{10000};
   std::chrono::milliseconds stop_grace{2000};  ///< after the shutdown command and EOF
   std::chrono::milliseconds term_grace{1000};  ///< after SIGTERM, before SIGKILL
   std::string mode = "pool";        ///< passed to Python as --mode
