@@ -1,5 +1,7 @@
 #include <dspex/bridge/host_run.hpp>
 
+#include <dspex/bridge/process_scope.hpp>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -100,6 +102,13 @@ int reap_leftovers(const std::string& marker) {
         ours = true;
       if (args[i] == "--run-id" && i + 1 < args.size())
         run = args[i + 1];
+    }
+    if (!ours) {
+      // What a worker started (a setsid() daemon, a Popen child in a new
+      // session) names no worker on its command line: its scope names the
+      // run (process_scope.hpp).
+      run = run_of_scope(scope_of(pid));
+      ours = !run.empty();
     }
     // Only run ids of our own form name a host we can judge; anything else
     // (another tool's worker, a test harness) is not ours to stop.

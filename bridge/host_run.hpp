@@ -19,8 +19,9 @@ const std::string& host_run_id();
 bool run_is_alive(const std::string& run_id);
 
 /// Finds processes whose command line contains `marker` (e.g. "dspex_worker")
-/// and "--run-id R" where R has our form and names a dead run, and SIGKILLs
-/// them. A run id of another form is never touched. Returns how
+/// and "--run-id R", or whose environment carries a scope of run R
+/// (process_scope.hpp: what workers started), where R has our form and
+/// names a dead run, and SIGKILLs them. A run id of another form is never touched. Returns how
 /// many were stopped. Processes of live runs (other hosts, tests in
 /// parallel) are never touched.
 int reap_leftovers(const std::string& marker = "dspex_worker");

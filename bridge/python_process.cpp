@@ -3,6 +3,7 @@
 #include <dspex/bridge/batch_scheduling.hpp>
 #include <dspex/bridge/descriptor_limit.hpp>
 #include <dspex/bridge/fork_server.hpp>
+#include <dspex/bridge/process_scope.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
@@ -151,11 +152,12 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
       return;
     }
     // Last line of defence: whatever happened to the loop, never leave a
-    // live or zombie child behind.
+    // live or zombie child behind, nor anything it started.
     if (pid > 0 && !reaped.load()) {
       ::kill(pid, SIGKILL);
       int st = 0;
       ::waitpid(pid, &st, 0);
+      sweep_scope(scope);
     }
   }
 
@@ -167,6 +169,7 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
   frame_decoder decoder;
   asio::steady_timer stop_timer, eof_timer;
   pid_t pid = -1;
+  std::string scope;  // process_scope.hpp; empty: not contained
   // Forked by a fork server: it reaps and relays the status (on_reaped);
   // signals go through a pidfd, so a recycled pid is never hit.
   bool forked = false;
@@ -317,12 +320,22 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
     return true;
   }
 
+  // Gives the process to start a scope of its own, in its environment.
+  void enter_scope() {
+    if (!opts.contain)
+      return;
+    scope = new_scope();
+    opts.env.emplace_back(scope_variable, scope);
+  }
+
   // Loop thread: the process is gone (reaped by us or by the fork server).
   void on_reaped(int raw) {
     if (reaped.load())
       return;
     status.raw = raw;
     reaped.store(true);
+    // Before anyone hears of the exit: what it started goes with it.
+    sweep_scope(scope);
     boost::system::error_code ignore;
     pidfd.close(ignore);
     stop_timer.cancel();
@@ -520,6 +533,7 @@ std::shared_ptr<python_process> python_process::spawn(io_loop& loop, process_opt
   return loop.run_sync([&]() -> std::shared_ptr<python_process> {
     auto im = std::make_shared<impl>(loop, std::move(opts), std::move(cbs));
     auto& o = im->opts;
+    im->enter_scope();
     boost::filesystem::path exe = o.executable;
     if (o.executable.find('/') == std::string::npos) {
       exe = bp::search_path(o.executable);
@@ -561,6 +575,7 @@ std::shared_ptr<python_process> python_process::fork_from(io_loop& loop, fork_se
   auto im = loop.run_sync([&] {
     auto p = std::make_shared<impl>(loop, std::move(opts), std::move(cbs));
     p->forked = true;
+    p->enter_scope();
     return p;
   });
   auto close_child_ends = [&] {
@@ -634,6 +649,8 @@ void python_process::stop(stop_plan plan) {
   auto im = impl_;
   impl_->loop.post([im, plan = std::move(plan)]() mutable { im->run_stop(std::move(plan)); });
 }
+
+const std::string& python_process::scope() const noexcept { return impl_->scope; }
 
 bool python_process::reaped() const noexcept {
   return impl_->reaped.load();

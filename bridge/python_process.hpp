@@ -15,6 +15,8 @@
 //   delivered through on_frame (or after a short grace when a grandchild
 //   keeps the pipe open).
 // - Destroying the last handle of a live process kills and reaps it.
+// - Nothing it starts outlives it: it runs in a scope of its own
+//   (process_scope.hpp), swept once it is reaped, before on_exit fires.
 //
 // Every callback runs on the loop thread; keep them short (forward to an actor).
 #pragma once
@@ -54,6 +56,8 @@ struct process_options {
   std::vector<int> pass_fds;
   /// The child runs under SCHED_BATCH (see enter_batch_scheduling).
   bool batch_scheduling = false;
+  /// Every process it starts is killed once it is reaped (process_scope.hpp).
+  bool contain = true;
 };
 
 struct process_callbacks {
@@ -107,6 +111,8 @@ public:
   ~python_process();
 
   pid_t pid() const noexcept { return pid_; }
+  /// Its scope (process_scope.hpp); empty when not contained.
+  const std::string& scope() const noexcept;
 
   /// Encodes and queues one frame (thread-safe). Bodies above
   /// max_frame_bytes are refused with false and nothing is written.

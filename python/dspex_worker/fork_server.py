@@ -109,6 +109,15 @@ def _option(argv, name):
     return None
 
 
+def _memory_range(index):
+    """Two addresses from /proc/self/stat: fields index and index + 1 after
+    the command name (45: the argv block, 47: the environment block)."""
+    with open("/proc/self/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[index]), int(fields[index + 1])
+
+
 def set_title(argv):
     """Shows the worker's own command line in /proc/PID/cmdline (ps, pgrep,
     the host's leftover reaping), written over the inherited argv memory.
@@ -122,10 +131,7 @@ def set_title(argv):
     short = ["dspex_worker", "--run-id", _option(argv, "--run-id") or "?",
              "--worker-id", _option(argv, "--worker-id") or "?"]
     try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b")") + 2:].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+        start, end = _memory_range(45)  # arg_start, arg_end
         for args in (full, short):
             title = b"\0".join(a.encode() for a in args) + b"\0"
             if len(title) <= end - start:
@@ -138,6 +144,33 @@ def set_title(argv):
     except (OSError, ValueError, IndexError):
         pass
     return False
+
+
+def set_environ_entry(key, value):
+    """Writes `value` over the value of `key` in this process's initial
+    environment block (env_start..env_end in /proc/self/stat), in place.
+    Only a value of the same length fits (scopes have a fixed width).
+    Best effort: False when not possible."""
+    try:
+        start, end = _memory_range(47)  # env_start, env_end
+        fd = os.open("/proc/self/mem", os.O_RDWR)
+        try:
+            block = os.pread(fd, end - start, start)
+            prefix = b"\0" + key.encode() + b"="
+            at = (b"\0" + block).find(prefix)
+            if at < 0:
+                return False
+            at += len(prefix) - 1  # the value's offset in the block
+            old_end = block.find(b"\0", at)
+            new = value.encode()
+            if (old_end if old_end >= 0 else len(block)) - at != len(new):
+                return False
+            os.pwrite(fd, new, start + at)
+            return True
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def child_main(server_pid, fds, request, sock, sync_w):
@@ -172,6 +205,12 @@ def child_main(server_pid, fds, request, sock, sync_w):
     os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
     for k, v in request.get("env", {}).items():
         os.environ[k] = v
+    # What /proc/PID/environ shows of us (and of children we fork without
+    # an exec) is the server's environment block: our scope goes over the
+    # server's there, so the host's sweeps find what we start.
+    scope = request.get("env", {}).get("DSPEX_SCOPE")
+    if scope:
+        set_environ_entry("DSPEX_SCOPE", scope)
     random.seed()  # never the server's sequence (os.register_at_fork does too)
     argv = list(request.get("argv", []))
     sys.argv = ["dspex_worker"] + argv
