@@ -101,6 +101,8 @@ void pool_families(family_set& fs, const json& pools) {
   auto& workers = fs.add("dspex_workers", "Workers of a pool by state", MetricType::Gauge);
   auto& ready = fs.add("dspex_pool_ready", "1 once every worker of the pool has started",
                        MetricType::Gauge);
+  auto& size = fs.add("dspex_pool_size", "Workers a pool is sized for (config size, or the last scale)",
+                      MetricType::Gauge);
   auto& crashes = fs.add("dspex_worker_crashes_total",
                          "Worker exits nobody asked for (they count toward restart intensity)",
                          MetricType::Counter);
@@ -125,7 +127,7 @@ void pool_families(family_set& fs, const json& pools) {
     latency(duration, name, p.value("latency", json()));
     sample(queue, {{"pool", name}}, num(p, "queue"));
     std::map<std::string, double> by_state{
-      {"idle", 0}, {"busy", 0}, {"leased", 0}, {"grace", 0}, {"retiring", 0}};
+      {"idle", 0}, {"busy", 0}, {"leased", 0}, {"grace", 0}, {"draining", 0}, {"retiring", 0}};
     if (p.contains("worker_list") && p["worker_list"].is_array())
       for (auto& w : p["worker_list"])
         if (w.is_object())
@@ -133,6 +135,7 @@ void pool_families(family_set& fs, const json& pools) {
     for (auto& [state, n] : by_state)
       sample(workers, {{"pool", name}, {"state", state}}, n);
     sample(ready, {{"pool", name}}, p.value("ready", false) ? 1 : 0);
+    sample(size, {{"pool", name}}, num(p, "size"));
     sample(crashes, {{"pool", name}}, num(p, "crashes"));
     for (auto& [cause, n] : obj(p, "replaced").items())
       sample(replaced, {{"pool", name}, {"cause", cause}}, n.get<double>());

@@ -190,6 +190,8 @@ TEST_CASE_FIXTURE(metrics_fixture, "/metrics is valid for promtool and counts tr
   INFO(body);
 
   CHECK(sample(body, R"(dspex_workers{pool="default",state="idle"})") == 2);
+  CHECK(sample(body, R"(dspex_workers{pool="default",state="draining"})") == 0);
+  CHECK(sample(body, R"(dspex_pool_size{pool="default"})") == 2);
   CHECK(sample(body, R"(dspex_queue_length{pool="default"})") == 0);
   CHECK(sample(body, R"(dspex_circuit_state{pool="default",state="closed"})") == 1);
   CHECK(sample(body, R"(dspex_supervisor_intensity_stops_total{supervisor="root"})") == 0);
