@@ -1,4 +1,5 @@
 #include <dspex/bench/chaos.hpp>
+#include <dspex/bench/chaos_nodes.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/python_peer.hpp>
 
@@ -1127,6 +1128,8 @@ void add_chaos_rows(report_table& t, const chaos_result& r) {
 // -- the command ----------------------------------------------------------------------------------
 
 int run_chaos(const chaos_options& o) {
+  if (o.nodes > 0)
+    return run_chaos_nodes(o);
   progress_line progress;
   const auto t0 = clock_type::now();
   const double load_before = load_average_1m();

@@ -77,6 +77,9 @@ struct chaos_options {
   int stream_chunks = 20;                        ///< stream: chunks of each stream
   std::chrono::milliseconds stream_pause{2};     ///< stream: the handler's pause after each chunk
   int request_timeout_ms = 5000;
+  /// > 0: the multi-node run instead of the scenarios (chaos_nodes.hpp):
+  /// this many `dspex run` nodes of workers/2 each behind a pool_group.
+  int nodes = 0;
   int hang_request_timeout_ms = 500;
   int checkout_timeout_ms = 2000;
   std::string python = "python3";

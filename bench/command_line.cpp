@@ -138,6 +138,10 @@ void add_chaos(CLI::App& app, chaos_options& o) {
         "crashloop kills until the pool supervisor restarted the worker supervisor (pool) or the root "
         "supervisor gave up (root)")
     ->check(CLI::IsMember({"pool", "root"}));
+  value(cmd, "--nodes", o.nodes,
+        "instead of the scenarios: N dspex run nodes of workers/2 behind a pool_group; one killed and restarted, "
+        "one stopped and continued")
+    ->check(CLI::Range(0, 16));
   value(cmd, "--python", o.python, "Python interpreter of the workers");
   value(cmd, "--out", o.out_dir, "where chaos.json and the PNGs go");
   flag(cmd, "--no-plots", o.plots, false, "skip the gnuplot PNGs");
