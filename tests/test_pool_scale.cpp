@@ -68,6 +68,30 @@ TEST_CASE_FIXTURE(scale_fixture, "scale up and down under load: every request ok
   CHECK(ids.size() == 2);
 }
 
+TEST_CASE("scaling down a worker stuck past drain_timeout takes the hard path: its caller gets a classified error") {
+  test::system_config cfg;
+  caf::actor_system sys{cfg};
+  auto j = small_tree("pool", 2);
+  j["root"]["children"][1]["drain_timeout_ms"] = 300;
+  auto n = start_test_node(sys, j);
+  // Both workers busy: one of them has to go with its request unfinished.
+  auto a = n->call("fault_sleep", json{{"seconds", 2}});
+  auto b = n->call("fault_sleep", json{{"seconds", 2}});
+  REQUIRE(wait_until([&] { return n->status()["pools"]["default"]["busy"] == 2; }));
+  auto r = n->scale_pool("default", 1);
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK((*r)["workers"] == 1);
+  auto ra = a.get();
+  auto rb = b.get();
+  // The scaled-down worker's caller gets the hard path's error, the other
+  // its result.
+  CHECK((ra ? 1 : 0) + (rb ? 1 : 0) == 1);
+  auto stopped = ra ? rb : ra;
+  REQUIRE_FALSE(stopped);
+  CHECK_MESSAGE(is(stopped.error(), errc::shutting_down), describe(stopped.error()));
+  n->stop();
+}
+
 TEST_CASE_FIXTURE(scale_fixture, "a bad size or pool is a classified error and changes nothing") {
   for (std::size_t bad : {std::size_t{0}, max_pool_size + 1}) {
     auto r = n->scale_pool("default", bad);

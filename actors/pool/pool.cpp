@@ -34,6 +34,8 @@ using std::chrono::duration_cast;
 
 /// (resize_deadline, op): the deadline of resize `op` (scale).
 using resize_deadline_atom = caf::atom_constant<caf::atom("rsz_dl")>;
+/// (leave_deadline, worker): a scaled-down worker's drain_timeout passed.
+using leave_deadline_atom = caf::atom_constant<caf::atom("leave_dl")>;
 using std::chrono::milliseconds;
 
 
@@ -823,6 +825,9 @@ void apply_resize(pool_actor* self, std::uint64_t op, std::vector<supervision::c
     auto order = idlest_first(st);
     for (std::size_t i = 0; i < current - to && i < order.size(); ++i) {
       order[i]->remove_on_leave = true;
+      // Bounded as a drain the worker asks for: past it, the hard path.
+      self->delayed_send(self, st.cfg.drain_timeout, leave_deadline_atom::value,
+                         order[i]->hdl.address());
       start_leaving(self, *order[i]);
     }
   }
@@ -1586,6 +1591,13 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       return caf::delegated<void>();
     },
     [self](scale_atom, std::size_t n) -> caf::result<json> { return start_resize(self, n); },
+    [self](leave_deadline_atom, caf::actor_addr& a) {
+      // Still holding a request: it is stopped anyway; the worker's staged
+      // stop answers what it still has (shutting_down).
+      auto it = self->state.workers.find(a);
+      if (it != self->state.workers.end() && it->second.leaving && it->second.st != wstate::retiring)
+        depart(self, it->second);
+    },
     [self](resize_deadline_atom, std::uint64_t op) {
       auto& st = self->state;
       if (!st.resizing || st.resizing->id != op)
