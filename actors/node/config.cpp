@@ -69,7 +69,7 @@ json default_config() {
             {"max_frame_bytes", 64 * 1024 * 1024},
             {"fault_injection", false},
             {"max_concurrency", 1},
-            {"stream_window", 32},
+            {"stream_window", worker_config{}.stream_window},
             {"sched_batch", true},
             {"stop_grace_ms", 2000},
             {"term_grace_ms", 1000},

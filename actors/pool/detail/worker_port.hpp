@@ -34,8 +34,7 @@ class worker_port {
 public:
   worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
               caf::actor_addr worker, std::chrono::milliseconds request_timeout,
-              std::size_t max_json_depth = bridge::default_max_json_depth,
-              std::uint32_t stream_window = 32);
+              std::size_t max_json_depth, std::uint32_t stream_window);
 
   /// Writes the pooled request `req` (job `req.tag`) to the worker's
   /// process, its answer going to `rp` (moved from only on true).
