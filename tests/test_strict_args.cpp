@@ -30,7 +30,7 @@ json api_base_args() {
 
 const std::string api_base_message =
   "configure_lm: unknown argument 'api_base' (use 'base_url' instead of 'api_base'); "
-  "accepted: api_key, base_url, latency_ms, max_tokens, model, provider, responses, "
+  "accepted: api_key, base_url, latency_ms, max_tokens, model, provider, responses, script, "
   "temperature, timeout, timeout_s";
 
 } // namespace
