@@ -267,14 +267,23 @@ struct mock_lm {
   std::string provider;
   std::string model;
   json responses = json::object();
+  json script = json::array();  // lm.py: step k answers a prompt holding k "Observation:"
 
   std::string name() const { return "mock/" + model; }
 
   std::string complete(const json& inputs, const std::vector<field>& outputs) const {
     auto inputs_json = py_dumps(inputs);
+    auto answers = responses;
+    if (!script.empty()) {
+      std::size_t step = 0;
+      for (auto at = inputs_json.find("Observation:"); at != std::string::npos;
+           at = inputs_json.find("Observation:", at + 1))
+        ++step;
+      answers.update(script[std::min(step, script.size() - 1)]);
+    }
     std::string text;
     for (auto& f : outputs) {
-      auto v = get(responses, f.name.c_str());
+      auto v = get(answers, f.name.c_str());
       std::string value;
       if (v.is_null())
         value = "mock " + f.name + " for " + inputs_json;
@@ -426,7 +435,7 @@ caf::error unknown_args(const std::string& command, const json& args,
 // The keys of lm.py's CONFIGURE_LM_ARGS and CONFIGURE_LM_HINTS, and of
 // programs.py's CREATE_ARGS.
 const std::set<std::string> configure_lm_args{
-  "provider", "model", "responses", "latency_ms", "api_key",
+  "provider", "model", "responses", "latency_ms", "script", "api_key",
   "base_url", "temperature", "max_tokens", "timeout_s", "timeout"};
 const std::map<std::string, std::string> configure_lm_hints{
   {"api_base", "base_url"}, {"openai_api_base", "base_url"},
@@ -565,6 +574,15 @@ public:
         if (!responses.is_object())
           raise("TypeError", "responses must be an object mapping output field -> text");
         lm.responses = responses;
+      }
+      auto script = get(args, "script");
+      if (provider == "mock" && !script.is_null()) {
+        bool ok = script.is_array() && !script.empty();
+        for (auto& s : script)
+          ok = ok && s.is_object();
+        if (!ok)
+          raise("TypeError", "script must be a non-empty list of objects mapping output field -> text");
+        lm.script = script;
       }
       lm.provider = provider.get<std::string>();
       std::lock_guard<std::mutex> guard(mx_);
