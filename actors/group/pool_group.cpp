@@ -55,9 +55,11 @@ struct group_state {
 
 using group_actor = caf::stateful_actor<group_state>;
 
-// A session is kept while its member is up; a bound keeps a flood of
-// one-request sessions from growing the map without end.
-constexpr std::size_t max_sessions = 1 << 20;
+// A session is kept while its member is up. The group never hears that a
+// session ended, so the map is bounded: at the bound an arbitrary session
+// is forgotten (its next request picks a member afresh), never a new one
+// refused its affinity. The registry's default max_sessions.
+constexpr std::size_t max_sessions = 100000;
 
 caf::actor resolve(const group_state& st, const std::string& m) {
   if (auto a = st.dir->get("pool:" + m))
@@ -93,8 +95,11 @@ std::size_t pick(group_state& st, const command_request& req) {
   }
   if (best != none) {
     st.turn = (best + 1) % n;
-    if (req.session_id && st.sessions.size() < max_sessions)
+    if (req.session_id) {
+      if (st.sessions.size() >= max_sessions)
+        st.sessions.erase(st.sessions.begin());
       st.sessions[*req.session_id] = best;
+    }
   }
   return best;
 }
