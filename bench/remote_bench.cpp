@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <thread>
 
 namespace dspex::bench {
@@ -123,22 +124,9 @@ group_figures measure_group(const remote_bench_options& o) {
 } // namespace
 
 int run_remote_bench(const remote_bench_options& o) {
-  auto tree = default_config();
-  tree["root"]["children"][1]["size"] = o.workers;
-  tree["listen"] = "127.0.0.1:0";
-  auto remote_cfg = parse_config(tree);
-  if (!remote_cfg) {
-    std::fprintf(stderr, "dspex-bench remote: %s\n", describe(remote_cfg.error()).c_str());
-    return 1;
-  }
-  caf::actor_system_config rc;
-  recommended_settings(rc);
-  if (auto err = network_settings(rc, *remote_cfg)) {
-    std::fprintf(stderr, "dspex-bench remote: %s\n", describe(err).c_str());
-    return 1;
-  }
-  caf::actor_system remote_sys{rc};
-  auto remote = node::start(remote_sys, *remote_cfg, bench_node_options());
+  caf::actor_system_config rc, lc;
+  std::unique_ptr<caf::actor_system> remote_sys, local_sys;
+  auto remote = start_node(rc, remote_sys, pool_tree(o.workers, true));
   if (!remote) {
     std::fprintf(stderr, "dspex-bench remote: the remote node did not start: %s\n",
                  describe(remote.error()).c_str());
@@ -153,15 +141,7 @@ int run_remote_bench(const remote_bench_options& o) {
                                                   {"type", "remote_pool"},
                                                   {"host", "127.0.0.1"},
                                                   {"port", (*remote)->listen_port()}}})}}}};
-  auto local_cfg = parse_config(local_tree);
-  caf::actor_system_config lc;
-  recommended_settings(lc);
-  if (!local_cfg || network_settings(lc, *local_cfg)) {
-    std::fprintf(stderr, "dspex-bench remote: bad local config\n");
-    return 1;
-  }
-  caf::actor_system local_sys{lc};
-  auto local = node::start(local_sys, *local_cfg, bench_node_options());
+  auto local = start_node(lc, local_sys, local_tree);
   if (!local) {
     std::fprintf(stderr, "dspex-bench remote: the local node did not start: %s\n",
                  describe(local.error()).c_str());
