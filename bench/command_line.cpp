@@ -173,9 +173,10 @@ void add_remote(CLI::App& app, remote_bench_options& o) {
                                            "same pool called locally: round trip and throughput");
   value(cmd, "--workers", o.workers, "workers of the remote node's pool")->check(CLI::Range(1, 256));
   value(cmd, "--clients", o.clients, "threads of the throughput run")->check(CLI::Range(1, 1024));
-  value(cmd, "--round-trips", o.round_trips, "round-trip samples per side")->check(CLI::PositiveNumber);
-  value(cmd, "--requests", o.requests, "requests of the throughput run per side")
+  value(cmd, "--round-trips", o.round_trips, "round-trip samples per side and round")->check(CLI::PositiveNumber);
+  value(cmd, "--requests", o.requests, "requests of the throughput run per side and round")
     ->check(CLI::PositiveNumber);
+  value(cmd, "--rounds", o.rounds, "rounds, alternating which side goes first")->check(CLI::Range(1, 100));
   flag(cmd, "--no-group", o.group, false, "skip the pool_group figure");
 }
 

@@ -4,10 +4,12 @@
 // the io module: "remote" listens on 127.0.0.1 (an OS-chosen port) and
 // holds the pool; "local" holds only a remote_pool naming it. Each figure is
 // measured on the remote node's own pool (node::execute) and through the
-// local node's remote_pool (node::execute_on), one after the other:
+// local node's remote_pool (node::execute_on), each call with a deadline,
+// in `rounds` rounds that alternate which side goes first:
 //
-// - round trip p50 / p99, one client, `ping`;
-// - throughput with `clients` threads, each one request in flight;
+// - round trip p50 / p99, one client, `ping` (the samples of every round);
+// - throughput with `clients` threads, each one request in flight (the
+//   requests of every round over their time);
 // - with `group`: the throughput of a pool_group over a local pool and a
 //   remote_pool (workers/2 each) against one node of `workers`.
 // Figures only: nothing here is asserted by a test.
@@ -20,8 +22,9 @@ namespace dspex::bench {
 struct remote_bench_options {
   std::size_t workers = 2;
   std::size_t clients = 8;
-  int round_trips = 2000;    ///< samples of the round trip, per side
-  int requests = 4000;       ///< requests of the throughput run, per side
+  int round_trips = 2000;    ///< samples of the round trip, per side and round
+  int requests = 4000;       ///< requests of the throughput run, per side and round
+  int rounds = 3;            ///< rounds, alternating which side goes first
   bool group = true;         ///< also a pool_group over 2 nodes x workers/2 against 1 node x workers
 };
 
