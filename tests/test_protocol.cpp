@@ -71,6 +71,11 @@ TEST_CASE("the compact success reply's fast path gives the full parse's verdict 
                         "{\"a\":{\"b\":[null]}}", "{\"a\":1}}", "{\"a\":1", "", "}", "1,\"x\":2",
                         "1,\"result\":2", "\"\xff\"", "\"\xc3\xa9\"", "[1,]", "01", "NaN", "1 ", " 1"})
     same(head + r + "}");
+  // Strings, which skip the parser when they hold no \u escape.
+  for (std::string r : {"\"\"", "\"plain\"", "\"a\\nb\\t\\\"q\\\\\\/\\b\\f\\r\"", "\"\\x\"", "\"\\\"",
+                        "\"a\\\"", "\"tab\there\"", "\"nul\0x\"", "\"\x7f\"", "\"\\u0041\\n\"", "\"\xed\xa0\x80\"",
+                        "\"\xf0\x9f\x98\x80 \xe2\x82\xac\"", "\"\xc3\"", "\"x\" ", "\"a\"\"b\"", "\"a\",\"b\"", "\"", "\"\\"})
+    same(head + r + "}");
   for (std::string id : {"0", "00", "01", "-1", "1.0", "1e3", "18446744073709551615", "18446744073709551616",
                          "\"1\"", "", "99999999999999999999999"})
     same(R"({"id":)" + id + R"(,"success":true,"result":1})");
@@ -205,6 +210,21 @@ TEST_CASE("chunk frames (protocol 2): the fast path and the full parse agree") {
     CHECK(c.seq == 3);
     CHECK(c.result == json{{"t", "x"}});
   }
+  // String data as the worker spells it (the parser skipped) and the same
+  // frame for the full parse: the same verdict and value.
+  for (std::string data : {"\"tok\"", "\"a\\n\\\"b\\\\\"", "\"\xc3\xa9\"", "\"\xc3\"", "\"a\tb\"", "\"\\u00e9\"", "\"\\q\""}) {
+    CAPTURE(data);
+    auto fast = parse_reply(R"({"id":7,"type":"chunk","seq":3,"data":)" + data + "}");
+    auto full = parse_reply(R"({"type":"chunk","id":7,"seq":3,"data":)" + data + "}");
+    REQUIRE(fast.index() == full.index());
+    if (auto* e = std::get_if<protocol_error>(&fast)) {
+      CHECK(e->code == std::get<protocol_error>(full).code);
+      continue;
+    }
+    CHECK(std::get<reply>(fast).is_chunk());
+    CHECK(std::get<reply>(fast).result == std::get<reply>(full).result);
+  }
+  CHECK(std::get<reply>(parse_reply(R"({"id":7,"type":"chunk","seq":0,"data":"a\n\"b\\"})")).result == "a\n\"b\\");
   CHECK(error_of(R"({"id":7,"type":"chunk","data":1})") == protocol_errc::bad_envelope);       // no seq
   CHECK(error_of(R"({"id":7,"type":"chunk","seq":-1,"data":1})") == protocol_errc::bad_envelope);
   CHECK(error_of(R"({"id":7,"type":"bogus"})") == protocol_errc::bad_envelope);
