@@ -40,6 +40,8 @@ READ_CHUNK_BYTES = 256 * 1024
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                             allow_nan=False)
 _encode = _encoder.encode
+# What _encode does with a str (ensure_ascii=False), without its method call.
+encode_str = json.encoder.encode_basestring
 _decode = json.JSONDecoder().decode
 
 
@@ -128,7 +130,7 @@ def request_id_of(payload):
 
 # Payloads up to this size are joined to their header and written at once;
 # bigger ones go by writev, which copies nothing in user space.
-_JOIN_BYTES = 64 * 1024
+JOIN_BYTES = 64 * 1024
 
 
 class Channel:
@@ -145,8 +147,9 @@ class Channel:
         self._buf = bytearray()
         self._chunk = bytearray(READ_CHUNK_BYTES)
         self._chunk_view = memoryview(self._chunk)
-        # Request threads (max_concurrency > 1) write their own replies.
-        self._write_lock = threading.Lock()
+        # Request threads (max_concurrency > 1) write their own replies; a
+        # stream's loop (worker.py) writes its chunks under it too.
+        self.write_lock = threading.Lock()
 
     # -- input ---------------------------------------------------------------
 
@@ -181,25 +184,29 @@ class Channel:
 
     def write_frame(self, payload):
         size = len(payload)
-        if size > _JOIN_BYTES:        # no copy of a big payload: writev
+        if size > JOIN_BYTES:         # no copy of a big payload: writev
             self._write_all([size.to_bytes(HEADER_BYTES, "big"), payload])
             return
         # One joined write: a stream's chunks are small and many, and this is
         # their cost per chunk (issue 24's chunk floor).
         data = size.to_bytes(HEADER_BYTES, "big") + payload
-        with self._write_lock:
+        with self.write_lock:
             written = os.write(self.out_fd, data)
             if written != len(data):
-                rest = memoryview(data)[written:]
-                while rest:
-                    rest = rest[os.write(self.out_fd, rest):]
+                self.write_rest_locked(data, written)
+
+    def write_rest_locked(self, data, written):
+        """The rest of data after a partial write, write_lock held."""
+        rest = memoryview(data)[written:]
+        while rest:
+            rest = rest[os.write(self.out_fd, rest):]
 
     def write_raw(self, data):
         """Write bytes that are not a frame: only fault injection wants this."""
         self._write_all([data])
 
     def _write_all(self, parts):
-        with self._write_lock:
+        with self.write_lock:
             self._write_all_locked(parts)
 
     def _write_all_locked(self, parts):

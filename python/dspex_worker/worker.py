@@ -39,9 +39,10 @@ from . import hygiene, limits
 from .host_calls import HostCalls
 from .log import log
 from .programs import ProgramStore
-from .protocol import (FrameTooLarge, MalformedControl, ProtocolError, Request,
+from .protocol import (HEADER_BYTES, JOIN_BYTES, FrameTooLarge,
+                       MalformedControl, ProtocolError, Request,
                        TruncatedFrame, decode_message, encode_chunk,
-                       encode_failure, encode_success)
+                       encode_failure, encode_str, encode_success)
 from .registry import (NO_REPLY, SAME, Cancelled, CommandContext, HostCallError,
                        InvalidArgs, is_async)
 
@@ -658,21 +659,33 @@ class Worker:
         return self._finish(call, reply, self._thread_idle)
 
     def _stream(self, slot, call, gen):
-        """Send what gen yields as chunks; the final reply. _in_window and
-        _chunk unrolled: this loop is the worker's cost per chunk, and the
-        calls they take cost as much as the chunk's own encode and write."""
+        """Send what gen yields as chunks; the final reply. _in_window,
+        _chunk and Channel.write_frame unrolled: this loop is the worker's
+        cost per chunk, and the calls they take cost as much as the chunk's
+        own encode and write. A str value (a token) skips the encoder's
+        Python-level encode()."""
         seq = 0
         window = call.stream
         lock = slot.lock
         request_id = call.request_id
-        limit = self.channel.max_frame_bytes
+        channel = self.channel
+        limit = min(channel.max_frame_bytes, JOIN_BYTES)  # larger: _chunk
+        write_lock = channel.write_lock
+        out_fd = channel.out_fd
+        write = os.write
+        head = f'{{"id":{request_id},"type":"chunk","seq":'
         while True:
             ok = None                 # None: cancelled (_CANCELLED_STEP)
             try:                      # as _in_window, for next(gen)
-                with lock:
-                    entered = not call.cancelled
-                    if entered:
-                        slot.running = call
+                # acquire/release, not `with`: nothing can be pending here
+                # (a Cancelled is raised only while slot.running is call, and
+                # the leave below clears one that did not land), and what
+                # lands once the lock is released is caught below.
+                lock.acquire()
+                entered = not call.cancelled
+                if entered:
+                    slot.running = call
+                lock.release()
                 if entered:
                     try:
                         value = next(gen)
@@ -683,7 +696,10 @@ class Worker:
                         ok, value = False, exc
                     except BaseException as exc:
                         ok, value = False, exc
-                    _leave(slot, call)
+                    with lock:        # _leave
+                        slot.running = None
+                        if call.async_sent:
+                            _raise_in(slot.ident, None)
             except Cancelled:
                 _leave(slot, call)
                 ok = None
@@ -696,11 +712,25 @@ class Worker:
             if seq > call.acked + window and not self._wait_credit(call, seq):
                 break
             try:
-                frame = encode_chunk(request_id, seq, value)
+                if type(value) is str:  # as encode_chunk writes it
+                    frame = f'{head}{seq},"data":{encode_str(value)}}}'.encode()
+                else:
+                    frame = encode_chunk(request_id, seq, value)
             except Exception:
                 frame = None          # _chunk classifies it
             if frame is not None and len(frame) <= limit:
-                self._write_chunk(call, frame)
+                data = len(frame).to_bytes(HEADER_BYTES, "big") + frame
+                try:                  # Channel.write_frame; acquire/release,
+                    write_lock.acquire()  # as above: nothing can land here
+                    try:
+                        written = write(out_fd, data)
+                        if written != len(data):
+                            channel.write_rest_locked(data, written)
+                    finally:
+                        write_lock.release()
+                except BrokenPipeError:
+                    log("protocol output closed by the host")
+                    call.cancelled = True  # nobody takes the rest
             else:
                 failure = self._chunk(call, seq, value)
                 if failure is not None:
