@@ -12,6 +12,7 @@
 #include <dspex/actors/pool/call.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
 #include <dspex/actors/remote/network.hpp>
+#include <dspex/actors/remote/remote_pool.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"
@@ -28,6 +29,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -314,6 +316,101 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "the router as a peer sees it: a bound
   self->send(*far_actor, cancel_atom::value, std::uint64_t{77});
   REQUIRE(wait_until([&] { return far()["bad_messages"] == 1; }));
   CHECK(far()["in_flight"] == 0);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "batches: the router answers each request of an (rbatch) once, by its id") {
+  auto router = sys->middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+  REQUIRE(router);
+  caf::scoped_actor self{*sys};
+  std::string hello;
+  self->request(*router, 10s, remote::rhello_atom::value, remote::hello_text())
+    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  auto h = remote::parse_reply(hello);
+  REQUIRE(h);
+  CHECK((*h)["batch"].get<std::size_t>() > 0);
+  // Three requests: one good, one refused (no command), one whose text
+  // names another id than the batch gives it.
+  auto good = make_command("pid", json::object());
+  auto other = remote::exec_text(good, "", 14);
+  std::vector<std::string> texts{remote::exec_text(good, "", 11),
+                                 R"({"app":"dspex","protocol":1,"command":"","id":12})", other};
+  self->send(*router, remote::rbatch_atom::value, remote::batch_head_text({11, 12, 13}, 1 << 20), texts);
+  std::map<std::uint64_t, caf::expected<json>> got;
+  int messages = 0;
+  while (got.size() < 3) {
+    bool more = false;
+    self->receive(
+      [&](remote::rreplies_atom, std::string& head, std::vector<std::string>& replies) {
+        auto ids = remote::parse_batch_head(head, replies.size());
+        REQUIRE(ids);
+        for (std::size_t i = 0; i < replies.size(); ++i) {
+          CHECK(got.count(ids->ids[i]) == 0);  // once each
+          got.emplace(ids->ids[i], remote::parse_reply(replies[i]));
+        }
+        ++messages;
+        more = true;
+      },
+      caf::after(std::chrono::seconds(10)) >> [] {});
+    REQUIRE(more);
+  }
+  REQUIRE(got.at(11));
+  CHECK(got.at(11)->is_number_integer());
+  REQUIRE_FALSE(got.at(12));
+  CHECK(is(got.at(12).error(), errc::invalid_request));
+  REQUIRE_FALSE(got.at(13));
+  CHECK(detail_of(got.at(13).error()).find("batch's id") != std::string::npos);
+  CHECK(messages <= 3);
+  // A head that does not match its texts names nothing to answer: dropped.
+  self->send(*router, remote::rbatch_atom::value, remote::batch_head_text({21, 22}), std::vector<std::string>{remote::exec_text(good, "", 21)});
+  self->send(*router, remote::rbatch_atom::value, std::string("{\"ids\":[1]}"), std::vector<std::string>{remote::exec_text(good, "", 1)});
+  bool anything = false;
+  self->receive([&](remote::rreplies_atom, std::string&, std::vector<std::string>&) { anything = true; },
+                caf::after(std::chrono::milliseconds(700)) >> [] {});
+  CHECK_FALSE(anything);
+  // The remote_pool batches (it said so in its status) and drops replies
+  // that do not come from its peer.
+  for (int i = 0; i < 5; ++i)
+    CHECK(n->call("pid", json::object(), on_far()).get());
+  auto f = far();
+  CHECK(f["batches"].get<std::uint64_t>() >= 1);
+  CHECK(f["batches"].get<std::uint64_t>() <= f["forwarded"].get<std::uint64_t>());
+  auto far_actor = n->resolve("far");
+  REQUIRE(far_actor);
+  caf::anon_send(*far_actor, remote::rreplies_atom::value, remote::batch_head_text({1}),
+                 std::vector<std::string>{remote::reply_text(json(1))});
+  REQUIRE(wait_until([&] { return far()["bad_messages"] == 1; }));
+  CHECK(far()["in_flight"] == 0);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "a batched request past the remote_pool's request_timeout: command_timeout, cancelled there") {
+  remote_pool_config rc;
+  rc.name = "short";
+  rc.host = "127.0.0.1";
+  rc.port = static_cast<std::uint16_t>(port);
+  rc.request_timeout = 300ms;
+  caf::scoped_actor self{*sys};
+  auto rp = spawn_remote_pool(self.ptr(), rc);
+  REQUIRE(rp);
+  REQUIRE(wait_until([&] {
+    json st;
+    self->request(*rp, 5s, status_atom::value).receive([&](json& j) { st = j; }, [](caf::error&) {});
+    return st.value("state", "") == "connected";
+  }));
+  caf::error err;
+  self->request(*rp, caf::infinite, exec_atom::value, make_command("spin", {{"marker", marker}}))
+    .receive([](json&) { FAIL("spin answered"); }, [&](caf::error& e) { err = std::move(e); });
+  CHECK(is(err, errc::command_timeout));
+  REQUIRE(wait_until([&] { return marked("finally"); }));
+  json st;
+  self->request(*rp, 5s, status_atom::value).receive([&](json& j) { st = j; }, [](caf::error&) {});
+  CHECK(st["in_flight"] == 0);
+  CHECK(st["batches"] == 1);
+  // It serves on.
+  bool ok = false;
+  self->request(*rp, caf::infinite, exec_atom::value, make_command("pid", json::object()))
+    .receive([&](json&) { ok = true; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  CHECK(ok);
+  self->send_exit(*rp, caf::exit_reason::user_shutdown);
 }
 
 } // TEST_SUITE

@@ -2,7 +2,9 @@
 
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/pool/detail/deadlines.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/router_guard.hpp>
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
@@ -17,6 +19,7 @@ namespace dspex {
 namespace {
 
 using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+using rflush_atom = caf::atom_constant<caf::atom("rflush")>;
 
 enum class phase { connecting, connected, down };
 
@@ -48,6 +51,7 @@ struct pending_call {
   caf::actor sink;            // a stream's: where chunks go
   std::uint64_t next_seq = 0;  // the chunk due next
   std::uint64_t acked = 0;     // chunks acknowledged by the sink and passed on
+  deadline_book::clock::time_point due{};  // batched: answered command_timeout then
 };
 
 struct remote_state {
@@ -71,6 +75,17 @@ struct remote_state {
   /// bad (unreadable, from elsewhere, for an id never sent).
   std::uint64_t late_messages = 0, bad_messages = 0;
   bool draining = false;
+  /// The router takes batches of at most this many bytes (its hello said
+  /// so); 0: an older node, one rexec request each.
+  std::size_t batch_bytes = 0;
+  /// Requests waiting for the end of this turn (a flush sent to self),
+  /// then sent as one (rbatch).
+  std::vector<std::uint64_t> out_ids;
+  std::vector<std::string> out_texts;
+  std::size_t out_bytes = 0;
+  std::uint64_t batches = 0;  // (rbatch) messages sent
+  /// The request_timeout_ms of batched requests, behind one timer.
+  deadline_book deadlines;
   static inline const char* name = "dspex.remote_pool";
 
   std::string where() const {
@@ -86,6 +101,8 @@ void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
   if (i == st.pending.end())
     return;  // answered already (node_down, cancelled): a late reply is dropped
   auto rp = std::move(i->second.rp);
+  if (i->second.due != deadline_book::clock::time_point{})
+    st.deadlines.remove(i->second.due, id);
   st.pending.erase(i);
   if (r)
     rp.deliver(std::move(*r));
@@ -109,6 +126,10 @@ void abandon(remote_actor* self, std::uint64_t id, caf::error err) {
 void fail_all(remote_actor* self, const caf::error& err) {
   auto all = std::move(self->state.pending);
   self->state.pending.clear();
+  self->state.deadlines.clear();
+  self->state.out_ids.clear();
+  self->state.out_texts.clear();
+  self->state.out_bytes = 0;
   for (auto& kv : all)
     kv.second.rp.deliver(err);
 }
@@ -236,6 +257,10 @@ void connect(remote_actor* self) {
               if (!r)
                 return failed("hello refused: " + describe(r.error()));
               s.router = router;
+              s.batch_bytes = 0;
+              if (auto b = r->find("batch"); b != r->end() && b->is_number_unsigned())
+                s.batch_bytes = std::min(b->get<std::size_t>(),
+                                         remote::batch_bytes(router_guard::max_message_bytes()));
               s.at = phase::connected;
               s.since = std::chrono::system_clock::now();
               s.last_error.clear();
@@ -255,6 +280,62 @@ caf::error translate(caf::error e, const remote_state& st) {
     return make_error(errc::command_timeout, "no reply from remote node " + st.where()
                                                + " within its request_timeout_ms");
   return make_error(errc::node_down, "remote node " + st.where() + ": " + caf::to_string(e));
+}
+
+// The requests gathered this turn, as one (rbatch).
+void flush_out(remote_actor* self) {
+  auto& st = self->state;
+  if (st.out_ids.empty())
+    return;
+  auto ids = std::move(st.out_ids);
+  auto texts = std::move(st.out_texts);
+  st.out_ids.clear();
+  st.out_texts.clear();
+  st.out_bytes = 0;
+  if (!st.router)
+    return;  // gone meanwhile: went_down answered them node_down
+  ++st.batches;
+  self->send(st.router, remote::rbatch_atom::value, remote::batch_head_text(ids, st.batch_bytes),
+             std::move(texts));
+}
+
+// A request into this turn's batch: sent when the turn ends (the flush
+// queued behind the messages waiting now), or at once when it fills it.
+void queue_out(remote_actor* self, std::uint64_t id, std::string text) {
+  auto& st = self->state;
+  if (!st.out_ids.empty() && st.out_bytes + text.size() > st.batch_bytes)
+    flush_out(self);  // it would not fit beside the ones waiting
+  const bool first = st.out_ids.empty();
+  st.out_ids.push_back(id);
+  st.out_bytes += text.size();
+  st.out_texts.push_back(std::move(text));
+  if (st.out_bytes >= st.batch_bytes)
+    flush_out(self);
+  else if (first)
+    self->send(self, rflush_atom::value);
+}
+
+// (rreplies, head, replies) from the router: each answers its request once.
+void on_replies(remote_actor* self, const std::string& head, std::vector<std::string>& texts) {
+  auto& st = self->state;
+  auto from = self->current_sender();
+  if (!st.router || !from || from->node() != st.router.node()) {
+    ++st.bad_messages;  // not from the node connected now
+    return;
+  }
+  auto h = remote::parse_batch_head(head, texts.size());
+  if (!h) {
+    ++st.bad_messages;
+    return;
+  }
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    const auto id = h->ids[i];
+    if (st.pending.count(id) == 0) {
+      ++(id <= st.next_id ? st.late_messages : st.bad_messages);
+      continue;
+    }
+    answer(self, id, remote::parse_reply(texts[i], st.cfg.max_json_depth));
+  }
 }
 
 caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
@@ -298,8 +379,17 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
         self->monitor(caller);
       auto id = ++st.next_id;
       const bool stream = static_cast<bool>(p.sink);
-      st.pending.emplace(id, std::move(p));
       ++st.forwarded;
+      if (st.batch_bytes > 0) {
+        // One way, in this turn's batch; the request_timeout_ms is kept
+        // here (deadline_book: one timer, not one per request).
+        p.due = deadline_book::clock::now() + st.cfg.request_timeout + cmd.timeout;
+        arm_deadline(self, st.deadlines.add(p.due, id));
+        st.pending.emplace(id, std::move(p));
+        queue_out(self, id, remote::exec_text(cmd, st.cfg.pool, id, stream));
+        return caf::delegated<json>();
+      }
+      st.pending.emplace(id, std::move(p));
       auto wait = st.cfg.request_timeout + cmd.timeout;
       self->request(st.router, wait, remote::rexec_atom::value,
                     remote::exec_text(cmd, st.cfg.pool, id, stream))
@@ -315,6 +405,24 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
     },
     [self](remote::rchunk_atom, const std::string& head, const std::string& data) {
       on_chunk(self, head, data);
+    },
+    [self](remote::rreplies_atom, const std::string& head, std::vector<std::string>& texts) {
+      on_replies(self, head, texts);
+    },
+    [self](rflush_atom) { flush_out(self); },
+    [self](deadline_atom, std::int64_t at_ns) {
+      auto& st = self->state;
+      auto now = deadline_book::clock::now();
+      for (auto id : st.deadlines.fire(deadline_book::from_ns(at_ns), now)) {
+        if (st.pending.count(id) == 0)
+          continue;
+        send_cancel(self, id);
+        auto& p = st.pending.at(id);
+        p.due = {};  // fired: not in the book any more
+        answer(self, id, make_error(errc::command_timeout, "no reply from remote node " + st.where()
+                                                             + " within its request_timeout_ms"));
+      }
+      arm_deadline(self, st.deadlines.next());
     },
     [self](ack_atom, std::uint64_t id, std::uint64_t seq) { on_ack(self, id, seq); },
     [self](cancel_atom, std::uint64_t ref) {
@@ -336,7 +444,8 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
                 {"pool", st.cfg.pool},         {"tls", st.cfg.tls},
                 {"state", to_string(st.at)},   {"since", utc(st.since)},
                 {"connects", st.connects},     {"failed_attempts", st.failed_attempts},
-                {"forwarded", st.forwarded},   {"in_flight", st.pending.size()},
+                {"forwarded", st.forwarded},   {"batches", st.batches},
+                {"in_flight", st.pending.size()},
                 {"chunks", st.chunks},         {"cancelled", st.cancelled},
                 {"late_messages", st.late_messages}, {"bad_messages", st.bad_messages}};
       if (!st.last_error.empty())

@@ -57,35 +57,75 @@ std::string hello_text() {
   return dump(stamped(json::object()));
 }
 
-std::string check_hello(const std::string& text) {
-  // Any text a peer sends passes here (hello, status, exec): nothing deeper
-  // than any node's limit is parsed, so the copies below cannot recurse far.
-  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(bridge::max_json_depth_limit)))
-    return "the peer's message nests deeper than "
-           + std::to_string(bridge::max_json_depth_limit + 1) + " levels of [ and {";
-  auto j = parse_object(text);
-  if (!j.is_object())
-    return "the peer's hello is not a JSON object";
-  if (j.value("app", json()).dump() != json(app_id).dump())
+namespace {
+
+// The app and protocol of a parsed message: empty when ours, else why not.
+std::string check_stamp(const json& j) {
+  auto a = j.find("app");
+  if (a == j.end() || !a->is_string() || a->get_ref<const std::string&>() != app_id)
     return "the peer is not a dspex node (app " + j.value("app", json()).dump() + ")";
-  if (j.value("protocol", json()).dump() != json(protocol_version).dump())
+  auto p = j.find("protocol");
+  if (p == j.end() || !p->is_number_integer() || p->get<long long>() != protocol_version)
     return "the peer speaks protocol " + j.value("protocol", json()).dump() + ", this node "
            + std::to_string(protocol_version);
   return {};
 }
 
+// {"app":"dspex","protocol":1, : the start of every text this side writes.
+const std::string& stamp_prefix() {
+  static const std::string s = "{\"app\":" + json(app_id).dump()
+                               + ",\"protocol\":" + std::to_string(protocol_version);
+  return s;
+}
+
+} // namespace
+
+namespace {
+
+// check_hello, keeping the parsed object in `j`.
+std::string read_stamped(const std::string& text, json& j) {
+  // Any text a peer sends passes here (hello, status, exec): nothing deeper
+  // than any node's limit is parsed, so the copies below cannot recurse far.
+  if (bridge::text_depth_exceeds(text, bridge::envelope_depth(bridge::max_json_depth_limit)))
+    return "the peer's message nests deeper than "
+           + std::to_string(bridge::max_json_depth_limit + 1) + " levels of [ and {";
+  j = parse_object(text);
+  if (!j.is_object())
+    return "the peer's hello is not a JSON object";
+  return check_stamp(j);
+}
+
+} // namespace
+
+std::string check_hello(const std::string& text) {
+  json j;
+  return read_stamped(text, j);
+}
+
 std::string exec_text(const command_request& cmd, const std::string& pool, std::uint64_t id,
                       bool stream) {
-  json j = {{"op", "exec"}, {"command", cmd.command}, {"args", cmd.args},
-            {"timeout_ms", cmd.timeout.count()}};
-  j["session_id"] = cmd.session_id ? json(*cmd.session_id) : json(nullptr);
-  if (!pool.empty())
-    j["pool"] = pool;
-  if (id != 0)
-    j["id"] = id;
+  // Written as text, not built as an object and dumped: no copy of the args.
+  std::string s = stamp_prefix();
+  s += ",\"op\":\"exec\",\"command\":";
+  s += dump(json(cmd.command));
+  s += ",\"args\":";
+  s += dump(cmd.args);
+  s += ",\"timeout_ms\":";
+  s += std::to_string(cmd.timeout.count());
+  s += ",\"session_id\":";
+  s += cmd.session_id ? dump(json(*cmd.session_id)) : std::string("null");
+  if (!pool.empty()) {
+    s += ",\"pool\":";
+    s += dump(json(pool));
+  }
+  if (id != 0) {
+    s += ",\"id\":";
+    s += std::to_string(id);
+  }
   if (stream)
-    j["stream"] = true;
-  return dump(stamped(std::move(j)));
+    s += ",\"stream\":true";
+  s += '}';
+  return s;
 }
 
 std::string status_text() {
@@ -101,7 +141,7 @@ caf::expected<command_request> parse_exec(const std::string& text, std::string& 
   auto j = parse_object(text);
   if (!j.is_object())
     return bad("the remote request is not a JSON object");
-  if (auto why = check_hello(text); !why.empty())
+  if (auto why = check_stamp(j); !why.empty())
     return bad(why);
   command_request cmd;
   auto c = j.find("command");
@@ -154,9 +194,9 @@ std::string head_text(const stream_head& h) {
 
 caf::expected<stream_head> parse_head(const std::string& text) {
   auto bad = [](const std::string& m) { return make_error(errc::protocol_error, m); };
-  if (auto why = check_hello(text); !why.empty())
+  json j;
+  if (auto why = read_stamped(text, j); !why.empty())
     return bad(why);
-  auto j = parse_object(text);
   stream_head h;
   auto i = j.find("id");
   if (i == j.end() || !i->is_number_unsigned() || i->get<std::uint64_t>() == 0)
@@ -175,6 +215,47 @@ caf::expected<stream_head> parse_head(const std::string& text) {
   return h;
 }
 
+std::string batch_head_text(const std::vector<std::uint64_t>& ids, std::size_t reply_bytes) {
+  std::string s = stamp_prefix();
+  s += ",\"ids\":[";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0)
+      s += ',';
+    s += std::to_string(ids[i]);
+  }
+  s += ']';
+  if (reply_bytes > 0) {
+    s += ",\"batch\":";
+    s += std::to_string(reply_bytes);
+  }
+  s += '}';
+  return s;
+}
+
+caf::expected<batch_head> parse_batch_head(const std::string& text, std::size_t count) {
+  auto bad = [](const std::string& m) { return make_error(errc::protocol_error, m); };
+  json j;
+  if (auto why = read_stamped(text, j); !why.empty())
+    return bad(why);
+  auto ids = j.find("ids");
+  if (ids == j.end() || !ids->is_array() || ids->size() != count || count == 0)
+    return bad("a batch's ids: expected one positive integer per text (" + std::to_string(count)
+               + ")");
+  batch_head h;
+  h.ids.reserve(count);
+  for (auto& i : *ids) {
+    if (!i.is_number_unsigned() || i.get<std::uint64_t>() == 0)
+      return bad("a batch's ids: expected positive integers");
+    h.ids.push_back(i.get<std::uint64_t>());
+  }
+  if (auto b = j.find("batch"); b != j.end()) {
+    if (!b->is_number_unsigned())
+      return bad("a batch's batch: expected an integer >= 0");
+    h.reply_bytes = b->get<std::size_t>();
+  }
+  return h;
+}
+
 std::string data_text(const json& data) {
   return dump(data);
 }
@@ -189,8 +270,14 @@ caf::expected<json> parse_data(const std::string& text, std::size_t max_depth) {
 }
 
 std::string reply_text(const caf::expected<json>& r) {
-  if (r)
-    return dump(stamped({{"ok", true}, {"result", *r}}));
+  if (r) {
+    // Written as text: no copy of the result.
+    std::string s = stamp_prefix();
+    s += ",\"ok\":true,\"result\":";
+    s += dump(*r);
+    s += '}';
+    return s;
+  }
   auto code = code_of(r.error());
   json e = {{"class", code ? to_string(*code) : "error"}, {"message", describe(r.error())},
             {"detail", code ? detail_of(r.error()) : describe(r.error())}};
@@ -205,7 +292,7 @@ caf::expected<json> parse_reply(const std::string& text, std::size_t max_depth) 
   auto j = parse_object(text);
   if (!j.is_object())
     return make_error(errc::protocol_error, "the remote node's reply is not a JSON object");
-  if (auto why = check_hello(text); !why.empty())
+  if (auto why = check_stamp(j); !why.empty())
     return make_error(errc::protocol_error, why);
   if (j.value("ok", false) == true && j.contains("result"))
     return std::move(j["result"]);

@@ -36,8 +36,23 @@ struct remote_call {
   caf::error failed;  // set: answered with this (a chunk too large to send), whatever comes
 };
 
+/// Replies to one remote caller's batched requests, gathered while the
+/// router runs and sent as one (rreplies) when its turn ends (a flush it
+/// sends itself, behind what its mailbox holds), or once they fill the
+/// caller's batch bytes.
+struct outbox {
+  caf::actor to;
+  std::size_t budget = 0;
+  std::vector<std::uint64_t> ids;
+  std::vector<std::string> texts;
+  std::size_t bytes = 0;
+};
+
+using rflush_atom = caf::atom_constant<caf::atom("rflush")>;
+
 struct router_state {
   router_hooks hooks;
+  std::unordered_map<caf::actor_addr, outbox> outboxes;  // by caller, while not empty
   std::uint64_t next_ref = 0;
   std::unordered_map<std::uint64_t, remote_call> calls;                  // by the pool ref
   std::map<std::pair<caf::actor_addr, std::uint64_t>, std::uint64_t> by_id;  // caller, id -> ref
@@ -99,6 +114,88 @@ void forward_chunk(router_actor* self, stream_chunk& c) {
   self->send(call.reply_to, remote::rchunk_atom::value, std::move(head), std::move(data));
 }
 
+void flush(router_actor* self, const caf::actor_addr& caller) {
+  auto& st = self->state;
+  auto i = st.outboxes.find(caller);
+  if (i == st.outboxes.end())
+    return;
+  auto box = std::move(i->second);
+  st.outboxes.erase(i);
+  if (!box.ids.empty())
+    self->send(box.to, remote::rreplies_atom::value, remote::batch_head_text(box.ids),
+               std::move(box.texts));
+}
+
+void queue_reply(router_actor* self, const caf::actor_addr& caller, const caf::actor& to,
+                 std::size_t budget, std::uint64_t id, std::string text) {
+  auto& st = self->state;
+  if (auto i = st.outboxes.find(caller);
+      i != st.outboxes.end() && i->second.bytes + text.size() > budget)
+    flush(self, caller);  // it would not fit beside the ones waiting
+  auto& box = st.outboxes[caller];
+  const bool first = box.ids.empty();
+  box.to = to;
+  box.budget = budget;
+  box.ids.push_back(id);
+  box.bytes += text.size();
+  box.texts.push_back(std::move(text));
+  if (box.bytes >= budget)
+    flush(self, caller);
+  else if (first)
+    self->send(self, rflush_atom::value, caller);
+}
+
+// One request of a remote caller: parsed, checked, run on its pool as the
+// router's own cancellable request; `done` gets the reply text, once (at
+// once when the request is refused). `batch_id` (not 0): the id a batch
+// gave it, which its text must carry.
+template <class Done>
+void run_request(router_actor* self, const caf::actor_addr& caller, const caf::actor& reply_to,
+                 const std::string& text, std::uint64_t batch_id, Done done) {
+  auto& st = self->state;
+  std::string pool;
+  remote::exec_ids ids;
+  auto cmd = remote::parse_exec(text, pool, st.hooks.max_json_depth, &ids);
+  if (!cmd)
+    return done(remote::reply_text(cmd.error()));
+  if (batch_id != 0 && ids.id != batch_id)
+    return done(remote::reply_text(make_error(
+      errc::invalid_request, "a batched request's id must be the batch's id for it ("
+                               + std::to_string(batch_id) + ")")));
+  auto target = st.hooks.resolve(pool);
+  if (!target)
+    return done(remote::reply_text(target.error()));
+  if (ids.id != 0 && (!caller || st.by_id.count({caller, ids.id}) > 0))
+    return done(remote::reply_text(make_error(
+      errc::invalid_request, "id " + std::to_string(ids.id) + " is in flight already")));
+  // Every request with a sender is the router's own cancellable
+  // request on the pool: the sender's death cancels it.
+  std::uint64_t ref = 0;
+  if (caller) {
+    ref = ++st.next_ref;
+    remote_call call;
+    call.caller = caller;
+    call.reply_to = reply_to;
+    call.id = ids.id;
+    call.pool = *target;
+    call.stream = ids.stream;
+    st.calls.emplace(ref, std::move(call));
+    if (ids.id != 0)
+      st.by_id.emplace(std::make_pair(caller, ids.id), ref);
+    if (st.callers.insert(caller).second)
+      self->monitor(caller);
+    cmd->ref = ref;
+    if (ids.stream)
+      cmd->sink = caf::actor_cast<caf::actor>(self);
+  }
+  // The pool answers every request by its deadline (the request's
+  // timeout_ms, else its workers' request_timeout_ms): no timer here, which
+  // would wake the clock thread twice per request.
+  self->request(*target, caf::infinite, exec_atom::value, std::move(*cmd))
+    .then([self, ref, done](json& j) mutable { done(finish(self, ref, std::move(j))); },
+          [self, ref, done](caf::error& e) mutable { done(finish(self, ref, classify(std::move(e)))); });
+}
+
 caf::behavior router(router_actor* self, router_hooks hooks) {
   self->state.hooks = std::move(hooks);
   // A remote caller gone (its node died or disconnected, or the actor
@@ -107,6 +204,7 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     auto& st = self->state;
     if (st.callers.erase(dm.source) == 0)
       return;
+    st.outboxes.erase(dm.source);
     for (auto& [ref, call] : st.calls)
       if (call.caller == dm.source)
         self->send(call.pool, cancel_atom::value, ref);
@@ -115,52 +213,37 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     [self](remote::rhello_atom, const std::string& hello) -> std::string {
       if (auto why = remote::check_hello(hello); !why.empty())
         return remote::reply_text(make_error(errc::invalid_request, why));
-      return remote::reply_text(json{{"pools", self->state.hooks.pools}});
+      // "batch": this router takes (rbatch), with at most that many bytes.
+      return remote::reply_text(json{{"pools", self->state.hooks.pools},
+                                     {"batch", remote::batch_bytes(router_guard::max_message_bytes())}});
     },
     [self](remote::rexec_atom, const std::string& text) -> caf::result<std::string> {
-      auto& st = self->state;
-      std::string pool;
-      remote::exec_ids ids;
-      auto cmd = remote::parse_exec(text, pool, st.hooks.max_json_depth, &ids);
-      if (!cmd)
-        return remote::reply_text(cmd.error());
-      auto target = st.hooks.resolve(pool);
-      if (!target)
-        return remote::reply_text(target.error());
+      // (The promise takes the sender out of the message: ask first.)
       auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
-      if (ids.id != 0 && (!caller || st.by_id.count({caller, ids.id}) > 0))
-        return remote::reply_text(make_error(
-          errc::invalid_request, "id " + std::to_string(ids.id) + " is in flight already"));
-      // Every request with a sender is the router's own cancellable
-      // request on the pool: the sender's death cancels it.
-      std::uint64_t ref = 0;
-      if (caller) {
-        ref = ++st.next_ref;
-        remote_call call;
-        call.caller = caller;
-        call.reply_to = caf::actor_cast<caf::actor>(self->current_sender());
-        call.id = ids.id;
-        call.pool = *target;
-        call.stream = ids.stream;
-        st.calls.emplace(ref, std::move(call));
-        if (ids.id != 0)
-          st.by_id.emplace(std::make_pair(caller, ids.id), ref);
-        if (st.callers.insert(caller).second)
-          self->monitor(caller);
-        cmd->ref = ref;
-        if (ids.stream)
-          cmd->sink = caf::actor_cast<caf::actor>(self);
-      }
+      auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
       auto rp = self->make_response_promise<std::string>();
-      auto wait = cmd->timeout.count() > 0 ? cmd->timeout * 2 + 30s
-                                           : std::chrono::milliseconds(10min);
-      self->request(*target, wait, exec_atom::value, std::move(*cmd))
-        .then([self, rp, ref](json& j) mutable { rp.deliver(finish(self, ref, std::move(j))); },
-              [self, rp, ref](caf::error& e) mutable {
-                rp.deliver(finish(self, ref, classify(std::move(e))));
-              });
+      run_request(self, caller, reply_to, text, 0,
+                  [rp](std::string reply) mutable { rp.deliver(std::move(reply)); });
       return rp;
     },
+    // Several requests in one message, answered in (rreplies) one way. A
+    // head that cannot be read names no request to answer: dropped.
+    [self](remote::rbatch_atom, const std::string& head, const std::vector<std::string>& texts) {
+      auto h = remote::parse_batch_head(head, texts.size());
+      auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (!h || !caller)
+        return;
+      auto reply_to = caf::actor_cast<caf::actor>(self->current_sender());
+      const auto budget = std::min(h->reply_bytes, remote::batch_bytes(router_guard::max_message_bytes()));
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        const auto id = h->ids[i];
+        run_request(self, caller, reply_to, texts[i], id,
+                    [self, caller, reply_to, budget, id](std::string reply) {
+                      queue_reply(self, caller, reply_to, budget, id, std::move(reply));
+                    });
+      }
+    },
+    [self](rflush_atom, const caf::actor_addr& caller) { flush(self, caller); },
     [self](chunk_atom, stream_chunk& c) { forward_chunk(self, c); },
     // Bad input from a peer is dropped: these are one way, and an ack or a
     // cancel for a request that ended meanwhile is no fault.

@@ -19,6 +19,19 @@
 //   (rack, head)          caller -> router   chunks 0..seq of stream id taken
 //   (rcancel, head)       caller -> router   cancel request id
 //
+// Batches (a router that says "batch" in its hello reply takes them; the
+// remote_pool sends them then, else one rexec request each), one way:
+//
+//   (rbatch, head, requests)   caller -> router  head {"ids", "batch"}; requests[i]
+//                                                the exec text of ids[i] (which
+//                                                carries that id); "batch": the
+//                                                most reply bytes per (rreplies)
+//   (rreplies, head, replies)  router -> caller  head {"ids"}; replies[i] the
+//                                                reply text of request ids[i]
+//
+// Each request of a batch is answered once, in some (rreplies); a request's
+// chunks come before its reply (one sender, one receiver).
+//
 // Every text is a JSON object carrying "app" and "protocol"; every reply is
 // the control protocol's {"ok": true, "result": ...} or {"ok": false,
 // "error": {"class", "message", "detail"}}.
@@ -31,8 +44,10 @@
 #include <caf/atom.hpp>
 #include <caf/expected.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dspex::remote {
 
@@ -42,6 +57,8 @@ using rstatus_atom = caf::atom_constant<caf::atom("rstatus")>;
 using rchunk_atom = caf::atom_constant<caf::atom("rchunk")>;
 using rack_atom = caf::atom_constant<caf::atom("rack")>;
 using rcancel_atom = caf::atom_constant<caf::atom("rcancel")>;
+using rbatch_atom = caf::atom_constant<caf::atom("rbatch")>;
+using rreplies_atom = caf::atom_constant<caf::atom("rreplies")>;
 
 inline constexpr const char* app_id = "dspex";
 /// Bumped whenever a message or a field changes meaning.
@@ -109,6 +126,24 @@ caf::expected<json> parse_data(const std::string& text,
 std::string reply_text(const caf::expected<json>& r);
 caf::expected<json> parse_reply(const std::string& text,
                                 std::size_t max_depth = bridge::default_max_json_depth);
+
+/// The most bytes of texts one (rbatch) or (rreplies) carries for a node
+/// whose max_remote_message_bytes is `max_message_bytes`: a quarter of it,
+/// at most 256 KiB. A text larger than that goes alone, as it would unbatched.
+inline std::size_t batch_bytes(std::size_t max_message_bytes) {
+  return std::min<std::size_t>(256 * 1024, max_message_bytes / 4);
+}
+
+/// The head of (rbatch) and (rreplies): whose texts follow, in order, and
+/// (rbatch) the most reply bytes the caller takes in one (rreplies).
+struct batch_head {
+  std::vector<std::uint64_t> ids;
+  std::size_t reply_bytes = 0;  ///< 0: every reply alone
+};
+std::string batch_head_text(const std::vector<std::uint64_t>& ids, std::size_t reply_bytes = 0);
+/// A protocol_error unless the text is ours and holds `count` (at least 1)
+/// positive ids.
+caf::expected<batch_head> parse_batch_head(const std::string& text, std::size_t count);
 
 /// The errc named `name` ("node_down"), if any.
 std::optional<errc> errc_named(const std::string& name);
