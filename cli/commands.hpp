@@ -41,6 +41,9 @@ int control_child(const std::string& control, const std::string& op, const std::
 /// dspex scale POOL N: the node checks N (a negative one is sent as is and
 /// refused there, so every bad size gets the same classified error).
 int control_scale(const std::string& control, const std::string& pool, long long size);
+/// dspex reload POOL [--surge N]: prints how many workers were replaced and the
+/// fork servers' pids; a rolled-back reload is an error with its reason.
+int control_reload(const std::string& control, const std::string& pool, long long surge);
 
 /// `dspex status [--json] --watch`: the status again every `interval_ms`,
 /// `count` times (0: until interrupted). On a terminal each refresh clears

@@ -20,7 +20,7 @@ std::string found(const json& v) {
 }
 
 constexpr const char* known_ops =
-  "\"status\", \"exec\", \"restart\", \"stop\", \"start\", \"scale\" or \"events\"";
+  "\"status\", \"exec\", \"restart\", \"stop\", \"start\", \"scale\", \"reload\" or \"events\"";
 
 // restart / stop / start {"path": "root/pool_sup/workers/w1"}: the shape of
 // the path is checked here; whether it names a child, by the node.
@@ -76,6 +76,24 @@ bool parse_scale(const json& req, control_request& out, std::string& error) {
   }
   if (!n->is_number_unsigned() || n->get<unsigned long long>() > (1ULL << 32)) {
     error = "size: expected a positive integer, found " + found(*n);
+    return false;
+  }
+  out.size = n->get<std::size_t>();
+  return true;
+}
+
+// reload {"pool": name|null, "surge": N (optional, 1)}: N's range is the
+// pool's to check (node::reload_pool).
+bool parse_reload(const json& req, control_request& out, std::string& error) {
+  out.op = control_request::kind::reload;
+  if (!parse_pool(req, out, error))
+    return false;
+  out.size = 1;
+  auto n = req.find("surge");
+  if (n == req.end() || n->is_null())
+    return true;
+  if (!n->is_number_unsigned() || n->get<unsigned long long>() > (1ULL << 32)) {
+    error = "surge: expected a positive integer, found " + found(*n);
     return false;
   }
   out.size = n->get<std::size_t>();
@@ -145,6 +163,8 @@ bool parse_control_request(const std::string& line, control_request& out, std::s
     return parse_child_op(req, *op, out, error);
   if (*op == "scale")
     return parse_scale(req, out, error);
+  if (*op == "reload")
+    return parse_reload(req, out, error);
   if (*op != "exec") {
     error = "op: unknown op " + shown(*op) + "; expected " + known_ops;
     return false;

@@ -16,8 +16,9 @@ namespace dspex::cli {
 struct control_request {
   /// restart / stop / start: one child by `path` (node::restart_child ...);
   /// events: the connection then streams supervision events (control.hpp);
-  /// scale: `pool` to `size` workers (node::scale_pool).
-  enum class kind { status, exec, restart, stop, start, events, scale };
+  /// scale: `pool` to `size` workers (node::scale_pool); reload: a rolling
+  /// reload of `pool`, `size` (the surge) workers at a time (node::reload_pool).
+  enum class kind { status, exec, restart, stop, start, events, scale, reload };
   kind op = kind::status;
   std::string path;  ///< restart / stop / start: "root/pool_sup/workers/w1"
   std::string command;
@@ -26,7 +27,7 @@ struct control_request {
   std::chrono::milliseconds timeout{0};
   /// The pool (or remote_pool) by name; empty: the node's first pool.
   std::string pool;
-  /// scale: the pool's new size.
+  /// scale: the pool's new size; reload: its surge (default 1).
   std::size_t size = 0;
   /// exec with "stream": true: one {"chunk", "seq"} line per chunk the
   /// handler yields, before the final line.

@@ -407,8 +407,10 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
         });
         return;
       case kind::scale:
+      case kind::reload:
         off_thread("control", [&nd, req] {
-          auto r = nd.scale_pool(req.pool, req.size);
+          auto r = req.op == kind::scale ? nd.scale_pool(req.pool, req.size)
+                                         : nd.reload_pool(req.pool, req.size);
           if (!r)
             return json{{"ok", false}, {"error", error_json(r.error())}};
           return json{{"ok", true}, {"result", std::move(*r)}};

@@ -3,6 +3,7 @@
 // (benchmarks: dspex-bench, bench/).
 #include "commands.hpp"
 #include "control.hpp"
+#include "hup_reload.hpp"
 #include "log.hpp"
 #include "systemd_notify.hpp"
 
@@ -53,8 +54,8 @@ int fail(const std::string& msg, int code = exit_usage) {
 // The signals `dspex run` takes itself (README "Signals", docs/security.md):
 // blocked in every thread and read from a signalfd by the main thread, so
 // none of them can kill the node by its default action. SIGINT, SIGTERM and
-// SIGQUIT drain and stop; SIGHUP, SIGUSR1 and SIGUSR2 are logged and
-// ignored. SIGPIPE is ignored process-wide (a write to a closed socket or
+// SIGQUIT drain and stop; SIGHUP reloads every pool (hup_reload.hpp);
+// SIGUSR1 and SIGUSR2 are logged and ignored. SIGPIPE is ignored process-wide (a write to a closed socket or
 // pipe fails with EPIPE; children get it back at its default, see
 // bridge/python_process.cpp).
 sigset_t run_signals() {
@@ -92,7 +93,7 @@ const char* signal_name(int sig) {
 }
 
 // One signal taken: true when it stops the node (logged either way).
-bool stops_node(int sig, std::uint32_t from_pid) {
+bool stops_node(int sig, std::uint32_t from_pid, cli::hup_reload& hup) {
   auto from = from_pid != 0 ? " from pid " + std::to_string(from_pid) : std::string();
   switch (sig) {
     case SIGINT:
@@ -102,10 +103,7 @@ bool stops_node(int sig, std::uint32_t from_pid) {
                    from.c_str());
       return true;
     case SIGHUP:
-      std::fprintf(stderr,
-                   "dspex: SIGHUP received%s: ignored (no reload yet: SIGHUP is reserved for the "
-                   "rolling reload of a later release)\n",
-                   from.c_str());
+      hup.on_signal(from_pid);
       return false;
     default:
       std::fprintf(stderr, "dspex: %s received%s: ignored\n", signal_name(sig), from.c_str());
@@ -131,7 +129,7 @@ std::string serving_status(node& n) {
 // comes first; the other signals of run_signals are logged on the way.
 // Returns the exit code. signalfd + an eventfd, so that one poll waits for
 // both.
-int serve_until_stopped(const sigset_t& sigs, node& n) {
+int serve_until_stopped(const sigset_t& sigs, node& n, cli::hup_reload& hup) {
   // Called once the pools are warm and the control socket listens.
   cli::systemd_notifier systemd;
   if (systemd.active())
@@ -155,7 +153,7 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
       siginfo_t info{};
       if (sigwaitinfo(&sigs, &info) < 0)
         continue;  // EINTR
-      if (stops_node(info.si_signo, static_cast<std::uint32_t>(info.si_pid)))
+      if (stops_node(info.si_signo, static_cast<std::uint32_t>(info.si_pid), hup))
         break;
     }
     systemd.stopping("shutting down");
@@ -187,7 +185,7 @@ int serve_until_stopped(const sigset_t& sigs, node& n) {
     auto got = ::read(sfd, infos, sizeof infos);
     bool stop = false;
     for (ssize_t i = 0; got > 0 && i < got / static_cast<ssize_t>(sizeof infos[0]); ++i)
-      stop = stops_node(static_cast<int>(infos[i].ssi_signo), infos[i].ssi_pid) || stop;
+      stop = stops_node(static_cast<int>(infos[i].ssi_signo), infos[i].ssi_pid, hup) || stop;
     if (stop) {
       systemd.stopping("shutting down");
       return exit_clean;
@@ -302,7 +300,8 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     if ((*n)->listen_port() != 0)
       std::fprintf(stderr, "dspex: listening on %s, port %u (%s)\n", listen_text.c_str(),
                    unsigned((*n)->listen_port()), listen_tls ? "tls" : "plain");
-    rc = serve_until_stopped(sigs, **n);
+    cli::hup_reload hup(**n);
+    rc = serve_until_stopped(sigs, **n, hup);
     // Drain with the control socket still open, so that requests in flight
     // on it get their replies: node calls (status...) are refused from now
     // on, execs are answered by the draining pools. The socket file goes
@@ -310,6 +309,7 @@ int cmd_run(int argc, char** argv, const std::vector<std::string>& cafs,
     control.drain();
     exporter.reset();  // a scrape reads the node: the endpoint goes first
     (*n)->stop();
+    hup.join();  // a reload in progress ends with the node
   }
   exporter.reset();
   (*n)->stop();
@@ -395,6 +395,14 @@ int main(int argc, char** argv) {
   scale->add_option("size", scale_size, "its new number of workers (1 to 4096)")->required();
   scale->add_option("--control", scale_control, "control socket path");
 
+  auto reload = app.add_subcommand(
+    "reload", "rolling reload of a running node's pool: new code, every worker replaced; no request fails");
+  std::string reload_pool, reload_control;
+  long long reload_surge = 1;
+  reload->add_option("pool", reload_pool, "the pool's name")->required();
+  reload->add_option("--surge", reload_surge, "workers replaced at a time (1 to the pool's size; default 1)");
+  reload->add_option("--control", reload_control, "control socket path");
+
   auto events = app.add_subcommand("events", "stream a running node's supervision events");
   bool follow = false;
   int events_count = 0;
@@ -456,6 +464,8 @@ int main(int argc, char** argv) {
       return cli::control_child(control_of(c.control), name, c.path);
   if (*scale)
     return cli::control_scale(control_of(scale_control), scale_pool, scale_size);
+  if (*reload)
+    return cli::control_reload(control_of(reload_control), reload_pool, reload_surge);
   if (*events) {
     if (!follow)
       return fail("events needs --follow (the node keeps no history of events; "

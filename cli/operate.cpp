@@ -42,6 +42,20 @@ int control_scale(const std::string& control, const std::string& pool, long long
   return 0;
 }
 
+int control_reload(const std::string& control, const std::string& pool, long long surge) {
+  auto r = control_call(control, json{{"op", "reload"}, {"pool", pool}, {"surge", surge}});
+  if (!r.value("ok", false))
+    return report_error(r);
+  auto res = r.value("result", json::object());
+  auto fs = res.value("fork_server", json::object());
+  std::printf("%s: reloaded %s workers in %s ms", pool.c_str(),
+              res.value("reloaded", json()).dump().c_str(), res.value("ms", json()).dump().c_str());
+  if (fs.contains("new_pid"))
+    std::printf(" (fork server %s -> %s)", fs["old_pid"].dump().c_str(), fs["new_pid"].dump().c_str());
+  std::printf("\n");
+  return 0;
+}
+
 int watch_status(const std::string& control, bool as_json, int interval_ms, int count) {
   bool tty = ::isatty(STDOUT_FILENO) == 1;
   for (int i = 0; count <= 0 || i < count; ++i) {

@@ -119,9 +119,22 @@ void pool_families(family_set& fs, const json& pools) {
                          MetricType::Gauge);
   auto& opened = fs.add("dspex_circuit_opened_total", "Times the circuit breaker opened",
                         MetricType::Counter);
+  auto& reloads = fs.add("dspex_pool_reloads_total",
+                         "Rolling reloads of a pool by how they ended: ok or rolled_back",
+                         MetricType::Counter);
+  auto& reloading = fs.add("dspex_pool_reload_running", "1 while a rolling reload of the pool runs",
+                           MetricType::Gauge);
+  auto& reload_replaced = fs.add("dspex_pool_reload_replaced",
+                                 "Workers the current (or last) rolling reload has replaced so far",
+                                 MetricType::Gauge);
   for (auto& [name, p] : pools.items()) {
     if (!p.is_object())
       continue;
+    for (auto& [result, n] : obj(p, "reloads").items())
+      sample(reloads, {{"pool", name}, {"result", result}}, n.get<double>());
+    auto& rl = obj(p, "reload");
+    sample(reloading, {{"pool", name}}, rl.value("state", std::string{}) == "running" ? 1 : 0);
+    sample(reload_replaced, {{"pool", name}}, num(rl, "replaced"));
     for (auto& [result, n] : obj(p, "requests").items())
       sample(requests, {{"pool", name}, {"result", result}}, n.get<double>());
     latency(duration, name, p.value("latency", json()));

@@ -1,7 +1,8 @@
 // Signals to a real `dspex run`, each with a request in flight on the
-// control socket (fault_sleep on the pool's one worker): SIGHUP, SIGUSR1,
-// SIGUSR2 and a process-directed SIGPIPE are logged (or ignored) and the
-// node serves on, the request answered; SIGQUIT drains and stops as SIGTERM
+// control socket (fault_sleep on the pool's one worker): SIGUSR1, SIGUSR2
+// and a process-directed SIGPIPE are logged (or ignored) and the node
+// serves on, the request answered; SIGHUP reloads every pool (a new fork
+// server and worker; the request in flight answered by the old one); SIGQUIT drains and stops as SIGTERM
 // does: the request answered, exit 0, socket file removed, no process of
 // the tree left. The signal mask is checked in every thread of the node
 // (blocked before any thread started), and a child starts with none of it.
@@ -14,6 +15,7 @@
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <dirent.h>
@@ -136,8 +138,8 @@ TEST_CASE_FIXTURE(signal_fixture, "every thread of dspex run blocks its signals;
   CHECK((status_mask(child, "SigIgn") & bit(SIGPIPE)) == 0);
 }
 
-TEST_CASE_FIXTURE(signal_fixture, "SIGHUP, SIGUSR1, SIGUSR2 and SIGPIPE: logged or ignored, the request in flight answered, the node serves on") {
-  for (int sig : {SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE}) {
+TEST_CASE_FIXTURE(signal_fixture, "SIGUSR1, SIGUSR2 and SIGPIPE: logged or ignored, the request in flight answered, the node serves on") {
+  for (int sig : {SIGUSR1, SIGUSR2, SIGPIPE}) {
     CAPTURE(sig);
     auto r = signal_in_flight(sig);
     CHECK_MESSAGE(sleeps(r), r.dump());
@@ -145,12 +147,34 @@ TEST_CASE_FIXTURE(signal_fixture, "SIGHUP, SIGUSR1, SIGUSR2 and SIGPIPE: logged 
     auto ping = cli::control_call(sock, {{"op", "exec"}, {"command", "ping"}}, 30s);
     CHECK_MESSAGE(ping.value("ok", false), ping.dump());
   }
-  CHECK(node->line_with("SIGHUP received").find("ignored") != std::string::npos);
-  CHECK(node->line_with("SIGHUP received").find("reload") != std::string::npos);
   CHECK(node->line_with("SIGUSR1 received").find("ignored") != std::string::npos);
   CHECK(node->line_with("SIGUSR2 received").find("ignored") != std::string::npos);
   CHECK(!node->exited.wait(0ms));
   CHECK(::access(sock.c_str(), F_OK) == 0);
+}
+
+TEST_CASE_FIXTURE(signal_fixture, "SIGHUP: a rolling reload of every pool, the request in flight answered, new fork server and worker") {
+  auto before = tree_os_pids(status()["tree"], "pool_sup");
+  REQUIRE(before.size() == 2);  // the fork server and the worker
+  auto r = signal_in_flight(SIGHUP);
+  CHECK_MESSAGE(sleeps(r), r.dump());
+  CHECK(node->line_with("SIGHUP received").find("rolling reload") != std::string::npos);
+  REQUIRE_MESSAGE(wait_until([&] { return !node->line_with("pool default reloaded").empty(); }, 60s),
+                  node->output());
+  CHECK(node->line_with("pool default reloaded").find("1 workers") != std::string::npos);
+  auto st = status();
+  auto after = tree_os_pids(st["tree"], "pool_sup");
+  CHECK(after.size() == 2);
+  for (int pid : after) {
+    CHECK(std::find(before.begin(), before.end(), pid) == before.end());
+    pids.push_back(pid);  // reaped at the end too
+  }
+  CHECK(wait_until([&] { return all_gone(before); }, 30s));
+  CHECK(st["pools"]["default"]["reloads"]["ok"] == 1);
+  CHECK(st["pools"]["default"]["crashes"] == 0);
+  auto ping = cli::control_call(sock, {{"op", "exec"}, {"command", "ping"}}, 30s);
+  CHECK_MESSAGE(ping.value("ok", false), ping.dump());
+  CHECK(!node->exited.wait(0ms));
 }
 
 TEST_CASE_FIXTURE(signal_fixture, "SIGQUIT and SIGTERM drain: the request in flight answered, exit 0, socket removed, no process left") {

@@ -23,6 +23,8 @@ using ready_atom = caf::atom_constant<caf::atom("ready")>;      ///< (ready) -> 
 using status_atom = caf::atom_constant<caf::atom("status")>;    ///< (status) -> json snapshot
 /// (scale, n) -> json: a pool's size becomes n (pool.hpp).
 using scale_atom = caf::atom_constant<caf::atom("scale")>;
+/// (reload, surge) -> json: a pool's rolling reload (pool.hpp).
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 /// (cancel, ref) from a caller to the pool (or worker) it sent (exec) to:
 /// cancel its request `ref` (command_request::ref). Its answer is
 /// `cancelled` at once; the handler is told to stop. One way.

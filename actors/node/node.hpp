@@ -202,6 +202,25 @@ public:
   /// get there by its deadline (the resize goes on). Not inside an actor.
   caf::expected<json> scale_pool(const std::string& name, std::size_t size);
 
+  /// Rolling reload of the pool named `name` (empty: the first pool) while
+  /// it serves: a new fork server imports `preload` and the worker package
+  /// afresh, and every worker is replaced, `surge` at a time (in [1, size]),
+  /// by one that imported the handler modules afresh; each old worker drains
+  /// before it stops, so no request fails and the pool never serves with
+  /// fewer than `size` workers. Sessions keep their programs (replayed on
+  /// the new workers). Blocks until done; answers {"pool", "reloaded",
+  /// "surge", "ms", "fork_server": {"old_pid", "new_pid"}}. A new server or
+  /// worker that does not start rolls it back (the old code serves on) and
+  /// is answered init_failed with the reason. Errors as scale_pool, and
+  /// unavailable while a resize or another reload of it runs. Status
+  /// "reload" shows the progress, "reloads" how they ended. Not inside an
+  /// actor. (docs/operations.md, "Rolling reload".)
+  caf::expected<json> reload_pool(const std::string& name, std::size_t surge = 1);
+
+  /// reload_pool of every local pool in turn (what SIGHUP does to `dspex
+  /// run`), each with its answer.
+  std::vector<std::pair<std::string, caf::expected<json>>> reload_all(std::size_t surge = 1);
+
   /// Adds a subscriber of every supervision event of the tree from now on
   /// (supervision_event messages); it is dropped when it terminates, or by
   /// unsubscribe. Does not block.
@@ -258,6 +277,10 @@ private:
   /// (stopped, args depth, the pool's name, a session's admission).
   caf::expected<caf::actor> call_target(const std::string& pool, const json& args,
                                         const std::optional<std::string>& session);
+  /// The pool actor of a local pool, for a live operation named `verb`.
+  caf::expected<caf::actor> local_pool_for(const std::string& name, const char* verb);
+  /// Asks a pool a live operation's message and waits for its answer.
+  caf::expected<json> ask_pool(const caf::actor& p, caf::message msg);
   std::unique_ptr<impl> impl_;
 };
 

@@ -133,36 +133,63 @@ caf::error node::restart_child(const std::string& path) {
   return r ? caf::error{} : api_error(path, r.error());
 }
 
-caf::expected<json> node::scale_pool(const std::string& name, std::size_t size) {
+// The pool actor of local pool `name` (empty: the first pool) for a live
+// operation (`verb`: scale, reload); remote pools and groups are refused.
+caf::expected<caf::actor> node::local_pool_for(const std::string& name, const char* verb) {
   auto& d = *impl_;
-  if (size < 1 || size > max_pool_size)
-    return make_error(errc::invalid_request, "size: expected an integer in [1, "
-                                               + std::to_string(max_pool_size) + "], found "
-                                               + std::to_string(size));
   if (d.stopped)
     return make_error(errc::shutting_down, "the node is stopping");
   auto local = name.empty() && !d.pool_names.empty() ? d.pool_names.front() : name;
   if (std::find(d.remote_names.begin(), d.remote_names.end(), local) != d.remote_names.end())
     return make_error(errc::invalid_request,
-                      "pool \"" + local + "\" is a remote pool: scale it on its own node");
+                      "pool \"" + local + "\" is a remote pool: " + verb + " it on its own node");
   if (std::find(d.pool_names.begin(), d.pool_names.end(), local) == d.pool_names.end()) {
     auto r = resolve(name);  // says why: unknown name, disabled
     return r ? make_error(errc::invalid_request,
-                          name.empty() ? std::string("no pool to scale in mode ") + to_string(d.mode)
+                          name.empty() ? std::string("no pool to ") + verb + " in mode " + to_string(d.mode)
                                        : "\"" + name + "\" is not a pool of this node's tree "
-                                                        "(a pool group? scale its pools)")
+                                                        "(a pool group? " + verb + " its pools)")
              : r.error();
   }
   auto p = d.dir->get("pool:" + local);
   if (!p)
     return make_error(errc::unavailable, "pool \"" + local + "\" is restarting");
-  // The pool answers by its own deadline (its workers' start and drain);
-  // this backstop only covers a pool killed holding the request.
-  caf::scoped_actor self{d.sys};
-  caf::expected<json> out = make_error(errc::unavailable, "pool \"" + local + "\" did not answer");
-  self->request(p, std::chrono::minutes(10), scale_atom::value, size)
+  return p;
+}
+
+// The pool answers by its own deadline (its workers' start and drain); the
+// backstop only covers a pool killed holding the request.
+caf::expected<json> node::ask_pool(const caf::actor& p, caf::message msg) {
+  caf::scoped_actor self{impl_->sys};
+  caf::expected<json> out = make_error(errc::unavailable, "the pool did not answer");
+  self->request(p, std::chrono::minutes(10), std::move(msg))
     .receive([&](json& r) { out = std::move(r); },
              [&](caf::error& e) { out = e; });
+  return out;
+}
+
+caf::expected<json> node::scale_pool(const std::string& name, std::size_t size) {
+  if (size < 1 || size > max_pool_size)
+    return make_error(errc::invalid_request, "size: expected an integer in [1, "
+                                               + std::to_string(max_pool_size) + "], found "
+                                               + std::to_string(size));
+  auto p = local_pool_for(name, "scale");
+  if (!p)
+    return p.error();
+  return ask_pool(*p, caf::make_message(scale_atom::value, size));
+}
+
+caf::expected<json> node::reload_pool(const std::string& name, std::size_t surge) {
+  auto p = local_pool_for(name, "reload");
+  if (!p)
+    return p.error();
+  return ask_pool(*p, caf::make_message(reload_atom::value, surge));
+}
+
+std::vector<std::pair<std::string, caf::expected<json>>> node::reload_all(std::size_t surge) {
+  std::vector<std::pair<std::string, caf::expected<json>>> out;
+  for (auto& name : impl_->pool_names)
+    out.emplace_back(name, reload_pool(name, surge));
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <dspex/actors/process/detail/fork_server_child.hpp>
 
 #include <dspex/actors/pool/detail/deadlines.hpp>
+#include <dspex/actors/pool/detail/reload.hpp>
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/pool/detail/latency_histogram.hpp>
 #include <dspex/actors/session/session_registry.hpp>
@@ -182,6 +183,11 @@ struct pool_state {
   };
   std::optional<resize_op> resizing;
   std::uint64_t next_resize = 1;
+  // A rolling reload (reload.hpp): its actor while it runs (one at a time,
+  // never beside a resize), its last progress report, and how each ended.
+  caf::actor reloader;
+  json reload = json::object();
+  std::map<std::string, std::uint64_t> reloads{{"ok", 0}, {"rolled_back", 0}};
   circuit_breaker breaker;
   recycler recycling;
 
@@ -846,6 +852,9 @@ caf::result<json> start_resize(pool_actor* self, std::size_t n) {
                                                + std::to_string(n));
   if (st.draining)
     return make_error(errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+  if (st.reloader)
+    return make_error(errc::unavailable, "pool " + st.cfg.name + " is being reloaded; "
+                                           "try again once that is done");
   if (st.resizing)
     return make_error(errc::unavailable, "pool " + st.cfg.name + " is being resized to "
                                            + std::to_string(st.resizing->to) + " workers; "
@@ -869,6 +878,38 @@ caf::result<json> start_resize(pool_actor* self, std::size_t n) {
   auto budget = st.cfg.worker.init_timeout + st.cfg.drain_timeout + st.cfg.worker_shutdown
                 + std::chrono::seconds(5);
   self->delayed_send(self, budget, resize_deadline_atom::value, op);
+  return rp;
+}
+
+// (reload, surge): a rolling reload (reload.hpp), answered when it ends.
+caf::result<json> start_reload(pool_actor* self, std::size_t surge) {
+  auto& st = self->state;
+  if (surge < 1 || surge > st.cfg.size)
+    return make_error(errc::invalid_request, "surge: expected an integer in [1, "
+                                               + std::to_string(st.cfg.size) + "] (the pool's size), found "
+                                               + std::to_string(surge));
+  if (st.draining)
+    return make_error(errc::shutting_down, "pool " + st.cfg.name + " is shutting down");
+  if (st.reloader)
+    return make_error(errc::unavailable, "pool " + st.cfg.name + " is being reloaded already");
+  if (st.resizing)
+    return make_error(errc::unavailable, "pool " + st.cfg.name + " is being resized; "
+                                           "try again once that is done");
+  reload_plan plan{st.cfg, st.loop, st.links, surge, caf::actor_cast<caf::actor>(self)};
+  st.reloader = spawn_reload(self, std::move(plan));
+  auto rp = self->make_response_promise<json>();
+  self->request(st.reloader, caf::infinite, reload_run_atom::value)
+    .then(
+      [self, rp](json& r) mutable {
+        ++self->state.reloads["ok"];
+        self->state.reloader = nullptr;
+        rp.deliver(std::move(r));
+      },
+      [self, rp](caf::error& e) mutable {
+        ++self->state.reloads["rolled_back"];
+        self->state.reloader = nullptr;
+        rp.deliver(std::move(e));
+      });
   return rp;
 }
 
@@ -1265,6 +1306,8 @@ json status_of(pool_actor* self) {
     {"circuit", to_string(st.breaker.current(now))},
     {"circuit_opened", st.breaker.opened_count()},
     {"circuit_trials", st.breaker.trials_in_flight()},
+    {"reload", st.reload},
+    {"reloads", st.reloads},
     {"worker_list", std::move(workers)},
   };
 }
@@ -1591,6 +1634,8 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       return caf::delegated<void>();
     },
     [self](scale_atom, std::size_t n) -> caf::result<json> { return start_resize(self, n); },
+    [self](reload_atom, std::size_t surge) -> caf::result<json> { return start_reload(self, surge); },
+    [self](reload_progress_atom, json& p) { self->state.reload = std::move(p); },
     [self](leave_deadline_atom, caf::actor_addr& a) {
       // Still holding a request: it is stopped anyway; the worker's staged
       // stop answers what it still has (shutting_down).
@@ -1772,6 +1817,13 @@ supervision::child_spec pool_supervisor_spec(std::string id, pool_config cfg,
   if (cfg.worker.start == "fork" && cfg.worker.module == "dspex_worker") {
     cfg.worker.forker = std::make_shared<bridge::fork_server_slot>();
     forker_spec = fork_server_child_spec("fork_server", cfg.worker, loop, cfg.worker.forker);
+    auto inner = forker_spec->start;
+    forker_spec->start = [inner, links](caf::local_actor* ctx) -> caf::expected<caf::actor> {
+      auto r = inner(ctx);
+      if (r)
+        links->set_forker(*r);
+      return r;
+    };
   }
   supervision::child_spec pool_spec;
   pool_spec.id = "pool";

@@ -91,6 +91,11 @@
 //                                       (wK, the first free K), the idlest drained
 //                                       and removed; 0 < n <= max_pool_size, one
 //                                       resize at a time (else unavailable)
+//   (reload, size_t surge)           -> {pool, reloaded, surge, ms, fork_server} once
+//                                       every worker was replaced by one started
+//                                       with freshly imported code (reload.hpp);
+//                                       surge in [1, size]; not beside a resize
+//                                       or another reload (unavailable)
 //   (leaving)                        -> unit, from a worker asked to stop: the pool
 //                                       routes nothing more to it and answers once it
 //                                       holds nothing of the pool's (per-worker drain)
@@ -200,9 +205,17 @@ using timers_atom = caf::atom_constant<caf::atom("timers")>;
 
 /// Handles shared between the pool supervisor's children, which restart
 /// independently: workers look up their current pool here, the pool its
-/// current worker supervisor.
+/// current worker supervisor and fork server (none when workers spawn).
 class pool_links {
 public:
+  caf::actor forker() const {
+    std::lock_guard<std::mutex> g(mx_);
+    return forker_;
+  }
+  void set_forker(caf::actor a) {
+    std::lock_guard<std::mutex> g(mx_);
+    forker_ = std::move(a);
+  }
   caf::actor pool() const {
     std::lock_guard<std::mutex> g(mx_);
     return pool_;
@@ -224,6 +237,7 @@ private:
   mutable std::mutex mx_;
   caf::actor pool_;
   caf::actor worker_sup_;
+  caf::actor forker_;
 };
 
 /// The child spec of a pool supervisor (rest_for_one): the pool actor, then

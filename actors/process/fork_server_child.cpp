@@ -13,9 +13,20 @@ namespace dspex {
 
 namespace {
 
+using start_atom = caf::atom_constant<caf::atom("start")>;
+
 struct fork_server_state {
   std::shared_ptr<bridge::fork_server> server;
+  std::uint64_t gen = 0;  // which start `server` is: exits are posted with it
+  // During a rolling reload: the server the old workers were forked from,
+  // kept (its workers die with it) until reload_commit or reload_back.
+  std::shared_ptr<bridge::fork_server> previous;
+  std::uint64_t previous_gen = 0;
+  bool starting = false;  // a reload's server is being started
   std::shared_ptr<bridge::fork_server_slot> slot;
+  bridge::fork_server_options opts;
+  std::shared_ptr<bridge::io_loop> loop;
+  std::shared_ptr<process_inbox> inbox;
   caf::error stop_reason;
   bool stopping = false;
   static inline const char* name = "dspex.fork_server";
@@ -29,15 +40,80 @@ struct fork_server_state {
 
 using fork_server_actor = caf::stateful_actor<fork_server_state>;
 
+// Starts a server whose exit reaches the owner as (procexit, raw, gen).
+std::shared_ptr<bridge::fork_server> start_server(bridge::io_loop& loop,
+                                                  const bridge::fork_server_options& opts,
+                                                  std::shared_ptr<process_inbox> inbox,
+                                                  std::uint64_t gen) {
+  return bridge::fork_server::start(loop, opts, [inbox, gen](bridge::exit_status s) {
+    inbox->post(caf::make_message(proc_exit_atom::value, s.raw, gen));
+  });
+}
+
+// (reload): a second server beside the running one. Started on a detached
+// helper: the preload blocks for as long as it imports.
+caf::result<json> start_reload(fork_server_actor* self) {
+  auto& st = self->state;
+  if (st.stopping)
+    return make_error(errc::shutting_down, "the fork server is stopping");
+  if (st.starting || st.previous)
+    return make_error(errc::unavailable, "a reload of this fork server is in progress");
+  st.starting = true;
+  auto rp = self->make_response_promise<json>();
+  auto box = std::make_shared<std::shared_ptr<bridge::fork_server>>();
+  auto gen = st.gen + 1;
+  auto helper = self->spawn<caf::detached>(
+    [box, gen, opts = st.opts, loop = st.loop, inbox = st.inbox](caf::event_based_actor*) -> caf::behavior {
+      return {[=](start_atom) -> caf::result<void> {
+        try {
+          *box = start_server(*loop, opts, inbox, gen);
+        } catch (const std::exception& e) {
+          return make_error(errc::init_failed, std::string("the new fork server did not start: ") + e.what());
+        }
+        return caf::unit;
+      }};
+    });
+  self->request(helper, caf::infinite, start_atom::value)
+    .then(
+      [self, rp, box, gen, helper]() mutable {
+        self->send_exit(helper, caf::exit_reason::normal);
+        auto& st = self->state;
+        st.starting = false;
+        if (st.stopping) {  // the tree stops meanwhile: the new one goes too
+          (*box)->stop();
+          rp.deliver(make_error(errc::shutting_down, "the fork server is stopping"));
+          return;
+        }
+        json out{{"old_pid", st.server->pid()}, {"new_pid", (*box)->pid()}};
+        st.previous = std::move(st.server);
+        st.previous_gen = st.gen;
+        st.server = std::move(*box);
+        st.gen = gen;
+        st.slot->set(st.server);
+        rp.deliver(std::move(out));
+      },
+      [self, rp, helper](caf::error& e) mutable {
+        self->send_exit(helper, caf::exit_reason::normal);
+        self->state.starting = false;
+        rp.deliver(std::move(e));
+      });
+  return rp;
+}
+
 caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::fork_server> fs,
                                std::shared_ptr<bridge::fork_server_slot> slot,
-                               caf::error start_error) {
+                               bridge::fork_server_options opts,
+                               std::shared_ptr<bridge::io_loop> loop,
+                               std::shared_ptr<process_inbox> inbox, caf::error start_error) {
   if (!fs) {
     self->quit(std::move(start_error));
     return {};
   }
   self->state.server = std::move(fs);
   self->state.slot = std::move(slot);
+  self->state.opts = std::move(opts);
+  self->state.loop = std::move(loop);
+  self->state.inbox = std::move(inbox);
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
     if (st.stopping)
@@ -45,20 +121,48 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
     st.stopping = true;
     st.stop_reason = msg.reason;
     st.slot->clear(st.server.get());  // no new worker forks from a stopping server
+    if (st.previous)
+      st.previous->stop();
     st.server->stop();
   });
   return {
-    [self](proc_exit_atom, int raw) {
+    [self](proc_exit_atom, int raw, std::uint64_t gen) {
       auto& st = self->state;
       bridge::exit_status s{raw};
+      if (gen != st.gen) {  // a server a reload replaced, or rolled back
+        if (gen == st.previous_gen && st.previous)
+          st.previous.reset();
+        return;
+      }
       if (st.stopping)
         self->quit(with_exit_status(st.stop_reason, s));
       else  // it never ends on its own while the host lives: always a fault
         self->quit(with_exit_status(make_error(errc::process_exited,
                                                "fork server: " + s.describe()), s));
     },
+    [self](reload_atom) -> caf::result<json> { return start_reload(self); },
+    [self](reload_commit_atom) {
+      auto& st = self->state;
+      if (st.previous)
+        st.previous->stop();  // its exit then drops it
+    },
+    [self](reload_back_atom) {
+      auto& st = self->state;
+      if (!st.previous)
+        return;
+      auto failed = std::move(st.server);
+      st.server = std::move(st.previous);
+      st.gen = st.previous_gen;
+      st.previous_gen = 0;
+      st.slot->set(st.server);
+      failed->stop();
+    },
     [self](stats_atom) -> json {
-      return json{{"os_pid", self->state.server->pid()}, {"state", "running"}};
+      auto& st = self->state;
+      json j{{"os_pid", st.server->pid()}, {"state", "running"}};
+      if (st.previous)
+        j["previous_os_pid"] = st.previous->pid();
+      return j;
     },
   };
 }
@@ -89,9 +193,7 @@ supervision::child_spec fork_server_child_spec(std::string id, const worker_conf
     std::shared_ptr<bridge::fork_server> fs;
     caf::error start_error;
     try {
-      fs = bridge::fork_server::start(*loop, opts, [inbox](bridge::exit_status s) {
-        inbox->post(caf::make_message(proc_exit_atom::value, s.raw));
-      });
+      fs = start_server(*loop, opts, inbox, 0);
     } catch (const std::exception& e) {
       start_error = make_error(errc::init_failed, e.what());
     }
@@ -99,7 +201,7 @@ supervision::child_spec fork_server_child_spec(std::string id, const worker_conf
       return start_error;
     auto pid = fs->pid();
     slot->set(fs);
-    auto a = ctx->spawn(fork_server_impl, fs, slot, std::move(start_error));
+    auto a = ctx->spawn(fork_server_impl, fs, slot, opts, loop, inbox, std::move(start_error));
     inbox->bind(a);
     supervision::report_os_pid(ctx, pid);
     return a;

@@ -10,6 +10,19 @@
 // status) ends the actor with process_exited and the status attached, which
 // the supervisor counts. Asked to stop, it closes the server's socket (EOF)
 // and ends when the server has exited.
+//
+// A rolling reload (actors/pool/detail/reload.hpp) swaps servers without a
+// restart of the tree:
+//   (reload)        -> {old_pid, new_pid}: a second server is started (off
+//                      the scheduler: its preload may take seconds) with
+//                      fresh imports; workers started from now on fork from
+//                      it (the slot holds it), the old one keeps its
+//                      workers alive. An error when it does not start:
+//                      nothing changed.
+//   (reload_commit) -> unit: the old server is stopped (its workers are gone).
+//   (reload_back)   -> unit: rollback; the slot holds the old server again
+//                      and the new one is stopped.
+// Only the current server's exit is a fault; the other's is expected.
 #pragma once
 
 #include <dspex/actors/pool/worker.hpp>
@@ -17,10 +30,15 @@
 #include <dspex/bridge/io_loop.hpp>
 #include <dspex/supervision/child_spec.hpp>
 
+#include <caf/atom.hpp>
+
 #include <memory>
 #include <string>
 
 namespace dspex {
+
+using reload_commit_atom = caf::atom_constant<caf::atom("rl_commit")>;
+using reload_back_atom = caf::atom_constant<caf::atom("rl_back")>;
 
 /// The child spec of a pool's fork server: python, env, run id and preload
 /// from the pool's worker template; the running server goes into `slot`.

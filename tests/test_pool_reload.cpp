@@ -1,0 +1,224 @@
+// Rolling reload of a running pool (issue 27, node::reload_pool): under load
+// from concurrent clients, a changed handler module and a changed preload
+// module are picked up, every request is answered ok, sessions keep their
+// programs, and the old fork server goes; a reload whose new code fails to
+// import is rolled back with the old code serving on. Real workers, forked
+// and spawned.
+#include <doctest/doctest.h>
+
+#include <dspex/actors/node/node.hpp>
+#include <dspex/actors/pool/pool.hpp>
+
+#include "support/load_clients.hpp"
+#include "support/system_config.hpp"
+#include "support/test_node.hpp"
+#include "support/wait.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace dspex;
+using namespace dspex::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string handler_text(const std::string& version) {
+  return "import os, time\n"
+         "import reload_preload\n"
+         "from dspex_worker import command\n"
+         "VERSION = '" + version + "'\n"
+         "@command('version')\n"
+         "def version(args, ctx):\n"
+         "    time.sleep(args.get('s', 0))\n"
+         "    return {'handler': VERSION, 'preload': reload_preload.VERSION, 'pid': os.getpid()}\n";
+}
+
+struct reload_fixture {
+  test::system_config cfg;
+  caf::actor_system sys{cfg};
+  std::string dir;
+  std::shared_ptr<node> n;
+
+  explicit reload_fixture(const std::string& start = "fork", int size = 3) {
+    char tmpl[] = "/tmp/dspex-reload-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+    write("reload_cmds.py", handler_text("v1"));
+    write("reload_preload.py", "VERSION = 'p1'\n");
+    auto j = small_tree("pool", size);
+    auto& w = j["root"]["children"][1]["worker"];
+    w["start"] = start;
+    w["handlers"] = {"reload_cmds"};
+    w["handler_paths"] = {dir};
+    w["preload"] = {"reload_preload"};
+    // No bytecode cache: an edit within the same second and of the same
+    // size would otherwise be read from a stale .pyc (docs/operations.md).
+    w["env"] = {{"PYTHONDONTWRITEBYTECODE", "1"}};
+    n = start_test_node(sys, j);
+  }
+  ~reload_fixture() {
+    if (n)
+      n->stop();
+    std::system(("rm -rf " + dir).c_str());
+  }
+
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+  }
+  json pool() { return n->status()["pools"]["default"]; }
+  int fork_server_pid() {
+    auto pids = tree_os_pids(n->status()["tree"], "fork_server");
+    return pids.empty() ? -1 : pids.front();
+  }
+  // What `version` answers on every worker (asked often enough, with the
+  // workers busy, to reach each).
+  std::set<std::string> versions(int times = 24) {
+    std::set<std::string> seen;
+    for (int i = 0; i < times; ++i) {
+      auto r = n->execute("version", json{{"s", 0.001}});
+      REQUIRE_MESSAGE(r, describe(r.error()));
+      seen.insert((*r)["handler"].get<std::string>() + "/" + (*r)["preload"].get<std::string>());
+    }
+    return seen;
+  }
+};
+
+struct spawn_fixture : reload_fixture {
+  spawn_fixture() : reload_fixture("spawn", 2) {}
+};
+
+} // namespace
+
+TEST_SUITE("pool_reload") {
+
+TEST_CASE_FIXTURE(reload_fixture, "a rolling reload under load picks up a changed handler, then a changed preload; every request ok") {
+  // A session with a program, made before: it must serve after.
+  REQUIRE(n->execute_in_session("s1", "configure_lm", json{{"provider", "mock"}}));
+  REQUIRE(n->execute_in_session("s1", "create_program", json{{"id", "p"}, {"signature", "q -> a"}}));
+  CHECK(versions() == std::set<std::string>{"v1/p1"});
+  auto old_server = fork_server_pid();
+  REQUIRE(old_server > 0);
+  auto old_workers = tree_os_pids(n->status()["tree"], "/workers/");
+  REQUIRE(old_workers.size() == 3);
+
+  load_clients load(*n, 4, "version", json{{"s", 0.002}});
+  REQUIRE(load.wait_answers(20));
+  write("reload_cmds.py", handler_text("v2"));
+  auto r = n->reload_pool("default");
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK((*r)["reloaded"] == 3);
+  CHECK((*r)["surge"] == 1);
+  CHECK((*r)["fork_server"]["old_pid"] == old_server);
+  auto new_server = (*r)["fork_server"]["new_pid"].get<int>();
+  CHECK(new_server != old_server);
+  REQUIRE(load.wait_answers(20));
+
+  // The preload module, two at a time.
+  write("reload_preload.py", "VERSION = 'p2'\n");
+  r = n->reload_pool("default", 2);
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK((*r)["reloaded"] == 3);
+  CHECK((*r)["surge"] == 2);
+  REQUIRE(load.wait_answers(20));
+  load.stop();
+  CHECK_MESSAGE(load.all_ok(), load.tally.dump());
+
+  CHECK(versions() == std::set<std::string>{"v2/p2"});
+  // The old servers and workers are gone; the pool has its size again.
+  CHECK(wait_until([&] { return all_gone(old_workers) && all_gone({old_server, new_server}); }));
+  auto p = pool();
+  CHECK(p["workers"] == 3);
+  CHECK(p["crashes"] == 0);
+  CHECK(p["reloads"]["ok"] == 2);
+  CHECK(p["reload"]["state"] == "done");
+  CHECK(p["reload"]["replaced"] == 3);
+  CHECK(tree_os_pids(n->status()["tree"], "/workers/").size() == 3);
+  // The session's program was replayed on the new workers.
+  auto out = n->execute_in_session("s1", "execute_program",
+                                   json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}});
+  CHECK_MESSAGE(out, describe(out.error()));
+}
+
+TEST_CASE_FIXTURE(reload_fixture, "a reload whose new code fails is rolled back: the old code serves on, nothing fails") {
+  auto old_server = fork_server_pid();
+  load_clients load(*n, 4, "version", json{{"s", 0.002}});
+  REQUIRE(load.wait_answers(20));
+
+  SUBCASE("a handler module that does not import") {
+    write("reload_cmds.py", "def broken(:\n");
+    auto r = n->reload_pool("default");
+    REQUIRE_FALSE(r);
+    CHECK_MESSAGE(is(r.error(), errc::init_failed), describe(r.error()));
+    CHECK(detail_of(r.error()).find("rolled back") != std::string::npos);
+    CHECK(detail_of(r.error()).find("reload_cmds") != std::string::npos);
+  }
+  SUBCASE("a preload module that raises") {
+    write("reload_preload.py", "raise RuntimeError('bad preload')\n");
+    auto r = n->reload_pool("default");
+    REQUIRE_FALSE(r);
+    CHECK_MESSAGE(is(r.error(), errc::init_failed), describe(r.error()));
+    CHECK(detail_of(r.error()).find("bad preload") != std::string::npos);
+  }
+  REQUIRE(load.wait_answers(20));
+  load.stop();
+  CHECK_MESSAGE(load.all_ok(), load.tally.dump());
+  CHECK(versions() == std::set<std::string>{"v1/p1"});
+  CHECK(fork_server_pid() == old_server);
+  auto p = pool();
+  CHECK(p["workers"] == 3);
+  CHECK(p["crashes"] == 0);
+  CHECK(p["reloads"]["rolled_back"] == 1);
+  CHECK(p["reload"]["state"] == "rolled_back");
+  CHECK(tree_os_pids(n->status()["tree"], "/workers/").size() == 3);
+
+  // Fixed, the next reload goes through.
+  write("reload_cmds.py", handler_text("v3"));
+  write("reload_preload.py", "VERSION = 'p3'\n");
+  auto r = n->reload_pool("default");
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK(versions() == std::set<std::string>{"v3/p3"});
+}
+
+TEST_CASE_FIXTURE(spawn_fixture, "spawned workers: a reload under load picks up the new handler; a failing one keeps the old workers") {
+  load_clients load(*n, 3, "version", json{{"s", 0.002}});
+  REQUIRE(load.wait_answers(20));
+  write("reload_cmds.py", handler_text("v2"));
+  auto r = n->reload_pool("default");
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK((*r)["reloaded"] == 2);
+  CHECK((*r)["fork_server"].empty());
+  REQUIRE(load.wait_answers(20));
+
+  write("reload_cmds.py", "def broken(:\n");
+  auto bad = n->reload_pool("default");
+  REQUIRE_FALSE(bad);
+  CHECK(is(bad.error(), errc::init_failed));
+  REQUIRE(load.wait_answers(20));
+  load.stop();
+  CHECK_MESSAGE(load.all_ok(), load.tally.dump());
+  CHECK(versions() == std::set<std::string>{"v2/p1"});
+  CHECK(pool()["workers"] == 2);
+  CHECK(pool()["crashes"] == 0);
+}
+
+TEST_CASE_FIXTURE(reload_fixture, "a bad surge or pool is a classified error and changes nothing") {
+  auto old_server = fork_server_pid();
+  for (std::size_t bad : {std::size_t{0}, std::size_t{4}}) {
+    auto r = n->reload_pool("default", bad);
+    REQUIRE_FALSE(r);
+    CHECK(is(r.error(), errc::invalid_request));
+    CHECK(detail_of(r.error()).find("surge") != std::string::npos);
+  }
+  auto r = n->reload_pool("nope");
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::invalid_request));
+  CHECK(fork_server_pid() == old_server);
+  CHECK(pool()["reloads"]["ok"] == 0);
+}
+
+}
