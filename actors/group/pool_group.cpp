@@ -272,7 +272,7 @@ caf::behavior pool_group(group_actor* self, pool_group_config cfg, std::shared_p
   st.cfg = std::move(cfg);
   st.dir = std::move(dir);
   for (auto& name : st.cfg.members)
-    st.members.push_back(member{name});
+    st.members.emplace_back().name = name;
   self->set_down_handler([self](caf::down_msg& dm) {
     // A caller that died: its cancellable requests are cancelled where they run.
     auto& st = self->state;
