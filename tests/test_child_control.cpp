@@ -4,6 +4,8 @@
 // does not read, dropped without holding up the node.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <dspex/actors/node/node.hpp>
 #include <dspex/cli/control.hpp>
 #include <dspex/cli/control_request.hpp>
@@ -169,7 +171,7 @@ TEST_CASE("control requests: restart / stop / start need a path of the tree's sh
          {R"({"op": "restart", "path": "root/"})", "path: expected root/<child>"},
          {R"({"op": "restart", "path": "root//w1"})", "path: expected root/<child>"},
          {R"({"op": "restart", "path": "root/w1/"})", "path: expected root/<child>"},
-         {R"({"op": "reboot", "path": "root/w1"})", "\"restart\", \"stop\", \"start\", \"scale\" or \"events\""}}) {
+         {R"({"op": "reboot", "path": "root/w1"})", "\"restart\", \"stop\", \"start\", \"scale\", \"reload\" or \"events\""}}) {
     cli::control_request req;
     std::string err;
     CHECK_FALSE(cli::parse_control_request(line, req, err));
@@ -282,6 +284,49 @@ TEST_CASE_FIXTURE(run_fixture, "dspex scale grows and shrinks the running pool; 
   out = dspex({"scale", "default", "2"}, code);
   CHECK_MESSAGE(code == 0, out);
   CHECK(pool()["workers"] == 2);
+}
+
+TEST_CASE("control requests: reload takes a pool name or null and an optional positive surge") {
+  cli::control_request req;
+  std::string err;
+  REQUIRE_MESSAGE(cli::parse_control_request(R"({"op": "reload", "pool": "batch"})", req, err), err);
+  CHECK(req.op == cli::control_request::kind::reload);
+  CHECK(req.pool == "batch");
+  CHECK(req.size == 1);
+  REQUIRE_MESSAGE(cli::parse_control_request(R"({"op": "reload", "pool": null, "surge": 3})", req, err), err);
+  CHECK(req.pool.empty());
+  CHECK(req.size == 3);
+  for (auto [line, expect] : std::vector<std::pair<std::string, std::string>>{
+         {R"({"op": "reload", "surge": -1})", "surge: expected a positive integer"},
+         {R"({"op": "reload", "surge": "2"})", "surge: expected a positive integer"},
+         {R"({"op": "reload", "pool": 7})", "pool: expected a pool name"}}) {
+    CHECK_FALSE(cli::parse_control_request(line, req, err));
+    CHECK_MESSAGE(err.find(expect) != std::string::npos, line << " -> " << err);
+  }
+}
+
+TEST_CASE_FIXTURE(run_fixture, "dspex reload replaces every worker and the fork server; a bad surge or pool exits 1 with its class") {
+  auto before = tree_os_pids(status()["tree"], "pool_sup");
+  int code = -1;
+  auto out = dspex({"reload", "default"}, code);
+  CHECK_MESSAGE(code == 0, out);
+  CHECK_MESSAGE(out.find("default: reloaded 2 workers in ") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("(fork server ") != std::string::npos, out);
+  auto after = tree_os_pids(status()["tree"], "pool_sup");
+  CHECK(after.size() == before.size());
+  for (int pid : after)
+    CHECK(std::find(before.begin(), before.end(), pid) == before.end());
+  CHECK(pool()["reloads"]["ok"] == 1);
+  CHECK(ping_pid() > 0);
+  for (auto [args, expect] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+         {{"reload", "default", "--surge", "0"}, "invalid_request: surge: expected an integer in [1, 2]"},
+         {{"reload", "default", "--surge", "-2"}, "invalid_request: surge: expected a positive integer"},
+         {{"reload", "nope"}, "invalid_request: pool: unknown pool \"nope\""}}) {
+    out = dspex(args, code);
+    CHECK_MESSAGE(code == 1, out);
+    CHECK_MESSAGE(out.find(expect) != std::string::npos, out);
+  }
+  CHECK(wait_until([&] { return all_gone(before); }));
 }
 
 TEST_CASE_FIXTURE(run_fixture, "dspex restart of the pool actor alone: the new pool adopts the running workers") {
