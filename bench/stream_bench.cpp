@@ -21,7 +21,9 @@
 #include <cstring>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unistd.h>
 
@@ -261,72 +263,88 @@ caf::behavior cancel_driver(driver* self, caf::actor pool, int warmup, int sampl
 
 // -- the chunk floor: chunk_floor.py through a pipe, read by one blocking thread -------------
 
-struct floor_outcome {
-  latency_recorder streams;
-  std::string error;
-};
-
-floor_outcome run_chunk_floor(const stream_bench_options& o, int warmup) {
-  floor_outcome out;
-  const auto script = locate_peer_file("chunk_floor.py");
-  if (script.empty()) {
-    out.error = "chunk_floor.py not found (set DSPEX_BENCH_PEERS_DIR)";
-    return out;
+// One chunk_floor.py process; stream() sends it one request and reads the
+// stream back on the calling thread, parsed as dspex parses every frame
+// from a worker. Kept between streams, so the floor's streams can alternate
+// with dspex's (on a shared machine both then see the same load).
+class chunk_floor {
+public:
+  explicit chunk_floor(const stream_bench_options& o) : o_(o) {
+    const auto script = locate_peer_file("chunk_floor.py");
+    if (script.empty()) {
+      error_ = "chunk_floor.py not found (set DSPEX_BENCH_PEERS_DIR)";
+      return;
+    }
+    spawn_spec spec;
+    spec.argv = {o.python, "-u", script};
+    spec.batch_scheduling = o.sched_batch;
+    proc_ = child_process::spawn(spec);
+    buf_.resize(256 * 1024);
   }
-  sigpipe_block no_sigpipe;
-  spawn_spec spec;
-  spec.argv = {o.python, "-u", script};
-  spec.batch_scheduling = o.sched_batch;
-  auto proc = child_process::spawn(spec);
-  bridge::frame_decoder decoder;
-  std::vector<std::string> ready;
-  std::size_t next = 0;
-  std::vector<char> buf(256 * 1024);
-  const json args{{"n", o.chunks}, {"data", std::string(o.chunk_bytes, 'x')}};
-  for (int i = 0; i < warmup + o.streams && out.error.empty(); ++i) {
-    const std::uint64_t id = static_cast<std::uint64_t>(i) + 1;
+  ~chunk_floor() {
+    if (proc_.pid() > 0)
+      proc_.stop(2000ms);
+  }
+  chunk_floor(const chunk_floor&) = delete;
+  chunk_floor& operator=(const chunk_floor&) = delete;
+
+  const std::string& error() const { return error_; }
+
+  /// One stream of o.chunks chunks: its duration, or nothing (error() says why).
+  std::optional<clock_type::duration> stream() {
+    if (!error_.empty())
+      return std::nullopt;
+    const std::uint64_t id = ++id_;
+    const json args{{"n", o_.chunks}, {"data", std::string(o_.chunk_bytes, 'x')}};
     const auto frame = bridge::encode_frame(bridge::encode_request(bridge::request{id, "bench_chunks", args, std::nullopt}));
     const auto t0 = clock_type::now();
-    if (!write_all(proc.in_fd(), frame.data(), frame.size())) {
-      out.error = std::string("chunk floor: write: ") + std::strerror(errno);
-      break;
+    if (!write_all(proc_.in_fd(), frame.data(), frame.size())) {
+      error_ = std::string("chunk floor: write: ") + std::strerror(errno);
+      return std::nullopt;
     }
     std::uint64_t seq = 0;
-    for (bool final = false; !final && out.error.empty();) {
-      while (next >= ready.size()) {
-        ready.clear();
-        next = 0;
-        ssize_t n = ::read(proc.out_fd(), buf.data(), buf.size());
+    for (bool final = false; !final && error_.empty();) {
+      while (next_ >= ready_.size()) {
+        ready_.clear();
+        next_ = 0;
+        ssize_t n = ::read(proc_.out_fd(), buf_.data(), buf_.size());
         if (n < 0 && errno == EINTR)
           continue;
         if (n <= 0) {
-          out.error = "chunk floor: the script exited";
-          break;
+          error_ = "chunk floor: the script exited";
+          return std::nullopt;
         }
-        decoder.feed(buf.data(), static_cast<std::size_t>(n), ready);
+        decoder_.feed(buf_.data(), static_cast<std::size_t>(n), ready_);
       }
-      if (!out.error.empty())
-        break;
-      // Parsed as dspex parses every frame from a worker.
-      auto parsed = bridge::parse_reply(ready[next++]);
+      auto parsed = bridge::parse_reply(ready_[next_++]);
       auto* rep = std::get_if<bridge::reply>(&parsed);
       if (!rep || rep->id != id) {
-        out.error = "chunk floor: a bad frame";
+        error_ = "chunk floor: a bad frame";
       } else if (rep->is_chunk()) {
         if (rep->seq != seq++)
-          out.error = "chunk floor: a chunk out of order";
+          error_ = "chunk floor: a chunk out of order";
       } else {
         final = true;
-        if (seq != static_cast<std::uint64_t>(o.chunks))
-          out.error = "chunk floor: " + std::to_string(seq) + " chunks";
+        if (seq != static_cast<std::uint64_t>(o_.chunks))
+          error_ = "chunk floor: " + std::to_string(seq) + " chunks";
       }
     }
-    if (out.error.empty() && i >= warmup)
-      out.streams.add(clock_type::now() - t0);
+    if (!error_.empty())
+      return std::nullopt;
+    return clock_type::now() - t0;
   }
-  proc.stop(2000ms);
-  return out;
-}
+
+private:
+  const stream_bench_options& o_;
+  sigpipe_block no_sigpipe_;
+  child_process proc_;
+  bridge::frame_decoder decoder_;
+  std::vector<std::string> ready_;
+  std::size_t next_ = 0;
+  std::vector<char> buf_;
+  std::uint64_t id_ = 0;
+  std::string error_;
+};
 
 // -- one runner per part ------------------------------------------------------------------------
 
@@ -393,32 +411,53 @@ public:
     n->stop();
   }
 
+  // The floor's streams and dspex's alternate one by one (after 3 warm-up
+  // streams each), so a burst of other load on the machine hits both.
   void chunks() {
     const int warmup = 3;
-    announce("chunk floor: chunk_floor.py, " + std::to_string(o_.chunks) + " chunks a stream");
+    announce("chunks: chunk_floor.py and dspex alternating, " + std::to_string(o_.chunks) + " chunks a stream");
+    std::unique_ptr<chunk_floor> floor;
     try {
-      auto f = run_chunk_floor(o_, warmup);
-      if (!f.error.empty())
-        failed(f.error);
-      r_.floor_streams = std::move(f.streams);
+      floor = std::make_unique<chunk_floor>(o_);
     } catch (const std::exception& e) {
       failed(std::string("chunk floor: ") + e.what());
     }
-    announce("chunks: dspex, " + std::to_string(o_.chunks) + " chunks a stream");
     auto s = setup(1);
     s.stream_window = o_.stream_window;
     auto n = start(s, "chunks");
     if (!n)
       return;
-    auto t = std::make_shared<tally>();
-    const json args{{"n", o_.chunks}, {"data", std::string(o_.chunk_bytes, 'x')}};
-    const auto limit = std::chrono::milliseconds(60000 + 50 * (o_.streams + warmup) * (o_.chunks / 100 + 1));
-    if (drive("chunks", t, limit, chunk_driver, n->target(),
-              make_command("bench_chunks", args, std::nullopt, deadline), warmup, o_.streams)) {
-      r_.dspex_streams = std::move(t->a);
-      r_.chunks_out_of_order = t->odd;
-      if (t->odd)
-        failed("chunks: " + std::to_string(t->odd) + " chunks out of order");
+    const auto req = make_command("bench_chunks", json{{"n", o_.chunks}, {"data", std::string(o_.chunk_bytes, 'x')}},
+                                  std::nullopt, deadline);
+    const auto limit = std::chrono::milliseconds(60000 + 50 * (warmup + 1) * (o_.chunks / 100 + 1));
+    // One driver per dspex stream (or per warm-up): false when it failed.
+    auto dspex_streams = [&](int warm, int measured) {
+      auto t = std::make_shared<tally>();
+      if (!drive("chunks", t, limit, chunk_driver, n->target(), req, warm, measured))
+        return false;
+      r_.dspex_streams.merge(t->a);
+      r_.chunks_out_of_order += t->odd;
+      return true;
+    };
+    auto floor_stream = [&](bool measured) {
+      if (!floor || !floor->error().empty())
+        return;
+      auto d = floor->stream();
+      if (!d)
+        failed(floor->error());
+      else if (measured)
+        r_.floor_streams.add(*d);
+    };
+    for (int i = 0; i < warmup; ++i)
+      floor_stream(false);
+    bool ok = dspex_streams(warmup, 0);
+    for (int i = 0; i < o_.streams && ok; ++i) {
+      floor_stream(true);
+      ok = dspex_streams(0, 1);
+    }
+    if (r_.chunks_out_of_order)
+      failed("chunks: " + std::to_string(r_.chunks_out_of_order) + " chunks out of order");
+    if (ok) {
       auto per_s = [&](const latency_recorder& l) {
         return l.empty() ? 0.0 : static_cast<double>(o_.chunks) / (l.summary().p50_us / 1e6);
       };
