@@ -158,6 +158,17 @@ struct harness {
     return out;
   }
 
+  // A rolling reload of the running pool, `surge` workers at a time: ms.
+  double reload(std::size_t surge) {
+    auto t0 = clock_type::now();
+    caf::error err;
+    self->request(pool(), caf::infinite, reload_atom::value, surge)
+      .receive([](json&) {}, [&](caf::error& e) { err = e; });
+    if (err)
+      throw std::runtime_error("reload failed: " + caf::to_string(err));
+    return ms_since(t0);
+  }
+
   // One worker on its own, spawned: start to its init ping's reply.
   double spawn_one(worker_config w) {
     w.start = "spawn";
@@ -235,6 +246,26 @@ int run_start_bench(const start_bench_options& o) {
                     fmt_ratio(fork_ready, spawn_ready),
                     "fork " + fmt_ratio(fork_ready, spawn1) + " / spawn " + fmt_ratio(spawn_ready, spawn1)
                       + " of one spawn"});
+
+    // Rolling reload (issue 27): every worker replaced by one with freshly
+    // imported code while the pool serves, against starting them all anew.
+    for (std::size_t surge : {std::size_t{1}, o.pool}) {
+      say("rolling reload of " + std::to_string(o.pool) + ", surge " + std::to_string(surge));
+      double took[2];
+      for (int m = 0; m < 2; ++m) {
+        h.start(base_pool(o, o.pool, m == 0 ? "fork" : "spawn"));
+        std::vector<double> v;
+        for (int i = 0; i < o.repeats; ++i)
+          v.push_back(h.reload(surge));
+        took[m] = median(v);
+        h.stop();
+      }
+      rows.push_back({"rolling reload of " + std::to_string(o.pool) + ", surge " + std::to_string(surge),
+                      fmt(took[0], "ms"), fmt(took[1], "ms"), fmt_ratio(took[0], took[1]),
+                      "fork " + fmt_ratio(took[0], spawn_ready) + " of " + std::to_string(o.pool)
+                        + " spawns at once, " + fmt_ratio(took[0], spawn1 * o.pool) + " of "
+                        + std::to_string(o.pool) + " one by one"});
+    }
 
     say("SIGKILLed worker answering again");
     double kill_p50[2];

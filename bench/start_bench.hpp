@@ -8,6 +8,9 @@
 //   the fork server's own start included);
 // - a SIGKILLed worker answering again (pool of 1: kill, then the time until
 //   a ping is answered by the replacement), p50;
+// - a rolling reload of the N workers ((reload, surge) to the pool), surge
+//   1 and N, against N spawns (the spawned pool of N ready, and N single
+//   spawns one after the other);
 // - with a preload module that sleeps 1 s on import: a spawned worker's
 //   start, the forked replacement p50, pool of N ready;
 // - PSS per worker (/proc/PID/smaps_rollup) with a preload holding 50 MB;

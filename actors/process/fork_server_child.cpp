@@ -8,6 +8,7 @@
 #include <caf/all.hpp>
 
 #include <cstdlib>
+#include <map>
 
 namespace dspex {
 
@@ -22,6 +23,8 @@ struct fork_server_state {
   // kept (its workers die with it) until reload_commit or reload_back.
   std::shared_ptr<bridge::fork_server> previous;
   std::uint64_t previous_gen = 0;
+  // Servers a reload is done with, asked to stop and kept until they exited.
+  std::map<std::uint64_t, std::shared_ptr<bridge::fork_server>> retired;
   bool starting = false;  // a reload's server is being started
   std::shared_ptr<bridge::fork_server_slot> slot;
   bridge::fork_server_options opts;
@@ -130,8 +133,9 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
       auto& st = self->state;
       bridge::exit_status s{raw};
       if (gen != st.gen) {  // a server a reload replaced, or rolled back
+        st.retired.erase(gen);
         if (gen == st.previous_gen && st.previous)
-          st.previous.reset();
+          st.previous.reset();  // died under its old workers: they crash, and restart new
         return;
       }
       if (st.stopping)
@@ -143,19 +147,22 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
     [self](reload_atom) -> caf::result<json> { return start_reload(self); },
     [self](reload_commit_atom) {
       auto& st = self->state;
-      if (st.previous)
-        st.previous->stop();  // its exit then drops it
+      if (!st.previous)
+        return;
+      st.previous->stop();
+      st.retired.emplace(st.previous_gen, std::move(st.previous));
+      st.previous.reset();
     },
     [self](reload_back_atom) {
       auto& st = self->state;
       if (!st.previous)
         return;
-      auto failed = std::move(st.server);
+      st.server->stop();
+      st.retired.emplace(st.gen, std::move(st.server));
       st.server = std::move(st.previous);
+      st.previous.reset();
       st.gen = st.previous_gen;
-      st.previous_gen = 0;
       st.slot->set(st.server);
-      failed->stop();
     },
     [self](stats_atom) -> json {
       auto& st = self->state;
