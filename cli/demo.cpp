@@ -65,6 +65,13 @@ void print_status(const json& status) {
           replaced += (replaced.empty() ? "" : ", ") + cause + " " + std::to_string(n.get<std::uint64_t>());
     if (!replaced.empty())
       std::printf("  replaced: %s (crashes %llu)\n", replaced.c_str(), p.value("crashes", 0ull));
+    // The current or last rolling reload, once there was one.
+    if (p.contains("reload") && p["reload"].is_object() && p["reload"].contains("state")) {
+      auto& r = p["reload"];
+      std::printf("  reload: %s, %llu of %llu workers replaced (surge %llu, %lld ms)\n",
+                  r.value("state", std::string("?")).c_str(), r.value("replaced", 0ull),
+                  r.value("of", 0ull), r.value("surge", 0ull), r.value("ms", 0LL));
+    }
   }
   if (status.contains("remotes") && status["remotes"].is_object())
     for (auto& [name, r] : status["remotes"].items()) {

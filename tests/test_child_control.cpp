@@ -318,6 +318,8 @@ TEST_CASE_FIXTURE(run_fixture, "dspex reload replaces every worker and the fork 
     CHECK(std::find(before.begin(), before.end(), pid) == before.end());
   CHECK(pool()["reloads"]["ok"] == 1);
   CHECK(ping_pid() > 0);
+  auto shown = dspex({"status"}, code);
+  CHECK_MESSAGE(shown.find("reload: done, 2 of 2 workers replaced (surge 1, ") != std::string::npos, shown);
   for (auto [args, expect] : std::vector<std::pair<std::vector<std::string>, std::string>>{
          {{"reload", "default", "--surge", "0"}, "invalid_request: surge: expected an integer in [1, 2]"},
          {{"reload", "default", "--surge", "-2"}, "invalid_request: surge: expected a positive integer"},
