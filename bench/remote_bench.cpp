@@ -181,6 +181,7 @@ int run_remote_bench(const remote_bench_options& o) {
     [&] { return (*remote)->execute("ping", json::object(), std::nullopt, call_deadline); },
     [&] { return (*local)->execute_on("far", "ping", json::object(), std::nullopt, call_deadline); },
     o);
+  auto far = (*local)->status()["remotes"]["far"];
   (*local)->stop();
   (*remote)->stop();
   if (!direct.ok || !through.ok) {
@@ -200,6 +201,10 @@ int run_remote_bench(const remote_bench_options& o) {
   std::printf("| throughput, %zu clients | %.0f req/s | %.0f req/s | %.2fx | >= %.1fx | %s |\n", o.clients,
               direct.per_s(), through.per_s(), tput, remote_throughput_vs_local,
               met_or_missed(tput >= remote_throughput_vs_local));
+  const auto forwarded = far.value("forwarded", 0.0), batches = far.value("batches", 0.0);
+  if (batches > 0)
+    std::printf("\nrequests per (rbatch) message: %.2f (%.0f requests in %.0f batches)\n",
+                forwarded / batches, forwarded, batches);
   if (!o.group)
     return 0;
   auto g = measure_group(o);
