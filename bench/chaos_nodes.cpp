@@ -102,6 +102,7 @@ struct tally {
   std::uint64_t sent = 0, ok = 0, twice = 0, wrong_key = 0, late = 0, never = 0;
   std::map<std::string, std::uint64_t> errors;
   std::vector<std::pair<clock_type::time_point, bool>> done;  // when each answer came, ok or not
+  std::vector<std::pair<clock_type::time_point, clock_type::time_point>> spans;  // sent, answered
 };
 
 struct waiter {
@@ -138,6 +139,7 @@ void client(node& n, tally& t, std::atomic<bool>& stop, std::uint64_t id, std::c
                else
                  ++t.ok;
                t.done.emplace_back(now, static_cast<bool>(r));
+               t.spans.emplace_back(t0, now);
              }
              std::lock_guard<std::mutex> g(w->mx);
              w->answered = true;
@@ -149,6 +151,16 @@ void client(node& n, tally& t, std::atomic<bool>& stop, std::uint64_t id, std::c
       ++t.never;
     }
   }
+}
+
+// Failover: from `at` to the answer of the last request that was in flight
+// then (sent before, answered after), ms.
+double last_answer_after(const tally& t, clock_type::time_point at) {
+  double ms = 0;
+  for (auto& [sent, answered] : t.spans)
+    if (sent <= at && answered > at)
+      ms = std::max(ms, std::chrono::duration<double, std::milli>(answered - at).count());
+  return ms;
 }
 
 double rate(const tally& t, clock_type::time_point from, clock_type::time_point to) {
@@ -245,7 +257,19 @@ int run_chaos_nodes(const chaos_options& o) {
   members[0].kill();
   at(0.35);
   const auto t_restart = clock_type::now();
+  const auto routed_before_restart = group()["members"][0].value("routed", 0);
   members[0].start();
+  // Its return: from the restart (a new process) until the group routes a
+  // request to it again.
+  double back_ms = -1;
+  const auto next_fault = t_faults + phase * (members.size() > 1 ? 0.5 : 1.0);
+  while (clock_type::now() < next_fault) {
+    if (group()["members"][0].value("routed", 0) > routed_before_restart) {
+      back_ms = std::chrono::duration<double, std::milli>(clock_type::now() - t_restart).count();
+      break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
   clock_type::time_point t_stop{}, t_cont{};
   if (members.size() > 1) {
     at(0.5);
@@ -306,6 +330,15 @@ int run_chaos_nodes(const chaos_options& o) {
   if (members.size() > 1)
     tab.add({"throughput while member 1 is stopped (after the heartbeat timeout)", per_s(while_stopped),
              "before " + per_s(before), format_ratio(before > 0 ? while_stopped / before : 0), "", verdict::info, ""});
+  tab.add({"failover: member 0 SIGKILLed -> the last request in flight then answered",
+           format_fixed(last_answer_after(t, t_kill), 0) + " ms", "", "", "", verdict::info,
+           "bounded by connection_timeout_ms " + std::to_string(connection_timeout_ms) + " + a retry"});
+  tab.add({"failover: member 0 restarted -> routed to again",
+           back_ms < 0 ? std::string("not before the next fault") : format_fixed(back_ms, 0) + " ms", "", "", "",
+           verdict::info, "a dspex run start plus the group's next health poll"});
+  if (members.size() > 1)
+    tab.add({"failover: member 1 SIGSTOPped -> the last request in flight then answered",
+             format_fixed(last_answer_after(t, t_stop), 0) + " ms", "", "", "", verdict::info, ""});
   tab.add({"group retried (idempotent after node_down)", std::to_string(final_group.value("retried", 0)), "", "",
            "", verdict::info, ""});
   tab.print(std::cout);
