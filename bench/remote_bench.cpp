@@ -24,8 +24,11 @@ using clock_type = std::chrono::steady_clock;
 struct side {
   latency_recorder rt;
   double requests = 0, seconds = 0;  ///< of the throughput runs, summed over the rounds
+  double cpu_us = 0, switches = 0;   ///< this process's, in those runs (both nodes, the clients)
   bool ok = true;
   double per_s() const { return seconds > 0 ? requests / seconds : 0; }
+  double cpu_per_request() const { return requests > 0 ? cpu_us / requests : 0; }
+  double switches_per_request() const { return requests > 0 ? switches / requests : 0; }
 };
 
 // Every call as an embedder makes it: node::execute_on with a deadline
@@ -45,6 +48,7 @@ void measure_round(const call_fn& call, const remote_bench_options& o, side& s) 
   }
   std::atomic<int> left{o.requests};
   std::atomic<bool> failed{false};
+  auto use0 = host_usage_now();
   auto t0 = clock_type::now();
   std::vector<std::thread> ts;
   for (std::size_t c = 0; c < o.clients; ++c)
@@ -56,6 +60,9 @@ void measure_round(const call_fn& call, const remote_bench_options& o, side& s) 
   for (auto& t : ts)
     t.join();
   s.seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+  auto use1 = host_usage_now();
+  s.cpu_us += use1.cpu_us - use0.cpu_us;
+  s.switches += use1.switches - use0.switches;
   s.requests += o.requests;
   s.ok = s.ok && !failed;
 }
@@ -201,6 +208,12 @@ int run_remote_bench(const remote_bench_options& o) {
   std::printf("| throughput, %zu clients | %.0f req/s | %.0f req/s | %.2fx | >= %.1fx | %s |\n", o.clients,
               direct.per_s(), through.per_s(), tput, remote_throughput_vs_local,
               met_or_missed(tput >= remote_throughput_vs_local));
+  std::printf("| host CPU per request, %zu clients | %.0f us | %.0f us | %.2fx | | |\n", o.clients,
+              direct.cpu_per_request(), through.cpu_per_request(),
+              through.cpu_per_request() / direct.cpu_per_request());
+  std::printf("| host context switches per request, %zu clients | %.1f | %.1f | %.2fx | | |\n", o.clients,
+              direct.switches_per_request(), through.switches_per_request(),
+              through.switches_per_request() / direct.switches_per_request());
   const auto forwarded = far.value("forwarded", 0.0), batches = far.value("batches", 0.0);
   if (batches > 0)
     std::printf("\nrequests per (rbatch) message: %.2f (%.0f requests in %.0f batches)\n",
