@@ -6,6 +6,7 @@
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/bench/bare_loop.hpp>
 #include <dspex/bench/dspex_bench.hpp>
+#include <dspex/bench/netns_link.hpp>
 #include <dspex/bench/report.hpp>
 #include <dspex/bench/subprocess.hpp>
 
@@ -68,12 +69,19 @@ json timing(json j) {
 struct member_node {
   std::string cfg;
   int port = 0;
+  /// Set for the member that is partitioned: it runs in a namespace of its
+  /// own (declared before proc: the process goes first).
+  std::unique_ptr<netns_link> link;
   child_process proc;
+
+  std::string host() const { return link ? link->address() : "127.0.0.1"; }
 
   void start() {
     spawn_spec s;
     // Its own control socket: the default path is one per machine.
     s.argv = {dspex_cli(), "run", cfg, "--control", cfg + ".sock"};
+    if (link)
+      s.argv = link->wrap(s.argv);
     s.env = {{"DSPEX_PYTHON_PATH", locate_python_dir()}};
     s.pipe_stdin = false;
     s.pipe_stdout = false;
@@ -183,13 +191,33 @@ int run_chaos_nodes(const chaos_options& o) {
   std::cerr << "dspex-bench chaos --nodes " << o.nodes << ": " << workers << " workers a node, " << clients
             << " clients, " << phase.count() << " ms fault phase\n";
 
+  // Member 2 is partitioned by cutting its link, when this machine lets
+  // the bench make a network namespace; else it is left out of the faults.
+  netns_link::sweep_leftovers();
+  const bool partition = o.nodes >= 3 && netns_link::available();
+  if (o.nodes >= 3 && !partition)
+    std::cerr << "dspex-bench chaos --nodes: no network namespaces here (needs root and ip): no partition\n";
   std::vector<member_node> members(static_cast<std::size_t>(o.nodes));
   for (std::size_t i = 0; i < members.size(); ++i) {
     auto j = timing(default_config());
     j["root"]["children"][1]["size"] = workers;
     j["root"]["children"][1]["worker"]["python"] = o.python;
     members[i].port = free_port();
-    j["listen"] = "127.0.0.1:" + std::to_string(members[i].port);
+    if (partition && i == 2) {
+      try {
+        members[i].link = std::make_unique<netns_link>(static_cast<int>(i));
+      } catch (const std::exception& e) {
+        std::cerr << "dspex-bench chaos --nodes: " << e.what() << "\n";
+        for (auto& m : members)
+          m.stop();
+        return 1;
+      }
+    }
+    j["listen"] = members[i].host() + ":" + std::to_string(members[i].port);
+    // Off loopback, plain text needs saying so: the namespace's link is
+    // private to this host.
+    if (members[i].link)
+      j["insecure"] = true;
     members[i].cfg = dir + "/m" + std::to_string(i) + ".json";
     std::ofstream(members[i].cfg) << j.dump(2);
     members[i].start();
@@ -200,7 +228,7 @@ int run_chaos_nodes(const chaos_options& o) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < members.size(); ++i) {
     names.push_back("m" + std::to_string(i));
-    tree["root"]["children"].push_back({{"id", names.back()}, {"type", "remote_pool"}, {"host", "127.0.0.1"},
+    tree["root"]["children"].push_back({{"id", names.back()}, {"type", "remote_pool"}, {"host", members[i].host()},
                                         {"port", members[i].port}, {"connect_timeout_ms", 1000},
                                         {"reconnect_min_ms", 50}, {"reconnect_max_ms", 500}});
   }
@@ -247,50 +275,70 @@ int run_chaos_nodes(const chaos_options& o) {
     load.emplace_back([&, c] { client(*n, t, stop, static_cast<std::uint64_t>(c + 1), deadline); });
 
   // The schedule, in fractions of the fault phase: member 0 killed, then
-  // started again; then member 1 (when there is one) stopped, then continued.
+  // started again; then member 1 (when there is one) stopped, then
+  // continued; then member 2's link cut, then healed.
   const auto t_start = clock_type::now();
   std::this_thread::sleep_for(o.warmup);
   const auto t_faults = clock_type::now();
   auto at = [&](double f) { std::this_thread::sleep_until(t_faults + phase * f); };
-  at(0.05);
+  at(0.03);
   const auto t_kill = clock_type::now();
   members[0].kill();
-  at(0.35);
+  at(0.23);
   const auto t_restart = clock_type::now();
   const auto routed_before_restart = group()["members"][0].value("routed", 0);
   members[0].start();
   // Its return: from the restart (a new process) until the group routes a
-  // request to it again.
-  double back_ms = -1;
-  const auto next_fault = t_faults + phase * (members.size() > 1 ? 0.5 : 1.0);
-  while (clock_type::now() < next_fault) {
-    if (group()["members"][0].value("routed", 0) > routed_before_restart) {
-      back_ms = std::chrono::duration<double, std::milli>(clock_type::now() - t_restart).count();
-      break;
+  // request to it again, watched beside the schedule.
+  std::atomic<double> back_ms{-1};
+  std::thread watch_return([&] {
+    while (!stop && back_ms < 0) {
+      if (group()["members"][0].value("routed", 0) > routed_before_restart)
+        back_ms = std::chrono::duration<double, std::milli>(clock_type::now() - t_restart).count();
+      std::this_thread::sleep_for(10ms);
     }
-    std::this_thread::sleep_for(10ms);
-  }
+  });
   clock_type::time_point t_stop{}, t_cont{};
   if (members.size() > 1) {
-    at(0.5);
+    at(0.25);
     t_stop = clock_type::now();
     members[1].proc.signal_group(SIGSTOP);
-    at(0.8);
+    at(0.6);
     t_cont = clock_type::now();
     members[1].proc.signal_group(SIGCONT);
+  }
+  clock_type::time_point t_cut{}, t_heal{};
+  std::uint64_t routed_at_heal = 0;
+  if (partition) {
+    at(0.62);
+    members[2].link->cut();
+    t_cut = clock_type::now();  // after the `ip` command: the link is down now
+    at(0.97);
+    routed_at_heal = group()["members"][2].value("routed", std::uint64_t{0});
+    t_heal = clock_type::now();
+    members[2].link->heal();
   }
   at(1.0);
   const auto routed_at_end = group()["members"][0].value("routed", 0);
   std::this_thread::sleep_for(o.recovery);
   const auto routed_later = group()["members"][0].value("routed", 0);
   stop = true;
+  watch_return.join();
   for (auto& th : load)
     th.join();
   const auto t_end = clock_type::now();
+  // A healed member is routed to again once its remote_pool reconnected.
   auto final_group = group();
+  for (int i = 0; partition && i < 100
+                  && final_group["members"][2].value("routed", std::uint64_t{0}) <= routed_at_heal; ++i) {
+    std::this_thread::sleep_for(50ms);
+    final_group = group();
+  }
   n->stop();
   for (auto& m : members)
     m.stop();
+  for (auto& m : members)
+    m.link.reset();
   std::system(("rm -rf " + dir).c_str());
 
   // The killed member rejoined: routed to again after its restart.
@@ -322,6 +370,10 @@ int run_chaos_nodes(const chaos_options& o) {
   must_be_zero("answered past the deadline + heartbeat timeout", t.late);
   tab.add({"killed member rejoined after its restart", rejoined ? "yes" : "no", "", "", "yes",
            rejoined ? verdict::pass : verdict::fail, ""});
+  const bool healed = partition && final_group["members"][2].value("routed", std::uint64_t{0}) > routed_at_heal;
+  if (partition)
+    tab.add({"partitioned member rejoined after its link healed", healed ? "yes" : "no", "", "", "yes",
+             healed ? verdict::pass : verdict::fail, "routed to again; a stop of the load ends the wait"});
   auto per_s = [](double v) { return format_fixed(v, 0) + " req/s"; };
   tab.add({"throughput before the faults", per_s(before), "", "", "", verdict::floor, ""});
   tab.add({"throughput while member 0 is down", per_s(while_killed), "before " + per_s(before),
@@ -330,15 +382,24 @@ int run_chaos_nodes(const chaos_options& o) {
   if (members.size() > 1)
     tab.add({"throughput while member 1 is stopped (after the heartbeat timeout)", per_s(while_stopped),
              "before " + per_s(before), format_ratio(before > 0 ? while_stopped / before : 0), "", verdict::info, ""});
+  if (partition) {
+    const double while_cut = rate(t, t_cut + std::chrono::milliseconds(connection_timeout_ms), t_heal);
+    tab.add({"throughput while member 2 is partitioned (after the heartbeat timeout)", per_s(while_cut),
+             "before " + per_s(before), format_ratio(before > 0 ? while_cut / before : 0), "", verdict::info,
+             "its veth link set down: packets dropped both ways, sockets open"});
+  }
   tab.add({"failover: member 0 SIGKILLed -> the last request in flight then answered",
            format_fixed(last_answer_after(t, t_kill), 0) + " ms", "", "", "", verdict::info,
            "bounded by connection_timeout_ms " + std::to_string(connection_timeout_ms) + " + a retry"});
   tab.add({"failover: member 0 restarted -> routed to again",
-           back_ms < 0 ? std::string("not before the next fault") : format_fixed(back_ms, 0) + " ms", "", "", "",
+           back_ms < 0 ? std::string("never") : format_fixed(back_ms, 0) + " ms", "", "", "",
            verdict::info, "a dspex run start plus the group's next health poll"});
   if (members.size() > 1)
     tab.add({"failover: member 1 SIGSTOPped -> the last request in flight then answered",
              format_fixed(last_answer_after(t, t_stop), 0) + " ms", "", "", "", verdict::info, ""});
+  if (partition)
+    tab.add({"failover: member 2 partitioned -> the last request in flight then answered",
+             format_fixed(last_answer_after(t, t_cut), 0) + " ms", "", "", "", verdict::info, ""});
   tab.add({"group retried (idempotent after node_down)", std::to_string(final_group.value("retried", 0)), "", "",
            "", verdict::info, ""});
   tab.print(std::cout);
