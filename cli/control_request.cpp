@@ -63,41 +63,38 @@ bool parse_pool(const json& req, control_request& out, std::string& error) {
   return true;
 }
 
-// scale {"pool": name|null, "size": N}: N's range is the pool's to check
-// (node::scale_pool), here only that it is a positive integer.
-bool parse_scale(const json& req, control_request& out, std::string& error) {
-  out.op = control_request::kind::scale;
-  if (!parse_pool(req, out, error))
-    return false;
-  auto n = req.find("size");
-  if (n == req.end()) {
-    error = "size: missing; scale needs the pool's new number of workers";
+// A pool's count field (`key`): a positive integer, whose range is the
+// pool's to check (node::scale_pool, node::reload_pool). Absent: `missing`
+// is the error, or, when empty, the field keeps its default.
+bool parse_count(const json& req, const char* key, const std::string& missing, std::size_t& out,
+                 std::string& error) {
+  auto n = req.find(key);
+  if (n == req.end() || (missing.empty() && n->is_null())) {
+    if (missing.empty())
+      return true;
+    error = std::string(key) + ": missing; " + missing;
     return false;
   }
   if (!n->is_number_unsigned() || n->get<unsigned long long>() > (1ULL << 32)) {
-    error = "size: expected a positive integer, found " + found(*n);
+    error = std::string(key) + ": expected a positive integer, found " + found(*n);
     return false;
   }
-  out.size = n->get<std::size_t>();
+  out = n->get<std::size_t>();
   return true;
 }
 
-// reload {"pool": name|null, "surge": N (optional, 1)}: N's range is the
-// pool's to check (node::reload_pool).
+// scale {"pool": name|null, "size": N}
+bool parse_scale(const json& req, control_request& out, std::string& error) {
+  out.op = control_request::kind::scale;
+  return parse_pool(req, out, error)
+         && parse_count(req, "size", "scale needs the pool's new number of workers", out.size, error);
+}
+
+// reload {"pool": name|null, "surge": N (optional, 1)}
 bool parse_reload(const json& req, control_request& out, std::string& error) {
   out.op = control_request::kind::reload;
-  if (!parse_pool(req, out, error))
-    return false;
   out.size = 1;
-  auto n = req.find("surge");
-  if (n == req.end() || n->is_null())
-    return true;
-  if (!n->is_number_unsigned() || n->get<unsigned long long>() > (1ULL << 32)) {
-    error = "surge: expected a positive integer, found " + found(*n);
-    return false;
-  }
-  out.size = n->get<std::size_t>();
-  return true;
+  return parse_pool(req, out, error) && parse_count(req, "surge", "", out.size, error);
 }
 
 } // namespace
