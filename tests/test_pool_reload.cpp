@@ -44,13 +44,14 @@ struct reload_fixture {
   std::string dir;
   std::shared_ptr<node> n;
 
-  explicit reload_fixture(const std::string& start = "fork", int size = 3) {
+  explicit reload_fixture(const std::string& start = "fork", int size = 3, int max_overflow = 0) {
     char tmpl[] = "/tmp/dspex-reload-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir = tmpl;
     write("reload_cmds.py", handler_text("v1"));
     write("reload_preload.py", "VERSION = 'p1'\n");
     auto j = small_tree("pool", size);
+    j["root"]["children"][1]["max_overflow"] = max_overflow;
     auto& w = j["root"]["children"][1]["worker"];
     w["start"] = start;
     w["handlers"] = {"reload_cmds"};
@@ -90,6 +91,10 @@ struct reload_fixture {
 
 struct spawn_fixture : reload_fixture {
   spawn_fixture() : reload_fixture("spawn", 2) {}
+};
+
+struct overflow_fixture : reload_fixture {
+  overflow_fixture() : reload_fixture("fork", 1, 2) {}
 };
 
 } // namespace
@@ -204,6 +209,23 @@ TEST_CASE_FIXTURE(spawn_fixture, "spawned workers: a reload under load picks up 
   CHECK(versions() == std::set<std::string>{"v2/p1"});
   CHECK(pool()["workers"] == 2);
   CHECK(pool()["crashes"] == 0);
+}
+
+TEST_CASE_FIXTURE(overflow_fixture, "overflow workers of the old code drain and go; the old fork server goes after them") {
+  // 4 clients on 1 worker + 2 overflow: the overflow workers are busy.
+  load_clients load(*n, 4, "version", json{{"s", 0.02}});
+  REQUIRE(wait_until([&] { return pool()["overflow"] == 2; }));
+  auto old_server = fork_server_pid();
+  write("reload_cmds.py", handler_text("v2"));
+  auto r = n->reload_pool("default");
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  CHECK((*r)["reloaded"] == 1);
+  REQUIRE(load.wait_answers(20));
+  load.stop();
+  CHECK_MESSAGE(load.all_ok(), load.tally.dump());
+  CHECK(wait_until([&] { return all_gone({old_server}); }));
+  CHECK(pool()["crashes"] == 0);
+  CHECK(versions() == std::set<std::string>{"v2/p1"});
 }
 
 TEST_CASE_FIXTURE(reload_fixture, "a bad surge or pool is a classified error and changes nothing; reloads back to back all go through") {
