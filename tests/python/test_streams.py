@@ -119,6 +119,13 @@ HANDLERS = """
         await asyncio.sleep(args["n"] / 1e7)
         return 1
 
+    @command("str_chunks")
+    def str_chunks(args, ctx):
+        yield "plain"
+        yield 'q"uote' + chr(92) + chr(10) + chr(9) + "tab"
+        yield chr(0xE9) + chr(0x20AC) + chr(0x1F600)
+        yield chr(0xD800)
+
     @command("bad_chunk")
     def bad_chunk(args, ctx):
         try:
@@ -205,6 +212,18 @@ class GeneratorTest(StreamTestCase):
         self.assertEqual((reply["id"], reply["error"]["type"]), (1, "TypeError"))
         self.assertIn("chunk 1 of command 'bad_chunk'", reply["error"]["message"])
         self.assertTrue(self.state(worker)["bad_chunk_finally"])
+
+    def test_str_chunks_as_the_encoder_writes_them(self):
+        # A str chunk skips the encoder's encode() (worker.py _stream): the
+        # same text, and one that is not UTF-8 still ends the stream with
+        # a classified error.
+        worker = self.start()
+        worker.send({"id": 1, "command": "str_chunks", "stream": 8})
+        for value in ("plain", 'q"uote\\\n\ttab', "\u00e9\u20ac\U0001F600"):
+            self.assertEqual(worker.read_frame()["data"], value)
+        reply = worker.read_frame()
+        self.assertEqual((reply["id"], reply["error"]["type"]), (1, "UnicodeEncodeError"))
+        self.assertIn("chunk 3 of command 'str_chunks'", reply["error"]["message"])
 
     def test_ack_for_an_unknown_id_is_ignored(self):
         worker = self.start()
