@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <thread>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -226,6 +227,21 @@ TEST_CASE_FIXTURE(overflow_fixture, "overflow workers of the old code drain and 
   CHECK(wait_until([&] { return all_gone({old_server}); }));
   CHECK(pool()["crashes"] == 0);
   CHECK(versions() == std::set<std::string>{"v2/p1"});
+}
+
+TEST_CASE_FIXTURE(reload_fixture, "a node stopped during a reload: the reload ends with an error, nothing hangs, no process is left") {
+  auto pids = tree_os_pids(n->status()["tree"], "pool_sup");
+  // New workers take a second each to import: the stop lands mid-reload.
+  write("reload_cmds.py", "import time\ntime.sleep(1.0)\n" + handler_text("v2"));
+  caf::expected<json> r = json();
+  std::thread reloading([&] { r = n->reload_pool("default"); });
+  REQUIRE(wait_until([&] { return pool()["reload"].value("state", "") == "running"; }));
+  auto during = tree_os_pids(n->status()["tree"], "pool_sup");
+  n->stop();
+  reloading.join();
+  CHECK_FALSE(r);
+  pids.insert(pids.end(), during.begin(), during.end());
+  CHECK(wait_until([&] { return all_gone(pids); }));
 }
 
 TEST_CASE_FIXTURE(reload_fixture, "a bad surge or pool is a classified error and changes nothing; reloads back to back all go through") {
