@@ -163,6 +163,26 @@ struct remote_streams_fixture {
 
 TEST_SUITE("remote streams") {
 
+TEST_CASE("a batch head: read in any spelling, refused unless it names one positive id per text") {
+  auto h = remote::parse_batch_head(remote::batch_head_text({3, 18446744073709551615ULL, 7}, 4096), 3);
+  REQUIRE(h);
+  CHECK(h->ids == std::vector<std::uint64_t>{3, 18446744073709551615ULL, 7});
+  CHECK(h->reply_bytes == 4096);
+  auto spaced = remote::parse_batch_head(R"({ "ids": [5], "protocol": 1, "app": "dspex" })", 1);
+  REQUIRE(spaced);
+  CHECK(spaced->ids == std::vector<std::uint64_t>{5});
+  CHECK(spaced->reply_bytes == 0);
+  CHECK_FALSE(remote::parse_batch_head(remote::batch_head_text({3, 4}), 3));      // count
+  CHECK_FALSE(remote::parse_batch_head(remote::batch_head_text({3, 4}), 1));
+  CHECK_FALSE(remote::parse_batch_head(remote::batch_head_text({0}), 1));         // not positive
+  CHECK_FALSE(remote::parse_batch_head(remote::batch_head_text({}), 0));
+  CHECK(remote::parse_batch_head(remote::batch_head_text({1}) + " ", 1));
+  CHECK_FALSE(remote::parse_batch_head(R"({"app":"dspex","protocol":2,"ids":[1]})", 1));
+  CHECK_FALSE(remote::parse_batch_head(R"({"app":"dspex","protocol":1,"ids":[01]})", 1));
+  CHECK_FALSE(remote::parse_batch_head(R"({"app":"dspex","protocol":1,"ids":[1],"batch":-1})", 1));
+  CHECK_FALSE(remote::parse_batch_head(R"({"app":"dspex","protocol":1,"ids":[1,]})", 1));
+}
+
 TEST_CASE_FIXTURE(remote_streams_fixture, "a stream through a remote_pool: every chunk in order, then the result") {
   // 100 chunks through a window of 4: the acks cross back, or it stalls.
   collected c;
