@@ -239,6 +239,33 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "the calling actor dying cancels its r
   CHECK(far()["in_flight"] == 0);
 }
 
+TEST_CASE_FIXTURE(remote_streams_fixture, "a request cancelled in the turn it came never leaves: no cancel overtakes it") {
+  // The caller runs on the node's one scheduler thread: its request and its
+  // cancel are both in the remote_pool's mailbox before that runs, so the
+  // request still waits in the batch when the cancel comes.
+  auto target = n->resolve("far");
+  REQUIRE(target);
+  answer_box got;
+  auto caller = sys->spawn([far = *target, m = marker, &got](caf::event_based_actor* s) {
+    call(s, far, make_command("spin", {{"marker", m}}), 5)
+      .then([&got](json& j) { got.set(caf::expected<json>(std::move(j))); },
+            [&got](caf::error& e) { got.set(caf::expected<json>(std::move(e))); });
+    cancel(s, far, 5);
+    return caf::behavior{[](int) {}};
+  });
+  REQUIRE(got.wait());
+  auto r = *got.get();
+  REQUIRE_FALSE(r);
+  CHECK(is(r.error(), errc::cancelled));
+  // Had the spin reached the remote worker (its only one) uncancelled, this
+  // would wait behind it until its deadline.
+  auto p = n->call("pid", json::object(), call_options{"far", std::nullopt, 20000ms}).get();
+  CHECK(p);
+  CHECK_FALSE(marked("started"));
+  CHECK(far()["in_flight"] == 0);
+  caf::anon_send_exit(caller, caf::exit_reason::kill);
+}
+
 TEST_CASE_FIXTURE(remote_streams_fixture, "the remote node SIGKILLed mid-stream: the chunks, then node_down once") {
   collected c;
   n->stream("count", {{"n", 100000}, {"pause_s", 0.005}}, on_far(), c.on_chunk(), c.on_result());

@@ -117,9 +117,25 @@ void send_cancel(remote_actor* self, std::uint64_t id) {
     self->send(self->state.router, remote::rcancel_atom::value, remote::head_text({id, 0, false}));
 }
 
-// Answered here with `err` at once, and cancelled on the remote node.
+// Takes request `id` out of this turn's batch, if it waits there: it never
+// leaves then (a cancel sent now would reach the router before it).
+bool unsend(remote_actor* self, std::uint64_t id) {
+  auto& st = self->state;
+  for (std::size_t i = 0; i < st.out_ids.size(); ++i)
+    if (st.out_ids[i] == id) {
+      st.out_bytes -= st.out_texts[i].size();
+      st.out_ids.erase(st.out_ids.begin() + static_cast<std::ptrdiff_t>(i));
+      st.out_texts.erase(st.out_texts.begin() + static_cast<std::ptrdiff_t>(i));
+      return true;
+    }
+  return false;
+}
+
+// Answered here with `err` at once, and cancelled on the remote node (or
+// not sent at all, when it still waits in this turn's batch).
 void abandon(remote_actor* self, std::uint64_t id, caf::error err) {
-  send_cancel(self, id);
+  if (!unsend(self, id))
+    send_cancel(self, id);
   answer(self, id, std::move(err));
 }
 
@@ -416,7 +432,8 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
       for (auto id : st.deadlines.fire(deadline_book::from_ns(at_ns), now)) {
         if (st.pending.count(id) == 0)
           continue;
-        send_cancel(self, id);
+        if (!unsend(self, id))
+          send_cancel(self, id);
         auto& p = st.pending.at(id);
         p.due = {};  // fired: not in the book any more
         answer(self, id, make_error(errc::command_timeout, "no reply from remote node " + st.where()
