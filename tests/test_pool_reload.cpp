@@ -231,11 +231,18 @@ TEST_CASE_FIXTURE(overflow_fixture, "overflow workers of the old code drain and 
 
 TEST_CASE_FIXTURE(reload_fixture, "a node stopped during a reload: the reload ends with an error, nothing hangs, no process is left") {
   auto pids = tree_os_pids(n->status()["tree"], "pool_sup");
-  // New workers take a second each to import: the stop lands mid-reload.
-  write("reload_cmds.py", "import time\ntime.sleep(1.0)\n" + handler_text("v2"));
+  std::string phase;
+  SUBCASE("while the new fork server imports its preload") {
+    write("reload_preload.py", "import time\ntime.sleep(1.5)\nVERSION = 'p2'\n");
+    phase = "starting";
+  }
+  SUBCASE("while new workers start (a second each to import)") {
+    write("reload_cmds.py", "import time\ntime.sleep(1.0)\n" + handler_text("v2"));
+    phase = "running";
+  }
   caf::expected<json> r = json();
   std::thread reloading([&] { r = n->reload_pool("default"); });
-  REQUIRE(wait_until([&] { return pool()["reload"].value("state", "") == "running"; }));
+  REQUIRE(wait_until([&] { return pool()["reload"].value("state", "") == phase; }));
   auto during = tree_os_pids(n->status()["tree"], "pool_sup");
   n->stop();
   reloading.join();

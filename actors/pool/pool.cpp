@@ -186,6 +186,7 @@ struct pool_state {
   // A rolling reload (reload.hpp): its actor while it runs (one at a time,
   // never beside a resize), its last progress report, and how each ended.
   caf::actor reloader;
+  caf::response_promise reload_rp;  // its (reload)'s answer, kept for a stop
   json reload = json::object();
   std::map<std::string, std::uint64_t> reloads{{"ok", 0}, {"rolled_back", 0}};
   circuit_breaker breaker;
@@ -897,20 +898,23 @@ caf::result<json> start_reload(pool_actor* self, std::size_t surge) {
                                            "try again once that is done");
   reload_plan plan{st.cfg, st.loop, st.links, surge, caf::actor_cast<caf::actor>(self)};
   st.reloader = spawn_reload(self, std::move(plan));
-  auto rp = self->make_response_promise<json>();
+  st.reload = json{{"state", "starting"}, {"replaced", 0}, {"surge", surge}};
+  st.reload_rp = self->make_response_promise<json>();
   self->request(st.reloader, caf::infinite, reload_run_atom::value)
     .then(
-      [self, rp](json& r) mutable {
-        ++self->state.reloads["ok"];
-        self->state.reloader = nullptr;
-        rp.deliver(std::move(r));
+      [self](json& r) {
+        auto& st = self->state;
+        ++st.reloads["ok"];
+        st.reloader = nullptr;
+        st.reload_rp.deliver(std::move(r));
       },
-      [self, rp](caf::error& e) mutable {
-        ++self->state.reloads["rolled_back"];
-        self->state.reloader = nullptr;
-        rp.deliver(std::move(e));
+      [self](caf::error& e) {
+        auto& st = self->state;
+        ++st.reloads["rolled_back"];
+        st.reloader = nullptr;
+        st.reload_rp.deliver(std::move(e));
       });
-  return rp;
+  return st.reload_rp;
 }
 
 // -- recycling (recycling.hpp): the policy is there; here only when and how --
@@ -1495,6 +1499,10 @@ caf::behavior pool_impl(pool_actor* self, pool_config cfg, std::shared_ptr<bridg
       release(w);
     if (st.resizing)
       st.resizing->rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
+    if (st.reloader) {  // it ends too (reload.hpp: what it leaves behind)
+      st.reload_rp.deliver(make_error(errc::shutting_down, "pool " + st.cfg.name + " is stopping"));
+      self->send_exit(st.reloader, msg.reason);
+    }
     if (st.own_registry)
       self->send_exit(st.own_registry, msg.reason);
     self->quit(msg.reason);

@@ -89,33 +89,45 @@ void start_batch(reload_actor* self, std::size_t n, std::function<void(caf::erro
     then({});
 }
 
-// Stops `ids` the deliberate way (each drains first) and deletes their
-// specs; `then` once all are gone. A child already gone is no failure.
+// Stops worker `id` the deliberate way (it drains first) and deletes its
+// spec; `then` once it is gone. A delete refused because the child runs
+// again (the pool restarted it for a fault of its own between the two
+// calls) goes round once more, so no extra worker is left behind.
+void stop_one(reload_actor* self, std::string id, int attempt, done_fn then) {
+  auto sup = self->state.sup;
+  auto again = [self, id, attempt, then](caf::error& e) {
+    using supervision::supervision_errc;
+    if (attempt < 3
+        && (supervision::is(e, supervision_errc::running) || supervision::is(e, supervision_errc::restarting)))
+      stop_one(self, id, attempt + 1, then);
+    else
+      then();  // gone already: not_found
+  };
+  self->request(sup, caf::infinite, supervision::terminate_child_atom::value, id)
+    .then(
+      [self, sup, id, then, again] {
+        self->request(sup, caf::infinite, supervision::delete_child_atom::value, id)
+          .then([self, id, then] {
+                  self->state.taken.erase(id);
+                  then();
+                },
+                again);
+      },
+      [then](caf::error&) { then(); });
+}
+
+// stop_one for each of `ids`; `then` once all are gone.
 void stop_batch(reload_actor* self, std::vector<std::string> ids, done_fn then) {
-  auto& st = self->state;
   if (ids.empty()) {
     then();
     return;
   }
   auto left = std::make_shared<std::size_t>(ids.size());
-  auto one_done = [left, then] {
-    if (--*left == 0)
-      then();
-  };
-  for (auto& id : ids) {
-    auto sup = st.sup;
-    self->request(sup, caf::infinite, supervision::terminate_child_atom::value, id)
-      .then(
-        [self, sup, id, one_done] {
-          self->request(sup, caf::infinite, supervision::delete_child_atom::value, id)
-            .then([self, id, one_done] {
-                    self->state.taken.erase(id);
-                    one_done();
-                  },
-                  [one_done](caf::error&) { one_done(); });
-        },
-        [one_done](caf::error&) { one_done(); });
-  }
+  for (auto& id : ids)
+    stop_one(self, id, 1, [left, then] {
+      if (--*left == 0)
+        then();
+    });
 }
 
 void finish(reload_actor* self, caf::error e) {
@@ -152,6 +164,16 @@ void roll_back(reload_actor* self, caf::error why) {
       });
     };
     auto& st = self->state;
+    if (st.plan.links->worker_sup() != st.sup) {
+      // The worker supervisor was restarted meanwhile: its fresh workers
+      // forked from the new server, the old ones are gone. Keep the new.
+      if (st.forker)
+        self->send(st.forker, reload_commit_atom::value);
+      finish(self, make_error(errc::unavailable, "reload of pool " + name
+                                                   + " ended: its workers were restarted meanwhile ("
+                                                   + detail_of(why) + ")"));
+      return;
+    }
     if (!st.forker) {
       refill_old();
       return;

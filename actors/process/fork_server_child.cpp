@@ -26,6 +26,14 @@ struct fork_server_state {
   // Servers a reload is done with, asked to stop and kept until they exited.
   std::map<std::uint64_t, std::shared_ptr<bridge::fork_server>> retired;
   bool starting = false;  // a reload's server is being started
+  std::uint64_t next_gen = 1;  // never reused: an old server's exit is never the current one's
+  // Who asked for the reload now in progress (monitored): when it is gone
+  // before reload_commit / reload_back, the reload is over (a pool stopped
+  // or restarted, and its old workers with it): a new server not yet in
+  // place is dropped, an old one is retired.
+  caf::actor_addr reload_owner;
+  bool owner_gone = false;
+  caf::response_promise reload_rp;  // answered when the actor quits first
   std::shared_ptr<bridge::fork_server_slot> slot;
   bridge::fork_server_options opts;
   std::shared_ptr<bridge::io_loop> loop;
@@ -53,6 +61,16 @@ std::shared_ptr<bridge::fork_server> start_server(bridge::io_loop& loop,
   });
 }
 
+// Stops the previous server once its workers are gone (or will be).
+void retire_previous(fork_server_actor* self) {
+  auto& st = self->state;
+  if (!st.previous)
+    return;
+  st.previous->stop();
+  st.retired.emplace(st.previous_gen, std::move(st.previous));
+  st.previous.reset();
+}
+
 // (reload): a second server beside the running one. Started on a detached
 // helper: the preload blocks for as long as it imports.
 caf::result<json> start_reload(fork_server_actor* self) {
@@ -62,29 +80,35 @@ caf::result<json> start_reload(fork_server_actor* self) {
   if (st.starting || st.previous)
     return make_error(errc::unavailable, "a reload of this fork server is in progress");
   st.starting = true;
-  auto rp = self->make_response_promise<json>();
+  st.owner_gone = false;
+  st.reload_owner = self->current_sender() ? self->current_sender()->address() : caf::actor_addr{};
+  if (auto owner = caf::actor_cast<caf::actor>(st.reload_owner))
+    self->monitor(owner);
+  st.reload_rp = self->make_response_promise<json>();
   auto box = std::make_shared<std::shared_ptr<bridge::fork_server>>();
-  auto gen = st.gen + 1;
+  auto gen = st.next_gen++;
   auto helper = self->spawn<caf::detached>(
-    [box, gen, opts = st.opts, loop = st.loop, inbox = st.inbox](caf::event_based_actor*) -> caf::behavior {
-      return {[=](start_atom) -> caf::result<void> {
+    [box, gen, opts = st.opts, loop = st.loop, inbox = st.inbox](caf::event_based_actor* h) -> caf::behavior {
+      return {[=](start_atom) {
+        auto rp = h->make_response_promise();
         try {
           *box = start_server(*loop, opts, inbox, gen);
+          rp.deliver(caf::unit);
         } catch (const std::exception& e) {
-          return make_error(errc::init_failed, std::string("the new fork server did not start: ") + e.what());
+          rp.deliver(make_error(errc::init_failed, std::string("the new fork server did not start: ") + e.what()));
         }
-        return caf::unit;
+        h->quit();
       }};
     });
   self->request(helper, caf::infinite, start_atom::value)
     .then(
-      [self, rp, box, gen, helper]() mutable {
-        self->send_exit(helper, caf::exit_reason::normal);
+      [self, box, gen] {
         auto& st = self->state;
         st.starting = false;
-        if (st.stopping) {  // the tree stops meanwhile: the new one goes too
+        if (st.stopping || st.owner_gone) {  // nobody to serve with it
           (*box)->stop();
-          rp.deliver(make_error(errc::shutting_down, "the fork server is stopping"));
+          st.retired.emplace(gen, std::move(*box));
+          st.reload_rp.deliver(make_error(errc::shutting_down, "the reload's pool is gone"));
           return;
         }
         json out{{"old_pid", st.server->pid()}, {"new_pid", (*box)->pid()}};
@@ -93,14 +117,13 @@ caf::result<json> start_reload(fork_server_actor* self) {
         st.server = std::move(*box);
         st.gen = gen;
         st.slot->set(st.server);
-        rp.deliver(std::move(out));
+        st.reload_rp.deliver(std::move(out));
       },
-      [self, rp, helper](caf::error& e) mutable {
-        self->send_exit(helper, caf::exit_reason::normal);
+      [self](caf::error& e) {
         self->state.starting = false;
-        rp.deliver(std::move(e));
+        self->state.reload_rp.deliver(std::move(e));
       });
-  return rp;
+  return st.reload_rp;
 }
 
 caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::fork_server> fs,
@@ -117,11 +140,21 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
   self->state.opts = std::move(opts);
   self->state.loop = std::move(loop);
   self->state.inbox = std::move(inbox);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (dm.source != st.reload_owner)
+      return;
+    st.reload_owner = caf::actor_addr{};
+    st.owner_gone = true;  // a start in flight is dropped when it ends
+    retire_previous(self);
+  });
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
     if (st.stopping)
       return;
     st.stopping = true;
+    if (st.starting)
+      st.reload_rp.deliver(make_error(errc::shutting_down, "the fork server is stopping"));
     st.stop_reason = msg.reason;
     st.slot->clear(st.server.get());  // no new worker forks from a stopping server
     if (st.previous)
@@ -146,15 +179,12 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
     },
     [self](reload_atom) -> caf::result<json> { return start_reload(self); },
     [self](reload_commit_atom) {
-      auto& st = self->state;
-      if (!st.previous)
-        return;
-      st.previous->stop();
-      st.retired.emplace(st.previous_gen, std::move(st.previous));
-      st.previous.reset();
+      self->state.reload_owner = caf::actor_addr{};
+      retire_previous(self);
     },
     [self](reload_back_atom) {
       auto& st = self->state;
+      st.reload_owner = caf::actor_addr{};
       if (!st.previous)
         return;
       st.server->stop();

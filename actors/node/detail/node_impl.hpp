@@ -3,6 +3,8 @@
 // callers and, when it listens, the router and its guard.
 #pragma once
 
+#include <atomic>
+
 #include <dspex/actors/node/detail/caller_pool.hpp>
 #include <dspex/actors/node/detail/host_call_router.hpp>
 #include <dspex/actors/node/detail/root_watch.hpp>
@@ -50,7 +52,7 @@ struct node::impl {
   std::unique_ptr<router_guard> guard;  ///< bounds on the router port
   /// Where the workers' host calls go: the pools, the registered functions.
   std::shared_ptr<host_call_router> host_calls;
-  bool stopped = false;
+  std::atomic<bool> stopped{false};  // read by control and SIGHUP threads
 };
 
 } // namespace dspex

@@ -20,10 +20,19 @@
 //      the old fork server goes.
 // A new worker that does not start rolls the reload back: the new workers
 // are stopped (drained), the fork server takes the old server back, and
-// workers that were already replaced are started again from it, so the
-// pool serves the old code with its size. (With start: spawn there is no
-// old code to go back to: the workers started again spawn what is on disk.)
-// The answer is then init_failed, saying what failed.
+// workers that were already replaced are started again from it. Those get
+// the old server's imports (the worker package and `preload`), but import
+// their handler modules from disk, as any worker does; with start: spawn
+// they spawn what is on disk. A failure at the first step (the usual one:
+// code that does not import) replaced nothing, so the old workers serve on
+// untouched. The answer is then init_failed, saying what failed.
+//
+// The fork server watches the reload actor: should it end before it
+// committed or rolled back (its pool stopped or restarted, and the old
+// workers with it), a new server not yet in place is dropped and an old
+// one retired. New workers start one at a time (await_ready holds the
+// worker supervisor for each start, and for each later restart of it), so
+// a larger surge shortens the drains, not the starts.
 //
 // Sessions need nothing: a new worker has seen no session, so the pool
 // replays a session's programs and LM on it before its first request there,
