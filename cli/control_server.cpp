@@ -211,6 +211,11 @@ struct control_server::impl {
   std::shared_ptr<reply_mailbox> mailbox = std::make_shared<reply_mailbox>(io);
   std::shared_ptr<drain_gate> gate = std::make_shared<drain_gate>();
   asio::thread_pool status_pool;
+  // Live operations (scale, reload) run for as long as their workers start
+  // and drain: on threads of their own, so that status stays answered, and
+  // outside the drain gate, so that a stop does not wait for them (the
+  // stopping node answers them shutting_down).
+  asio::thread_pool ops_pool{4};
   std::map<std::uint64_t, std::shared_ptr<connection>> open;  // asio thread only
   std::uint64_t next_id = 0;
   bool stopping = false;
@@ -414,7 +419,7 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
           if (!r)
             return json{{"ok", false}, {"error", error_json(r.error())}};
           return json{{"ok", true}, {"result", std::move(*r)}};
-        });
+        }, srv.ops_pool, false);
         return;
       case kind::events:
         start_follow();
@@ -425,16 +430,20 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
     start_exec(std::move(req));
   }
 
-  // Runs `f` (which blocks on the node) on the status threads; its reply
-  // comes back through the mailbox.
+  // Runs `f` (which blocks on the node) on the status threads (or `pool`);
+  // its reply comes back through the mailbox. `gated`: a drain waits for it.
   template <class F>
   void off_thread(const char* what, F f) {
+    off_thread(what, std::move(f), srv.status_pool, true);
+  }
+  template <class F>
+  void off_thread(const char* what, F f, asio::thread_pool& pool, bool gated) {
     std::weak_ptr<connection> weak = shared_from_this();
     auto mb = srv.mailbox;
     auto gate = srv.gate;
-    asio::post(srv.status_pool, [weak, mb, gate, what, f = std::move(f)] {
+    asio::post(pool, [weak, mb, gate, gated, what, f = std::move(f)] {
       json r;
-      if (!gate->enter()) {
+      if (gated ? !gate->enter() : gate->draining()) {
         r = error_reply("shutting_down", "the node is stopping");
       } else {
         try {
@@ -444,7 +453,8 @@ struct control_server::impl::connection : std::enable_shared_from_this<connectio
         } catch (...) {
           r = error_reply("internal", std::string(what) + " failed");
         }
-        gate->leave();
+        if (gated)
+          gate->leave();
       }
       mb->post([weak, r = std::move(r)]() mutable {
         if (auto c = weak.lock())
@@ -763,6 +773,7 @@ void control_server::impl::shutdown() {
   spare_fd = -1;
   status_pool.stop();
   status_pool.join();
+  ops_pool.join();  // the node stopped first: what runs there has its answer
 }
 
 control_server::control_server(node& n, std::string path, control_options opts)
