@@ -280,7 +280,8 @@ private:
   /// The pool actor of a local pool, for a live operation named `verb`.
   caf::expected<caf::actor> local_pool_for(const std::string& name, const char* verb);
   /// Asks a pool a live operation's message and waits for its answer.
-  caf::expected<json> ask_pool(const caf::actor& p, caf::message msg);
+  caf::expected<json> ask_pool(const caf::actor& p, caf::message msg,
+                               std::chrono::minutes backstop = std::chrono::minutes(10));
   std::unique_ptr<impl> impl_;
 };
 

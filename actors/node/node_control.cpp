@@ -159,10 +159,11 @@ caf::expected<caf::actor> node::local_pool_for(const std::string& name, const ch
 
 // The pool answers by its own deadline (its workers' start and drain); the
 // backstop only covers a pool killed holding the request.
-caf::expected<json> node::ask_pool(const caf::actor& p, caf::message msg) {
+caf::expected<json> node::ask_pool(const caf::actor& p, caf::message msg,
+                                   std::chrono::minutes backstop) {
   caf::scoped_actor self{impl_->sys};
   caf::expected<json> out = make_error(errc::unavailable, "the pool did not answer");
-  self->request(p, std::chrono::minutes(10), std::move(msg))
+  self->request(p, backstop, std::move(msg))
     .receive([&](json& r) { out = std::move(r); },
              [&](caf::error& e) { out = e; });
   return out;
@@ -183,7 +184,8 @@ caf::expected<json> node::reload_pool(const std::string& name, std::size_t surge
   auto p = local_pool_for(name, "reload");
   if (!p)
     return p.error();
-  return ask_pool(*p, caf::make_message(reload_atom::value, surge));
+  // A reload of thousands of workers, each draining, may take long.
+  return ask_pool(*p, caf::make_message(reload_atom::value, surge), std::chrono::minutes(60));
 }
 
 std::vector<std::pair<std::string, caf::expected<json>>> node::reload_all(std::size_t surge) {
