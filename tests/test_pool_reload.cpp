@@ -233,19 +233,27 @@ TEST_CASE_FIXTURE(reload_fixture, "a node stopped during a reload: the reload en
   auto pids = tree_os_pids(n->status()["tree"], "pool_sup");
   std::string phase;
   SUBCASE("while the new fork server imports its preload") {
-    write("reload_preload.py", "import time\ntime.sleep(1.5)\nVERSION = 'p2'\n");
+    write("reload_preload.py", "import time\ntime.sleep(3)\nVERSION = 'p2'\n");
     phase = "starting";
   }
-  SUBCASE("while new workers start (a second each to import)") {
-    write("reload_cmds.py", "import time\ntime.sleep(1.0)\n" + handler_text("v2"));
+  SUBCASE("while new workers start (two seconds each to import)") {
+    write("reload_cmds.py", "import time\ntime.sleep(2)\n" + handler_text("v2"));
     phase = "running";
   }
   caf::expected<json> r = json();
   std::thread reloading([&] { r = n->reload_pool("default"); });
-  REQUIRE(wait_until([&] { return pool()["reload"].value("state", "") == phase; }));
+  // Asked of the pool itself: a whole node status is slow under a sanitizer.
+  json seen;
+  caf::scoped_actor self{sys};
+  bool in_phase = wait_until([&] {
+    self->request(n->pool("default"), std::chrono::seconds(10), status_atom::value)
+      .receive([&](json& st) { seen = st["reload"]; }, [](caf::error&) {});
+    return seen.value("state", "") == phase;
+  });
   auto during = tree_os_pids(n->status()["tree"], "pool_sup");
   n->stop();
-  reloading.join();
+  reloading.join();  // before any REQUIRE: a thread left joinable would end the run
+  CHECK_MESSAGE(in_phase, seen.dump());
   CHECK_FALSE(r);
   pids.insert(pids.end(), during.begin(), during.end());
   CHECK(wait_until([&] { return all_gone(pids); }));
