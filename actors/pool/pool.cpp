@@ -784,11 +784,7 @@ std::string free_worker_id(const std::vector<supervision::child_info>& kids,
                            std::unordered_set<std::string>& taken) {
   for (auto& k : kids)
     taken.insert(k.id);
-  for (std::size_t k = 1;; ++k) {
-    auto id = "w" + std::to_string(k);
-    if (taken.insert(id).second)
-      return id;
-  }
+  return take_free_worker_id(taken);
 }
 
 // Applies a resize to `to` workers, from the worker supervisor's children:

@@ -38,14 +38,6 @@ struct reload_state {
 
 using reload_actor = caf::stateful_actor<reload_state>;
 
-std::string free_id(reload_state& st) {
-  for (std::size_t k = 1;; ++k) {
-    auto id = "w" + std::to_string(k);
-    if (st.taken.insert(id).second)
-      return id;
-  }
-}
-
 long long elapsed_ms(const reload_state& st) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - st.started).count();
 }
@@ -64,7 +56,7 @@ void start_batch(reload_actor* self, std::size_t n, std::function<void(caf::erro
   auto left = std::make_shared<std::size_t>(n);
   auto first = std::make_shared<caf::error>();
   for (std::size_t i = 0; i < n; ++i) {
-    auto id = free_id(st);
+    auto id = take_free_worker_id(st.taken);
     auto spec = worker_child_spec(id, st.plan.cfg, st.plan.loop, st.plan.links, false);
     // Counted as started once its handler modules imported and it answered
     // its init ping: a new worker that cannot is the reload's failure.
@@ -272,6 +264,14 @@ caf::behavior reload_impl(reload_actor* self, reload_plan plan) {
 }
 
 } // namespace
+
+std::string take_free_worker_id(std::unordered_set<std::string>& taken) {
+  for (std::size_t k = 1;; ++k) {
+    auto id = "w" + std::to_string(k);
+    if (taken.insert(id).second)
+      return id;
+  }
+}
 
 caf::actor spawn_reload(caf::local_actor* ctx, reload_plan plan) {
   return ctx->spawn(reload_impl, std::move(plan));

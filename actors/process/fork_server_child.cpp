@@ -61,13 +61,18 @@ std::shared_ptr<bridge::fork_server> start_server(bridge::io_loop& loop,
   });
 }
 
+// Asks `fs` to stop and keeps it until its exit (generation `gen`) arrives.
+void retire(fork_server_state& st, std::uint64_t gen, std::shared_ptr<bridge::fork_server> fs) {
+  fs->stop();
+  st.retired.emplace(gen, std::move(fs));
+}
+
 // Stops the previous server once its workers are gone (or will be).
 void retire_previous(fork_server_actor* self) {
   auto& st = self->state;
   if (!st.previous)
     return;
-  st.previous->stop();
-  st.retired.emplace(st.previous_gen, std::move(st.previous));
+  retire(st, st.previous_gen, std::move(st.previous));
   st.previous.reset();
 }
 
@@ -106,8 +111,7 @@ caf::result<json> start_reload(fork_server_actor* self) {
         auto& st = self->state;
         st.starting = false;
         if (st.stopping || st.owner_gone) {  // nobody to serve with it
-          (*box)->stop();
-          st.retired.emplace(gen, std::move(*box));
+          retire(st, gen, std::move(*box));
           st.reload_rp.deliver(make_error(errc::shutting_down, "the reload's pool is gone"));
           return;
         }
@@ -187,8 +191,7 @@ caf::behavior fork_server_impl(fork_server_actor* self, std::shared_ptr<bridge::
       st.reload_owner = caf::actor_addr{};
       if (!st.previous)
         return;
-      st.server->stop();
-      st.retired.emplace(st.gen, std::move(st.server));
+      retire(st, st.gen, std::move(st.server));
       st.server = std::move(st.previous);
       st.previous.reset();
       st.gen = st.previous_gen;

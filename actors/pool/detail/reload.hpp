@@ -46,6 +46,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <unordered_set>
 
 namespace dspex {
 
@@ -62,6 +64,10 @@ struct reload_plan {
   std::size_t surge = 1;
   caf::actor pool;  ///< told (reload_progress) as the reload goes
 };
+
+/// The first "wK" not in `taken`, added to it: the id of a worker started
+/// beside the others (a reload's, a scale's).
+std::string take_free_worker_id(std::unordered_set<std::string>& taken);
 
 /// Spawns the actor of one reload; (reload_run) starts it and is answered
 /// {pool, reloaded, surge, ms, fork_server: {old_pid, new_pid}} once every
