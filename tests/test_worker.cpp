@@ -10,6 +10,7 @@
 #include <dspex/bridge/python_process.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <unistd.h>
@@ -316,23 +317,35 @@ TEST_CASE_FIXTURE(actor_fixture, "graceful stop of a hung worker escalates to SI
 
 TEST_CASE("leftovers of a dead run are stopped, live runs are left alone") {
   bridge::io_loop loop;
+  struct fake {
+    std::shared_ptr<bridge::python_process> p;
+    std::shared_ptr<std::atomic<bool>> up = std::make_shared<std::atomic<bool>>(false);
+  };
   auto spawn_fake = [&](const std::string& run) {
     bridge::process_options o;
     o.executable = "python3";
     o.framed = false;
-    o.args = {"-c", "import time; time.sleep(60)", "dspex_worker", "--run-id", run};
-    return bridge::python_process::spawn(loop, o, {});
+    o.args = {"-c", "import time; print('up', flush=True); time.sleep(60)", "dspex_worker",
+              "--run-id", run};
+    fake f;
+    bridge::process_callbacks cbs;
+    cbs.on_output = [up = f.up](std::string_view line) {
+      if (line == "up")
+        *up = true;
+    };
+    f.p = bridge::python_process::spawn(loop, o, std::move(cbs));
+    return f;
   };
-  auto dead = spawn_fake("h999999999-1");
-  auto live = spawn_fake(bridge::host_run_id());
-  auto foreign = spawn_fake("test-run-42");  // not our form: never ours to stop
-  // Give the exec time to replace the command line. A node starting in a
-  // parallel test reaps dead runs too, so `dead` may already be gone: only
-  // the end is checked, never who stopped it.
-  REQUIRE(wait_until([&] {
-    auto args = bridge::process_cmdline(dead->pid());
-    return dead->reaped() || std::find(args.begin(), args.end(), "--run-id") != args.end();
-  }));
+  auto dead_fake = spawn_fake("h999999999-1");
+  auto live_fake = spawn_fake(bridge::host_run_id());
+  auto foreign_fake = spawn_fake("test-run-42");  // not our form: never ours to stop
+  auto dead = dead_fake.p, live = live_fake.p, foreign = foreign_fake.p;
+  // Wait for Python itself: `python3` may be a launcher (a pyenv shim) that
+  // execs through several programs, and in the middle of an exec a process's
+  // command line reads empty, so a scan then would not see the marker. A
+  // node starting in a parallel test reaps dead runs too, so `dead` may
+  // already be gone: only the end is checked, never who stopped it.
+  REQUIRE(wait_until([&] { return dead->reaped() || *dead_fake.up; }));
   bridge::reap_leftovers();
   CHECK(wait_until([&] { return dead->reaped(); }));
   CHECK_FALSE(live->reaped());
