@@ -195,6 +195,9 @@ void add_streams(CLI::App& app, stream_bench_options& o) {
   value(cmd, "--chunk-bytes", o.chunk_bytes, "chunks: bytes of each chunk's data")->check(CLI::Range(0, 1 << 20));
   value(cmd, "--stream-window", o.stream_window, "chunks: worker.stream_window (0: the default)")
     ->check(CLI::Range(0, 65536));
+  value(cmd, "--stream-window-bytes", o.stream_window_bytes,
+        "chunks: worker.stream_window_bytes (0: the default)")
+    ->check(CLI::Range(0LL, 1LL << 31));
   value(cmd, "--cancel-samples", o.cancel_samples, "cancel: samples (--quick: 60)")->check(CLI::PositiveNumber);
   value(cmd, "--io-workers", o.io_workers, "io: workers")->check(CLI::Range(1, 64));
   value(cmd, "--io-concurrency", o.io_concurrency, "io: worker.max_concurrency")->check(CLI::Range(1, 10000));

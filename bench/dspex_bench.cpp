@@ -108,6 +108,8 @@ json pool_config_json(const pool_setup& s) {
     w["sched_batch"] = s.sched_batch;
     if (s.stream_window > 0)
       w["stream_window"] = s.stream_window;
+    if (s.stream_window_bytes > 0)
+      w["stream_window_bytes"] = s.stream_window_bytes;
     if (!s.handler_paths.empty())
       w["handler_paths"] = s.handler_paths;
     if (!s.handlers.empty())

@@ -67,6 +67,7 @@ struct pool_setup {
   int root_intensity = 0;          ///< root intensity
   int max_queue = 0;               ///< pool max_queue; 0 keeps the default
   int stream_window = 0;           ///< worker.stream_window; 0 keeps the default
+  long long stream_window_bytes = 0;  ///< worker.stream_window_bytes; 0 keeps the default
   std::vector<std::string> handler_paths;  ///< worker.handler_paths
   std::vector<std::string> handlers;       ///< worker.handlers (modules)
 };

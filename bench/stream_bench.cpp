@@ -424,6 +424,7 @@ public:
     }
     auto s = setup(1);
     s.stream_window = o_.stream_window;
+    s.stream_window_bytes = o_.stream_window_bytes;
     auto n = start(s, "chunks");
     if (!n)
       return;
@@ -555,10 +556,13 @@ std::string format_chunk_rate(double per_s) {
   return s;
 }
 
-std::string window_note(int window) {
+std::string window_note(int window, long long window_bytes) {
   const int w = window > 0 ? window : static_cast<int>(worker_config{}.stream_window);
-  return "worker.stream_window " + std::to_string(w) + (window > 0 ? "" : " (the default)") + ": an ack every " +
-         std::to_string(std::max(1, w / 2)) + " chunks";
+  const long long b = window_bytes > 0 ? window_bytes : static_cast<long long>(worker_config{}.stream_window_bytes);
+  return "worker.stream_window " + std::to_string(w) + (window > 0 ? "" : " (the default)") +
+         ", stream_window_bytes " + std::to_string(b) + (window_bytes > 0 ? "" : " (the default)") +
+         ": an ack every " + std::to_string(std::max(1, w / 2)) + " chunks or " + std::to_string(std::max(1LL, b / 2)) +
+         " frame bytes, whichever comes first";
 }
 
 double chunks_per_s(const latency_recorder& streams, int chunks) {
@@ -659,7 +663,7 @@ void add_stream_rows(report_table& t, const stream_bench_result& r) {
       t.add({"chunks/s, dspex (generator, call_stream, ack_chunk)",
              format_chunk_rate(d), fl > 0 ? "floor " + format_chunk_rate(fl) : "", format_ratio(q),
              targets::at_least(targets::chunks_vs_bare, "floor"), judge_at_least(q, targets::chunks_vs_bare),
-             window_note(o.stream_window)});
+             window_note(o.stream_window, o.stream_window_bytes)});
     }
   }
   if (!r.cancel.empty()) {

@@ -50,6 +50,7 @@ struct stream_bench_options {
   int chunks = 1000;               ///< chunks per stream
   std::size_t chunk_bytes = 64;    ///< each chunk's data (a string of this length)
   int stream_window = 0;           ///< chunks: worker.stream_window; 0 keeps the node's default
+  long long stream_window_bytes = 0;  ///< chunks: worker.stream_window_bytes; 0 keeps the default
   int cancel_samples = 300;
   int io_workers = 1;
   int io_concurrency = 1000;       ///< worker.max_concurrency

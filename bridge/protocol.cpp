@@ -49,6 +49,10 @@ write_result append_request_body(std::string& out, std::uint64_t id, std::string
   if (extras.stream > 0) {
     out += ",\"stream\":";
     out += std::to_string(extras.stream);
+    if (extras.stream_bytes > 0) {
+      out += ",\"stream_bytes\":";
+      out += std::to_string(extras.stream_bytes);
+    }
   }
   out += '}';
   return {};
@@ -475,7 +479,9 @@ std::variant<reply, protocol_error> parse_too_deep(std::string_view body, std::s
 
 } // namespace
 
-std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size_t max_depth) {
+namespace {
+
+std::variant<reply, protocol_error> parse_reply_body(std::string_view body, std::size_t max_depth) {
   if (text_depth_exceeds(body, envelope_depth(max_depth)))
     return parse_too_deep(body, max_depth);
   {
@@ -512,6 +518,15 @@ std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size
   if (rep.error.type.empty())
     rep.error.type = "Error";
   return rep;
+}
+
+} // namespace
+
+std::variant<reply, protocol_error> parse_reply(std::string_view body, std::size_t max_depth) {
+  auto r = parse_reply_body(body, max_depth);
+  if (auto* rep = std::get_if<reply>(&r))
+    rep->bytes = body.size();
+  return r;
 }
 
 std::variant<request, protocol_error> parse_request(std::string_view body) {

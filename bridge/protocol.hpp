@@ -90,6 +90,9 @@ struct reply {
   /// parse_reply was given (this says so); result and error are then empty.
   /// Its request fails (result_too_deep), the stream stays sound.
   std::string too_deep;
+  /// The frame body's size (parse_reply sets it): what a chunk weighs
+  /// against its stream's byte window, as the worker counted it.
+  std::size_t bytes = 0;
 };
 
 /// What a request frame carries beyond the request (protocol 2): what is
@@ -97,6 +100,7 @@ struct reply {
 struct request_extras {
   std::uint64_t timeout_ms = 0;  ///< 0: not sent
   std::uint32_t stream = 0;      ///< the credit window; 0: a unary call
+  std::uint64_t stream_bytes = 0;  ///< the byte window (with stream); 0: none
 };
 
 /// Appends the request's frame (length prefix, then its JSON body) to `out`

@@ -72,6 +72,29 @@ TEST_CASE("worker.sched_batch: on by default, a boolean, reaches the pool's work
   CHECK_FALSE(pool_of(*cfg)->worker.sched_batch);
 }
 
+TEST_CASE("worker.stream_window_bytes: 1 MiB by default, an integer in [1024, 2^31], reaches the pool") {
+  auto j = default_config();
+  auto& w = j["root"]["children"][1]["worker"];
+  CHECK(w["stream_window_bytes"] == 1024 * 1024);
+  CHECK(w["stream_window"] == 1024);
+  for (auto bad : {json(0), json(1023), json(-1), json((1LL << 31) + 1), json(4096.5), json("65536"),
+                   json(nullptr)}) {
+    w["stream_window_bytes"] = bad;
+    auto p = problems(j);  // invalid_config
+    CHECK_MESSAGE(p.find("root.children[1].worker.stream_window_bytes") != std::string::npos, p);
+  }
+  w["stream_window_bytes"] = 4096;
+  auto cfg = parse_config(j);
+  REQUIRE(cfg);
+  bool found = false;
+  for (auto& c : cfg->root.children)
+    if (auto* pool = std::get_if<pool_config>(&c.body)) {
+      CHECK(pool->worker.stream_window_bytes == 4096);
+      found = true;
+    }
+  CHECK(found);
+}
+
 TEST_CASE("worker.max_concurrency: 1 by default, 1..10000, reaches the pool's worker config") {
   auto j = default_config();
   auto& w = j["root"]["children"][1]["worker"];

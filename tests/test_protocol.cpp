@@ -231,6 +231,30 @@ TEST_CASE("chunk frames (protocol 2): the fast path and the full parse agree") {
   CHECK(error_of(R"({"id":7,"type":5,"success":true})") == protocol_errc::bad_envelope);
 }
 
+TEST_CASE("a stream's windows in its request frame; a chunk's weight is its frame body") {
+  std::string frame;
+  REQUIRE(append_request_frame(frame, 5, "count", json::object(), std::nullopt, default_max_json_depth,
+                               {250, 1024, 65536}));
+  CHECK(frame.substr(frame_header_bytes)
+        == R"({"id":5,"command":"count","session_id":null,"args":{},"timeout_ms":250,"stream":1024,"stream_bytes":65536})");
+  frame.clear();  // no byte window, or no stream: no stream_bytes
+  REQUIRE(append_request_frame(frame, 5, "count", json::object(), std::nullopt, default_max_json_depth,
+                               {0, 8, 0}));
+  CHECK(frame.substr(frame_header_bytes) == R"({"id":5,"command":"count","session_id":null,"args":{},"stream":8})");
+  frame.clear();
+  REQUIRE(append_request_frame(frame, 5, "count", json::object(), std::nullopt, default_max_json_depth,
+                               {0, 0, 65536}));
+  CHECK(frame.find("stream") == std::string::npos);
+  // Both parse paths (fast: the worker's own spelling) weigh the body.
+  for (std::string body : {R"({"id":7,"type":"chunk","seq":3,"data":"tok"})",
+                           R"({"type":"chunk","id":7,"seq":3,"data":{"t":"x"}})",
+                           R"({"id":7,"success":true,"result":1})"}) {
+    auto r = parse_reply(body);
+    REQUIRE(std::holds_alternative<reply>(r));
+    CHECK(std::get<reply>(r).bytes == body.size());
+  }
+}
+
 TEST_CASE("host call frames (protocol 3) and their cancel") {
   auto r = parse_reply(
     R"({"type":"call","id":4,"call":9,"target":"pool:tools","command":"lookup","args":{"q":1},"timeout_ms":250,"session":"s1"})");

@@ -1,6 +1,6 @@
 // Streams and cancellation through a remote_pool: the remote node is a real
 // `dspex run` on loopback with the stream handlers
-// (tests/handlers/stream_cmds.py) and a small stream window, the calling
+// (tests/handlers/stream_cmds.py) and small stream windows, the calling
 // node runs in this process (node::stream, node::call, an actor's call).
 // The router is also spoken to directly, as a peer would: its window holds
 // without acks, and bad stream messages are dropped. Nothing asserts
@@ -44,6 +44,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr int window = 4;  // the remote pool's worker.stream_window
+constexpr int window_bytes = 1024;  // ... and its worker.stream_window_bytes
 
 std::string read_file(const std::string& p) {
   std::ifstream f(p);
@@ -117,6 +118,7 @@ struct remote_streams_fixture {
     pool["worker"]["handler_paths"] = json::array({std::string(DSPEX_TEST_SOURCE_DIR) + "/tests/handlers"});
     pool["worker"]["handlers"] = json::array({"stream_cmds"});
     pool["worker"]["stream_window"] = window;
+    pool["worker"]["stream_window_bytes"] = window_bytes;
     bj["listen"] = "127.0.0.1:" + std::to_string(port);
     std::ofstream(b_cfg) << bj.dump(2);
     b = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", b_cfg, "--control", b_sock});
@@ -205,6 +207,36 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "a stream through a remote_pool: every
   REQUIRE(plain);
   CHECK(*plain == json{{"total", 3}});
   CHECK(far()["chunks"] == 100);
+}
+
+TEST_CASE_FIXTURE(remote_streams_fixture, "the byte window through a remote_pool: chunks past it, and each larger than it") {
+  // Chunks of about 440 bytes: the worker stops at 3 outstanding (bytes),
+  // before the chunk window (4); chunks of 3000: one at a time. The acks
+  // the host asks for cross back through the router either way.
+  struct run {
+    std::string command;
+    int n, size;
+  };
+  for (auto& r : {run{"blobs", 60, 400}, run{"blobs", 10, 3000}, run{"ablobs", 60, 400}}) {
+    CAPTURE(r.command);
+    CAPTURE(r.size);
+    collected c;
+    n->stream(r.command, {{"n", r.n}, {"size", r.size}}, on_far(), c.on_chunk(), c.on_result());
+    REQUIRE(c.result.wait());
+    auto res = *c.result.get();
+    REQUIRE_MESSAGE(res, describe(res.error()));
+    CHECK(*res == (r.command == "blobs" ? json{{"total", r.n}} : json(nullptr)));
+    std::lock_guard<std::mutex> g(c.mx);
+    CHECK(c.chunks_at_result == static_cast<std::size_t>(r.n));
+    REQUIRE(c.chunks.size() == static_cast<std::size_t>(r.n));
+    CHECK(r.n * r.size > 2 * window_bytes);
+    for (auto& chunk : c.chunks)
+      CHECK(chunk == std::string(static_cast<std::size_t>(r.size), 'x'));
+  }
+  auto f = far();
+  CHECK(f["chunks"] == 130);
+  CHECK(f["in_flight"] == 0);
+  CHECK(f["bad_messages"] == 0);
 }
 
 TEST_CASE_FIXTURE(remote_streams_fixture, "cancel through a remote_pool reaches the remote handler") {

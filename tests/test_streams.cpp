@@ -8,9 +8,11 @@
 
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/pool/call.hpp>
+#include <dspex/actors/pool/detail/stream_credit.hpp>
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -94,9 +96,58 @@ int worker_pid(pool_fixture& f) {
   return pid;
 }
 
+// A chunk frame's body as the worker wrote it: what the byte window counts
+// (bridge::reply::bytes). nlohmann orders the keys otherwise; for these
+// ASCII chunks the length is the same.
+std::size_t frame_bytes(const stream_chunk& c) {
+  return json{{"id", c.wire}, {"type", "chunk"}, {"seq", c.seq}, {"data", c.data}}.dump().size();
+}
+
+caf::actor only_worker(pool_fixture& f) {
+  std::vector<caf::actor> workers;
+  f.self->request(f.pool(), caf::infinite, workers_atom::value)
+    .receive([&](std::vector<caf::actor>& ws) { workers = std::move(ws); }, [](caf::error&) {});
+  REQUIRE(workers.size() == 1);
+  return workers[0];
+}
+
+// Streams `command` to a new sink; the answer (or the error, failed).
+json stream_to(pool_fixture& f, const caf::actor& sink, const std::string& command, json args,
+               std::uint64_t ref) {
+  auto req = make_command(command, std::move(args));
+  req.sink = sink;
+  req.ref = ref;
+  json result;
+  f.self->request(f.pool(), caf::infinite, exec_atom::value, req)
+    .receive([&](json& j) { result = std::move(j); }, [](caf::error& e) { FAIL(describe(e)); });
+  return result;
+}
+
 } // namespace
 
 TEST_SUITE("streams") {
+
+TEST_CASE("stream_credit: an ack asked once half of either window came, then counted anew") {
+  stream_credit by_chunks{stream_limits{8, 1 << 20}};
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 3; ++i)
+      CHECK_FALSE(by_chunks.take(100));
+    CHECK(by_chunks.take(100));  // the 4th chunk: half of 8
+  }
+  stream_credit by_bytes{stream_limits{1024, 1000}};
+  CHECK_FALSE(by_bytes.take(300));
+  CHECK(by_bytes.take(200));     // 500: half of 1000
+  CHECK_FALSE(by_bytes.take(499));
+  CHECK(by_bytes.take(1));
+  CHECK(by_bytes.take(5000));    // one chunk larger than the window
+  CHECK(by_bytes.take(5000));
+  stream_credit no_bytes{stream_limits{4, 0}};  // no byte window: chunks only
+  CHECK_FALSE(no_bytes.take(1u << 30));
+  CHECK(no_bytes.take(1u << 30));
+  stream_credit one{stream_limits{1, 0}};       // window 1: every chunk
+  CHECK(one.take(1));
+  CHECK(one.take(1));
+}
 
 TEST_CASE_FIXTURE(pool_fixture, "a generator streams its chunks in order, then its result") {
   REQUIRE_FALSE(start(stream_pool()));
@@ -152,6 +203,119 @@ TEST_CASE_FIXTURE(pool_fixture, "a sink that takes nothing holds the stream at t
   CHECK(result == json{{"total", 50}});
   REQUIRE(wait_until([&] { return log->size() == 50; }));
   caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "small chunks past the byte window: in order, an ack asked each half window") {
+  // worker.stream_window_bytes 1024: chunks of 45 to 120 bytes, tens of
+  // KiB in all. The host asks for an ack once half of either window came
+  // (stream_credit.hpp), or worker and host wait for each other.
+  auto c = stream_pool();
+  c.worker.stream_window_bytes = 1024;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  struct run {
+    std::string command;
+    json args;
+    json result;
+    std::size_t n;
+  };
+  for (auto& r : {run{"count", {{"n", 1000}}, {{"total", 1000}}, 1000},
+                  run{"blobs", {{"n", 300}, {"size", 64}}, {{"total", 300}}, 300},
+                  run{"ablobs", {{"n", 300}, {"size", 64}}, nullptr, 300}}) {
+    CAPTURE(r.command);
+    auto log = std::make_shared<sink_log>();
+    auto sink = sys.spawn(sink_actor, log);
+    CHECK(stream_to(*this, sink, r.command, r.args, 5) == r.result);
+    REQUIRE(wait_until([&] { return log->size() == r.n; }));
+    std::size_t total = 0, since = 0, flagged = 0;
+    for (std::size_t i = 0; i < r.n; ++i) {
+      auto& ch = log->chunks[i];
+      CHECK(ch.seq == i);
+      if (r.command == "count")
+        CHECK(ch.data == json{{"i", i}});
+      else
+        CHECK(ch.data == std::string(64, 'x'));
+      total += frame_bytes(ch);
+      since += frame_bytes(ch);
+      CHECK(ch.ack == (since >= 512));  // 512 bytes come long before 512 chunks
+      if (ch.ack) {
+        since = 0;
+        ++flagged;
+      }
+    }
+    CHECK(total > 20 * 1024);
+    CHECK(flagged >= total / 1024);
+    caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+  }
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "chunks each larger than the byte window go one at a time, and complete") {
+  auto c = stream_pool();
+  c.worker.stream_window_bytes = 1024;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  for (std::string command : {"blobs", "ablobs"}) {
+    CAPTURE(command);
+    auto log = std::make_shared<sink_log>();
+    auto sink = sys.spawn(sink_actor, log);
+    auto result = stream_to(*this, sink, command, {{"n", 30}, {"size", 5000}}, 6);
+    CHECK(result == (command == "blobs" ? json{{"total", 30}} : json(nullptr)));
+    REQUIRE(wait_until([&] { return log->size() == 30; }));
+    for (std::size_t i = 0; i < 30; ++i) {
+      CHECK(log->chunks[i].seq == i);
+      CHECK(log->chunks[i].data == std::string(5000, 'x'));
+      CHECK(log->chunks[i].ack);  // each is more than half the window
+    }
+    caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+  }
+}
+
+TEST_CASE_FIXTURE(pool_fixture, "a sink that takes nothing holds at most the byte window plus one chunk") {
+  // The chunk window (1024, the default) is far off: bytes bound it.
+  constexpr std::size_t window_bytes = 4096;
+  auto c = stream_pool();
+  c.worker.stream_window_bytes = window_bytes;
+  REQUIRE_FALSE(start(c));
+  REQUIRE_FALSE(await_pool_ready());
+  auto worker = only_worker(*this);
+  for (int size : {100, 300, 5000}) {
+    CAPTURE(size);
+    auto log = std::make_shared<sink_log>();
+    log->acking = false;
+    auto sink = sys.spawn(sink_actor, log);
+    auto req = make_command("blobs", {{"n", 200}, {"size", size}});
+    req.sink = sink;
+    req.ref = 10 + static_cast<std::uint64_t>(size);
+    auto h = self->request(pool(), caf::infinite, exec_atom::value, req);
+    // Until the worker waits for credit: no chunk for 300 ms.
+    REQUIRE(wait_until([&] { return log->size() > 0; }));
+    for (std::size_t before = 0; before != log->size();) {
+      before = log->size();
+      std::this_thread::sleep_for(300ms);
+    }
+    std::size_t held = 0, largest = 0, n = 0;
+    {
+      std::lock_guard<std::mutex> g(log->mx);
+      n = log->chunks.size();
+      for (auto& ch : log->chunks) {
+        held += frame_bytes(ch);
+        largest = std::max(largest, frame_bytes(ch));
+      }
+    }
+    CAPTURE(n);
+    CHECK(n < 200);
+    CHECK(held <= window_bytes + largest);
+    CHECK(held >= window_bytes);  // it stopped at the window, not before
+    if (size > static_cast<int>(window_bytes))
+      CHECK(n == 1);
+    // Credit from the sink lets the rest through.
+    self->send(sink, ack_atom::value, worker);
+    h.receive([&](json& j) { CHECK(j == json{{"total", 200}}); }, [](caf::error& e) { FAIL(describe(e)); });
+    REQUIRE(wait_until([&] { return log->size() == 200; }));
+    for (std::size_t i = 0; i < 200; ++i)
+      CHECK(log->chunks[i].seq == i);
+    caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
+  }
 }
 
 TEST_CASE_FIXTURE(pool_fixture, "a caller's cancel reaches the handler, and the worker serves on") {

@@ -70,6 +70,7 @@ json default_config() {
             {"fault_injection", false},
             {"max_concurrency", 1},
             {"stream_window", worker_config{}.stream_window},
+            {"stream_window_bytes", worker_config{}.stream_window_bytes},
             {"sched_batch", true},
             {"stop_grace_ms", 2000},
             {"term_grace_ms", 1000},
@@ -296,6 +297,7 @@ void read_worker(reader& r, worker_config& w) {
   r.boolean("fault_injection", w.fault_injection);
   r.integer("max_concurrency", w.max_concurrency, 1, 10000);
   r.integer("stream_window", w.stream_window, 1, 65536);
+  r.integer("stream_window_bytes", w.stream_window_bytes, 1024, 1LL << 31);
   r.boolean("sched_batch", w.sched_batch);
   r.ms("stop_grace_ms", w.stop_grace);
   r.ms("term_grace_ms", w.term_grace);

@@ -14,7 +14,8 @@
 // A stream: the handler's chunks reach `self` as (chunk, stream_chunk), in
 // order and before the answer; the actor calls ack_chunk for each (it
 // answers only the chunks that ask for it), or the worker stops sending
-// once the actor is worker.stream_window chunks behind.
+// once the actor is worker.stream_window chunks or stream_window_bytes
+// behind (actors/pool/detail/stream_credit.hpp).
 //
 //   self->become({
 //     [=](dspex::chunk_atom, dspex::stream_chunk& c) { use(c.data); dspex::ack_chunk(self, c); },

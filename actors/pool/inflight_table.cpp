@@ -126,11 +126,10 @@ chunk_verdict inflight_table::chunk_locked(bridge::reply& rep, caf::actor& sink,
     return chunk_verdict::bad;
   }
   ++r.next_seq;
-  const std::uint64_t half = std::max<std::uint32_t>(1, r.window / 2);
+  const bool ack = r.credit.take(rep.bytes);
   sink = r.sink;
   msg = caf::make_message(chunk_atom::value,
-                          stream_chunk{r.ref, rep.seq, std::move(rep.result), rep.id,
-                                       (rep.seq + 1) % half == 0});
+                          stream_chunk{r.ref, rep.seq, std::move(rep.result), rep.id, ack});
   return chunk_verdict::delivered;
 }
 

@@ -225,7 +225,8 @@ void announce_up(worker_actor* self) {
   auto& st = self->state;
   sync_accepting(self);
   auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
-                                            st.cfg.max_json_depth, st.cfg.stream_window);
+                                            st.cfg.max_json_depth,
+                                            stream_limits{st.cfg.stream_window, st.cfg.stream_window_bytes});
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
 }
 
@@ -262,17 +263,17 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
   auto& st = self->state;
   auto id = st.table->next_id();
   auto deadline = clock_type::now() + timeout;
-  const std::uint32_t window = sink ? st.cfg.stream_window : 0;
+  const auto window = sink ? stream_limits{st.cfg.stream_window, st.cfg.stream_window_bytes} : stream_limits{};
   // In the table before the frame is written: the io thread may read the
   // reply before this function returns.
   arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,
-                                                        deadline, ref, std::move(sink), window, 0,
+                                                        deadline, ref, std::move(sink), stream_credit{window}, 0,
                                                         depth, session}));
   std::string frame;
   std::string refusal;
   if (auto written = bridge::append_request_frame(
         frame, id, command, args, session, st.cfg.max_json_depth,
-        {is_init ? 0 : static_cast<std::uint64_t>(timeout.count()), window});
+        {is_init ? 0 : static_cast<std::uint64_t>(timeout.count()), window.chunks, window.bytes});
       !written)
     refusal = written.why == bridge::write_refusal::too_deep
                 ? bridge::depth_message("args", st.cfg.max_json_depth)

@@ -97,12 +97,18 @@ struct worker_config {
   /// (result_too_deep). Set by the node from the tree config.
   std::size_t max_json_depth = bridge::default_max_json_depth;
   bool fault_injection = false;     ///< enables the worker's fault_* commands
-  /// A stream's credit window: chunks a worker may send beyond the last one
-  /// its caller took (protocol 2); what one stream can hold in the host.
-  /// 128: the sink acks every 64th chunk, and each ack costs the Python
-  /// worker a GIL hand-over between its reader and request threads; at 32
-  /// those cost the stream about a third of its chunks/s.
-  std::uint32_t stream_window = 128;
+  /// A stream's credit window (protocol 2, actors/pool/detail/
+  /// stream_credit.hpp): chunks a worker may send beyond the last one its
+  /// caller took. The sink acks every window/2-th chunk, and each ack costs
+  /// the Python worker a GIL hand-over between its reader and request
+  /// threads and may stall the stream while it waits for a CPU: 1024 lets
+  /// a 1,000-chunk stream of small chunks run without a stall.
+  std::uint32_t stream_window = 1024;
+  /// ... and in bytes (chunk frame bodies): the worker sends while what it
+  /// sent past the last chunk taken is below this (one chunk larger than it
+  /// goes alone), the sink acks once half of it came. So one stream holds
+  /// at most this plus one chunk in the host, whatever its chunks weigh.
+  std::uint64_t stream_window_bytes = 1024 * 1024;
   /// Requests one process serves at once (Python request threads); its
   /// pool keeps up to this many in flight on it. 1: one at a time.
   std::size_t max_concurrency = 1;

@@ -17,7 +17,8 @@
 // a request with a sink gets the remote handler's chunks as (chunk,
 // stream_chunk), in order, before the answer; the sink's acks travel back
 // to the remote worker (end-to-end credit: at most the remote
-// stream_window chunks per stream in flight). (cancel, ref) from the caller,
+// stream_window chunks, and below its stream_window_bytes plus one chunk,
+// per stream in flight). (cancel, ref) from the caller,
 // or its death, answers `cancelled` here at once and cancels the request
 // on the remote node. docs/remote.md "Streams and cancellation".
 #pragma once

@@ -3,7 +3,8 @@
 Request: {"id": uint, "command": str, "session_id": str|null, "args": {...}}
          (the host writes the id first: a request whose args this side
          cannot parse is still answered by its id, see InvalidRequest),
-         optionally "timeout_ms": number >= 0 and "stream": int >= 1
+         optionally "timeout_ms": number >= 0, "stream": int >= 1 and,
+         with "stream", "stream_bytes": int >= 1
 Reply:   {"id", "success": true, "result": any}
       or {"id", "success": false, "error": {"type", "message", "traceback"}}
 Protocol 2 (docs/architecture.md, "Streams and cancellation"):
@@ -224,17 +225,21 @@ class Channel:
 
 class Request:
     """One decoded request frame. stream: the credit window (None: unary);
-    timeout_ms: what is left of the caller's deadline (None: none)."""
+    stream_bytes: its byte window (None: none); timeout_ms: what is left of
+    the caller's deadline (None: none)."""
 
-    __slots__ = ("id", "command", "args", "session_id", "stream", "timeout_ms")
+    __slots__ = ("id", "command", "args", "session_id", "stream", "timeout_ms",
+                 "stream_bytes")
 
-    def __init__(self, request_id, command, args, session_id, stream, timeout_ms):
+    def __init__(self, request_id, command, args, session_id, stream, timeout_ms,
+                 stream_bytes=None):
         self.id = request_id
         self.command = command
         self.args = args
         self.session_id = session_id
         self.stream = stream
         self.timeout_ms = timeout_ms
+        self.stream_bytes = stream_bytes
 
 
 def decode_request(payload):
@@ -295,12 +300,17 @@ def decode_message(payload):
     if stream is not None and (type(stream) is not int or stream < 1):
         raise ProtocolError("request \"stream\" must be an integer >= 1",
                             request_id)
+    stream_bytes = message.get("stream_bytes")
+    if stream_bytes is not None and (type(stream_bytes) is not int or stream_bytes < 1):
+        raise ProtocolError("request \"stream_bytes\" must be an integer >= 1",
+                            request_id)
     timeout_ms = message.get("timeout_ms")
     if timeout_ms is not None and (type(timeout_ms) not in (int, float)
                                    or not timeout_ms >= 0):
         raise ProtocolError("request \"timeout_ms\" must be a number >= 0",
                             request_id)
-    return Request(request_id, command, args, session_id, stream, timeout_ms)
+    return Request(request_id, command, args, session_id, stream, timeout_ms,
+                   stream_bytes)
 
 
 _CONTROL_TYPES = ("cancel", "ack", "result")

@@ -63,6 +63,8 @@ IDLE_THREAD_S = 30.0
 _GENERATOR = types.GeneratorType
 _ASYNC_RESULTS = (types.CoroutineType, types.AsyncGeneratorType)
 _CANCELLED_STEP = (None, None)
+# A stream's byte window when the host sent none: no bound by bytes.
+_NO_BYTE_WINDOW = 1 << 62
 
 
 class Call(CommandContext):
@@ -71,7 +73,9 @@ class Call(CommandContext):
 
     __slots__ = ("name", "args", "handler", "on_loop", "slot",
                  "async_sent", "acked", "credit", "waiter", "task",
-                 "pending_calls", "ended", "answered_cancelled")
+                 "pending_calls", "ended", "answered_cancelled",
+                 "window_bytes", "sent_bytes", "acked_bytes", "sent_ends",
+                 "ends_base")
 
     def __init__(self, worker, request, handler, on_loop):
         super().__init__(worker, request.id, request.session_id,
@@ -83,6 +87,16 @@ class Call(CommandContext):
         self.slot = None                  # the request thread it runs on
         self.async_sent = False           # Cancelled was raised in it
         self.acked = -1                   # the last chunk the host took
+        # The byte window (the request's "stream_bytes"; docs/architecture.md
+        # "Streams and cancellation"): chunk s goes while s <= acked + stream
+        # and sent_bytes - acked_bytes < window_bytes. sent_ends[i]: the
+        # sent_bytes total through chunk ends_base + i, for the acks to come
+        # (appended before the chunk is written, so its ack finds it).
+        self.window_bytes = request.stream_bytes or _NO_BYTE_WINDOW
+        self.sent_bytes = 0               # chunk frame bodies written
+        self.acked_bytes = 0              # ... of them through chunk `acked`
+        self.sent_ends = [] if request.stream else None
+        self.ends_base = 0
         self.credit = threading.Condition() if request.stream else None
         self.waiter = None                # a loop future an ack resolves
         self.task = None
@@ -437,6 +451,14 @@ class Worker:
             return
         credit = call.credit
         with credit:
+            ends = call.sent_ends
+            # Chunks this ack takes; an ack past what was sent (a host's
+            # mistake) takes what was.
+            taken = min(seq + 1 - call.ends_base, len(ends))
+            if taken > 0:
+                call.acked_bytes = ends[taken - 1]
+                del ends[:taken]
+                call.ends_base += taken
             call.acked = seq
             credit.notify()
         waiter = call.waiter
@@ -581,6 +603,10 @@ class Worker:
                 f"chunk {seq} of command {call.name!r} cannot be sent as JSON: {exc}")
         if len(frame) > self.channel.max_frame_bytes:
             return self._fits(frame, call.request_id, f"chunk {seq} of {call.name!r}")
+        ends = call.sent_ends
+        if ends is not None:          # before the write: its ack may be quick
+            call.sent_bytes += len(frame)
+            ends.append(call.sent_bytes)
         self._write_chunk(call, frame)
         return None
 
@@ -666,6 +692,9 @@ class Worker:
         Python-level encode()."""
         seq = 0
         window = call.stream
+        window_bytes = call.window_bytes
+        sent = 0                      # call.sent_bytes, kept here meanwhile
+        sent_end = call.sent_ends.append
         lock = slot.lock
         request_id = call.request_id
         channel = self.channel
@@ -709,7 +738,8 @@ class Worker:
                 if isinstance(value, StopIteration):
                     return self._result_reply(request_id, call.name, value.value)
                 return self._failure(request_id, value)
-            if seq > call.acked + window and not self._wait_credit(call, seq):
+            if ((seq > call.acked + window or sent - call.acked_bytes >= window_bytes)
+                    and not self._wait_credit(call, seq, sent)):
                 break
             try:
                 if type(value) is str:  # as encode_chunk writes it
@@ -719,7 +749,10 @@ class Worker:
             except Exception:
                 frame = None          # _chunk classifies it
             if frame is not None and len(frame) <= limit:
-                data = len(frame).to_bytes(HEADER_BYTES, "big") + frame
+                size = len(frame)
+                sent += size
+                sent_end(sent)        # before the write: its ack may be quick
+                data = size.to_bytes(HEADER_BYTES, "big") + frame
                 try:                  # Channel.write_frame; acquire/release,
                     write_lock.acquire()  # as above: nothing can land here
                     try:
@@ -732,7 +765,9 @@ class Worker:
                     log("protocol output closed by the host")
                     call.cancelled = True  # nobody takes the rest
             else:
+                call.sent_bytes = sent
                 failure = self._chunk(call, seq, value)
+                sent = call.sent_bytes
                 if failure is not None:
                     _close(gen)
                     return failure
@@ -740,14 +775,22 @@ class Worker:
         _close(gen)
         return self._cancelled_reply(call)
 
-    def _wait_credit(self, call, seq):
-        """Block until chunk seq may be sent; False when cancelled first."""
+    def _wait_credit(self, call, seq, sent):
+        """Block until chunk seq may be sent, `sent` bytes of chunks gone
+        before it; False when cancelled first."""
         credit = call.credit
         window = call.stream
+        window_bytes = call.window_bytes
         with credit:
-            while seq > call.acked + window and not call.cancelled:
+            while ((seq > call.acked + window or sent - call.acked_bytes >= window_bytes)
+                   and not call.cancelled):
                 credit.wait()
         return not call.cancelled
+
+    @staticmethod
+    def _no_credit(call, seq):
+        return (seq > call.acked + call.stream
+                or call.sent_bytes - call.acked_bytes >= call.window_bytes)
 
     # -- async handlers: the event loop ----------------------------------------
 
@@ -799,14 +842,13 @@ class Worker:
 
     async def _async_stream(self, call, agen):
         seq = 0
-        window = call.stream
         try:
             while not call.cancelled:
                 try:
                     value = await agen.__anext__()
                 except StopAsyncIteration:
                     return self._result_reply(call.request_id, call.name, None)
-                if seq > call.acked + window:
+                if self._no_credit(call, seq):
                     await self._async_credit(call, seq)
                 failure = self._chunk(call, seq, value)
                 if failure is not None:
@@ -817,11 +859,11 @@ class Worker:
             await agen.aclose()
 
     async def _async_credit(self, call, seq):
-        window = call.stream
-        while seq > call.acked + window:
+        no_credit = self._no_credit
+        while no_credit(call, seq):
             call.waiter = self._loop.create_future()
             try:
-                if seq > call.acked + window:  # an ack may have come between
+                if no_credit(call, seq):  # an ack may have come between
                     await call.waiter
             finally:
                 call.waiter = None

@@ -22,6 +22,22 @@ def count(args, ctx):
     return {"total": args.get("n", 3)}
 
 
+@command("blobs")
+def blobs(args, ctx):
+    """Yields `n` strings of `size` "x"s (str chunks: worker.py's fast path); returns n."""
+    for _ in range(args.get("n", 3)):
+        yield "x" * args.get("size", 64)
+    return {"total": args.get("n", 3)}
+
+
+@command("ablobs")
+async def ablobs(args, ctx):
+    """blobs as an async generator (the event loop's stream path); returns None."""
+    for _ in range(args.get("n", 3)):
+        await asyncio.sleep(0)
+        yield "x" * args.get("size", 64)
+
+
 @command("acount")
 async def acount(args, ctx):
     await asyncio.sleep(args.get("s", 0))

@@ -1,6 +1,7 @@
 """Protocol 2: generator and async handlers, chunks and the credit window,
 cancel frames, ctx.cancelled / ctx.sleep / ctx.deadline, over a real worker."""
 
+import json
 import time
 import unittest
 
@@ -126,6 +127,18 @@ HANDLERS = """
         yield chr(0xE9) + chr(0x20AC) + chr(0x1F600)
         yield chr(0xD800)
 
+    @command("blobs")
+    def blobs(args, ctx):
+        for i in range(args["n"]):
+            yield "x" * args["size"]
+        return args["n"]
+
+    @command("async_blobs")
+    async def async_blobs(args, ctx):
+        for i in range(args["n"]):
+            await asyncio.sleep(0)
+            yield "x" * args["size"]
+
     @command("bad_chunk")
     def bad_chunk(args, ctx):
         try:
@@ -135,6 +148,12 @@ HANDLERS = """
         finally:
             ctx.state["bad_chunk_finally"] = True
 """
+
+
+def encoded_chunk(request_id, seq, data):
+    """A chunk frame's body as the worker writes it: what its byte window counts."""
+    return json.dumps({"id": request_id, "type": "chunk", "seq": seq, "data": data},
+                      separators=(",", ":")).encode()
 
 
 class StreamTestCase(HandlerModuleTestCase):
@@ -203,6 +222,51 @@ class GeneratorTest(StreamTestCase):
         worker.send({"type": "ack", "id": 7, "seq": 6})
         self.assertEqual([worker.read_frame()["seq"] for _ in range(3)], [7, 8, 9])
         self.assertEqual(worker.read_frame()["result"], {"total": 10})
+
+    def test_the_byte_window_blocks_until_acked(self):
+        # "stream_bytes" 200, chunk frames of 91 bytes: a chunk goes while
+        # less than 200 bytes are sent past the last ack, so 3 at first.
+        # The chunk window (100) never binds here.
+        for command in ("blobs", "async_blobs"):
+            with self.subTest(command=command):
+                worker = self.start()
+                self.assertEqual(len(encoded_chunk(7, 0, "x" * 50)), 91)
+                worker.send({"id": 7, "command": command, "args": {"n": 9, "size": 50},
+                             "stream": 100, "stream_bytes": 200})
+                self.assertEqual([worker.read_frame()["seq"] for _ in range(3)], [0, 1, 2])
+                worker.assert_no_output(0.3)
+                worker.send({"type": "ack", "id": 7, "seq": 0})   # 182 left: one more
+                self.assertEqual(worker.read_frame()["seq"], 3)
+                worker.assert_no_output(0.3)
+                worker.send({"type": "ack", "id": 7, "seq": 3})   # 0 left
+                self.assertEqual([worker.read_frame()["seq"] for _ in range(3)], [4, 5, 6])
+                worker.assert_no_output(0.2)
+                worker.send({"type": "ack", "id": 7, "seq": 5})   # 91 left: two more
+                self.assertEqual([worker.read_frame()["seq"] for _ in range(2)], [7, 8])
+                self.assertTrue(worker.read_frame()["success"])
+
+    def test_a_chunk_larger_than_the_byte_window_goes_alone(self):
+        for command in ("blobs", "async_blobs"):
+            with self.subTest(command=command):
+                worker = self.start()
+                worker.send({"id": 8, "command": command, "args": {"n": 3, "size": 5000},
+                             "stream": 100, "stream_bytes": 1000})
+                for seq in range(3):
+                    chunk = worker.read_frame()
+                    self.assertEqual((chunk["seq"], len(chunk["data"])), (seq, 5000))
+                    if seq < 2:       # after the last one: the reply
+                        worker.assert_no_output(0.2)
+                    worker.send({"type": "ack", "id": 8, "seq": seq})
+                self.assertTrue(worker.read_frame()["success"])
+
+    def test_stream_bytes_must_be_a_positive_integer(self):
+        worker = self.start()
+        for bad in (0, -5, "1000", 2.5, True):
+            worker.send({"id": 3, "command": "count", "args": {"n": 1}, "stream": 4,
+                         "stream_bytes": bad})
+            reply = worker.read_frame()
+            self.assertEqual(reply["error"]["type"], "ProtocolError", (bad, reply))
+            self.assertIn("stream_bytes", reply["error"]["message"])
 
     def test_an_unencodable_chunk_ends_the_stream_with_an_error(self):
         worker = self.start()

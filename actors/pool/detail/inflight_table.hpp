@@ -20,6 +20,7 @@
 #pragma once
 
 #include <dspex/actors/pool/detail/deadlines.hpp>
+#include <dspex/actors/pool/detail/stream_credit.hpp>
 #include <dspex/bridge/protocol.hpp>
 
 #include <caf/actor.hpp>
@@ -47,7 +48,7 @@ struct inflight_request {
   deadline_book::clock::time_point deadline;
   std::uint64_t ref = 0;        // the caller's name for it (command_request::ref)
   caf::actor sink;              // a stream's: where chunks go
-  std::uint32_t window = 0;     // a stream's credit window
+  stream_credit credit;         // a stream's: which chunks ask for an ack
   std::uint64_t next_seq = 0;   // the chunk expected next
   std::uint8_t depth = 0;       // host-call depth (command_request::depth)
   std::optional<std::string> session;  // for its host calls' session rule

@@ -34,7 +34,7 @@ class worker_port {
 public:
   worker_port(std::shared_ptr<inflight_table> table, std::weak_ptr<bridge::python_process> proc,
               caf::actor_addr worker, std::chrono::milliseconds request_timeout,
-              std::size_t max_json_depth, std::uint32_t stream_window);
+              std::size_t max_json_depth, stream_limits stream_window);
 
   /// Writes the pooled request `req` (job `req.tag`) to the worker's
   /// process, its answer going to `rp` (moved from only on true).
@@ -48,7 +48,7 @@ private:
   caf::actor_addr worker_;  // its deadline timer's target
   std::chrono::milliseconds request_timeout_;
   std::size_t max_json_depth_;  // the writer refuses deeper args
-  std::uint32_t stream_window_;
+  stream_limits stream_window_;  // a stream's two windows (stream_credit.hpp)
 };
 
 } // namespace dspex
