@@ -341,9 +341,11 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
     stop_timer.cancel();
     {
       std::lock_guard<std::mutex> g(wmx);
-      write_queue.clear();
-      in.close(ignore);
-      input_closed = true;
+      close_locked();
+      // A write in flight still holds its frame: its handler, which runs
+      // after this (aborted, or done just before the close), clears then.
+      if (!writing)
+        write_queue.clear();
     }
     if (stdout_done) {
       maybe_report_exit();
@@ -455,7 +457,11 @@ struct python_process::impl : std::enable_shared_from_this<impl> {
                       [self](const boost::system::error_code& ec, std::size_t) {
                         {
                           std::lock_guard<std::mutex> g(self->wmx);
-                          if (ec) {  // EPIPE: the reader is gone; its exit is reported elsewhere
+                          // EPIPE: the reader is gone; its exit is reported
+                          // elsewhere. Closed meanwhile (the process was
+                          // reaped): the write may even have succeeded, but
+                          // the queue is done with.
+                          if (ec || self->input_closed) {
                             self->write_queue.clear();
                             self->writing = false;
                             self->close_locked();
