@@ -12,7 +12,10 @@
 #include "support/wait.hpp"
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/io/network/multiplexer.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <sys/syscall.h>
@@ -170,4 +173,48 @@ TEST_CASE("io scheduler: more than one scheduler thread asked for is CAF's work 
   caf::actor_system sys{cfg};
   CHECK_FALSE(driven_io_loop(sys));
   CHECK(sys.scheduler().num_workers() == 2);
+}
+
+TEST_CASE("io scheduler: CAF's network multiplexer runs on its thread (DSPEX_MIDDLEMAN_THREAD=1: on CAF's own)") {
+  for (bool own : {false, true}) {
+    CAPTURE(own);
+    if (own)
+      ::setenv("DSPEX_MIDDLEMAN_THREAD", "1", 1);
+    system_config c1, c2;
+    c1.load<caf::io::middleman>();
+    c2.load<caf::io::middleman>();
+    caf::actor_system server{c1};
+    caf::actor_system client{c2};
+    ::unsetenv("DSPEX_MIDDLEMAN_THREAD");
+    if (!driven_io_loop(server))
+      return;  // DSPEX_IO_THREAD=1: no scheduler thread to drive it
+    auto teller = server.spawn(thread_teller);
+    auto port = server.middleman().publish(teller, 0, "127.0.0.1");
+    REQUIRE(port);
+    auto proxy = client.middleman().remote_actor("127.0.0.1", *port);
+    REQUIRE(proxy);
+    caf::scoped_actor self{client};
+    // A few round trips through BASP and back: the answer comes, whichever
+    // thread moves the bytes.
+    std::string server_thread;
+    for (int i = 0; i < 20; ++i)
+      self->request(*proxy, 10s, caf::get_atom::value)
+        .receive([&](std::string& s) { server_thread = s; },
+                 [&](caf::error& e) { FAIL(client.render(e)); });
+    auto local = client.spawn(thread_teller);
+    std::string client_thread;
+    self->request(local, 10s, caf::get_atom::value)
+      .receive([&](std::string& s) { client_thread = s; }, [&](caf::error&) {});
+    auto server_mpx = id_of(server.middleman().backend().thread_id());
+    auto client_mpx = id_of(client.middleman().backend().thread_id());
+    if (own) {
+      CHECK(server_mpx != server_thread);
+      CHECK(client_mpx != client_thread);
+    } else {
+      CHECK(server_mpx == server_thread);
+      CHECK(client_mpx == client_thread);
+    }
+    self->send_exit(local, caf::exit_reason::kill);
+    self->send_exit(teller, caf::exit_reason::kill);
+  }
 }

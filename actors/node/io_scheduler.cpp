@@ -32,6 +32,7 @@ public:
     bool in_io = false;       // the thread sleeps (or may) in the loop
     bool interrupted = false; // an interrupt is on its way
     int since_poll = 0;
+    loop_guest* guest = nullptr;  // read and written on the loop thread only
   };
 
   struct worker_data {
@@ -88,6 +89,7 @@ public:
           d.since_poll = 0;
           g.unlock();
           d.loop->drive_ready();
+          poll_guest(d);
           g.lock();
         }
         auto job = d.queue.front();
@@ -95,6 +97,15 @@ public:
         return job;
       }
       d.since_poll = 0;
+      // The guest's own readiness wakes the loop only on a change (an edge):
+      // what it has ready now is run before the thread may sleep.
+      if (d.guest) {
+        g.unlock();
+        bool ran = poll_guest(d);
+        g.lock();
+        if (ran)
+          continue;
+      }
       if (spin_window().count() > 0 && spin(d, g))
         continue;
       d.in_io = true;
@@ -124,12 +135,18 @@ public:
     for (;;) {
       g.unlock();
       auto ran = d.loop->drive_ready();
+      bool guest_ran = poll_guest(d);
       g.lock();
-      if (ran > 0 || !d.queue.empty())
+      if (ran > 0 || guest_ran || !d.queue.empty())
         return true;
       if (std::chrono::steady_clock::now() >= until)
         return false;
     }
+  }
+
+  template <class Data>
+  static bool poll_guest(Data& d) {
+    return d.guest && d.guest->poll();
   }
 
   template <class Coordinator, class UnaryFunction>
@@ -185,6 +202,14 @@ void use_io_scheduler(caf::actor_system_config& cfg) {
 std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys) {
   auto* c = dynamic_cast<io_coordinator*>(&sys.scheduler());
   return c ? c->data().loop : nullptr;
+}
+
+bool set_loop_guest(caf::actor_system& sys, loop_guest* guest) {
+  auto* c = dynamic_cast<io_coordinator*>(&sys.scheduler());
+  if (!c)
+    return false;
+  c->data().guest = guest;
+  return true;
 }
 
 std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys) {

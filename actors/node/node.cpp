@@ -6,6 +6,7 @@
 #include <dspex/actors/node/node.hpp>
 
 #include <dspex/actors/node/detail/io_scheduler.hpp>
+#include <dspex/actors/remote/detail/driven_middleman.hpp>
 #include <dspex/actors/node/detail/node_impl.hpp>
 #include <dspex/actors/node/detail/python_probe.hpp>
 #include <dspex/actors/node/detail/root_watch.hpp>
@@ -38,8 +39,11 @@ void recommended_settings(caf::actor_system_config& cfg) {
   // DSPEX_IO_THREAD=1: the io loop on a thread of its own, as before the io
   // scheduler (for comparison, and as a way out should it misbehave).
   auto own = std::getenv("DSPEX_IO_THREAD");
-  if (!own || std::string(own) != "1")
+  if (!own || std::string(own) != "1") {
     use_io_scheduler(cfg);
+    // And CAF's network multiplexer on that thread too, when there is one.
+    use_driven_middleman(cfg);
+  }
 }
 
 caf::expected<std::shared_ptr<node>> node::start(caf::actor_system& sys, tree_config cfg,

@@ -47,4 +47,19 @@ std::shared_ptr<bridge::io_loop> driven_io_loop(caf::actor_system& sys);
 /// else a new threaded loop.
 std::shared_ptr<bridge::io_loop> io_loop_for(caf::actor_system& sys);
 
+/// Something else the scheduler's thread runs beside the loop: CAF's network
+/// multiplexer (actors/remote/detail/driven_middleman.hpp). poll() runs what
+/// is ready without blocking and says whether it ran anything; whatever can
+/// make it ready later must also wake the loop (a descriptor in it).
+class loop_guest {
+public:
+  virtual ~loop_guest() = default;
+  virtual bool poll() = 0;
+};
+
+/// The thread polls `guest` before it sleeps, while it spins and every few
+/// jobs; nullptr removes it. Call on the loop's thread (io_loop::run_sync).
+/// False when `sys` runs another scheduler.
+bool set_loop_guest(caf::actor_system& sys, loop_guest* guest);
+
 } // namespace dspex
