@@ -109,8 +109,10 @@ struct stream_chunk {
   std::uint64_t wire = 0;  ///< the stream's id on its worker: echo it in (ack)
   /// The sink must answer (ack, wire, seq) to the sender once it has taken
   /// this chunk: the worker stops sending when the sink falls a whole
-  /// window behind (worker.stream_window), so a slow sink cannot make the
-  /// host buffer without bound. Set on every window/2-th chunk.
+  /// window behind (worker.stream_window, worker.stream_window_bytes), so a
+  /// slow sink cannot make the host buffer without bound. Set once half the
+  /// chunk window or half the byte window came since the last ack
+  /// (actors/pool/detail/stream_credit.hpp).
   bool ack = false;
 };
 

@@ -153,7 +153,8 @@ public:
   /// A streaming call: on_chunk gets each value the handler yields, in
   /// order, then on_result the handler's return value (or the error:
   /// chunks already delivered stay delivered). A slow on_chunk slows the
-  /// handler down (the worker waits for credit, worker.stream_window) and
+  /// handler down (the worker waits for credit: worker.stream_window chunks,
+  /// worker.stream_window_bytes bytes) and
   /// never grows the host's memory.
   call_handle stream(const std::string& command, json args, call_options opts,
                      chunk_callback on_chunk, result_callback on_result);
