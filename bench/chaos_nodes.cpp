@@ -3,7 +3,6 @@
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/node.hpp>
-#include <dspex/actors/remote/network.hpp>
 #include <dspex/bench/bare_loop.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/netns_link.hpp>
@@ -234,15 +233,9 @@ int run_chaos_nodes(const chaos_options& o) {
   }
   tree["root"]["children"].push_back({{"id", "nodes"}, {"type", "pool_group"}, {"members", names},
                                       {"idempotent", {"echo"}}, {"health_interval_ms", 100}});
-  auto parsed = parse_config(tree);
   caf::actor_system_config cfg;
-  recommended_settings(cfg);
-  if (!parsed || network_settings(cfg, *parsed)) {
-    std::cerr << "dspex-bench chaos --nodes: bad config\n";
-    return 1;
-  }
-  caf::actor_system sys{cfg};
-  auto started = node::start(sys, *parsed, bench_node_options());
+  std::unique_ptr<caf::actor_system> sys;
+  auto started = start_network_node(cfg, sys, tree);
   if (!started) {
     std::cerr << "dspex-bench chaos --nodes: " << describe(started.error()) << "\n";
     return 1;

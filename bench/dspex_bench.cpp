@@ -6,6 +6,7 @@
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/remote/network.hpp>
 #include <dspex/bridge/host_run.hpp>
 
 #include <caf/all.hpp>
@@ -133,6 +134,19 @@ caf::expected<std::shared_ptr<node>> start_pool_node(caf::actor_system& sys, con
   if (!cfg)
     return cfg.error();
   return node::start(sys, std::move(*cfg), std::move(opts));
+}
+
+caf::expected<std::shared_ptr<node>> start_network_node(caf::actor_system_config& cfg,
+                                                        std::unique_ptr<caf::actor_system>& sys,
+                                                        const json& tree) {
+  auto parsed = parse_config(tree);
+  if (!parsed)
+    return parsed.error();
+  recommended_settings(cfg);
+  if (auto err = network_settings(cfg, *parsed))
+    return err;
+  sys = std::make_unique<caf::actor_system>(cfg);
+  return node::start(*sys, *parsed, bench_node_options());
 }
 
 std::vector<worker_process> worker_processes(const std::string& run_id_in) {

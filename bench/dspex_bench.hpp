@@ -83,6 +83,13 @@ node_options bench_node_options();
 caf::expected<std::shared_ptr<node>> start_pool_node(caf::actor_system& sys, const pool_setup& s,
                                                      node_options opts = bench_node_options());
 
+/// A node on an actor_system of its own made from `cfg` with what `tree`
+/// needs (recommended_settings, network_settings); `sys` holds it. The
+/// error says why not (a bad tree, TLS files, the start).
+caf::expected<std::shared_ptr<node>> start_network_node(caf::actor_system_config& cfg,
+                                                        std::unique_ptr<caf::actor_system>& sys,
+                                                        const json& tree);
+
 /// A dspex_worker process of this host run, found in /proc.
 struct worker_process {
   pid_t pid = 0;

@@ -2,7 +2,6 @@
 
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/node.hpp>
-#include <dspex/actors/remote/network.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/report.hpp>
 
@@ -90,18 +89,6 @@ constexpr double remote_throughput_vs_local = 0.8;  ///< at least, `clients` thr
 constexpr double remote_p50_vs_local = 1.2;         ///< at most, one client
 constexpr double group_throughput_vs_one_node = 0.9;  ///< at least: 2 nodes x W/2 against 1 node x W
 
-caf::expected<std::shared_ptr<node>> start_node(caf::actor_system_config& cfg,
-                                               std::unique_ptr<caf::actor_system>& sys, const json& tree) {
-  auto parsed = parse_config(tree);
-  if (!parsed)
-    return parsed.error();
-  recommended_settings(cfg);
-  if (auto err = network_settings(cfg, *parsed))
-    return err;
-  sys = std::make_unique<caf::actor_system>(cfg);
-  return node::start(*sys, *parsed, bench_node_options());
-}
-
 json pool_tree(std::size_t workers, bool listen) {
   auto tree = default_config();
   tree["root"]["children"][1]["size"] = workers;
@@ -124,8 +111,8 @@ group_figures measure_group(const remote_bench_options& o) {
   const auto half = std::max<std::size_t>(1, o.workers / 2);
   caf::actor_system_config c1, c2, c3;
   std::unique_ptr<caf::actor_system> s1, s2, s3;
-  auto one = start_node(c1, s1, pool_tree(2 * half, false));
-  auto other = start_node(c2, s2, pool_tree(half, true));
+  auto one = start_network_node(c1, s1, pool_tree(2 * half, false));
+  auto other = start_network_node(c2, s2, pool_tree(half, true));
   if (!one || !other)
     return g;
   auto tree = pool_tree(half, false);
@@ -133,7 +120,7 @@ group_figures measure_group(const remote_bench_options& o) {
   kids.push_back({{"id", "far"}, {"type", "remote_pool"}, {"host", "127.0.0.1"},
                   {"port", (*other)->listen_port()}});
   kids.push_back({{"id", "both"}, {"type", "pool_group"}, {"members", {"default", "far"}}});
-  auto grouped = start_node(c3, s3, tree);
+  auto grouped = start_network_node(c3, s3, tree);
   if (!grouped)
     return g;
   auto deadline = clock_type::now() + std::chrono::seconds(30);
@@ -159,7 +146,7 @@ group_figures measure_group(const remote_bench_options& o) {
 int run_remote_bench(const remote_bench_options& o) {
   caf::actor_system_config rc, lc;
   std::unique_ptr<caf::actor_system> remote_sys, local_sys;
-  auto remote = start_node(rc, remote_sys, pool_tree(o.workers, true));
+  auto remote = start_network_node(rc, remote_sys, pool_tree(o.workers, true));
   if (!remote) {
     std::fprintf(stderr, "dspex-bench remote: the remote node did not start: %s\n",
                  describe(remote.error()).c_str());
@@ -174,7 +161,7 @@ int run_remote_bench(const remote_bench_options& o) {
                                                   {"type", "remote_pool"},
                                                   {"host", "127.0.0.1"},
                                                   {"port", (*remote)->listen_port()}}})}}}};
-  auto local = start_node(lc, local_sys, local_tree);
+  auto local = start_network_node(lc, local_sys, local_tree);
   if (!local) {
     std::fprintf(stderr, "dspex-bench remote: the local node did not start: %s\n",
                  describe(local.error()).c_str());
