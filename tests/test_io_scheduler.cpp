@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <dspex/actors/node/detail/io_scheduler.hpp>
+#include <dspex/actors/node/detail/spare_cpu.hpp>
 #include <dspex/bridge/fork_server.hpp>
 #include <dspex/bridge/python_process.hpp>
 
@@ -20,8 +21,10 @@
 #include <sstream>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <atomic>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 using namespace dspex;
 using namespace dspex::test;
@@ -141,6 +144,52 @@ TEST_CASE("io scheduler: the spin window from DSPEX_IO_SPIN_US: microseconds up 
   CHECK(io_spin_window("5000") == us(1000));
   for (auto bad : {"-1", "x", "10us", " 10", "99999999999999999999999"})
     CHECK(io_spin_window(bad) == us(30));
+}
+
+TEST_CASE("io scheduler: the runnable tasks in /proc/loadavg's fourth field") {
+  CHECK(spare_cpu::runnable("1.18 1.96 2.01 3/345 12345\n") == 3);
+  CHECK(spare_cpu::runnable("0.00 0.00 0.00 1/80 7") == 1);
+  for (auto bad : {"", "1.18 1.96 2.01", "1.18 1.96 2.01 ", "1.18 1.96 2.01 x/345",
+                   "1.18 1.96 2.01 3", "1.18 1.96 2.01 -3/345", "1.18 1.96 2.01 3 345"})
+    CHECK_FALSE(spare_cpu::runnable(bad));
+}
+
+TEST_CASE("io scheduler: no CPU to spare while more threads than CPUs are busy (the spin stops)") {
+  spare_cpu probe(std::chrono::microseconds(0));
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hogs;
+  for (int i = 0; i < probe.cpus() + 2; ++i)
+    hogs.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+  // Every hog is runnable all along: the count is above the CPUs at once,
+  // whatever else the machine runs.
+  CHECK(wait_until([&] { return !probe.now(); }));
+  stop = true;
+  for (auto& t : hogs)
+    t.join();
+}
+
+TEST_CASE_FIXTURE(io_system, "io scheduler: with no CPU to spare it sleeps at once and still wakes for every job") {
+  REQUIRE(loop);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hogs;
+  for (int i = 0; i < spare_cpu().cpus() + 2; ++i)
+    hogs.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+  // Each ask comes from this thread while the loop thread goes to sleep
+  // without a spin: one lost between its checks would never be answered.
+  int answered = 0;
+  for (int i = 0; i < 300; ++i)
+    self->request(teller, 10s, caf::get_atom::value)
+      .receive([&](std::string&) { ++answered; }, [&](caf::error&) {});
+  stop = true;
+  for (auto& t : hogs)
+    t.join();
+  CHECK(answered == 300);
 }
 
 TEST_CASE_FIXTURE(io_system, "io scheduler: an idle host sleeps in epoll after its spin window") {

@@ -1,5 +1,7 @@
 #include <dspex/actors/node/detail/io_scheduler.hpp>
 
+#include <dspex/actors/node/detail/spare_cpu.hpp>
+
 #include <caf/policy/unprofiled.hpp>
 #include <caf/policy/work_sharing.hpp>
 #include <caf/resumable.hpp>
@@ -33,6 +35,7 @@ public:
     bool interrupted = false; // an interrupt is on its way
     int since_poll = 0;
     loop_guest* guest = nullptr;  // read and written on the loop thread only
+    spare_cpu spare;              // asked on the loop thread only
   };
 
   struct worker_data {
@@ -103,7 +106,9 @@ public:
         g.unlock();
         bool ran = poll_guest(d);
         g.lock();
-        if (ran)
+        // (A job queued while the lock was down saw in_io false and sent
+        // no interrupt: it is seen here or never.)
+        if (ran || !d.queue.empty())
           continue;
       }
       if (spin_window().count() > 0 && spin(d, g))
@@ -128,12 +133,18 @@ public:
   // Before sleeping in epoll: polls the loop and the queue for up to the
   // spin window; true when work came. A reply due within it is then read
   // without the thread going to sleep and being woken, which on a VM costs
-  // more than the Python worker's whole turn (see the header).
+  // more than the Python worker's whole turn (see the header). Only with a
+  // CPU to spare: else the spin holds the CPU the reply waits for
+  // (detail/spare_cpu.hpp).
   template <class Data>
   static bool spin(Data& d, std::unique_lock<std::mutex>& g) {
     const auto until = std::chrono::steady_clock::now() + spin_window();
+    g.unlock();
+    if (!d.spare.now()) {
+      g.lock();
+      return !d.queue.empty();  // queued meanwhile: no interrupt came for it
+    }
     for (;;) {
-      g.unlock();
       auto ran = d.loop->drive_ready();
       bool guest_ran = poll_guest(d);
       g.lock();
@@ -141,6 +152,7 @@ public:
         return true;
       if (std::chrono::steady_clock::now() >= until)
         return false;
+      g.unlock();
     }
   }
 

@@ -13,7 +13,9 @@
 // is read without a sleep and a wake-up, which on a VM cost tens of
 // microseconds, more than a Python worker's turn on a small request. The
 // window opens only when the thread runs out of work, so an idle host
-// sleeps after one window.
+// sleeps after one window, and only when the machine has a CPU to spare
+// (spare_cpu.hpp): with more runnable tasks than CPUs the spin would hold
+// the CPU a worker waits for.
 //
 // Work sharing with exactly one thread: dspex's actors only route, and the
 // loop must have one thread (it forks every child, see io_loop.hpp). The
