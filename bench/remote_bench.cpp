@@ -4,6 +4,7 @@
 #include <dspex/actors/node/node.hpp>
 #include <dspex/bench/dspex_bench.hpp>
 #include <dspex/bench/report.hpp>
+#include <dspex/bench/tcp_floor.hpp>
 
 #include <caf/all.hpp>
 
@@ -171,10 +172,15 @@ int run_remote_bench(const remote_bench_options& o) {
   while (!(*local)->execute_on("far", "ping") && clock_type::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
 
+  // The socket floor, half before and half after the two sides (a change
+  // of the machine's load reaches it as it reaches them).
+  tcp_floor floor;
+  measure_tcp_floor(o.round_trips * o.rounds / 2, floor);
   auto [direct, through] = measure_both(
     [&] { return (*remote)->execute("ping", json::object(), std::nullopt, call_deadline); },
     [&] { return (*local)->execute_on("far", "ping", json::object(), std::nullopt, call_deadline); },
     o);
+  measure_tcp_floor(o.round_trips * o.rounds / 2, floor);
   auto far = (*local)->status()["remotes"]["far"];
   (*local)->stop();
   (*remote)->stop();
@@ -201,6 +207,20 @@ int run_remote_bench(const remote_bench_options& o) {
   std::printf("| host context switches per request, %zu clients | %.1f | %.1f | %.2fx | | |\n", o.clients,
               direct.switches_per_request(), through.switches_per_request(),
               through.switches_per_request() / direct.switches_per_request());
+  if (floor.ok) {
+    // What any design that crosses a socket pays at least once per request.
+    auto f = floor.rt.summary();
+    std::printf("| a bare TCP round trip on loopback (2 threads, 64 B), p50 | | %.0f us | | | floor |\n",
+                f.p50_us);
+    std::printf("| the same, host CPU per round trip | | %.0f us | | | floor |\n", floor.cpu_per_round_trip());
+    std::printf("\nthe hop adds %.0f us to the p50 (%.1f bare TCP round trips) and %.0f us of host CPU per "
+                "request (%.1f); the p50 of a hop that cost only one bare round trip: %.2fx local "
+                "(target <= %.1fx)\n",
+                t.p50_us - d.p50_us, (t.p50_us - d.p50_us) / f.p50_us,
+                through.cpu_per_request() - direct.cpu_per_request(),
+                (through.cpu_per_request() - direct.cpu_per_request()) / floor.cpu_per_round_trip(),
+                (d.p50_us + f.p50_us) / d.p50_us, remote_p50_vs_local);
+  }
   const auto forwarded = far.value("forwarded", 0.0), batches = far.value("batches", 0.0);
   if (batches > 0)
     std::printf("\nrequests per (rbatch) message: %.2f (%.0f requests in %.0f batches)\n",

@@ -10,6 +10,7 @@
 #include <dspex/bench/python_peer.hpp>
 #include <dspex/bench/report.hpp>
 #include <dspex/bench/subprocess.hpp>
+#include <dspex/bench/tcp_floor.hpp>
 
 #include <dspex/bridge/frame.hpp>
 #include <dspex/bridge/host_run.hpp>
@@ -171,6 +172,17 @@ TEST_CASE("python peers: a failing peer comes back as not ok") {
   auto r = run_python_peer(peer_kind::mp_pool, 1, 100ms, 8, po);
   CHECK_FALSE(r.ok);
   CHECK_FALSE(r.error.empty());
+}
+
+TEST_CASE("tcp floor: round trips over a real loopback connection, counted and summed over calls") {
+  tcp_floor f;
+  measure_tcp_floor(100, f);
+  measure_tcp_floor(50, f);
+  CHECK(f.ok);
+  CHECK(f.round_trips == 150);
+  CHECK(f.rt.summary().count == 150);
+  CHECK(f.rt.summary().p50_us > 0);
+  CHECK(f.cpu_us >= 0);
 }
 
 TEST_CASE("subprocess: pipes are close-on-exec, so each child sees its own EOF") {
