@@ -62,6 +62,27 @@ struct io_system {
   }
 };
 
+// `n` threads that spin until it goes: that many runnable tasks all along.
+class busy_threads {
+public:
+  explicit busy_threads(int n) {
+    for (int i = 0; i < n; ++i)
+      threads_.emplace_back([this] {
+        while (!stop_.load(std::memory_order_relaxed)) {
+        }
+      });
+  }
+  ~busy_threads() {
+    stop_ = true;
+    for (auto& t : threads_)
+      t.join();
+  }
+
+private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
 } // namespace
 
 TEST_CASE_FIXTURE(io_system, "io scheduler: one thread runs the actors and the io loop's handlers") {
@@ -156,39 +177,21 @@ TEST_CASE("io scheduler: the runnable tasks in /proc/loadavg's fourth field") {
 
 TEST_CASE("io scheduler: no CPU to spare while more threads than CPUs are busy (the spin stops)") {
   spare_cpu probe(std::chrono::microseconds(0));
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> hogs;
-  for (int i = 0; i < probe.cpus() + 2; ++i)
-    hogs.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-      }
-    });
+  busy_threads hogs(probe.cpus() + 2);
   // Every hog is runnable all along: the count is above the CPUs at once,
   // whatever else the machine runs.
   CHECK(wait_until([&] { return !probe.now(); }));
-  stop = true;
-  for (auto& t : hogs)
-    t.join();
 }
 
 TEST_CASE_FIXTURE(io_system, "io scheduler: with no CPU to spare it sleeps at once and still wakes for every job") {
   REQUIRE(loop);
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> hogs;
-  for (int i = 0; i < spare_cpu().cpus() + 2; ++i)
-    hogs.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-      }
-    });
+  busy_threads hogs(spare_cpu().cpus() + 2);
   // Each ask comes from this thread while the loop thread goes to sleep
   // without a spin: one lost between its checks would never be answered.
   int answered = 0;
   for (int i = 0; i < 300; ++i)
     self->request(teller, 10s, caf::get_atom::value)
       .receive([&](std::string&) { ++answered; }, [&](caf::error&) {});
-  stop = true;
-  for (auto& t : hogs)
-    t.join();
   CHECK(answered == 300);
 }
 
