@@ -45,7 +45,10 @@ class FaultTest(WorkerTestCase):
         self.assertExitCode(self.worker, -signal.SIGABRT)
 
     def test_fault_hang_never_replies_but_stops_on_sigterm(self):
-        self.send("fault_hang")
+        # A reply first: the worker is up and its SIGTERM handler set (a
+        # slow start under load would otherwise meet the default action).
+        self.worker.call("ping")
+        self.send("fault_hang", request_id=2)
         self.worker.assert_no_output(0.3)
         self.worker.signal(signal.SIGTERM)
         self.assertExitCode(self.worker, 0)
