@@ -60,6 +60,11 @@ namespace {
 
 enum class phase { starting, ready, busy, degraded, grace, terminating };
 
+// A stream's two windows (chunks and bytes) as the worker is configured.
+stream_limits stream_limits_of(const worker_config& c) {
+  return stream_limits{c.stream_window, c.stream_window_bytes};
+}
+
 const char* to_string(phase p) {
   switch (p) {
     case phase::starting: return "starting";
@@ -226,7 +231,7 @@ void announce_up(worker_actor* self) {
   sync_accepting(self);
   auto port = std::make_shared<worker_port>(st.table, st.proc, self->address(), st.cfg.request_timeout,
                                             st.cfg.max_json_depth,
-                                            stream_limits{st.cfg.stream_window, st.cfg.stream_window_bytes});
+                                            stream_limits_of(st.cfg));
   self->send(st.cfg.pool, worker_up_atom::value, st.cfg.id, st.cfg.overflow, std::move(port));
 }
 
@@ -263,7 +268,7 @@ std::uint64_t send_request(worker_actor* self, const std::string& command, json 
   auto& st = self->state;
   auto id = st.table->next_id();
   auto deadline = clock_type::now() + timeout;
-  const auto window = sink ? stream_limits{st.cfg.stream_window, st.cfg.stream_window_bytes} : stream_limits{};
+  const auto window = sink ? stream_limits_of(st.cfg) : stream_limits{};
   // In the table before the frame is written: the io thread may read the
   // reply before this function returns.
   arm_deadline(self, st.table->add(id, inflight_request{std::move(rp), is_init, pooled, tag, timeout,

@@ -9,6 +9,7 @@
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>

@@ -778,12 +778,10 @@ class Worker:
     def _wait_credit(self, call, seq, sent):
         """Block until chunk seq may be sent, `sent` bytes of chunks gone
         before it; False when cancelled first."""
+        call.sent_bytes = sent        # the stream loop's local, for _no_credit
         credit = call.credit
-        window = call.stream
-        window_bytes = call.window_bytes
         with credit:
-            while ((seq > call.acked + window or sent - call.acked_bytes >= window_bytes)
-                   and not call.cancelled):
+            while self._no_credit(call, seq) and not call.cancelled:
                 credit.wait()
         return not call.cancelled
 
