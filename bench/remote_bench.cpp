@@ -207,7 +207,7 @@ int run_remote_bench(const remote_bench_options& o) {
   std::printf("| host context switches per request, %zu clients | %.1f | %.1f | %.2fx | | |\n", o.clients,
               direct.switches_per_request(), through.switches_per_request(),
               through.switches_per_request() / direct.switches_per_request());
-  if (floor.ok) {
+  if (floor.ok()) {
     // What any design that crosses a socket pays at least once per request.
     auto f = floor.rt.summary();
     std::printf("| a bare TCP round trip on loopback (2 threads, 64 B), p50 | | %.0f us | | | floor |\n",

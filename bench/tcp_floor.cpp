@@ -1,5 +1,7 @@
 #include <dspex/bench/tcp_floor.hpp>
 
+#include <dspex/bench/subprocess.hpp>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,32 +26,24 @@ struct fd_guard {
   }
 };
 
+bool read_all(int fd, char* buf) {
+  std::size_t got = 0;
+  while (got < message_bytes) {
+    auto n = ::read(fd, buf + got, message_bytes - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// One message each way; the thread must block SIGPIPE (sigpipe_block), as
+// write_all writes to a socket whose peer may be gone.
 bool exchange(int fd, char* buf, bool send_first) {
-  auto read_all = [&] {
-    std::size_t got = 0;
-    while (got < message_bytes) {
-      auto n = ::read(fd, buf + got, message_bytes - got);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return false;
-      got += static_cast<std::size_t>(n);
-    }
-    return true;
-  };
-  auto write_all = [&] {
-    std::size_t put = 0;
-    while (put < message_bytes) {
-      auto n = ::send(fd, buf + put, message_bytes - put, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return false;
-      put += static_cast<std::size_t>(n);
-    }
-    return true;
-  };
-  return send_first ? write_all() && read_all() : read_all() && write_all();
+  return send_first ? write_all(fd, buf, message_bytes) && read_all(fd, buf)
+                    : read_all(fd, buf) && write_all(fd, buf, message_bytes);
 }
 
 void no_delay(int fd) {
@@ -61,6 +55,9 @@ void no_delay(int fd) {
 
 void measure_tcp_floor(int n, tcp_floor& into) {
   constexpr int warm_up = 200;
+  sigpipe_block no_sigpipe;
+  const bool failed_before = into.failed;
+  into.failed = true;  // until the round trips below are done
   fd_guard listener{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -80,6 +77,7 @@ void measure_tcp_floor(int n, tcp_floor& into) {
   no_delay(served.fd);
   // The echoing side ends when the client side closes its end.
   std::thread echo([fd = served.fd] {
+    sigpipe_block no_sigpipe;
     char buf[message_bytes];
     while (exchange(fd, buf, false)) {
     }
@@ -89,18 +87,21 @@ void measure_tcp_floor(int n, tcp_floor& into) {
   for (int i = 0; i < warm_up && ok; ++i)
     ok = exchange(client.fd, buf, true);
   auto use0 = host_usage_now();
-  for (int i = 0; i < n && ok; ++i) {
+  int done = 0;
+  while (done < n && ok) {
     auto t = std::chrono::steady_clock::now();
     ok = exchange(client.fd, buf, true);
-    into.rt.add(std::chrono::steady_clock::now() - t);
+    if (ok) {
+      into.rt.add(std::chrono::steady_clock::now() - t);
+      ++done;
+    }
   }
   auto use1 = host_usage_now();
   ::shutdown(client.fd, SHUT_RDWR);
   echo.join();
   into.cpu_us += use1.cpu_us - use0.cpu_us;
-  into.switches += use1.switches - use0.switches;
-  into.round_trips += n;
-  into.ok = ok;
+  into.round_trips += done;
+  into.failed = failed_before || !ok;
 }
 
 } // namespace dspex::bench

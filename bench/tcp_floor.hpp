@@ -11,16 +11,16 @@
 namespace dspex::bench {
 
 struct tcp_floor {
-  latency_recorder rt;      ///< one sample per round trip
+  latency_recorder rt;      ///< one sample per round trip done
   double cpu_us = 0;        ///< this process's CPU over the round trips (both threads)
-  double switches = 0;      ///< its context switches, the same way
-  int round_trips = 0;
-  bool ok = false;
+  int round_trips = 0;      ///< done, over every call
+  bool failed = false;      ///< a call could not connect, or lost its connection
+  bool ok() const { return !failed && round_trips > 0; }
   double cpu_per_round_trip() const { return round_trips > 0 ? cpu_us / round_trips : 0; }
-  double switches_per_round_trip() const { return round_trips > 0 ? switches / round_trips : 0; }
 };
 
-/// `n` round trips (after a warm-up of 200), added to `into`.
+/// `n` round trips (after a warm-up of 200), added to `into`; a failure
+/// stays in it.
 void measure_tcp_floor(int n, tcp_floor& into);
 
 } // namespace dspex::bench

@@ -178,7 +178,7 @@ TEST_CASE("tcp floor: round trips over a real loopback connection, counted and s
   tcp_floor f;
   measure_tcp_floor(100, f);
   measure_tcp_floor(50, f);
-  CHECK(f.ok);
+  CHECK(f.ok());
   CHECK(f.round_trips == 150);
   CHECK(f.rt.summary().count == 150);
   CHECK(f.rt.summary().p50_us > 0);
