@@ -138,12 +138,12 @@ public:
   // (detail/spare_cpu.hpp).
   template <class Data>
   static bool spin(Data& d, std::unique_lock<std::mutex>& g) {
-    const auto until = std::chrono::steady_clock::now() + spin_window();
     g.unlock();
     if (!d.spare.now()) {
       g.lock();
       return !d.queue.empty();  // queued meanwhile: no interrupt came for it
     }
+    const auto until = std::chrono::steady_clock::now() + spin_window();
     for (;;) {
       auto ran = d.loop->drive_ready();
       bool guest_ran = poll_guest(d);
