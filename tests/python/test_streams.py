@@ -60,6 +60,17 @@ HANDLERS = """
         finally:
             ctx.state["endless_finally"] = True
 
+    @command("tight")
+    def tight(args, ctx):
+        ctx.state["tight_started"] = ctx.state.get("tight_started", 0) + 1
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            ctx.state["tight_finally"] = ctx.state.get("tight_finally", 0) + 1
+
     @command("nap")
     def nap(args, ctx):
         started = time.monotonic()
@@ -412,6 +423,34 @@ class CancelTest(StreamTestCase):
             self.assertLessEqual(stats["threads"], int(concurrency))
             self.assertEqual(worker.call("busy", {"n": 3}), 3)
             self.assertNotIn("landed outside", worker.stderr_text())
+
+    def test_cancels_racing_a_fast_stream_land_only_in_its_generator(self):
+        # The stream loop opens its cancel window around next(gen) without a
+        # lock while nobody cancels (worker.py _stream): a cancel at any
+        # point of the loop (in the generator, encoding, writing, blocked on
+        # a full pipe) lands in the generator or is seen between chunks,
+        # never in the worker's own code, and each request ends once.
+        import random
+        rng = random.Random(28)
+        worker = self.start()
+        count = 150
+        for i in range(1, count + 1):
+            worker.send({"id": i, "command": "tight", "stream": 1 << 40})
+            time.sleep(rng.random() / 500)
+            worker.send({"type": "cancel", "id": i})
+            while True:
+                frame = worker.read_frame(timeout=20)
+                self.assertEqual(frame["id"], i, frame)
+                if frame.get("type") != "chunk":
+                    self.assertCancelled(frame, i)
+                    break
+        state = self.state(worker)
+        self.assertGreater(state["tight_started"], count // 2)
+        self.assertEqual(state["tight_finally"], state["tight_started"])
+        self.assertNotIn("landed outside", worker.stderr_text())
+        self.assertEqual(worker.call("count_plain", {"n": 2}), [0, 1])
+        stats = worker.call("get_stats")
+        self.assertEqual((stats["cancelled"], stats["in_flight"]), (count, 0))
 
     def test_a_sync_generator_is_cancelled_mid_stream(self):
         for command in ("endless", "spin_gen"):
