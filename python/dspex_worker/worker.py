@@ -467,6 +467,8 @@ class Worker:
 
     def _cancel(self, call):
         """Stop a Call: whatever it runs ends with the reply "cancelled"."""
+        # First, before slot.running is looked at below: the stream loop's
+        # lock-free window (_stream) relies on this order.
         call.cancelled = True
         call._wake()                  # ctx.sleep returns
         self.host_calls.cancel_request(call)  # ctx.call raises Cancelled
