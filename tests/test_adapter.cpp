@@ -9,6 +9,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -39,7 +40,7 @@ struct adapter_fixture {
     auto tc = parse_config(small_tree(mode, 2, false));
     REQUIRE_MESSAGE(tc, detail_of(tc.error()));
     auto n = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(n, describe(n.error()));
+    REQUIRE_MESSAGE(n, why(n));
     nodes.push_back(*n);
     return *n;
   }
@@ -69,7 +70,7 @@ std::string py_message(const caf::expected<json>& r) {
 }
 
 adapter_ptr must(caf::expected<adapter_ptr> a) {
-  REQUIRE_MESSAGE(a, describe(a.error()));
+  REQUIRE_MESSAGE(a, why(a));
   return *a;
 }
 
@@ -372,15 +373,15 @@ TEST_CASE_FIXTURE(adapter_fixture, "python_pool over a pool node; registry follo
   auto a = must(select_adapter(adapter_sources::of(n)));
   CHECK(a->name() == "python_pool");
   auto h = a->health();
-  REQUIRE_MESSAGE(h, describe(h.error()));
+  REQUIRE_MESSAGE(h, why(h));
   CHECK((*h)["status"] == "ok");
   CHECK((*h)["mode"] == "pool");
   REQUIRE(a->configure_lm({{"provider", "mock"}}));
   auto c = a->create_program("s1", {{"signature", "question -> answer"}});
-  REQUIRE_MESSAGE(c, describe(c.error()));
+  REQUIRE_MESSAGE(c, why(c));
   auto pid = (*c)["program_id"].get<std::string>();
   auto r = a->execute_program("s1", pid, {{"question", "hi"}});
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["outputs"] == json{{"answer", "mock answer for {\"question\": \"hi\"}"}});
   auto l = a->list_programs("s1");
   REQUIRE(l);
@@ -398,7 +399,7 @@ TEST_CASE_FIXTURE(adapter_fixture, "python_port over a single node speaks exactl
   auto port = must(select_adapter(adapter_sources::of(n)));
   CHECK(port->name() == "python_port");
   auto h = port->health();
-  REQUIRE_MESSAGE(h, describe(h.error()));
+  REQUIRE_MESSAGE(h, why(h));
   CHECK((*h)["worker"]["mode"] == "single");
   // The same conversation on the Python worker and on the mock: same
   // results, same errors (types and messages), same deterministic outputs.
@@ -485,7 +486,7 @@ TEST_CASE_FIXTURE(adapter_fixture, "cascade: pool -> single -> mock, with progra
   // Healthy: the pool serves, replies are untouched.
   REQUIRE(a->configure_lm({{"provider", "mock"}}));
   auto c = a->create_program("s", {{"signature", "question -> answer"}});
-  REQUIRE_MESSAGE(c, describe(c.error()));
+  REQUIRE_MESSAGE(c, why(c));
   CHECK_FALSE(c->contains("degraded"));
   auto pid = (*c)["program_id"].get<std::string>();
   auto healthy = a->execute_program("s", pid, {{"question", "q1"}});
@@ -496,7 +497,7 @@ TEST_CASE_FIXTURE(adapter_fixture, "cascade: pool -> single -> mock, with progra
   // the LM and the session's program first.
   pool->stop();
   auto on_single = a->execute_program("s", pid, {{"question", "q1"}});
-  REQUIRE_MESSAGE(on_single, describe(on_single.error()));
+  REQUIRE_MESSAGE(on_single, why(on_single));
   CHECK((*on_single)["adapter"] == "python_port");
   CHECK((*on_single)["degraded"] == true);
   CHECK((*on_single)["degraded_reason"].get<std::string>().rfind("shutting_down", 0) == 0);
@@ -510,7 +511,7 @@ TEST_CASE_FIXTURE(adapter_fixture, "cascade: pool -> single -> mock, with progra
   // The single node stops too: the mock serves, with both programs.
   single->stop();
   auto on_mock = a->execute_program("s", pid, {{"question", "q1"}});
-  REQUIRE_MESSAGE(on_mock, describe(on_mock.error()));
+  REQUIRE_MESSAGE(on_mock, why(on_mock));
   CHECK((*on_mock)["adapter"] == "mock");
   CHECK((*on_mock)["outputs"] == (*healthy)["outputs"]);
   auto listed = a->list_programs("s");

@@ -6,6 +6,7 @@
 #include <dspex/bridge/python_process.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -27,13 +28,12 @@ using json = nlohmann::json;
 namespace {
 
 struct cli_fixture {
+  scratch_dir scratch{"cli"};  // first: removed after all that uses it
   bridge::io_loop loop;
-  std::string dir;
+  std::string dir = scratch.path();
   std::string config, events, sock;
 
   cli_fixture() {
-    dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/cli-" + std::to_string(::getpid());
-    ::mkdir(dir.c_str(), 0755);
     config = dir + "/tree.json";
     events = dir + "/events.jsonl";
     sock = dir + "/control.sock";

@@ -8,6 +8,7 @@
 #include <dspex/actors/node/error.hpp>
 
 #include "support/pool_fixture.hpp"
+#include "support/why.hpp"
 
 #include <condition_variable>
 #include <csignal>
@@ -79,7 +80,7 @@ TEST_CASE_FIXTURE(concurrency_fixture, "max_concurrency N: one worker serves N r
   REQUIRE(out->wait_for(4, std::chrono::seconds(60)));
   std::set<std::string> threads;
   for (auto& r : out->got) {
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     threads.insert((*r)["thread"].get<std::string>());
   }
   CHECK(threads.size() == 4);
@@ -117,7 +118,7 @@ TEST_CASE_FIXTURE(concurrency_fixture, "state commands apply before the requests
     auto r = exec(pool(), "execute_program",
                   json{{"program_id", "p" + std::to_string(round)}, {"inputs", {{"q", "x"}}}}, 0ms,
                   sid);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     CHECK((*r)["lm"] == "mock/" + model);
   }
 }
@@ -152,7 +153,7 @@ TEST_CASE_FIXTURE(concurrency_fixture, "a SIGKILLed worker with N requests in fl
                again);
   REQUIRE(again->wait_for(4, std::chrono::seconds(60)));
   for (auto& r : again->got)
-    CHECK_MESSAGE(r, describe(r.error()));
+    CHECK_MESSAGE(r, why(r));
   CHECK(status()["crashes"] == 1);
 }
 

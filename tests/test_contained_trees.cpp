@@ -10,6 +10,8 @@
 
 #include "support/cli_process.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/scratch_dir.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <nlohmann/json.hpp>
@@ -62,7 +64,7 @@ struct tree_fixture : pool_fixture {
 
   json escape() {
     auto r = exec(pool(), "escape");
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     started.add(*r);
     // Both left the worker's session: setsid() / start_new_session.
     for (auto p : {(*r)["forked"].get<int>(), (*r)["popen"].get<int>()}) {
@@ -110,9 +112,9 @@ TEST_CASE_FIXTURE(tree_fixture, "escapers are gone after the node stops") {
 }
 
 TEST_CASE("escapers of a host killed by SIGKILL are gone once the next dspex run reaped its leftovers") {
+  scratch_dir scratch("contained");
   bridge::io_loop loop;
-  std::string dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/contained-" + std::to_string(::getpid());
-  ::mkdir(dir.c_str(), 0755);
+  const std::string& dir = scratch.path();
   auto config = dir + "/tree.json", sock = dir + "/control.sock";
   auto j = json::parse(run_cli(loop, {"config", "--default"}));
   auto& w = j["root"]["children"][1]["worker"];

@@ -8,10 +8,12 @@
 #include <dspex/bridge/python_process.hpp>
 #include <dspex/supervision/events.hpp>
 
-#include "support/event_log.hpp"
-#include "support/system_config.hpp"
 #include "support/cli_process.hpp"
+#include "support/event_log.hpp"
+#include "support/scratch_dir.hpp"
+#include "support/system_config.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -77,7 +79,7 @@ struct events_fixture {
     auto tc = parse_config(j);
     REQUIRE_MESSAGE(tc, detail_of(tc.error()));
     auto n = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(n, describe(n.error()));
+    REQUIRE_MESSAGE(n, why(n));
     return *n;
   }
 
@@ -327,12 +329,11 @@ TEST_CASE_FIXTURE(events_fixture, "node API: a clean stop() is no failure") {
 namespace {
 
 struct cli_events_fixture {
+  scratch_dir scratch{"events"};  // first: removed after all that uses it
   bridge::io_loop loop;
-  std::string dir, config, events, sock;
+  std::string dir = scratch.path(), config, events, sock;
 
   cli_events_fixture() {
-    dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/events-" + std::to_string(::getpid());
-    ::mkdir(dir.c_str(), 0755);
     config = dir + "/tree.json";
     events = dir + "/events.jsonl";
     sock = dir + "/control.sock";

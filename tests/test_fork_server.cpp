@@ -11,6 +11,7 @@
 #include <dspex/bridge/python_process.hpp>
 
 #include "support/pool_fixture.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -64,11 +65,7 @@ std::string cmdline_of(pid_t pid) {
 
 // A python_path of its own: the real package (a symlink) beside test modules.
 std::string module_dir(const std::vector<std::pair<std::string, std::string>>& modules) {
-  static int n = 0;
-  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/fork-" + std::to_string(::getpid())
-             + "-" + std::to_string(++n);
-  ::mkdir((std::string(DSPEX_TEST_BINARY_DIR) + "/tests").c_str(), 0755);
-  ::mkdir(dir.c_str(), 0755);
+  auto dir = scratch_path("fork");
   auto link = dir + "/dspex_worker";
   ::unlink(link.c_str());
   REQUIRE(::symlink((std::string(DSPEX_TEST_PYTHON_DIR) + "/dspex_worker").c_str(), link.c_str()) == 0);

@@ -12,8 +12,10 @@
 #include <dspex/actors/pool/worker.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/system_config.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -48,12 +50,7 @@ def where(args, ctx):
 )";
 
 std::string fresh_dir(const std::string& name) {
-  static int n = 0;
-  auto base = std::string(DSPEX_TEST_BINARY_DIR) + "/tests";
-  ::mkdir(base.c_str(), 0755);
-  auto dir = base + "/hp-" + std::to_string(::getpid()) + "-" + std::to_string(++n) + "-" + name;
-  ::mkdir(dir.c_str(), 0755);
-  return dir;
+  return scratch_path("hp-" + name);
 }
 
 std::string file_in(const std::string& dir, const std::string& name, const std::string& text) {
@@ -116,7 +113,7 @@ TEST_CASE("config: handler_paths is a list of directories; a pool's default_lm r
   auto j = tree_with("fork", {"my_cmds"});
   j["root"]["children"][1]["worker"]["handler_paths"] = {"/a", "rel/b"};
   auto ok = parse_config(j);
-  REQUIRE_MESSAGE(ok, describe(ok.error()));
+  REQUIRE_MESSAGE(ok, why(ok));
 
   j["root"]["children"][1]["worker"]["handler_paths"] = {"/a:/b"};
   auto colon = parse_config(j);
@@ -258,9 +255,9 @@ TEST_CASE("node::start: node_options.python_path and the config's python_path bo
     auto tc = parse_config(j);
     REQUIRE(tc);
     auto n = node::start(sys, *tc, opts);
-    REQUIRE_MESSAGE(n, describe(n.error()));
+    REQUIRE_MESSAGE(n, why(n));
     auto r = (*n)->execute("where");
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     auto path = (*r)["sys_path"];
     CHECK(index_of(path, handlers) >= 0);
     CHECK(index_of(path, handlers) < index_of(path, DSPEX_TEST_PYTHON_DIR));

@@ -15,6 +15,7 @@
 #include "support/test_node.hpp"
 #include "support/marker_file.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 #include <caf/all.hpp>
 
@@ -61,7 +62,7 @@ struct host_fixture {
   }
   static json run_on(node& on, const std::string& cmd, json args, std::optional<std::string> session) {
     auto r = on.execute(cmd, std::move(args), std::move(session), 20s);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return *r;
   }
 };

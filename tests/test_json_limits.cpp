@@ -25,6 +25,7 @@
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
 #include "support/loopback.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -525,7 +526,7 @@ TEST_CASE("embedding API: args too deep are invalid_request before any pool; res
     CHECK_FALSE(n->execute_in_session("s1", "echo", deep_args(inner)));
   }
   auto at_limit = n->execute("echo", deep_args(511));
-  REQUIRE_MESSAGE(at_limit, describe(at_limit.error()));
+  REQUIRE_MESSAGE(at_limit, why(at_limit));
   CHECK(*at_limit == deep_args(511));
 
   // An actor's own request to the pool: refused there, before the registry

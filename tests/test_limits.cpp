@@ -6,6 +6,7 @@
 
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/why.hpp"
 
 #include <dspex/actors/node/error.hpp>
 
@@ -62,7 +63,7 @@ struct limits_fixture : pool_fixture {
 
   json run(const std::string& cmd, json args = json::object()) {
     auto r = exec(pool(), cmd, std::move(args));
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return *r;
   }
 };

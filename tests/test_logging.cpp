@@ -6,6 +6,7 @@
 #include <dspex/actors/node/node.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -23,13 +24,12 @@ using json = nlohmann::json;
 namespace {
 
 struct log_fixture {
+  scratch_dir scratch{"logging"};  // first: removed after all that uses it
   bridge::io_loop loop;
-  std::string dir, sock;
+  std::string dir = scratch.path(), sock;
   json cfg;
 
   log_fixture() {
-    dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/logging-" + std::to_string(::getpid());
-    ::mkdir(dir.c_str(), 0755);
     sock = dir + "/control.sock";
     cfg = json::parse(run_cli(loop, {"config", "--default"}));
     cfg["root"]["children"][1]["size"] = 2;

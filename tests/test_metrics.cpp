@@ -7,6 +7,7 @@
 #include <dspex/actors/node/node.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -140,12 +141,11 @@ struct taken_port {
 };
 
 struct metrics_fixture {
+  scratch_dir scratch{"metrics"};  // first: removed after all that uses it
   bridge::io_loop loop;
-  std::string dir, config, sock;
+  std::string dir = scratch.path(), config, sock;
 
   metrics_fixture() {
-    dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/metrics-" + std::to_string(::getpid());
-    ::mkdir(dir.c_str(), 0755);
     config = dir + "/tree.json";
     sock = dir + "/control.sock";
     auto j = json::parse(run_cli(loop, {"config", "--default"}));

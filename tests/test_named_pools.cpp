@@ -9,6 +9,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -73,10 +74,10 @@ TEST_CASE_FIXTURE(two_pool_fixture, "exec on each pool by name reaches that pool
 
   for (int i = 0; i < 6; ++i) {
     auto a = n->execute_on("batch", "ping");
-    REQUIRE_MESSAGE(a, describe(a.error()));
+    REQUIRE_MESSAGE(a, why(a));
     CHECK(batch.count((*a)["pid"].get<int>()) == 1);
     auto b = n->execute_on("default", "ping");
-    REQUIRE_MESSAGE(b, describe(b.error()));
+    REQUIRE_MESSAGE(b, why(b));
     CHECK(defaults.count((*b)["pid"].get<int>()) == 1);
     auto c = n->execute("ping");  // no name: the first pool, as before
     REQUIRE(c);

@@ -8,6 +8,7 @@
 #include "support/test_node.hpp"
 #include "support/marker_file.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 #include <caf/all.hpp>
 
@@ -50,7 +51,7 @@ TEST_CASE_FIXTURE(async_fixture, "call: a future, and a callback") {
   auto f = n->call("echo", {{"x", 1}});
   REQUIRE(f.wait_for(eventually) == std::future_status::ready);
   auto r = f.get();
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK(*r == json{{"x", 1}});
   std::promise<caf::expected<json>> p;
   auto h = n->call("acount", {{"s", 0.01}}, {}, [&p](caf::expected<json> r) { p.set_value(std::move(r)); });

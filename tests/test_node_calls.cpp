@@ -10,6 +10,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 #include <caf/all.hpp>
 
@@ -45,7 +46,7 @@ void check_own_answers(node& n, const std::string& who, int count) {
   for (int i = 0; i < count; ++i) {
     auto payload = who + "-" + std::to_string(i);
     auto r = n.execute("echo", json{{"payload", payload}});
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     REQUIRE((*r)["payload"] == payload);
   }
 }
@@ -134,7 +135,7 @@ TEST_CASE_FIXTURE(calls_fixture, "session calls answer through the same reused c
     REQUIRE_FALSE(n->end_session(s));
   }
   auto r = n->execute_in_session("a", "ping");
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
 }
 
 } // TEST_SUITE

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "support/pool_fixture.hpp"
+#include "support/why.hpp"
 
 #include <atomic>
 #include <csignal>
@@ -128,7 +129,7 @@ TEST_CASE_FIXTURE(pool_fixture, "a session's program survives the death of its w
   }));
   auto again = exec(pool(), "execute_program",
                     json{{"program_id", prog}, {"inputs", {{"question", "why?"}}}}, 0ms, s);
-  REQUIRE_MESSAGE(again, describe(again.error()));
+  REQUIRE_MESSAGE(again, why(again));
   CHECK((*again)["outputs"] == (*first)["outputs"]);
   CHECK(pid_of(*this, pool(), s) != pid);
 }
@@ -184,7 +185,7 @@ TEST_CASE_FIXTURE(pool_fixture, "a new LM configuration reaches every worker, no
     CHECK(pids.size() == 2);
     for (int i = 0; i < 6; ++i) {
       auto r = exec(pool(), "execute_program", json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}}, 0ms, s);
-      REQUIRE_MESSAGE(r, describe(r.error()));
+      REQUIRE_MESSAGE(r, why(r));
       CHECK((*r)["outputs"]["a"] == expected);
     }
   };

@@ -7,6 +7,7 @@
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
 #include "support/request_tally.hpp"
+#include "support/why.hpp"
 
 #include <dspex/supervision/events.hpp>
 
@@ -80,7 +81,7 @@ struct faults_fixture : pool_fixture {
 
   pid_t pid_of(const caf::actor& target, std::optional<std::string> session = {}) {
     auto r = exec(target, "ping", json::object(), 0ms, std::move(session));
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return (*r)["pid"].get<pid_t>();
   }
 
@@ -179,7 +180,7 @@ TEST_CASE_FIXTURE(faults_fixture, "a hung endpoint: 20 timing-out requests per s
   MESSAGE("pings: " << pings.dump());
   CHECK_MESSAGE(pings.get("ok") >= ping_n * 9 / 10, pings.dump());
   auto right_after = exec(pool(), "ping");
-  CHECK_MESSAGE(right_after, describe(right_after.error()));
+  CHECK_MESSAGE(right_after, why(right_after));
   auto st = status();
   MESSAGE("replaced: " << st["replaced"].dump() << " crashes: " << st["crashes"]);
   CHECK(st["crashes"] == 0);
@@ -299,7 +300,7 @@ TEST_CASE_FIXTURE(actor_fixture, "a worker on its own: a late reply within the g
   REQUIRE_FALSE(r);
   CHECK(is(r.error(), errc::command_timeout));
   auto p = exec(w, "ping");  // held during the grace, sent after the late reply
-  REQUIRE_MESSAGE(p, describe(p.error()));
+  REQUIRE_MESSAGE(p, why(p));
   auto s = stats(w);
   CHECK(s["timeouts"] == 1);
   CHECK(s["late"] == 0);

@@ -14,6 +14,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -146,7 +147,7 @@ TEST_CASE("a group over two local pools spreads requests, keeps a session on one
     calls.push_back(n->call("fault_sleep", {{"seconds", 0.01}}, on("all")));
   for (auto& f : calls) {
     auto r = f.get();
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
   }
   auto s = n->status()["groups"]["all"];
   CHECK(s["type"] == "pool_group");
@@ -167,7 +168,7 @@ TEST_CASE("a group over two local pools spreads requests, keeps a session on one
   std::set<int> pids;
   for (int i = 0; i < 6; ++i) {
     auto r = n->call("ping", json::object(), on("all", "s1")).get();
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     pids.insert((*r)["pid"].get<int>());
   }
   CHECK(pids.size() == 1);
@@ -212,7 +213,7 @@ TEST_CASE("a group with a remote member: the remote node SIGKILLed under load; i
   REQUIRE(b.exited.wait(30s));
   for (auto& f : sleeps) {
     auto r = f.get();
-    CHECK_MESSAGE(r, (r ? "" : describe(r.error())));  // retried on the survivor
+    CHECK_MESSAGE(r, why(r));  // retried on the survivor
   }
   auto s = n->status()["groups"]["both"];
   CHECK(s["retried"].get<int>() > 0);
@@ -223,7 +224,7 @@ TEST_CASE("a group with a remote member: the remote node SIGKILLed under load; i
     pings.push_back(n->call("ping", json::object(), on("both")));
   for (auto& f : pings) {
     auto r = f.get();
-    CHECK_MESSAGE(r, (r ? "" : describe(r.error())));
+    CHECK_MESSAGE(r, why(r));
   }
   CHECK(n->status()["groups"]["both"]["in_flight"] == 0);
   std::system(("rm -rf " + dir).c_str());
@@ -251,7 +252,7 @@ TEST_CASE("a group passes cancellation and streams through to the member") {
             [&](caf::expected<json> r) { done.set(std::move(r)); });
   REQUIRE(done.wait(60s));
   auto r = *done.get();
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   {
     std::lock_guard<std::mutex> g(mx);
     REQUIRE(chunks.size() == 50);

@@ -13,6 +13,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 #include <csignal>
 #include <cstdlib>
@@ -83,7 +84,7 @@ struct reload_fixture {
     std::set<std::string> seen;
     for (int i = 0; i < times; ++i) {
       auto r = n->execute("version", json{{"s", 0.001}});
-      REQUIRE_MESSAGE(r, describe(r.error()));
+      REQUIRE_MESSAGE(r, why(r));
       seen.insert((*r)["handler"].get<std::string>() + "/" + (*r)["preload"].get<std::string>());
     }
     return seen;
@@ -116,7 +117,7 @@ TEST_CASE_FIXTURE(reload_fixture, "a rolling reload under load picks up a change
   REQUIRE(load.wait_answers(20));
   write("reload_cmds.py", handler_text("v2"));
   auto r = n->reload_pool("default");
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["reloaded"] == 3);
   CHECK((*r)["surge"] == 1);
   CHECK((*r)["fork_server"]["old_pid"] == old_server);
@@ -127,7 +128,7 @@ TEST_CASE_FIXTURE(reload_fixture, "a rolling reload under load picks up a change
   // The preload module, two at a time.
   write("reload_preload.py", "VERSION = 'p2'\n");
   r = n->reload_pool("default", 2);
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["reloaded"] == 3);
   CHECK((*r)["surge"] == 2);
   REQUIRE(load.wait_answers(20));
@@ -147,7 +148,7 @@ TEST_CASE_FIXTURE(reload_fixture, "a rolling reload under load picks up a change
   // The session's program was replayed on the new workers.
   auto out = n->execute_in_session("s1", "execute_program",
                                    json{{"program_id", "p"}, {"inputs", {{"q", "x"}}}});
-  CHECK_MESSAGE(out, describe(out.error()));
+  CHECK_MESSAGE(out, why(out));
 }
 
 TEST_CASE_FIXTURE(reload_fixture, "a reload whose new code fails is rolled back: the old code serves on, nothing fails") {
@@ -186,7 +187,7 @@ TEST_CASE_FIXTURE(reload_fixture, "a reload whose new code fails is rolled back:
   write("reload_cmds.py", handler_text("v3"));
   write("reload_preload.py", "VERSION = 'p3'\n");
   auto r = n->reload_pool("default");
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK(versions() == std::set<std::string>{"v3/p3"});
 }
 
@@ -195,7 +196,7 @@ TEST_CASE_FIXTURE(spawn_fixture, "spawned workers: a reload under load picks up 
   REQUIRE(load.wait_answers(20));
   write("reload_cmds.py", handler_text("v2"));
   auto r = n->reload_pool("default");
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["reloaded"] == 2);
   CHECK((*r)["fork_server"].empty());
   REQUIRE(load.wait_answers(20));
@@ -219,7 +220,7 @@ TEST_CASE_FIXTURE(overflow_fixture, "overflow workers of the old code drain and 
   auto old_server = fork_server_pid();
   write("reload_cmds.py", handler_text("v2"));
   auto r = n->reload_pool("default");
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["reloaded"] == 1);
   REQUIRE(load.wait_answers(20));
   load.stop();
@@ -276,7 +277,7 @@ TEST_CASE_FIXTURE(reload_fixture, "a bad surge or pool is a classified error and
   // the next one starts.
   for (int i = 0; i < 3; ++i) {
     auto again = n->reload_pool("default", 3);
-    CHECK_MESSAGE(again, describe(again.error()));
+    CHECK_MESSAGE(again, why(again));
   }
   CHECK(pool()["reloads"]["ok"] == 3);
   CHECK(fork_server_pid() != old_server);

@@ -10,6 +10,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 #include <set>
 
@@ -42,7 +43,7 @@ TEST_CASE_FIXTURE(scale_fixture, "scale up and down under load: every request ok
   for (std::size_t size : {4, 1, 3, 2}) {
     auto from = pool()["size"].get<std::size_t>();
     auto r = n->scale_pool("default", size);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     CHECK((*r)["from"] == from);
     CHECK((*r)["size"] == size);
     CHECK((*r)["workers"] == size);
@@ -79,7 +80,7 @@ TEST_CASE("scaling down a worker stuck past drain_timeout takes the hard path: i
   auto b = n->call("fault_sleep", json{{"seconds", 2}});
   REQUIRE(wait_until([&] { return n->status()["pools"]["default"]["busy"] == 2; }));
   auto r = n->scale_pool("default", 1);
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK((*r)["workers"] == 1);
   auto ra = a.get();
   auto rb = b.get();

@@ -7,6 +7,7 @@
 
 #include "support/pool_fixture.hpp"
 #include "support/scripted_worker.hpp"
+#include "support/why.hpp"
 
 using namespace dspex;
 using namespace dspex::test;
@@ -35,7 +36,7 @@ struct scripted_pool_fixture : pool_fixture {
 
   /// Which worker served a pooled request (scripted replies name it).
   std::string served(const caf::expected<json>& r) {
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return (*r)["worker"].get<std::string>();
   }
 
@@ -459,7 +460,7 @@ TEST_CASE_FIXTURE(scripted_pool_fixture, "a failed init reaches the breaker and 
   auto r = exec(pool(), "ping");
   // The first lazy worker failed its init; the queue asks for another.
   CHECK(status()["errors"]["init_failed"] == 1);
-  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK_MESSAGE(r, why(r));
 }
 
 TEST_CASE_FIXTURE(scripted_pool_fixture, "a pool asked to stop answers everyone still queued") {

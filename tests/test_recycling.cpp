@@ -6,6 +6,7 @@
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
 #include "support/request_tally.hpp"
+#include "support/why.hpp"
 
 #include <dspex/actors/pool/recycling.hpp>
 
@@ -31,7 +32,7 @@ struct recycling_fixture : pool_fixture {
 
   int pid_of_ping() {
     auto r = exec(pool(), "ping");
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return (*r)["pid"].get<int>();
   }
 
@@ -147,7 +148,7 @@ TEST_CASE_FIXTURE(recycling_fixture, "max_rss_mb: a worker that grew past it is 
   REQUIRE(fresh < 120);
   CHECK(replaced("recycled_rss") == 0);
   auto grown = exec(pool(), "fault_alloc", json{{"mb", 200}, {"hold", true}});
-  REQUIRE_MESSAGE(grown, describe(grown.error()));
+  REQUIRE_MESSAGE(grown, why(grown));
   CHECK((*grown)["held_mb"] == 200);
   CHECK(wait_until([&] {
     advance(c.recycle.tick_interval());

@@ -20,6 +20,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -191,7 +192,7 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "a stream through a remote_pool: every
   n->stream("count", {{"n", 100}}, on_far(), c.on_chunk(), c.on_result());
   REQUIRE(c.result.wait());
   auto r = *c.result.get();
-  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE_MESSAGE(r, why(r));
   CHECK(*r == json{{"total", 100}});
   std::lock_guard<std::mutex> g(c.mx);
   CHECK(c.chunks_at_result == 100);
@@ -224,7 +225,7 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "the byte window through a remote_pool
     n->stream(r.command, {{"n", r.n}, {"size", r.size}}, on_far(), c.on_chunk(), c.on_result());
     REQUIRE(c.result.wait());
     auto res = *c.result.get();
-    REQUIRE_MESSAGE(res, describe(res.error()));
+    REQUIRE_MESSAGE(res, why(res));
     CHECK(*res == (r.command == "blobs" ? json{{"total", r.n}} : json(nullptr)));
     std::lock_guard<std::mutex> g(c.mx);
     CHECK(c.chunks_at_result == static_cast<std::size_t>(r.n));

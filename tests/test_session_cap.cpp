@@ -11,9 +11,11 @@
 #include <dspex/metrics/node_metrics.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 #include "test_paths.hpp"
 
 #include <caf/all.hpp>
@@ -75,13 +77,13 @@ TEST_CASE_FIXTURE(cap_fixture, "the session after max_sessions is refused; the o
   auto n = start(capped_tree(3));
   for (auto sid : {"s1", "s2", "s3"}) {
     auto r = n->execute_in_session(sid, "ping");
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
   }
   auto r4 = n->execute_in_session("s4", "ping");
   REQUIRE(refused(r4));
-  auto why = detail_of(r4.error());
-  CHECK(why.find("'s4'") != std::string::npos);
-  CHECK(why.find("max_sessions (3)") != std::string::npos);
+  auto detail = detail_of(r4.error());
+  CHECK(detail.find("'s4'") != std::string::npos);
+  CHECK(detail.find("max_sessions (3)") != std::string::npos);
 
   // The existing sessions and anonymous requests are served, state included.
   REQUIRE(n->execute_in_session("s1", "configure_lm", json{{"provider", "mock"}}));
@@ -121,7 +123,7 @@ TEST_CASE_FIXTURE(cap_fixture, "the session after max_sessions is refused; the o
   // Ending one admits a new one, and the cap holds again after it.
   REQUIRE_FALSE(n->end_session("s1"));
   auto r = n->execute_in_session("s4", "ping");
-  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK_MESSAGE(r, why(r));
   CHECK(refused(n->execute_in_session("s7", "ping")));
   CHECK(n->execute_in_session("s2", "ping"));
   n->stop();
@@ -137,7 +139,7 @@ TEST_CASE_FIXTURE(cap_fixture, "expired sessions make room under the cap") {
   CHECK(refused(n->execute_in_session("c", "ping")));
   REQUIRE(wait_until([&] { return n->status()["sessions"]["expired"].get<int>() >= 2; }, 20s));
   auto r = n->execute_in_session("c", "ping");
-  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK_MESSAGE(r, why(r));
   CHECK(n->status()["sessions"]["sessions"] == 1);
   n->stop();
 }
@@ -173,9 +175,9 @@ TEST_CASE("max_sessions is validated") {
 }
 
 TEST_CASE("dspex run: the cap through the control socket and in status") {
+  scratch_dir scratch("session-cap");
   bridge::io_loop loop;
-  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/session-cap-" + std::to_string(::getpid());
-  ::mkdir(dir.c_str(), 0755);
+  const std::string& dir = scratch.path();
   auto config = dir + "/tree.json", sock = dir + "/control.sock";
   auto j = json::parse(run_cli(loop, {"config", "--default"}));
   j["root"]["children"][1]["size"] = 1;

@@ -11,6 +11,7 @@
 
 #include "support/event_log.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/why.hpp"
 
 #include <csignal>
 #include <set>
@@ -59,7 +60,7 @@ struct sessions_fixture : actor_fixture {
       [this] { return reg(); });
     auto r = sup::start_supervisor(sys, sup::supervisor_flags{}.with_intensity(10, 5s), {spec},
                                    opts);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     root = *r;
     REQUIRE_FALSE(await_ready(pool()));
   }
@@ -89,14 +90,14 @@ struct sessions_fixture : actor_fixture {
     if (!lm.is_null())
       REQUIRE(in(sid, "configure_lm", std::move(lm)));
     auto r = in(sid, "create_program", json{{"id", "p"}, {"signature", "q -> a"}});
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
   }
 
   /// The LM that served an execute_program of session `sid`.
   std::string lm_of(const std::optional<std::string>& sid, const std::string& prog = "p") {
     auto r = exec(pool(), "execute_program", json{{"program_id", prog}, {"inputs", {{"q", "x"}}}},
                   0ms, sid);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return (*r)["lm"].get<std::string>();
   }
 
@@ -147,7 +148,7 @@ TEST_CASE("default_lm: a pool key, validated without echoing its value") {
     return parse_config(j);
   };
   auto ok = tree(json{{"provider", "mock"}, {"model", "m"}, {"api_key", secret}});
-  REQUIRE_MESSAGE(ok, describe(ok.error()));
+  REQUIRE_MESSAGE(ok, why(ok));
   auto bad = tree(json{{"provider", 7}, {"api_key", secret}});
   REQUIRE_FALSE(bad);
   auto text = describe(bad.error());
@@ -301,7 +302,7 @@ TEST_CASE_FIXTURE(sessions_fixture, "a change made through another path reaches 
   setup_session("s-w", json{{"provider", "mock"}, {"model", "m1"}});
   auto anon_lm = [&] {
     auto r = exec(pool(), "lm_info", json::object(), 0ms, std::nullopt);
-    REQUIRE_MESSAGE(r, describe(r.error()));
+    REQUIRE_MESSAGE(r, why(r));
     return (*r)["lm"].get<std::string>();
   };
   for (int i = 0; i < 3; ++i) {

@@ -11,6 +11,7 @@
 
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
+#include "support/why.hpp"
 
 #include <caf/all.hpp>
 
@@ -42,7 +43,7 @@ TEST_CASE("a built-in's unknown argument key is invalid_request naming it; the w
   caf::actor_system sys{cfg};
   auto n = start_test_node(sys, small_tree("pool", 1));
   auto ping = n->execute("ping");
-  REQUIRE_MESSAGE(ping, describe(ping.error()));
+  REQUIRE_MESSAGE(ping, why(ping));
   auto pid = (*ping)["pid"];
 
   auto anon = n->execute("configure_lm", api_base_args());
@@ -56,7 +57,7 @@ TEST_CASE("a built-in's unknown argument key is invalid_request naming it; the w
   REQUIRE_FALSE(in_session);
   CHECK(is(in_session.error(), errc::invalid_request));
   auto info = n->execute_in_session("s1", "lm_info");
-  REQUIRE_MESSAGE(info, describe(info.error()));
+  REQUIRE_MESSAGE(info, why(info));
   CHECK((*info)["lm"].is_null());
 
   for (auto [command, args] : {std::pair<std::string, json>{"ping", {{"x", 1}}},
@@ -90,7 +91,7 @@ TEST_CASE("the mock adapter refuses the keys the worker refuses, with its messag
   caf::actor_system sys{cfg};
   auto n = start_test_node(sys, small_tree("single", 1));
   auto port = make_python_port_adapter(n);
-  REQUIRE_MESSAGE(port, describe(port.error()));
+  REQUIRE_MESSAGE(port, why(port));
   auto mock = make_mock_adapter();
   for (auto* a : {port->get(), mock.get()}) {
     CAPTURE(a->name());

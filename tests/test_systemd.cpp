@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "support/cli_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -77,9 +78,9 @@ struct notify_socket {
 TEST_SUITE("systemd") {
 
 TEST_CASE("dspex run: READY=1 when it serves, WATCHDOG=1, STOPPING=1 on SIGTERM, exit 0") {
+  scratch_dir scratch("systemd");
   bridge::io_loop loop;
-  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/systemd-" + std::to_string(::getpid());
-  ::mkdir(dir.c_str(), 0755);
+  const std::string& dir = scratch.path();
   auto config = dir + "/tree.json";
   auto sock = dir + "/control.sock";
   auto j = json::parse(run_cli(loop, {"config", "--default"}));
@@ -114,9 +115,9 @@ TEST_CASE("dspex run: READY=1 when it serves, WATCHDOG=1, STOPPING=1 on SIGTERM,
 }
 
 TEST_CASE("dspex run: a watchdog meant for another pid (WATCHDOG_PID) is off") {
+  scratch_dir scratch("systemd");
   bridge::io_loop loop;
-  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/systemd-" + std::to_string(::getpid());
-  ::mkdir(dir.c_str(), 0755);
+  const std::string& dir = scratch.path();
   auto sock = dir + "/control2.sock";
   notify_socket systemd(dir + "/notify2.sock");
   // WATCHDOG_PID names another process: READY yes, watchdog pings no.

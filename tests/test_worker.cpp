@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "support/actor_fixture.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 
 #include <dspex/actors/pool/detail/inflight_table.hpp>
@@ -270,10 +271,9 @@ TEST_CASE_FIXTURE(actor_fixture, "an init ping that never answers fails the star
   auto c = test_worker_config();
   c.init_timeout = 300ms;
   // A module that never reads its input: the ping stays unanswered.
-  auto dir = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/silent_module";
-  ::mkdir(dir.c_str(), 0755);
-  std::ofstream(dir + "/silent_worker.py") << "import time\ntime.sleep(60)\n";
-  c.python_path = dir;
+  scratch_dir dir("silent-module");
+  std::ofstream(dir / "silent_worker.py") << "import time\ntime.sleep(60)\n";
+  c.python_path = dir.path();
   c.module = "silent_worker";
   auto w = spawn(c);
   auto err = await_ready(w);

@@ -10,6 +10,7 @@
 #include "support/system_config.hpp"
 #include "support/test_node.hpp"
 #include "support/wait.hpp"
+#include "support/why.hpp"
 
 using namespace dspex;
 using namespace dspex::test;
@@ -81,10 +82,10 @@ TEST_CASE_FIXTURE(drain_fixture, "a restart waits for the request in flight; new
   REQUIRE(wait_until([&] { return pool()["draining_workers"] == 1; }));
   auto queued = n->call("ping");
   auto r = slow.get();
-  CHECK_MESSAGE(r, describe(r.error()));
+  CHECK_MESSAGE(r, why(r));
   CHECK_FALSE(restart.get());
   auto q = queued.get();
-  REQUIRE_MESSAGE(q, describe(q.error()));
+  REQUIRE_MESSAGE(q, why(q));
   CHECK((*q)["pid"] != before);
   CHECK((*q)["pid"] == pid_of("/workers/w1"));
 }
@@ -98,7 +99,7 @@ TEST_CASE_FIXTURE(drain_fixture, "past drain_timeout the hard path stops the wor
   REQUIRE_FALSE(r);
   CHECK_MESSAGE(is(r.error(), errc::shutting_down), describe(r.error()));
   auto ok = n->execute("ping");
-  CHECK_MESSAGE(ok, describe(ok.error()));
+  CHECK_MESSAGE(ok, why(ok));
   CHECK(pool()["crashes"] == 0);
 }
 
