@@ -38,7 +38,7 @@ struct adapter_fixture {
 
   std::shared_ptr<node> start(const std::string& mode) {
     auto tc = parse_config(small_tree(mode, 2, false));
-    REQUIRE_MESSAGE(tc, detail_of(tc.error()));
+    REQUIRE_MESSAGE(tc, why(tc));
     auto n = node::start(sys, *tc, opts);
     REQUIRE_MESSAGE(n, why(n));
     nodes.push_back(*n);

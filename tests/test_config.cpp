@@ -4,6 +4,8 @@
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/error.hpp>
 
+#include "support/why.hpp"
+
 #include <algorithm>
 
 using namespace dspex;
@@ -213,7 +215,7 @@ TEST_CASE("nested supervisors, workers and processes parse") {
                              {"restart", "transient"},
                              {"shutdown", "brutal_kill"}}})}}}};
   auto r = parse_config(j);
-  REQUIRE_MESSAGE(r, detail_of(r.error()));
+  REQUIRE_MESSAGE(r, test::why(r));
   CHECK(r->root.flags.strat == supervision::strategy::one_for_all);
   CHECK(r->root.children[1].restart == supervision::restart_type::transient);
   auto p = problems(with_pool({{"id", "p"}, {"type", "process"}}));
@@ -228,7 +230,7 @@ TEST_CASE("worker recycling: limits parse into the pool, bad values name the fie
   w["max_age_ms"] = 3600000;
   w["recycle_jitter"] = 0.25;
   auto r = parse_config(j);
-  REQUIRE_MESSAGE(r, detail_of(r.error()));
+  REQUIRE_MESSAGE(r, test::why(r));
   auto& pool = std::get<pool_config>(r->root.children[1].body);
   CHECK(pool.recycle.max_requests == 500);
   CHECK(pool.recycle.max_rss_mb == 256);

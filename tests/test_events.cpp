@@ -77,7 +77,7 @@ struct events_fixture {
 
   std::shared_ptr<node> start(const json& j) {
     auto tc = parse_config(j);
-    REQUIRE_MESSAGE(tc, detail_of(tc.error()));
+    REQUIRE_MESSAGE(tc, why(tc));
     auto n = node::start(sys, *tc, opts);
     REQUIRE_MESSAGE(n, why(n));
     return *n;
@@ -119,8 +119,8 @@ TEST_CASE_FIXTURE(events_fixture, "started events come in start order and carry 
 
 TEST_CASE_FIXTURE(events_fixture, "stopping the tree asks each process child with SIGTERM: reason shutdown") {
   // A shell that exits cleanly on SIGTERM, and says when its trap is set.
-  auto flag = std::string(DSPEX_TEST_BINARY_DIR) + "/tests/trap-set-" + std::to_string(::getpid());
-  ::unlink(flag.c_str());
+  scratch_dir scratch("trap");
+  auto flag = scratch / "trap-set";
   auto n = start(tree({process_node("a", {"sleep", "60"}),
                        process_node("b", {"sh", "-c", "trap 'exit 0' TERM; touch '" + flag
                                                         + "'; while :; do sleep 0.05; done"})}));

@@ -98,7 +98,7 @@ struct remote_host_fixture {
                                       {"port", port}, {"connect_timeout_ms", 3000},
                                       {"reconnect_min_ms", 50}, {"reconnect_max_ms", 400}});
     auto tree = parse_config(aj);
-    REQUIRE_MESSAGE(tree, detail_of(tree.error()));
+    REQUIRE_MESSAGE(tree, why(tree));
     REQUIRE_FALSE(network_settings(cfg, *tree));
     net_sys = std::make_unique<caf::actor_system>(cfg);
     n = start_test_node(*net_sys, aj);

@@ -75,7 +75,7 @@ struct caf_node {
 
   explicit caf_node(const json& j) {
     auto tree = parse_config(j);
-    REQUIRE_MESSAGE(tree, detail_of(tree.error()));
+    REQUIRE_MESSAGE(tree, why(tree));
     REQUIRE_FALSE(network_settings(cfg, *tree));
     sys = std::make_unique<caf::actor_system>(cfg);
     n = start_test_node(*sys, j);

@@ -137,7 +137,7 @@ struct remote_streams_fixture {
                                       {"reconnect_min_ms", 50},
                                       {"reconnect_max_ms", 400}});
     auto tree = parse_config(aj);
-    REQUIRE_MESSAGE(tree, detail_of(tree.error()));
+    REQUIRE_MESSAGE(tree, why(tree));
     REQUIRE_FALSE(network_settings(cfg, *tree));
     sys = std::make_unique<caf::actor_system>(cfg);
     n = start_test_node(*sys, aj);

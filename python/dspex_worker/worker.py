@@ -117,13 +117,17 @@ class Call(CommandContext):
         slot = self.slot
         if slot is not None and slot.ident != threading.get_ident():
             slot = None               # a thread of the handler's own
+        # Reopened after the call only if it was open: a generator's finally
+        # run by close() calls from outside its window, and must leave it
+        # closed (a cancel raised there would land in the worker's code).
+        reopen = slot is not None and slot.running is self
         if slot is not None and not _enter(slot, self, stepping_out=True):
             raise Cancelled(f"request {self.request_id} was cancelled")
         try:
             ok, value = host_calls.call_sync(self, target, command, args,
                                              timeout, session)
         finally:
-            if slot is not None:      # cancelled meanwhile: raised below
+            if reopen:                # cancelled meanwhile: raised below
                 _enter(slot, self)
         if self.cancelled:
             raise Cancelled(f"request {self.request_id} was cancelled")
@@ -181,9 +185,11 @@ def _in_window(slot, call, fn, arg1, arg2=None):
             try:
                 step = (True, fn(arg1) if arg2 is None else fn(arg1, arg2))
             except Cancelled as exc:
-                if call.async_sent:
-                    raise
-                step = (False, exc)   # the handler's own raise
+                # The handler's own raise, unless ours was sent: then ours
+                # may still be pending (the handler raised before a bytecode
+                # that delivers it), and _leave below, inside this try,
+                # takes it in.
+                step = _CANCELLED_STEP if call.async_sent else (False, exc)
             except BaseException as exc:
                 step = (False, exc)
             _leave(slot, call)
@@ -718,16 +724,15 @@ class Worker:
             # window any more; when it is True, _leave waits on the lock
             # for a cancel that may be raising and clears what it raised.
             # A Cancelled that lands anywhere in this try is caught below.
+            # (This leans on the GIL: a free-threaded build needs the lock.)
             try:
                 slot.running = call
                 if not call.cancelled:
                     try:
                         value = next(gen)
                         ok = True
-                    except Cancelled as exc:
-                        if call.async_sent:
-                            raise
-                        ok, value = False, exc
+                    except Cancelled as exc:  # as in _in_window
+                        ok, value = (None if call.async_sent else False), exc
                     except BaseException as exc:
                         ok, value = False, exc
                 slot.running = None
