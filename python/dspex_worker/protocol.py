@@ -50,14 +50,16 @@ def _encode(obj):
     repeats on each call (a third of a small reply's encoding on CPython
     3.11): the same C encoder, the same fresh cycle markers, default and
     allow_nan."""
-    if _c_make_encoder is None:
-        return _encoder.encode(obj)
     return "".join(_c_make_encoder({}, _encoder.default, encode_str, None, ":", ",",
                                    False, False, False)(obj, 0))
 
 
-_full_decode = json.JSONDecoder().decode
-_scan_once = json.JSONDecoder().scan_once
+if _c_make_encoder is None:  # a Python without the _json accelerator
+    _encode = _encoder.encode
+
+_decoder = json.JSONDecoder()
+_full_decode = _decoder.decode
+_scan_once = _decoder.scan_once
 
 
 def _decode(text):
