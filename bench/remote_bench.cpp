@@ -189,7 +189,7 @@ int run_remote_bench(const remote_bench_options& o) {
     return 1;
   }
   auto d = direct.rt.summary(), t = through.rt.summary();
-  std::printf("remote_pool over loopback BASP against the same pool called locally "
+  std::printf("remote_pool over loopback against the same pool called locally "
               "(%zu workers, ping, %d alternating rounds)\n\n", o.workers, o.rounds);
   std::printf("| figure | local | through remote_pool | ratio | target | verdict |\n"
               "| --- | --- | --- | --- | --- | --- |\n");
@@ -222,9 +222,11 @@ int run_remote_bench(const remote_bench_options& o) {
                 (d.p50_us + f.p50_us) / d.p50_us, remote_p50_vs_local);
   }
   const auto forwarded = far.value("forwarded", 0.0), batches = far.value("batches", 0.0);
+  const bool by_link = far.value("link", "") == "up";
+  std::printf("\nrequests went by %s\n", by_link ? "the request link" : "BASP");
   if (batches > 0)
-    std::printf("\nrequests per (rbatch) message: %.2f (%.0f requests in %.0f batches)\n",
-                forwarded / batches, forwarded, batches);
+    std::printf("requests per %s: %.2f (%.0f requests in %.0f)\n",
+                by_link ? "link write" : "(rbatch) message", forwarded / batches, forwarded, batches);
   if (!o.group)
     return 0;
   auto g = measure_group(o);

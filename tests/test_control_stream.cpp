@@ -10,6 +10,7 @@
 #include <dspex/cli/control.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/proc_status.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
 
@@ -121,17 +122,7 @@ struct stream_fixture {
   }
 
   /// The node's resident memory, kB.
-  long rss_kb() {
-    std::ifstream f("/proc/" + std::to_string(node->proc->pid()) + "/status");
-    std::string key;
-    long kb = -1;
-    while (f >> key)
-      if (key == "VmRSS:") {
-        f >> kb;
-        break;
-      }
-    return kb;
-  }
+  long rss_kb() { return test::rss_kb(node->proc->pid()); }
 };
 
 json exec(const std::string& command, json args, bool stream) {

@@ -14,6 +14,7 @@
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "support/loopback.hpp"
+#include "support/proc_status.hpp"
 #include "test_paths.hpp"
 
 #include <arpa/inet.h>
@@ -22,7 +23,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <netinet/in.h>
+#include <filesystem>
+#include <poll.h>
+#include <random>
 #include <set>
+#include <sstream>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -150,6 +156,45 @@ struct remote_fixture {
   }
 };
 
+/// Shuts (both ways) every established TCP socket of process `pid` whose
+/// local port is `port`, through a duplicate of its descriptor
+/// (pidfd_getfd): a link cut from outside, the other connections left as
+/// they are. How many it shut.
+int shut_tcp_sockets(int pid, int port) {
+  std::set<std::string> inodes;
+  std::ifstream tcp("/proc/" + std::to_string(pid) + "/net/tcp");
+  std::string line;
+  std::getline(tcp, line);  // the header
+  while (std::getline(tcp, line)) {
+    std::istringstream f(line);
+    std::string sl, local, remote, st, queues, timer, retr, uid, timeout, inode;
+    f >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode;
+    auto colon = local.find(':');
+    if (colon == std::string::npos || st != "01")
+      continue;
+    if (std::stoi(local.substr(colon + 1), nullptr, 16) == port)
+      inodes.insert("socket:[" + inode + "]");
+  }
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  REQUIRE(pidfd >= 0);
+  int shut = 0;
+  auto dir = "/proc/" + std::to_string(pid) + "/fd";
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (ec || inodes.count(target) == 0)
+      continue;
+    int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, std::stoi(e.path().filename().string()), 0));
+    if (fd < 0)
+      continue;
+    if (::shutdown(fd, SHUT_RDWR) == 0)
+      ++shut;
+    ::close(fd);
+  }
+  ::close(pidfd);
+  return shut;
+}
+
 } // namespace
 
 TEST_SUITE("remote") {
@@ -176,6 +221,10 @@ TEST_CASE_FIXTURE(remote_fixture, "requests through a remote_pool reach the remo
   CHECK(bad["error"].value("message", "").find("UnknownCommand") != std::string::npos);
   CHECK(far()["forwarded"] == 11);
   CHECK(far()["in_flight"] == 0);
+  // They went by the request link (request_link.hpp), one link so far.
+  CHECK(far()["link"] == "up");
+  CHECK(far()["links"] == 1);
+  CHECK(status(b_sock)["listen"]["request_link"]["port"].is_number());
 
   // The CLI: exec --pool through the local node, exec/status --node direct.
   int code = 0;
@@ -271,6 +320,9 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS with a CA made here: mutual authenticatio
   REQUIRE_MESSAGE(r.value("ok", false), r.dump());
   CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
   CHECK(status(b_sock)["listen"]["tls"] == true);
+  // Over TLS the requests stay on the authenticated BASP connection.
+  CHECK(far()["link"] == "none");
+  CHECK(status(b_sock)["listen"]["request_link"].is_null());
   for (int i = 0; i < 5; ++i)
     CHECK(exec_far("ping").value("ok", false));
   CHECK(far()["connects"] == 1);  // heartbeats keep it
@@ -355,6 +407,133 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS churn: third parties of every kind come a
   CHECK(ok > 0);
   CHECK_MESSAGE(failed == 0, first_failure);
   CHECK(far()["connects"] == 1);
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "request_link false: the same requests, streams and errors by BASP") {
+  write_configs({{"request_link", false}});
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  CHECK(far()["link"] == "none");
+  CHECK(status(b_sock)["listen"]["request_link"].is_null());
+  auto remote_pids = worker_pids(status(b_sock));
+  for (int i = 0; i < 5; ++i) {
+    auto r = exec_far("ping");
+    REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+    CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
+  }
+  CHECK(is_class(exec_far("no_such_command"), "python_error"));
+  CHECK(far()["batches"].get<int>() >= 1);  // (rbatch) messages
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "the request link cut under load: each request answered once, then a new link") {
+  write_configs();
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
+  const int link_port = status(b_sock)["listen"]["request_link"]["port"].get<int>();
+  std::atomic<int> ok{0}, down{0}, other{0};
+  std::vector<std::thread> ts;
+  for (int c = 0; c < 4; ++c)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 30; ++i) {
+        auto r = exec_far("fault_sleep", {{"seconds", 0.02}});
+        if (r.value("ok", false))
+          ++ok;
+        else if (is_class(r, "node_down"))
+          ++down;
+        else
+          ++other;
+      }
+    });
+  REQUIRE(wait_until([&] { return far()["forwarded"].get<int>() >= 8; }));
+  // The link alone is cut (BASP stays up): the remote node's end of it,
+  // shut through a duplicate of its descriptor.
+  CHECK(shut_tcp_sockets(b->proc->pid(), link_port) == 1);
+  for (auto& t : ts)
+    t.join();
+  CHECK(ok + down == 120);
+  CHECK(other == 0);
+  CHECK(down >= 1);
+  REQUIRE(wait_until([&] { return far()["link"] == "up" && far_state() == "connected"; }, 30s));
+  CHECK(far()["links"] == 2);
+  CHECK(far()["in_flight"] == 0);
+  CHECK(exec_far("ping").value("ok", false));
+  // What ran on the remote node for the cut link was cancelled or ended.
+  CHECK(wait_until([&] { return status(b_sock)["pools"]["default"].value("busy", 0) == 0; }, 30s));
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "strangers on the request link port are shut; the established link serves on") {
+  write_configs({{"listen_max_connections", 6}, {"listen_handshake_timeout_ms", 300}});
+  start_remote();
+  start_local();
+  REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
+  auto links = [&] { return status(b_sock)["listen"]["request_link"]; };
+  const int link_port = links()["port"].get<int>();
+  const long rss_before = rss_kb(b->proc->pid());
+  auto frame = [](unsigned char kind, std::uint64_t id, const std::string& text) {
+    std::string body(1, static_cast<char>(kind));
+    for (int i = 7; i >= 0; --i)
+      body.push_back(static_cast<char>((id >> (8 * i)) & 0xFF));
+    body += text;
+    std::string out(4, '\0');
+    for (int i = 0; i < 4; ++i)
+      out[i] = static_cast<char>((body.size() >> (8 * (3 - i))) & 0xFF);
+    return out + body;
+  };
+  auto send_all = [](int fd, const std::string& bytes) {
+    return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+  };
+  auto exchange = [&](const std::string& bytes) {
+    int fd = connect_loopback(link_port);
+    if (!bytes.empty())
+      CHECK(send_all(fd, bytes));
+    bool closed = closed_by_peer(fd, 20s);
+    ::close(fd);
+    return closed;
+  };
+  // An unknown kind, a hello with a token never handed out, an exec before
+  // any hello, a first frame announcing 4 GiB, and silence.
+  CHECK(exchange(frame(0x77, 1, "x")));
+  CHECK(exchange(frame(1, 0, "00112233445566778899aabbccddeeff")));
+  CHECK(exchange(frame(2, 1, R"({"app":"dspex","protocol":1,"op":"exec","command":"ping"})")));
+  CHECK(exchange(std::string("\xff\xff\xff\xf0", 4) + std::string(64, 'a')));
+  CHECK(exchange(""));
+  // Over the cap (6 links, one of them the remote_pool's): 5 idle strangers
+  // fill it, the next is refused at once; all are shut by the timeout.
+  std::vector<int> idle;
+  for (int i = 0; i < 5; ++i)
+    idle.push_back(connect_loopback(link_port));
+  REQUIRE(wait_until([&] { return links()["open"] == 6; }, 20s));
+  int extra = connect_loopback(link_port);
+  CHECK(closed_by_peer(extra, 20s));
+  ::close(extra);
+  for (int fd : idle) {
+    CHECK(closed_by_peer(fd, 20s));
+    ::close(fd);
+  }
+  // Random bytes from many clients.
+  std::mt19937 rng(31);
+  for (int i = 0; i < 100; ++i) {
+    int fd = connect_loopback(link_port);
+    std::string junk(static_cast<std::size_t>(rng() % 64 + 1), '\0');
+    for (auto& c : junk)
+      c = static_cast<char>(rng());
+    ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  auto l = links();
+  CHECK(l["refused"].get<int>() >= 1);
+  CHECK(l["bad"].get<int>() >= 3);
+  CHECK(l["handshake_timeouts"].get<int>() >= 5);
+  CHECK(l["lost"].get<int>() >= 1);  // the 4 GiB header
+  CHECK(rss_kb(b->proc->pid()) < rss_before + 256 * 1024);
+  // The remote_pool's own link was never touched.
+  for (int i = 0; i < 5; ++i)
+    CHECK(exec_far("ping").value("ok", false));
+  CHECK(far()["links"] == 1);
+  CHECK(far()["link"] == "up");
+  CHECK(wait_until([&] { return links()["open"] == 1; }, 20s));
 }
 
 TEST_CASE_FIXTURE(remote_fixture, "listen and tls rules are config errors") {

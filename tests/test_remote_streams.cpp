@@ -11,6 +11,7 @@
 #include <dspex/actors/node/node.hpp>
 #include <dspex/actors/pool/call.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/actors/remote/remote_pool.hpp>
 #include <dspex/cli/control.hpp>
@@ -165,6 +166,45 @@ struct remote_streams_fixture {
 } // namespace
 
 TEST_SUITE("remote streams") {
+
+TEST_CASE("a request link frame: each kind reads back as written; a bad one is a protocol_error") {
+  std::string out;
+  remote::append_link_frame(out, remote::link_kind::hello, 0, "token");
+  remote::append_link_frame(out, remote::link_kind::exec, 7, R"({"op":"exec"})");
+  remote::append_link_frame(out, remote::link_kind::chunk, 9, "[1,2]", 3, true);
+  remote::append_link_frame(out, remote::link_kind::ack, 9, {}, 3);
+  remote::append_link_frame(out, remote::link_kind::cancel, 1ull << 40);
+  bridge::frame_decoder dec;
+  std::vector<std::string> bodies;
+  REQUIRE(dec.feed(out.data(), out.size(), bodies) == bridge::frame_decoder::status::ok);
+  REQUIRE(bodies.size() == 5);
+  auto hello = remote::parse_link_frame(bodies[0]);
+  REQUIRE(hello);
+  CHECK((hello->kind == remote::link_kind::hello && hello->id == 0 && hello->text == "token"));
+  auto exec = remote::parse_link_frame(bodies[1]);
+  REQUIRE(exec);
+  CHECK((exec->kind == remote::link_kind::exec && exec->id == 7 && exec->text == R"({"op":"exec"})"));
+  auto chunk = remote::parse_link_frame(bodies[2]);
+  REQUIRE(chunk);
+  CHECK((chunk->kind == remote::link_kind::chunk && chunk->id == 9 && chunk->seq == 3 && chunk->ack
+         && chunk->text == "[1,2]"));
+  auto ack = remote::parse_link_frame(bodies[3]);
+  REQUIRE(ack);
+  CHECK((ack->kind == remote::link_kind::ack && ack->seq == 3 && ack->text.empty()));
+  auto cancel = remote::parse_link_frame(bodies[4]);
+  REQUIRE(cancel);
+  CHECK((cancel->kind == remote::link_kind::cancel && cancel->id == (1ull << 40)));
+  auto is_protocol_error = [](const std::string& body) {
+    auto f = remote::parse_link_frame(body);
+    return !f && code_of(f.error()) == errc::protocol_error;
+  };
+  CHECK(is_protocol_error(""));
+  CHECK(is_protocol_error(std::string("\x02\0\0\0", 4)));          // shorter than its head
+  CHECK(is_protocol_error(std::string(1, '\x07') + std::string(8, '\x01')));  // unknown kind
+  CHECK(is_protocol_error(std::string(1, '\x02') + std::string(8, '\0')));    // exec with id 0
+  CHECK(is_protocol_error(std::string(1, '\x01') + std::string(7, '\0') + "\x01"));  // hello with an id
+  CHECK(is_protocol_error(std::string(1, '\x04') + std::string(7, '\0') + "\x01" + "abc"));  // chunk, no seq
+}
 
 TEST_CASE("a batch head: read in any spelling, refused unless it names one positive id per text") {
   auto h = remote::parse_batch_head(remote::batch_head_text({3, 18446744073709551615ULL, 7}, 4096), 3);

@@ -12,6 +12,7 @@
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
 #include "support/loopback.hpp"
+#include "support/proc_status.hpp"
 #include "test_paths.hpp"
 
 #include <arpa/inet.h>
@@ -29,37 +30,6 @@ using namespace dspex::test;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// Whether the peer closes `fd` within `limit` (what it sends first, the
-/// server handshake, is read and dropped).
-bool closed_by_peer(int fd, std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  char buf[4096];
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0)
-      return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-      continue;
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0)
-      return true;
-  }
-}
-
-long rss_kb(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long kb = -1;
-  while (in >> key)
-    if (key == "VmRSS:") {
-      in >> kb;
-      break;
-    }
-  return kb;
-}
 
 struct guarded_node {
   bridge::io_loop loop;

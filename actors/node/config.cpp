@@ -711,6 +711,10 @@ caf::expected<tree_config> parse_config(const json& j) {
     top.ms("connection_timeout_ms", cfg.timing.connection_timeout, 1);
     top.integer("listen_max_connections", cfg.listen_limits.max_connections, 1, 1 << 20);
     top.ms("listen_handshake_timeout_ms", cfg.listen_limits.handshake_timeout, 1);
+    top.boolean("request_link", cfg.request_link);
+    long long link_port = cfg.request_link_port;
+    top.integer("request_link_port", link_port, 0, 65535);
+    cfg.request_link_port = static_cast<std::uint16_t>(link_port);
     top.integer("max_remote_message_bytes", cfg.max_remote_message_bytes, 1024,
                 std::numeric_limits<std::uint32_t>::max());
     if (cfg.timing.connection_timeout <= cfg.timing.heartbeat_interval)

@@ -106,6 +106,11 @@ struct tree_config {
   network_timing timing;
   /// The router port's connection cap and handshake timeout.
   dspex::listen_limits listen_limits;
+  /// `request_link` (default true) and `request_link_port` (default 0: any
+  /// free port): a plain listen also offers its callers a request link
+  /// (actors/remote/detail/request_link.hpp, docs/remote.md).
+  bool request_link = true;
+  std::uint16_t request_link_port = 0;
   /// `max_remote_message_bytes`: the largest BASP payload accepted.
   std::uint32_t max_remote_message_bytes = default_max_remote_message_bytes;
 };

@@ -296,7 +296,10 @@ json node::status() {
   json listening = nullptr;
   if (d.router)
     listening = {{"host", d.listen_host}, {"port", d.listen_port}, {"tls", d.listen_tls},
-                 {"guard", d.guard ? d.guard->counters() : json(nullptr)}};
+                 {"guard", d.guard ? d.guard->counters() : json(nullptr)},
+                 {"request_link", d.link_listener
+                                    ? ask(self, d.router, caf::make_message(status_atom::value))
+                                    : json(nullptr)}};
   return json{{"mode", to_string(d.mode)},
               {"remotes", remotes},
               {"groups", groups},
@@ -364,6 +367,9 @@ void node::stop() {
   // through the one BASP broker, which the middleman's unpublish reaches.)
   if (d.router)
     d.sys.middleman().unpublish(d.router, d.listen_port);
+  if (d.link_listener)
+    d.link_listener->close();
+  d.link_listener = nullptr;
   d.guard.reset();
   for (auto& name : d.group_names)
     if (auto p = d.dir->get("group:" + name))

@@ -35,16 +35,32 @@ caf::error node::listen(const tree_config& cfg) {
   };
   hooks.pools = pool_names();
   hooks.max_json_depth = d.max_json_depth;
-  d.router = spawn_router(d.sys, std::move(hooks));
+  hooks.limits = cfg.listen_limits;
   d.listen_tls = cfg.tls.enabled();
   // SO_REUSEADDR: a node restarted at once after a crash binds its port
   // again, despite the dead one's connections in TIME_WAIT.
   auto host = d.listen_host == "localhost" ? std::string("127.0.0.1") : d.listen_host;
+  // The request link beside BASP, on plain listens only: over TLS the
+  // requests stay on the authenticated BASP connection.
+  if (cfg.request_link && !d.listen_tls) {
+    auto l = remote::link_listener::open(d.loop, host, cfg.request_link_port,
+                                         router_guard::max_message_bytes());
+    if (!l)
+      return l.error();
+    d.link_listener = *l;
+    hooks.link_port = d.link_listener->port();
+  }
+  d.router = spawn_router(d.sys, std::move(hooks));
+  if (d.link_listener)
+    d.link_listener->start(d.router.address());
   auto port = d.listen_tls ? caf::openssl::publish(d.router, d.listen_port, host.c_str(), true)
                            : d.sys.middleman().publish(d.router, d.listen_port, host.c_str(), true);
   if (!port) {
     caf::anon_send_exit(d.router, caf::exit_reason::kill);
     d.router = nullptr;
+    if (d.link_listener)
+      d.link_listener->close();
+    d.link_listener = nullptr;
     return make_error(errc::invalid_config, "listen " + cfg.listen + ": cannot publish: "
                                               + d.sys.render(port.error()));
   }

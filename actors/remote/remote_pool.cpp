@@ -3,7 +3,9 @@
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/node/messages.hpp>
 #include <dspex/actors/pool/detail/deadlines.hpp>
+#include <dspex/actors/node/detail/io_scheduler.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/actors/remote/detail/router_guard.hpp>
 
 #include <caf/all.hpp>
@@ -20,6 +22,7 @@ namespace {
 
 using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
 using rflush_atom = caf::atom_constant<caf::atom("rflush")>;
+using link_due_atom = caf::atom_constant<caf::atom("linkdue")>;
 
 enum class phase { connecting, connected, down };
 
@@ -83,10 +86,26 @@ struct remote_state {
   std::vector<std::uint64_t> out_ids;
   std::vector<std::string> out_texts;
   std::size_t out_bytes = 0;
-  std::uint64_t batches = 0;  // (rbatch) messages sent
+  std::uint64_t batches = 0;  // (rbatch) messages sent, or link writes
+  /// The request link (request_link.hpp): while set, every request, ack
+  /// and cancel goes by it. `link_wait`: the hello offered one and it is
+  /// being connected (the remote_pool is not connected before it is up, or
+  /// has failed: then requests go by BASP, and link_note says why).
+  std::shared_ptr<remote::request_link> link;
+  bool link_wait = false;
+  std::string link_note;
+  std::uint64_t links = 0;  // links opened
   /// The request_timeout_ms of batched requests, behind one timer.
   deadline_book deadlines;
   static inline const char* name = "dspex.remote_pool";
+
+  remote_state() = default;
+  remote_state(const remote_state&) = delete;
+  remote_state& operator=(const remote_state&) = delete;
+  ~remote_state() {
+    if (link)
+      link->close();
+  }
 
   std::string where() const {
     return cfg.host + ":" + std::to_string(cfg.port) + (cfg.pool.empty() ? "" : "/" + cfg.pool);
@@ -113,8 +132,14 @@ void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
 // Tells the remote node to stop request `id` (its router cancels it on its
 // pool); one way, and harmless when the request ended there meanwhile.
 void send_cancel(remote_actor* self, std::uint64_t id) {
-  if (self->state.router)
-    self->send(self->state.router, remote::rcancel_atom::value, remote::head_text({id, 0, false}));
+  auto& st = self->state;
+  if (st.link) {
+    std::string f;
+    remote::append_link_frame(f, remote::link_kind::cancel, id);
+    st.link->write(std::move(f));
+  } else if (st.router) {
+    self->send(st.router, remote::rcancel_atom::value, remote::head_text({id, 0, false}));
+  }
 }
 
 // Takes request `id` out of this turn's batch, if it waits there: it never
@@ -165,6 +190,8 @@ void cancel_by_caller(remote_actor* self, const caf::actor_addr& caller, std::ui
 // (rchunk, head, data) from the router: to the request's sink in order, as
 // a local pool's chunk; anything else is classified, and a stream that
 // breaks the protocol is answered with the error and cancelled there.
+void take_chunk(remote_actor* self, const remote::stream_head* h, const std::string& data);
+
 void on_chunk(remote_actor* self, const std::string& head, const std::string& data) {
   auto& st = self->state;
   auto from = self->current_sender();
@@ -177,6 +204,12 @@ void on_chunk(remote_actor* self, const std::string& head, const std::string& da
     ++st.bad_messages;
     return;
   }
+  take_chunk(self, &*h, data);
+}
+
+// A chunk that names its stream, from BASP or the link.
+void take_chunk(remote_actor* self, const remote::stream_head* h, const std::string& data) {
+  auto& st = self->state;
   auto i = st.pending.find(h->id);
   if (i == st.pending.end()) {
     ++(h->id <= st.next_id ? st.late_messages : st.bad_messages);
@@ -214,6 +247,12 @@ void on_ack(remote_actor* self, std::uint64_t id, std::uint64_t seq) {
   if (!p.sink || seq >= p.next_seq || seq < p.acked || !st.router)
     return;
   p.acked = seq + 1;
+  if (st.link) {
+    std::string f;
+    remote::append_link_frame(f, remote::link_kind::ack, id, {}, seq);
+    st.link->write(std::move(f));
+    return;
+  }
   self->send(st.router, remote::rack_atom::value, remote::head_text({id, seq, false}));
 }
 
@@ -233,9 +272,98 @@ void went_down(remote_actor* self, const std::string& why) {
   st.at = phase::down;
   st.last_error = why;
   st.router = nullptr;
+  if (st.link)
+    st.link->close();
+  st.link = nullptr;
+  st.link_wait = false;
   ++st.generation;
   fail_all(self, make_error(errc::node_down, "remote node " + st.where() + ": " + why));
   schedule_retry(self);
+}
+
+void now_connected(remote_actor* self) {
+  auto& st = self->state;
+  st.at = phase::connected;
+  st.since = std::chrono::system_clock::now();
+  st.last_error.clear();
+  st.backoff = std::chrono::milliseconds{0};
+  ++st.connects;
+}
+
+// The hello offered a request link: connect it, and be connected once it is
+// up (or has failed: then by BASP). False when there is none to use (none
+// offered, tls, or no io loop in this actor system).
+bool open_link(remote_actor* self, const json& offer) {
+  auto& st = self->state;
+  auto l = offer.find("link");
+  st.link_note.clear();
+  if (l == offer.end() || !l->is_object())
+    return false;
+  auto port = l->find("port");
+  auto token = l->find("token");
+  if (port == l->end() || !port->is_number_unsigned() || port->get<std::uint64_t>() == 0
+      || port->get<std::uint64_t>() > 65535 || token == l->end() || !token->is_string()
+      || token->get_ref<const std::string&>().size() > 64) {
+    st.link_note = "the hello offered a request link that cannot be read";
+    return false;
+  }
+  if (st.cfg.tls) {
+    st.link_note = "tls: requests go by BASP";
+    return false;
+  }
+  auto loop = driven_io_loop(self->home_system());
+  if (!loop) {
+    st.link_note = "this actor system runs no io scheduler: requests go by BASP";
+    return false;
+  }
+  std::string hello;
+  remote::append_link_frame(hello, remote::link_kind::hello, 0, token->get_ref<const std::string&>());
+  st.link_wait = true;
+  remote::connect_link(loop, st.cfg.host, static_cast<std::uint16_t>(port->get<std::uint64_t>()),
+                       self->address(), st.generation, router_guard::max_message_bytes(),
+                       std::move(hello));
+  self->delayed_send(self, st.cfg.connect_timeout, link_due_atom::value, st.generation);
+  return true;
+}
+
+// The link could not be had: requests go by BASP, and status says why.
+void without_link(remote_actor* self, const std::string& why) {
+  auto& st = self->state;
+  st.link_wait = false;
+  st.link_note = "request link: " + why + "; requests go by BASP";
+  now_connected(self);
+}
+
+void on_link_frames(remote_actor* self, std::vector<std::string>& bodies);
+
+void on_link_event(remote_actor* self, remote::link_event& ev) {
+  auto& st = self->state;
+  switch (ev.what) {
+    case remote::link_event::opened:
+      if (ev.generation != st.generation || !st.link_wait) {
+        ev.link->close();  // an older attempt's, or too late
+        return;
+      }
+      st.link = ev.link;
+      st.link_wait = false;
+      ++st.links;
+      now_connected(self);
+      return;
+    case remote::link_event::closed:
+      if (ev.generation != st.generation)
+        return;
+      if (st.link_wait)
+        return without_link(self, ev.why);
+      if (st.link && ev.link == st.link)
+        went_down(self, "request link lost (" + ev.why + ")");
+      return;
+    case remote::link_event::frames:
+      if (st.link && ev.link == st.link)
+        on_link_frames(self, ev.bodies);
+      return;
+    case remote::link_event::handshake_due:
+      return;
+  }
 }
 
 void connect(remote_actor* self) {
@@ -277,12 +405,9 @@ void connect(remote_actor* self) {
               if (auto b = r->find("batch"); b != r->end() && b->is_number_unsigned())
                 s.batch_bytes = std::min(b->get<std::size_t>(),
                                          remote::batch_bytes(router_guard::max_message_bytes()));
-              s.at = phase::connected;
-              s.since = std::chrono::system_clock::now();
-              s.last_error.clear();
-              s.backoff = std::chrono::milliseconds{0};
-              ++s.connects;
               self->monitor(router);
+              if (!open_link(self, *r))
+                now_connected(self);
             },
             [failed](caf::error& e) { failed("hello: " + caf::to_string(e)); });
       },
@@ -311,6 +436,13 @@ void flush_out(remote_actor* self) {
   if (!st.router)
     return;  // gone meanwhile: went_down answered them node_down
   ++st.batches;
+  if (st.link) {
+    std::string frames;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      remote::append_link_frame(frames, remote::link_kind::exec, ids[i], texts[i]);
+    st.link->write(std::move(frames));
+    return;
+  }
   self->send(st.router, remote::rbatch_atom::value, remote::batch_head_text(ids, st.batch_bytes),
              std::move(texts));
 }
@@ -351,6 +483,30 @@ void on_replies(remote_actor* self, const std::string& head, std::vector<std::st
       continue;
     }
     answer(self, id, remote::parse_reply(texts[i], st.cfg.max_json_depth));
+  }
+}
+
+// Frames from the link: replies answer their requests once, chunks go to
+// their sinks. A frame a router never sends, or one that cannot be read,
+// is counted and dropped.
+void on_link_frames(remote_actor* self, std::vector<std::string>& bodies) {
+  auto& st = self->state;
+  for (auto& body : bodies) {
+    auto f = remote::parse_link_frame(body);
+    if (!f || (f->kind != remote::link_kind::reply && f->kind != remote::link_kind::chunk)) {
+      ++st.bad_messages;
+      continue;
+    }
+    if (f->kind == remote::link_kind::chunk) {
+      remote::stream_head h{f->id, f->seq, f->ack};
+      take_chunk(self, &h, std::string(f->text));
+      continue;
+    }
+    if (st.pending.count(f->id) == 0) {
+      ++(f->id <= st.next_id ? st.late_messages : st.bad_messages);
+      continue;
+    }
+    answer(self, f->id, remote::parse_reply(std::string(f->text), st.cfg.max_json_depth));
   }
 }
 
@@ -426,6 +582,12 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
       on_replies(self, head, texts);
     },
     [self](rflush_atom) { flush_out(self); },
+    [self](remote::link_event& ev) { on_link_event(self, ev); },
+    [self](link_due_atom, std::uint64_t gen) {
+      auto& st = self->state;
+      if (gen == st.generation && st.link_wait)
+        without_link(self, "not up within connect_timeout_ms");
+    },
     [self](deadline_atom, std::int64_t at_ns) {
       auto& st = self->state;
       auto now = deadline_book::clock::now();
@@ -462,11 +624,15 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
                 {"state", to_string(st.at)},   {"since", utc(st.since)},
                 {"connects", st.connects},     {"failed_attempts", st.failed_attempts},
                 {"forwarded", st.forwarded},   {"batches", st.batches},
+                {"link", st.link ? "up" : st.link_wait ? "connecting" : "none"},
+                {"links", st.links},
                 {"in_flight", st.pending.size()},
                 {"chunks", st.chunks},         {"cancelled", st.cancelled},
                 {"late_messages", st.late_messages}, {"bad_messages", st.bad_messages}};
       if (!st.last_error.empty())
         j["last_error"] = st.last_error;
+      if (!st.link_note.empty())
+        j["link_note"] = st.link_note;
       return j;
     },
   };

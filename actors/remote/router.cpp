@@ -2,6 +2,7 @@
 
 #include <dspex/actors/node/error.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/actors/remote/detail/router_guard.hpp>
 
 #include <caf/all.hpp>
@@ -33,6 +34,7 @@ struct remote_call {
   std::uint64_t acked = 0;     // chunks acknowledged by the caller and passed on
   caf::actor worker;           // the chunks' sender: acks go to it
   std::uint64_t wire = 0;
+  std::shared_ptr<remote::request_link> link;  // came by it: chunks go back on it
   caf::error failed;  // set: answered with this (a chunk too large to send), whatever comes
 };
 
@@ -49,6 +51,22 @@ struct outbox {
 };
 
 using rflush_atom = caf::atom_constant<caf::atom("rflush")>;
+using lflush_atom = caf::atom_constant<caf::atom("lflush")>;
+
+/// A request link accepted on the link port: a stranger until its first
+/// frame, a hello with a token this router handed out; then the caller the
+/// token was made for, whose requests it carries.
+struct link_entry {
+  std::shared_ptr<remote::request_link> link;
+  caf::actor_addr caller;  // set by a valid hello
+  std::string out;         // reply and chunk frames of this turn
+};
+
+/// A token a hello reply handed out, until a link brings it back.
+struct link_ticket {
+  caf::actor_addr caller;
+  std::chrono::steady_clock::time_point expires;
+};
 
 struct router_state {
   router_hooks hooks;
@@ -57,14 +75,31 @@ struct router_state {
   std::unordered_map<std::uint64_t, remote_call> calls;                  // by the pool ref
   std::map<std::pair<caf::actor_addr, std::uint64_t>, std::uint64_t> by_id;  // caller, id -> ref
   std::unordered_set<caf::actor_addr> callers;                           // monitored
+  std::unordered_map<remote::request_link*, link_entry> links;  // by the link, while open
+  std::unordered_map<std::string, link_ticket> tickets;         // by token
+  std::vector<remote::request_link*> dirty;                     // links with frames to flush
+  /// Links refused over the cap, shut for no valid hello in time, shut for
+  /// breaking the protocol (a bad first frame or token included), and
+  /// lost (closed by the peer, or failed: an oversized frame, a peer that
+  /// does not read).
+  std::uint64_t link_refused = 0, link_timeouts = 0, link_bad = 0, link_lost = 0, link_opened = 0;
   static inline const char* name = "dspex.router";
+
+  router_state() = default;
+  router_state(const router_state&) = delete;
+  router_state& operator=(const router_state&) = delete;
+  ~router_state() {
+    for (auto& kv : links)
+      kv.second.link->close();
+  }
 };
 
 using router_actor = caf::stateful_actor<router_state>;
 
-remote_call* find_by_id(router_actor* self, std::uint64_t id, std::uint64_t* ref = nullptr) {
+remote_call* find_by_id(router_actor* self, const caf::actor_addr& caller, std::uint64_t id,
+                        std::uint64_t* ref = nullptr) {
   auto& st = self->state;
-  auto k = st.by_id.find({caf::actor_cast<caf::actor_addr>(self->current_sender()), id});
+  auto k = st.by_id.find({caller, id});
   if (k == st.by_id.end())
     return nullptr;
   if (ref)
@@ -89,6 +124,37 @@ std::string finish(router_actor* self, std::uint64_t ref, caf::expected<json> r)
   return remote::reply_text(r);
 }
 
+void flush_links(router_actor* self) {
+  auto& st = self->state;
+  auto dirty = std::move(st.dirty);
+  st.dirty.clear();
+  for (auto* key : dirty)
+    if (auto i = st.links.find(key); i != st.links.end() && !i->second.out.empty())
+      i->second.link->write(std::move(i->second.out)), i->second.out = std::string{};
+}
+
+// A frame for a link's caller, written with the others of this turn (a
+// flush the router sends itself, behind what its mailbox holds), or at once
+// when they fill a batch. Dropped when the link is gone: its caller had
+// node_down for it.
+void queue_link(router_actor* self, const std::shared_ptr<remote::request_link>& link,
+                 remote::link_kind kind, std::uint64_t id, std::string_view text,
+                 std::uint64_t seq = 0, bool ack = false) {
+  auto& st = self->state;
+  auto i = st.links.find(link.get());
+  if (i == st.links.end())
+    return;
+  auto& out = i->second.out;
+  if (out.empty()) {
+    if (st.dirty.empty())
+      self->send(self, lflush_atom::value);
+    st.dirty.push_back(link.get());
+  }
+  remote::append_link_frame(out, kind, id, text, seq, ack);
+  if (out.size() >= remote::batch_bytes(router_guard::max_message_bytes()))
+    link->write(std::move(out)), out = std::string{};
+}
+
 // One chunk of a stream this router runs for a remote caller: to it as
 // text, in order (one sender, one receiver), acknowledged to the worker
 // only when the caller acknowledges it (rack).
@@ -111,6 +177,8 @@ void forward_chunk(router_actor* self, stream_chunk& c) {
     return;
   }
   ++call.next_seq;
+  if (call.link)
+    return queue_link(self, call.link, remote::link_kind::chunk, call.id, data, c.seq, c.ack);
   self->send(call.reply_to, remote::rchunk_atom::value, std::move(head), std::move(data));
 }
 
@@ -148,10 +216,12 @@ void queue_reply(router_actor* self, const caf::actor_addr& caller, const caf::a
 // One request of a remote caller: parsed, checked, run on its pool as the
 // router's own cancellable request; `done` gets the reply text, once (at
 // once when the request is refused). `batch_id` (not 0): the id a batch
-// gave it, which its text must carry.
+// gave it (or its link frame), which its text must carry. `link`: the
+// request link it came by, where its chunks go.
 template <class Done>
 void run_request(router_actor* self, const caf::actor_addr& caller, const caf::actor& reply_to,
-                 const std::string& text, std::uint64_t batch_id, Done done) {
+                 const std::string& text, std::uint64_t batch_id, Done done,
+                 std::shared_ptr<remote::request_link> link = nullptr) {
   auto& st = self->state;
   std::string pool;
   remote::exec_ids ids;
@@ -179,6 +249,7 @@ void run_request(router_actor* self, const caf::actor_addr& caller, const caf::a
     call.id = ids.id;
     call.pool = *target;
     call.stream = ids.stream;
+    call.link = std::move(link);
     st.calls.emplace(ref, std::move(call));
     if (ids.id != 0)
       st.by_id.emplace(std::make_pair(caller, ids.id), ref);
@@ -196,6 +267,140 @@ void run_request(router_actor* self, const caf::actor_addr& caller, const caf::a
           [self, ref, done](caf::error& e) mutable { done(finish(self, ref, classify(std::move(e)))); });
 }
 
+void take_ack(router_actor* self, const caf::actor_addr& caller, std::uint64_t id, std::uint64_t seq) {
+  auto* call = find_by_id(self, caller, id);
+  // Only chunks forwarded, in order: the worker never sees an ack for a
+  // chunk the caller cannot have had.
+  if (!call || !call->stream || seq >= call->next_seq || seq < call->acked || !call->worker)
+    return;
+  call->acked = seq + 1;
+  self->send(call->worker, ack_atom::value, call->wire, seq);
+}
+
+void take_cancel(router_actor* self, const caf::actor_addr& caller, std::uint64_t id) {
+  std::uint64_t ref = 0;
+  if (find_by_id(self, caller, id, &ref))
+    cancel_call(self, ref);
+}
+
+// A link gone (closed by its peer, failed, or shut here): what its caller
+// runs by it is cancelled; their replies find no link and are dropped.
+void drop_link(router_actor* self, remote::request_link* key) {
+  auto& st = self->state;
+  auto i = st.links.find(key);
+  if (i == st.links.end())
+    return;
+  i->second.link->close();
+  st.links.erase(i);
+  for (auto& [ref, call] : st.calls)
+    if (call.link.get() == key)
+      self->send(call.pool, cancel_atom::value, ref);
+}
+
+// One frame from a link: false when it breaks the protocol (the link is
+// then shut: nothing after it can be trusted).
+bool on_link_frame(router_actor* self, link_entry& e, const std::string& body) {
+  auto& st = self->state;
+  auto f = remote::parse_link_frame(body);
+  if (!f)
+    return false;
+  if (!e.caller) {
+    // The first frame: a hello with a token handed out to a caller, once.
+    if (f->kind != remote::link_kind::hello)
+      return false;
+    auto t = st.tickets.find(std::string(f->text));
+    if (t == st.tickets.end() || t->second.expires < std::chrono::steady_clock::now())
+      return false;
+    e.caller = t->second.caller;
+    st.tickets.erase(t);
+    return true;
+  }
+  switch (f->kind) {
+    case remote::link_kind::exec:
+      run_request(self, e.caller, caf::actor{}, std::string(f->text), f->id,
+                  [self, link = e.link, id = f->id](std::string reply) {
+                    if (reply.size() + 64 > link->max_frame_bytes())
+                      reply = remote::reply_text(make_error(
+                        errc::resource_exhausted, "a reply of " + std::to_string(reply.size())
+                                                    + " bytes exceeds max_remote_message_bytes"));
+                    queue_link(self, link, remote::link_kind::reply, id, reply);
+                  },
+                  e.link);
+      return true;
+    case remote::link_kind::ack:
+      take_ack(self, e.caller, f->id, f->seq);
+      return true;
+    case remote::link_kind::cancel:
+      take_cancel(self, e.caller, f->id);
+      return true;
+    default:
+      return false;  // a second hello, or what only a router sends
+  }
+}
+
+void on_link_event(router_actor* self, remote::link_event& ev) {
+  auto& st = self->state;
+  auto* key = ev.link.get();
+  if (!key)
+    return;
+  switch (ev.what) {
+    case remote::link_event::opened:
+      if (st.hooks.link_port == 0 || st.links.size() >= st.hooks.limits.max_connections) {
+        ++st.link_refused;
+        ev.link->close();
+        return;
+      }
+      ++st.link_opened;
+      st.links.emplace(key, link_entry{ev.link, {}, {}});
+      ev.link->start(self->address(), 0, true);
+      self->delayed_send(self, st.hooks.limits.handshake_timeout,
+                         remote::link_event{remote::link_event::handshake_due, ev.link, {}, {}, 0});
+      return;
+    case remote::link_event::handshake_due:
+      if (auto i = st.links.find(key); i != st.links.end() && !i->second.caller) {
+        ++st.link_timeouts;
+        drop_link(self, key);
+      }
+      return;
+    case remote::link_event::closed:
+      if (st.links.count(key) > 0)
+        ++st.link_lost;
+      drop_link(self, key);
+      return;
+    case remote::link_event::frames: {
+      auto i = st.links.find(key);
+      if (i == st.links.end())
+        return;  // shut meanwhile
+      for (auto& body : ev.bodies)
+        if (!on_link_frame(self, i->second, body)) {
+          ++st.link_bad;
+          return drop_link(self, key);
+        }
+      return;
+    }
+  }
+}
+
+// The link a hello reply offers its caller: the port and a token valid for
+// one link within the handshake timeout. None for an anonymous hello, or
+// while as many tokens wait as links may be open.
+void offer_link(router_actor* self, json& reply) {
+  auto& st = self->state;
+  auto caller = caf::actor_cast<caf::actor_addr>(self->current_sender());
+  if (st.hooks.link_port == 0 || !caller)
+    return;
+  auto now = std::chrono::steady_clock::now();
+  for (auto i = st.tickets.begin(); i != st.tickets.end();)
+    i = i->second.expires < now ? st.tickets.erase(i) : std::next(i);
+  if (st.tickets.size() >= st.hooks.limits.max_connections)
+    return;
+  auto token = remote::link_token();
+  st.tickets[token] = link_ticket{caller, now + st.hooks.limits.handshake_timeout};
+  if (st.callers.insert(caller).second)
+    self->monitor(caller);
+  reply["link"] = {{"port", st.hooks.link_port}, {"token", token}};
+}
+
 caf::behavior router(router_actor* self, router_hooks hooks) {
   self->state.hooks = std::move(hooks);
   // A remote caller gone (its node died or disconnected, or the actor
@@ -205,6 +410,14 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     if (st.callers.erase(dm.source) == 0)
       return;
     st.outboxes.erase(dm.source);
+    for (auto i = st.tickets.begin(); i != st.tickets.end();)
+      i = i->second.caller == dm.source ? st.tickets.erase(i) : std::next(i);
+    std::vector<remote::request_link*> gone;
+    for (auto& [key, e] : st.links)
+      if (e.caller == dm.source)
+        gone.push_back(key);
+    for (auto* key : gone)
+      drop_link(self, key);
     for (auto& [ref, call] : st.calls)
       if (call.caller == dm.source)
         self->send(call.pool, cancel_atom::value, ref);
@@ -213,9 +426,12 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     [self](remote::rhello_atom, const std::string& hello) -> std::string {
       if (auto why = remote::check_hello(hello); !why.empty())
         return remote::reply_text(make_error(errc::invalid_request, why));
-      // "batch": this router takes (rbatch), with at most that many bytes.
-      return remote::reply_text(json{{"pools", self->state.hooks.pools},
-                                     {"batch", remote::batch_bytes(router_guard::max_message_bytes())}});
+      // "batch": this router takes (rbatch), with at most that many bytes;
+      // "link": where the caller's request link goes.
+      json reply{{"pools", self->state.hooks.pools},
+                 {"batch", remote::batch_bytes(router_guard::max_message_bytes())}};
+      offer_link(self, reply);
+      return remote::reply_text(reply);
     },
     [self](remote::rexec_atom, const std::string& text) -> caf::result<std::string> {
       // (The promise takes the sender out of the message: ask first.)
@@ -248,22 +464,24 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     // Bad input from a peer is dropped: these are one way, and an ack or a
     // cancel for a request that ended meanwhile is no fault.
     [self](remote::rack_atom, const std::string& text) {
-      auto h = remote::parse_head(text);
-      if (!h)
-        return;
-      auto* call = find_by_id(self, h->id);
-      // Only chunks forwarded, in order: the worker never sees an ack
-      // for a chunk the caller cannot have had.
-      if (!call || !call->stream || h->seq >= call->next_seq || h->seq < call->acked || !call->worker)
-        return;
-      call->acked = h->seq + 1;
-      self->send(call->worker, ack_atom::value, call->wire, h->seq);
+      if (auto h = remote::parse_head(text))
+        take_ack(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), h->id, h->seq);
     },
     [self](remote::rcancel_atom, const std::string& text) {
-      auto h = remote::parse_head(text);
-      std::uint64_t ref = 0;
-      if (h && find_by_id(self, h->id, &ref))
-        cancel_call(self, ref);
+      if (auto h = remote::parse_head(text))
+        take_cancel(self, caf::actor_cast<caf::actor_addr>(self->current_sender()), h->id);
+    },
+    [self](remote::link_event& ev) { on_link_event(self, ev); },
+    [self](lflush_atom) { flush_links(self); },
+    // node::status: the request link's counters (null: no link port).
+    [self](status_atom) -> json {
+      auto& st = self->state;
+      if (st.hooks.link_port == 0)
+        return nullptr;
+      return json{{"port", st.hooks.link_port},      {"open", st.links.size()},
+                  {"opened", st.link_opened},        {"refused", st.link_refused},
+                  {"handshake_timeouts", st.link_timeouts}, {"bad", st.link_bad},
+                  {"lost", st.link_lost}};
     },
     [self](remote::rstatus_atom, const std::string& text) -> caf::result<std::string> {
       if (auto why = remote::check_hello(text); !why.empty())

@@ -1,11 +1,13 @@
-// TCP on loopback for tests: a port nobody listens on now, and a blocking
-// client connection to a node's port.
+// TCP on loopback for tests: a port nobody listens on now, a blocking
+// client connection to a node's port, and whether the node closed one.
 #pragma once
 
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <chrono>
 #include <cstdint>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -36,6 +38,24 @@ inline int connect_loopback(int port) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   return fd;
+}
+
+/// Whether the peer closes `fd` within `limit` (anything it sends, a
+/// server's handshake say, is read and dropped).
+inline bool closed_by_peer(int fd, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  char buf[4096];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+      continue;
+    if (::recv(fd, buf, sizeof buf, 0) <= 0)
+      return true;
+  }
 }
 
 } // namespace dspex::test

@@ -10,6 +10,7 @@
 #include <dspex/actors/node/detail/root_watch.hpp>
 #include <dspex/actors/node/monitor.hpp>
 #include <dspex/actors/node/node.hpp>
+#include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/actors/remote/detail/router_guard.hpp>
 #include <dspex/bridge/io_loop.hpp>
 #include <dspex/bridge/json_limits.hpp>
@@ -49,7 +50,8 @@ struct node::impl {
   std::string listen_host;
   bool listen_tls = false;
   std::size_t max_json_depth = bridge::default_max_json_depth;
-  std::unique_ptr<router_guard> guard;  ///< bounds on the router port
+  std::unique_ptr<router_guard> guard;
+  std::shared_ptr<remote::link_listener> link_listener;  ///< the request link port  ///< bounds on the router port
   /// Where the workers' host calls go: the pools, the registered functions.
   std::shared_ptr<host_call_router> host_calls;
   std::atomic<bool> stopped{false};  // read by control and SIGHUP threads

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <dspex/actors/node/messages.hpp>
+#include <dspex/actors/remote/network.hpp>
 #include <dspex/bridge/json_limits.hpp>
 
 #include <caf/actor.hpp>
@@ -32,6 +33,11 @@ struct router_hooks {
   /// The node's max_json_depth: a request text nested deeper is refused
   /// (invalid_request) before it is parsed into a value.
   std::size_t max_json_depth = bridge::default_max_json_depth;
+  /// The request link's port (0: none; a TLS listen offers none): a hello
+  /// from a caller gets it with a one-time token (request_link.hpp).
+  std::uint16_t link_port = 0;
+  /// Links open at once, and from accept to a valid hello: the listen's.
+  listen_limits limits;
 };
 
 caf::actor spawn_router(caf::actor_system& sys, router_hooks hooks);
