@@ -463,6 +463,29 @@ TEST_CASE_FIXTURE(remote_fixture, "the request link cut under load: each request
   CHECK(wait_until([&] { return status(b_sock)["pools"]["default"].value("busy", 0) == 0; }, 30s));
 }
 
+TEST_CASE_FIXTURE(remote_fixture, "a link the router refuses: the remote_pool serves by BASP, no reconnect loop") {
+  // Strangers hold every link slot (and never say hello) when the
+  // remote_pool comes: its link is shut at accept.
+  write_configs({{"listen_max_connections", 3}, {"listen_handshake_timeout_ms", 600000}});
+  start_remote();
+  auto links = [&] { return status(b_sock)["listen"]["request_link"]; };
+  const int link_port = links()["port"].get<int>();
+  std::vector<int> strangers;
+  for (int i = 0; i < 3; ++i)
+    strangers.push_back(connect_loopback(link_port));
+  REQUIRE(wait_until([&] { return links()["open"] == 3; }, 20s));
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  CHECK(far()["link"] == "none");
+  CHECK_MESSAGE(far().value("link_note", "").find("request link") != std::string::npos, far().dump());
+  for (int i = 0; i < 5; ++i)
+    CHECK(exec_far("ping").value("ok", false));
+  CHECK(links()["refused"].get<int>() >= 1);
+  CHECK(far()["connects"] == 1);
+  for (int fd : strangers)
+    ::close(fd);
+}
+
 TEST_CASE_FIXTURE(remote_fixture, "strangers on the request link port are shut; the established link serves on") {
   write_configs({{"listen_max_connections", 6}, {"listen_handshake_timeout_ms", 300}});
   start_remote();

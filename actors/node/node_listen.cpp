@@ -44,11 +44,13 @@ caf::error node::listen(const tree_config& cfg) {
   // requests stay on the authenticated BASP connection.
   if (cfg.request_link && !d.listen_tls) {
     auto l = remote::link_listener::open(d.loop, host, cfg.request_link_port,
-                                         router_guard::max_message_bytes());
+                                         router_guard::max_message_bytes(),
+                                         cfg.listen_limits.max_connections);
     if (!l)
       return l.error();
     d.link_listener = *l;
     hooks.link_port = d.link_listener->port();
+    hooks.link_counters = d.link_listener->counters();
   }
   d.router = spawn_router(d.sys, std::move(hooks));
   if (d.link_listener)

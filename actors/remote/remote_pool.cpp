@@ -271,6 +271,10 @@ void went_down(remote_actor* self, const std::string& why) {
     st.since = std::chrono::system_clock::now();
   st.at = phase::down;
   st.last_error = why;
+  // The next hello monitors the router again (the same proxy, when only
+  // the link was lost): one monitor at a time.
+  if (st.router)
+    self->demonitor(st.router);
   st.router = nullptr;
   if (st.link)
     st.link->close();
@@ -316,12 +320,15 @@ bool open_link(remote_actor* self, const json& offer) {
     st.link_note = "this actor system runs no io scheduler: requests go by BASP";
     return false;
   }
+  // "TOKEN MAX": the router writes no frame larger than this side reads.
   std::string hello;
-  remote::append_link_frame(hello, remote::link_kind::hello, 0, token->get_ref<const std::string&>());
+  remote::append_link_frame(hello, remote::link_kind::hello, 0,
+                            token->get_ref<const std::string&>() + " "
+                              + std::to_string(router_guard::max_message_bytes()));
   st.link_wait = true;
   remote::connect_link(loop, st.cfg.host, static_cast<std::uint16_t>(port->get<std::uint64_t>()),
                        self->address(), st.generation, router_guard::max_message_bytes(),
-                       std::move(hello));
+                       std::move(hello), st.cfg.connect_timeout);
   self->delayed_send(self, st.cfg.connect_timeout, link_due_atom::value, st.generation);
   return true;
 }
@@ -329,6 +336,9 @@ bool open_link(remote_actor* self, const json& offer) {
 // The link could not be had: requests go by BASP, and status says why.
 void without_link(remote_actor* self, const std::string& why) {
   auto& st = self->state;
+  if (st.link)
+    st.link->close();
+  st.link = nullptr;
   st.link_wait = false;
   st.link_note = "request link: " + why + "; requests go by BASP";
   now_connected(self);
@@ -340,26 +350,36 @@ void on_link_event(remote_actor* self, remote::link_event& ev) {
   auto& st = self->state;
   switch (ev.what) {
     case remote::link_event::opened:
-      if (ev.generation != st.generation || !st.link_wait) {
+      if (ev.generation != st.generation || !st.link_wait || st.link) {
         ev.link->close();  // an older attempt's, or too late
         return;
       }
-      st.link = ev.link;
-      st.link_wait = false;
-      ++st.links;
-      now_connected(self);
+      st.link = ev.link;  // not used before the router's hello says it took it
       return;
     case remote::link_event::closed:
-      if (ev.generation != st.generation)
+      if (ev.generation != st.generation || (ev.link && ev.link != st.link))
         return;
       if (st.link_wait)
-        return without_link(self, ev.why);
-      if (st.link && ev.link == st.link)
+        return without_link(self, ev.why);  // refused, or never connected
+      if (st.link)
         went_down(self, "request link lost (" + ev.why + ")");
       return;
     case remote::link_event::frames:
-      if (st.link && ev.link == st.link)
-        on_link_frames(self, ev.bodies);
+      if (!st.link || ev.link != st.link)
+        return;
+      if (st.link_wait) {
+        // The router's hello first: the link is taken.
+        if (ev.bodies.empty())
+          return;
+        auto f = remote::parse_link_frame(ev.bodies.front());
+        if (!f || f->kind != remote::link_kind::hello)
+          return without_link(self, "the router's first frame is not its hello");
+        st.link_wait = false;
+        ++st.links;
+        now_connected(self);
+        ev.bodies.erase(ev.bodies.begin());
+      }
+      on_link_frames(self, ev.bodies);
       return;
     case remote::link_event::handshake_due:
       return;

@@ -11,7 +11,10 @@
 #include <boost/asio/write.hpp>
 
 #include <cstdio>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <random>
+#include <sys/socket.h>
 
 namespace dspex::remote {
 
@@ -109,15 +112,35 @@ request_link::request_link(std::shared_ptr<bridge::io_loop> loop, tcp::socket so
   boost::system::error_code ignore;
   sock_.set_option(tcp::no_delay(true), ignore);
   sock_.non_blocking(true, ignore);
+  // BASP's heartbeats watch the node, not this connection: a link dropped
+  // silently on the way (a NAT, a firewall) is found by the kernel, which
+  // probes an idle link and gives up on data unacknowledged this long.
+  int fd = sock_.native_handle();
+  int on = 1, idle = link_keepalive_s, interval = link_keepalive_s, count = 3;
+  unsigned user_timeout_ms = link_user_timeout_ms;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
 request_link::~request_link() {
   boost::system::error_code ignore;
   sock_.close(ignore);
+  if (counters_)
+    --counters_->live;
+}
+
+void request_link::count_in(std::shared_ptr<link_port_counters> c) {
+  counters_ = std::move(c);
+  ++counters_->live;
 }
 
 void request_link::start(caf::actor_addr owner, std::uint64_t generation, bool hello_first) {
-  loop_->post([self = shared_from_this(), owner = std::move(owner), generation, hello_first] {
+  // At once on the loop's thread (a connect's handler: the owner must be
+  // known before its hello is written, or a failed write would tell nobody).
+  auto run = [self = shared_from_this(), owner = std::move(owner), generation, hello_first] {
     self->owner_ = owner;
     self->generation_ = generation;
     if (self->done_)
@@ -126,7 +149,11 @@ void request_link::start(caf::actor_addr owner, std::uint64_t generation, bool h
       self->read_hello();
     else
       self->read_more();
-  });
+  };
+  if (loop_->on_loop_thread())
+    run();
+  else
+    loop_->post(std::move(run));
 }
 
 void request_link::read_hello() {
@@ -154,7 +181,8 @@ void request_link::read_hello() {
           std::vector<std::string> one;
           one.push_back(std::move(self->hello_body_));
           self->deliver(std::move(one));
-          self->read_more();
+          if (!self->done_)
+            self->read_more();
         });
     });
 }
@@ -276,13 +304,18 @@ void request_link::write_pending() {
 
 caf::expected<std::shared_ptr<link_listener>>
 link_listener::open(std::shared_ptr<bridge::io_loop> loop, const std::string& host,
-                    std::uint16_t port, std::size_t max_frame_bytes) {
+                    std::uint16_t port, std::size_t max_frame_bytes, std::size_t max_links) {
   boost::system::error_code ec;
-  auto addr = boost::asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
-  if (ec)
-    return make_error(errc::invalid_config, "request link: " + host + " is not an IP address");
+  // A name is resolved here, on the caller's thread (node::start), as
+  // CAF's publish does; its first address is the one.
+  tcp::resolver resolver(loop->context());
+  auto found = resolver.resolve(host == "localhost" ? std::string("127.0.0.1") : host,
+                                std::to_string(port), ec);
+  if (ec || found.empty())
+    return make_error(errc::invalid_config, "request link: cannot resolve " + host + ": "
+                                              + (ec ? ec.message() : "no address"));
   tcp::acceptor acc(loop->context());
-  tcp::endpoint ep(addr, port);
+  tcp::endpoint ep = found.begin()->endpoint();
   acc.open(ep.protocol(), ec);
   if (!ec)
     acc.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -293,13 +326,15 @@ link_listener::open(std::shared_ptr<bridge::io_loop> loop, const std::string& ho
   if (ec)
     return make_error(errc::invalid_config, "request link: cannot listen on " + host + ":"
                                               + std::to_string(port) + ": " + ec.message());
-  return std::make_shared<link_listener>(std::move(loop), std::move(acc), max_frame_bytes);
+  return std::make_shared<link_listener>(std::move(loop), std::move(acc), max_frame_bytes,
+                                         max_links);
 }
 
 link_listener::link_listener(std::shared_ptr<bridge::io_loop> loop, tcp::acceptor acc,
-                             std::size_t max_frame_bytes)
+                             std::size_t max_frame_bytes, std::size_t max_links)
   : loop_(std::move(loop)), acc_(std::move(acc)), backoff_(loop_->context()),
-    max_(max_frame_bytes) {
+    max_(max_frame_bytes), max_links_(max_links),
+    counters_(std::make_shared<link_port_counters>()) {
   boost::system::error_code ec;
   port_ = acc_.local_endpoint(ec).port();
 }
@@ -327,9 +362,19 @@ void link_listener::accept() {
       });
       return;
     }
+    // The cap holds here, before the router hears of it: a flood of
+    // connections is shed as fast as it is accepted, whatever the router's
+    // mailbox holds. A link counts until its object is gone.
+    if (self->counters_->live.load() >= self->max_links_) {
+      ++self->counters_->refused;
+      boost::system::error_code ignore;
+      s.close(ignore);
+      return self->accept();
+    }
     link_event ev;
     ev.what = link_event::opened;
     ev.link = std::make_shared<request_link>(self->loop_, std::move(s), self->max_);
+    ev.link->count_in(self->counters_);
     send_event(self->owner_, std::move(ev));
     self->accept();
   });
@@ -348,15 +393,26 @@ void link_listener::close() {
 
 void connect_link(std::shared_ptr<bridge::io_loop> loop, const std::string& host, std::uint16_t port,
                   caf::actor_addr owner, std::uint64_t generation, std::size_t max_frame_bytes,
-                  std::string hello) {
+                  std::string hello, std::chrono::milliseconds timeout) {
   struct attempt {
     tcp::resolver resolver;
     tcp::socket sock;
-    explicit attempt(boost::asio::io_context& ctx) : resolver(ctx), sock(ctx) {}
+    boost::asio::steady_timer timer;
+    explicit attempt(boost::asio::io_context& ctx) : resolver(ctx), sock(ctx), timer(ctx) {}
   };
   loop->post([loop, host, port, owner = std::move(owner), generation, max_frame_bytes,
-              hello = std::move(hello)]() mutable {
+              hello = std::move(hello), timeout]() mutable {
     auto at = std::make_shared<attempt>(loop->context());
+    // A port that swallows SYNs would keep the socket trying for minutes,
+    // once per reconnect: the attempt ends with the owner's patience.
+    at->timer.expires_after(timeout);
+    at->timer.async_wait([at](const boost::system::error_code& ec) {
+      if (ec)
+        return;
+      boost::system::error_code ignore;
+      at->resolver.cancel();
+      at->sock.close(ignore);
+    });
     auto failed = [owner, generation](std::string why) {
       link_event ev;
       ev.what = link_event::closed;
@@ -373,16 +429,19 @@ void connect_link(std::shared_ptr<bridge::io_loop> loop, const std::string& host
         boost::asio::async_connect(
           at->sock, results,
           [=, hello = std::move(hello)](const boost::system::error_code& ec2, const tcp::endpoint&) mutable {
+            at->timer.cancel();
             if (ec2)
               return failed("connect " + host + ":" + std::to_string(port) + ": " + ec2.message());
             auto link = std::make_shared<request_link>(loop, std::move(at->sock), max_frame_bytes);
-            link->write(std::move(hello));
-            link->start(owner, generation, false);
+            // Opened first: a hello that fails at once is then a closed
+            // event the owner can place.
             link_event ev;
             ev.what = link_event::opened;
             ev.link = link;
             ev.generation = generation;
             send_event(owner, std::move(ev));
+            link->start(owner, generation, false);
+            link->write(std::move(hello));
           });
       });
   });

@@ -60,6 +60,7 @@ struct link_entry {
   std::shared_ptr<remote::request_link> link;
   caf::actor_addr caller;  // set by a valid hello
   std::string out;         // reply and chunk frames of this turn
+  std::size_t max_frame = 0;  // the smaller of the two sides' frame bounds
 };
 
 /// A token a hello reply handed out, until a link brings it back.
@@ -78,11 +79,11 @@ struct router_state {
   std::unordered_map<remote::request_link*, link_entry> links;  // by the link, while open
   std::unordered_map<std::string, link_ticket> tickets;         // by token
   std::vector<remote::request_link*> dirty;                     // links with frames to flush
-  /// Links refused over the cap, shut for no valid hello in time, shut for
-  /// breaking the protocol (a bad first frame or token included), and
-  /// lost (closed by the peer, or failed: an oversized frame, a peer that
-  /// does not read).
-  std::uint64_t link_refused = 0, link_timeouts = 0, link_bad = 0, link_lost = 0, link_opened = 0;
+  /// Links shut for no valid hello in time, shut for breaking the
+  /// protocol (a bad first frame or token included), and lost (closed by
+  /// the peer, or failed: an oversized frame, a peer that does not read).
+  /// (Refused over the cap: the listener's counters.)
+  std::uint64_t link_timeouts = 0, link_bad = 0, link_lost = 0, link_opened = 0;
   static inline const char* name = "dspex.router";
 
   router_state() = default;
@@ -168,6 +169,9 @@ void forward_chunk(router_actor* self, stream_chunk& c) {
   auto head = remote::head_text({call.id, c.seq, c.ack});
   auto data = remote::data_text(c.data);
   auto room = router_guard::max_message_bytes();
+  if (call.link)
+    if (auto l = self->state.links.find(call.link.get()); l != self->state.links.end())
+      room = std::min(room, static_cast<std::uint32_t>(std::min<std::size_t>(l->second.max_frame, room)));
   if (head.size() + data.size() + chunk_envelope_bytes > room) {
     call.failed = make_error(errc::resource_exhausted,
                              "chunk " + std::to_string(c.seq) + " of " + std::to_string(data.size())
@@ -308,18 +312,33 @@ bool on_link_frame(router_actor* self, link_entry& e, const std::string& body) {
     // The first frame: a hello with a token handed out to a caller, once.
     if (f->kind != remote::link_kind::hello)
       return false;
-    auto t = st.tickets.find(std::string(f->text));
-    if (t == st.tickets.end() || t->second.expires < std::chrono::steady_clock::now())
+    // "TOKEN MAX": MAX the largest frame the caller reads (at least 1 KiB).
+    auto text = f->text;
+    auto space = text.find(' ');
+    if (space == std::string_view::npos)
+      return false;
+    std::size_t their_max = 0;
+    for (char c : text.substr(space + 1)) {
+      if (c < '0' || c > '9' || their_max > (std::size_t{1} << 40))
+        return false;
+      their_max = their_max * 10 + static_cast<std::size_t>(c - '0');
+    }
+    auto t = st.tickets.find(std::string(text.substr(0, space)));
+    if (t == st.tickets.end() || t->second.expires < std::chrono::steady_clock::now()
+        || their_max < 1024)
       return false;
     e.caller = t->second.caller;
+    e.max_frame = std::min(their_max, e.link->max_frame_bytes());
     st.tickets.erase(t);
+    // Taken: the caller sends requests only after this.
+    queue_link(self, e.link, remote::link_kind::hello, 0, {});
     return true;
   }
   switch (f->kind) {
     case remote::link_kind::exec:
       run_request(self, e.caller, caf::actor{}, std::string(f->text), f->id,
-                  [self, link = e.link, id = f->id](std::string reply) {
-                    if (reply.size() + 64 > link->max_frame_bytes())
+                  [self, link = e.link, max_frame = e.max_frame, id = f->id](std::string reply) {
+                    if (reply.size() + remote::link_head_bytes > max_frame)
                       reply = remote::reply_text(make_error(
                         errc::resource_exhausted, "a reply of " + std::to_string(reply.size())
                                                     + " bytes exceeds max_remote_message_bytes"));
@@ -345,8 +364,7 @@ void on_link_event(router_actor* self, remote::link_event& ev) {
     return;
   switch (ev.what) {
     case remote::link_event::opened:
-      if (st.hooks.link_port == 0 || st.links.size() >= st.hooks.limits.max_connections) {
-        ++st.link_refused;
+      if (st.hooks.link_port == 0) {
         ev.link->close();
         return;
       }
@@ -479,7 +497,8 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
       if (st.hooks.link_port == 0)
         return nullptr;
       return json{{"port", st.hooks.link_port},      {"open", st.links.size()},
-                  {"opened", st.link_opened},        {"refused", st.link_refused},
+                  {"opened", st.link_opened},
+                  {"refused", st.hooks.link_counters ? st.hooks.link_counters->refused.load() : 0},
                   {"handshake_timeouts", st.link_timeouts}, {"bad", st.link_bad},
                   {"lost", st.link_lost}};
     },

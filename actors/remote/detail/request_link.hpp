@@ -18,7 +18,11 @@
 // tls never uses the link) and status.
 //
 // Frame bodies: kind (1 byte), the request's id (8 bytes, big-endian), then
-//   hello   the token (id 0)             caller -> router, first and once
+//   hello   "TOKEN MAX" (id 0)           caller -> router, first and once: the
+//                                        token, and the largest frame the
+//                                        caller reads
+//   hello   - (id 0)                     router -> caller, once: the link is
+//                                        taken (until then the caller waits)
 //   exec    the exec text                caller -> router
 //   reply   the reply text               router -> caller
 //   chunk   seq (8), ack (1), data text  router -> caller
@@ -58,6 +62,17 @@ enum class link_kind : std::uint8_t { hello = 1, exec = 2, reply = 3, chunk = 4,
 inline constexpr std::size_t link_head_bytes = 9;
 /// The largest hello a listening side reads before it knows the peer.
 inline constexpr std::size_t link_hello_max_bytes = 256;
+/// TCP keepalive on an idle link (idle and interval, seconds; 3 probes),
+/// and the most a link's sent data may wait for the peer's kernel to
+/// acknowledge it (TCP_USER_TIMEOUT): past either, the link fails.
+inline constexpr int link_keepalive_s = 2;
+inline constexpr unsigned link_user_timeout_ms = 10000;
+
+/// A link port's counters, shared by its listener and its links.
+struct link_port_counters {
+  std::atomic<std::size_t> live{0};       ///< links whose socket exists
+  std::atomic<std::uint64_t> refused{0};  ///< shut at accept, over the cap
+};
 
 struct link_frame {
   link_kind kind = link_kind::hello;
@@ -112,6 +127,9 @@ public:
 
   std::size_t max_frame_bytes() const noexcept { return max_; }
 
+  /// Counts this link in `c` (live) until it is destroyed.
+  void count_in(std::shared_ptr<link_port_counters> c);
+
 private:
   void read_hello();
   void read_more();
@@ -133,22 +151,25 @@ private:
   std::string writing_;  // handed to async_write; not empty while it runs
   std::string pending_;  // queued behind it
   bool done_ = false;    // closed or failed: nothing more is read or written
+  std::shared_ptr<link_port_counters> counters_;
 };
 
 /// A listening port for request links, on the loop. Opened (bound) on the
 /// caller's thread, so its port is known at once; accepting starts with
 /// start(). Each accepted connection goes to the owner as link_event
-/// {opened} (not yet reading: the owner starts it, or closes it when over
-/// its cap).
+/// {opened} (not yet reading: the owner starts it); one over `max_links`
+/// live links is closed at accept and counted.
 class link_listener : public std::enable_shared_from_this<link_listener> {
 public:
   static caf::expected<std::shared_ptr<link_listener>> open(std::shared_ptr<bridge::io_loop> loop,
                                                             const std::string& host,
                                                             std::uint16_t port,
-                                                            std::size_t max_frame_bytes);
+                                                            std::size_t max_frame_bytes,
+                                                            std::size_t max_links);
   link_listener(std::shared_ptr<bridge::io_loop> loop, boost::asio::ip::tcp::acceptor acc,
-                std::size_t max_frame_bytes);
+                std::size_t max_frame_bytes, std::size_t max_links);
   std::uint16_t port() const noexcept { return port_; }
+  const std::shared_ptr<link_port_counters>& counters() const noexcept { return counters_; }
   void start(caf::actor_addr owner);
   void close();
 
@@ -159,18 +180,21 @@ private:
   boost::asio::ip::tcp::acceptor acc_;
   boost::asio::steady_timer backoff_;
   std::size_t max_;
+  std::size_t max_links_;
+  std::shared_ptr<link_port_counters> counters_;
   std::uint16_t port_ = 0;
   caf::actor_addr owner_;
   bool closed_ = false;
 };
 
-/// Connects a request link to host:port on the loop, writes `hello` (the
-/// hello frame) first and starts reading; `owner` gets link_event{opened}
-/// or {closed, why}, tagged with `generation`. The owner bounds the
-/// attempt (it closes a link that opens too late).
+/// Connects a request link to host:port on the loop, starts reading and
+/// writes `hello` (the hello frame) first; `owner` gets link_event{opened}
+/// (then perhaps {closed}) or {closed, why}, tagged with `generation`. The
+/// attempt gives up after `timeout`; the owner also closes a link that
+/// opens too late for it.
 void connect_link(std::shared_ptr<bridge::io_loop> loop, const std::string& host, std::uint16_t port,
                   caf::actor_addr owner, std::uint64_t generation, std::size_t max_frame_bytes,
-                  std::string hello);
+                  std::string hello, std::chrono::milliseconds timeout);
 
 /// A fresh random token (hex) for one link.
 std::string link_token();

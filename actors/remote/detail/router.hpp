@@ -19,9 +19,14 @@
 #include <caf/expected.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace dspex {
+
+namespace remote {
+struct link_port_counters;
+}
 
 struct router_hooks {
   /// node::resolve: the pool's actor by name, or the classified error.
@@ -36,8 +41,10 @@ struct router_hooks {
   /// The request link's port (0: none; a TLS listen offers none): a hello
   /// from a caller gets it with a one-time token (request_link.hpp).
   std::uint16_t link_port = 0;
-  /// Links open at once, and from accept to a valid hello: the listen's.
+  /// From accept to a valid hello: the listen's handshake timeout.
   listen_limits limits;
+  /// The link port's own counters (its listener holds the cap).
+  std::shared_ptr<remote::link_port_counters> link_counters;
 };
 
 caf::actor spawn_router(caf::actor_system& sys, router_hooks hooks);
