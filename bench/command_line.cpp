@@ -169,7 +169,7 @@ void add_start(CLI::App& app, start_bench_options& o) {
 }
 
 void add_remote(CLI::App& app, remote_bench_options& o) {
-  auto* cmd = app.add_subcommand("remote", "a pool through a remote_pool (loopback BASP) against the "
+  auto* cmd = app.add_subcommand("remote", "a pool through a remote_pool (loopback) against the "
                                            "same pool called locally: round trip and throughput");
   value(cmd, "--workers", o.workers, "workers of the remote node's pool")->check(CLI::Range(1, 256));
   value(cmd, "--clients", o.clients, "threads of the throughput run")->check(CLI::Range(1, 1024));
@@ -178,6 +178,7 @@ void add_remote(CLI::App& app, remote_bench_options& o) {
     ->check(CLI::PositiveNumber);
   value(cmd, "--rounds", o.rounds, "rounds, alternating which side goes first")->check(CLI::Range(1, 100));
   flag(cmd, "--no-group", o.group, false, "skip the pool_group figure");
+  flag(cmd, "--basp", o.link, false, "no request link: every request by BASP (for comparison)");
 }
 
 void add_streams(CLI::App& app, stream_bench_options& o) {

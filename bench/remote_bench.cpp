@@ -90,11 +90,13 @@ constexpr double remote_throughput_vs_local = 0.8;  ///< at least, `clients` thr
 constexpr double remote_p50_vs_local = 1.2;         ///< at most, one client
 constexpr double group_throughput_vs_one_node = 0.9;  ///< at least: 2 nodes x W/2 against 1 node x W
 
-json pool_tree(std::size_t workers, bool listen) {
+json pool_tree(std::size_t workers, bool listen, bool link = true) {
   auto tree = default_config();
   tree["root"]["children"][1]["size"] = workers;
   if (listen)
     tree["listen"] = "127.0.0.1:0";
+  if (listen && !link)
+    tree["request_link"] = false;
   return tree;
 }
 
@@ -113,7 +115,7 @@ group_figures measure_group(const remote_bench_options& o) {
   caf::actor_system_config c1, c2, c3;
   std::unique_ptr<caf::actor_system> s1, s2, s3;
   auto one = start_network_node(c1, s1, pool_tree(2 * half, false));
-  auto other = start_network_node(c2, s2, pool_tree(half, true));
+  auto other = start_network_node(c2, s2, pool_tree(half, true, o.link));
   if (!one || !other)
     return g;
   auto tree = pool_tree(half, false);
@@ -147,7 +149,7 @@ group_figures measure_group(const remote_bench_options& o) {
 int run_remote_bench(const remote_bench_options& o) {
   caf::actor_system_config rc, lc;
   std::unique_ptr<caf::actor_system> remote_sys, local_sys;
-  auto remote = start_network_node(rc, remote_sys, pool_tree(o.workers, true));
+  auto remote = start_network_node(rc, remote_sys, pool_tree(o.workers, true, o.link));
   if (!remote) {
     std::fprintf(stderr, "dspex-bench remote: the remote node did not start: %s\n",
                  describe(remote.error()).c_str());

@@ -26,6 +26,7 @@ struct remote_bench_options {
   int requests = 4000;       ///< requests of the throughput run, per side and round
   int rounds = 3;            ///< rounds, alternating which side goes first
   bool group = true;         ///< also a pool_group over 2 nodes x workers/2 against 1 node x workers
+  bool link = true;          ///< the listening nodes offer the request link (false: BASP only)
 };
 
 /// Measures and prints the table on stdout; returns 0, or 1 when a node did
