@@ -133,8 +133,10 @@ struct remote_fixture {
                 {"cafile", dir + "/ca.pem"}};
   }
 
-  std::unique_ptr<cli_process> start(const std::string& cfg, const std::string& sock) {
-    auto p = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", cfg, "--control", sock});
+  std::unique_ptr<cli_process> start(const std::string& cfg, const std::string& sock,
+                                     std::vector<std::pair<std::string, std::string>> env = {}) {
+    auto p = std::make_unique<cli_process>(loop, std::vector<std::string>{"run", cfg, "--control", sock},
+                                           std::move(env));
     REQUIRE_MESSAGE(wait_until([&] {
       auto s = status(sock);
       return s.contains("pools") && worker_pids(s).size() >= 1;
@@ -461,6 +463,25 @@ TEST_CASE_FIXTURE(remote_fixture, "the request link cut under load: each request
   CHECK(exec_far("ping").value("ok", false));
   // What ran on the remote node for the cut link was cancelled or ended.
   CHECK(wait_until([&] { return status(b_sock)["pools"]["default"].value("busy", 0) == 0; }, 30s));
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "a listening node whose io loop has its own thread serves the link and stops cleanly") {
+  // DSPEX_IO_THREAD=1: no io scheduler, the loop on a thread of its own,
+  // so the router runs on another thread than the links' sockets.
+  write_configs();
+  b = start(b_cfg, b_sock, {{"DSPEX_IO_THREAD", "1"}});
+  start_local();
+  REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
+  auto remote_pids = worker_pids(status(b_sock));
+  for (int i = 0; i < 20; ++i) {
+    auto r = exec_far("ping");
+    REQUIRE_MESSAGE(r.value("ok", false), r.dump());
+    CHECK(remote_pids.count(r["result"]["pid"].get<int>()) == 1);
+  }
+  b->stop();
+  REQUIRE(b->exited.wait(0ms));
+  CHECK_MESSAGE(b->exited.get().code() == 0, b->output());
+  CHECK(wait_until([&] { return far_state() == "down"; }));
 }
 
 TEST_CASE_FIXTURE(remote_fixture, "a link the router refuses: the remote_pool serves by BASP, no reconnect loop") {

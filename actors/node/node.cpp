@@ -390,8 +390,20 @@ void node::stop() {
   if (d.events)
     self->send_exit(d.events, caf::exit_reason::kill);
   if (d.router) {
+    self->monitor(d.router);
     self->send_exit(d.router, caf::exit_reason::user_shutdown);
+    self->receive([](caf::down_msg&) {}, caf::after(5s) >> [] {});
     d.router = nullptr;
+  }
+  // The request links' sockets are the loop's, and each holds the loop. On
+  // a loop with a thread of its own (no io scheduler), let it run their
+  // closing now (the router's and the remote_pools' are queued by now; a
+  // second pass for the cancelled operations they complete), so that no
+  // link keeps the loop into its own thread's last handler, whose
+  // destructor would then join the thread it runs on.
+  if (!d.loop->is_driven()) {
+    d.loop->run_sync([] {});
+    d.loop->run_sync([] {});
   }
   d.callers->clear();
   if (d.host_calls)
