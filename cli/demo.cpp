@@ -76,10 +76,17 @@ void print_status(const json& status) {
   if (status.contains("remotes") && status["remotes"].is_object())
     for (auto& [name, r] : status["remotes"].items()) {
       auto state = r.value("state", std::string("?"));
-      std::printf("remote %s -> %s:%d%s%s: %s%s%s\n", name.c_str(),
+      // Connected: which way its requests go (docs/remote.md "The request link").
+      std::string way;
+      if (state == "connected")
+        way = r.value("link", std::string()) == "up"
+                ? " by the request link"
+                : " by BASP" + (r.contains("link_note") ? " (" + r["link_note"].get<std::string>() + ")"
+                                                        : std::string());
+      std::printf("remote %s -> %s:%d%s%s: %s%s%s%s\n", name.c_str(),
                   r.value("host", std::string("?")).c_str(), r.value("port", 0),
                   r.value("pool", std::string()).empty() ? "" : "/",
-                  r.value("pool", std::string()).c_str(), state.c_str(),
+                  r.value("pool", std::string()).c_str(), state.c_str(), way.c_str(),
                   state == "connected" ? "" : (" since " + r.value("since", std::string("?"))).c_str(),
                   r.contains("last_error") ? (" (" + r["last_error"].get<std::string>() + ")").c_str()
                                            : "");

@@ -247,7 +247,7 @@ TEST_CASE_FIXTURE(remote_fixture, "requests through a remote_pool reach the remo
   CHECK(st["listen"]["port"] == port);
   CHECK(worker_pids(st) == remote_pids);
   out = run_cli(loop, {"status", "--control", a_sock}, &code);
-  CHECK(out.find("remote far -> 127.0.0.1:" + std::to_string(port) + ": connected")
+  CHECK(out.find("remote far -> 127.0.0.1:" + std::to_string(port) + ": connected by the request link")
         != std::string::npos);
   CHECK(far()["connects"] == 1);  // heartbeats kept the one connection
 }
