@@ -484,6 +484,26 @@ TEST_CASE_FIXTURE(remote_fixture, "a listening node whose io loop has its own th
   CHECK(wait_until([&] { return far_state() == "down"; }));
 }
 
+TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at once, long handshake timeout or not") {
+  write_configs({{"listen_max_connections", 4}, {"listen_handshake_timeout_ms", 600000}});
+  start_remote();
+  auto links = [&] { return status(b_sock)["listen"]["request_link"]; };
+  const int link_port = links()["port"].get<int>();
+  for (int i = 0; i < 12; ++i) {
+    int fd = connect_loopback(link_port);
+    std::string bad("\0\0\0\x09\x07\0\0\0\0\0\0\0\x01", 13);  // an unknown kind
+    CHECK(::send(fd, bad.data(), bad.size(), MSG_NOSIGNAL) == 13);
+    CHECK(closed_by_peer(fd, 20s));
+    ::close(fd);
+  }
+  CHECK(wait_until([&] { return links()["open"] == 0; }, 20s));
+  start_local();
+  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  CHECK(far()["link"] == "up");
+  CHECK(links()["refused"] == 0);
+  CHECK(links()["bad"] == 12);
+}
+
 TEST_CASE_FIXTURE(remote_fixture, "a link the router refuses: the remote_pool serves by BASP, no reconnect loop") {
   // Strangers hold every link slot (and never say hello) when the
   // remote_pool comes: its link is shut at accept.

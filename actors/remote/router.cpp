@@ -61,6 +61,7 @@ struct link_entry {
   caf::actor_addr caller;  // set by a valid hello
   std::string out;         // reply and chunk frames of this turn
   std::size_t max_frame = 0;  // the smaller of the two sides' frame bounds
+  std::uint64_t serial = 0;   // its number here (link_opened when it came)
 };
 
 /// A token a hello reply handed out, until a link brings it back.
@@ -359,26 +360,34 @@ bool on_link_frame(router_actor* self, link_entry& e, const std::string& body) {
 
 void on_link_event(router_actor* self, remote::link_event& ev) {
   auto& st = self->state;
+  if (ev.what == remote::link_event::handshake_due) {
+    auto i = st.links.find(const_cast<remote::request_link*>(ev.key));
+    if (i != st.links.end() && i->second.serial == ev.generation && !i->second.caller) {
+      ++st.link_timeouts;
+      drop_link(self, i->first);
+    }
+    return;
+  }
   auto* key = ev.link.get();
   if (!key)
     return;
   switch (ev.what) {
-    case remote::link_event::opened:
+    case remote::link_event::opened: {
       if (st.hooks.link_port == 0) {
         ev.link->close();
         return;
       }
-      ++st.link_opened;
-      st.links.emplace(key, link_entry{ev.link, {}, {}});
+      link_entry e{ev.link, {}, {}, 0, ++st.link_opened};
+      st.links.emplace(key, std::move(e));
       ev.link->start(self->address(), 0, true);
-      self->delayed_send(self, st.hooks.limits.handshake_timeout,
-                         remote::link_event{remote::link_event::handshake_due, ev.link, {}, {}, 0});
+      remote::link_event due;
+      due.what = remote::link_event::handshake_due;
+      due.key = key;
+      due.generation = st.link_opened;
+      self->delayed_send(self, st.hooks.limits.handshake_timeout, std::move(due));
       return;
+    }
     case remote::link_event::handshake_due:
-      if (auto i = st.links.find(key); i != st.links.end() && !i->second.caller) {
-        ++st.link_timeouts;
-        drop_link(self, key);
-      }
       return;
     case remote::link_event::closed:
       if (st.links.count(key) > 0)

@@ -99,6 +99,10 @@ struct link_event {
   std::vector<std::string> bodies;  ///< frames: their bodies, in order
   std::string why;                  ///< closed: the reason
   std::uint64_t generation = 0;     ///< the owner's tag, given to start or connect
+  /// handshake_due: the link it is for, by address and the owner's serial
+  /// for it, without holding it (a timer must not keep a link alive, nor
+  /// its count against the cap).
+  const request_link* key = nullptr;
 };
 
 class request_link : public std::enable_shared_from_this<request_link> {
