@@ -129,17 +129,31 @@ void answer(remote_actor* self, std::uint64_t id, caf::expected<json> r) {
     rp.deliver(std::move(r.error()));
 }
 
+// One frame on the link, alone (a cancel or an ack: rare beside requests,
+// which go in the turn's batch).
+void write_link_frame(remote_state& st, remote::link_kind kind, std::uint64_t id,
+                      std::uint64_t seq = 0) {
+  std::string f;
+  remote::append_link_frame(f, kind, id, {}, seq);
+  st.link->write(std::move(f));
+}
+
+// Lets the link go (closed, and requests by BASP until another is had).
+void forget_link(remote_state& st) {
+  if (st.link)
+    st.link->close();
+  st.link = nullptr;
+  st.link_wait = false;
+}
+
 // Tells the remote node to stop request `id` (its router cancels it on its
 // pool); one way, and harmless when the request ended there meanwhile.
 void send_cancel(remote_actor* self, std::uint64_t id) {
   auto& st = self->state;
-  if (st.link) {
-    std::string f;
-    remote::append_link_frame(f, remote::link_kind::cancel, id);
-    st.link->write(std::move(f));
-  } else if (st.router) {
+  if (st.link)
+    write_link_frame(st, remote::link_kind::cancel, id);
+  else if (st.router)
     self->send(st.router, remote::rcancel_atom::value, remote::head_text({id, 0, false}));
-  }
 }
 
 // Takes request `id` out of this turn's batch, if it waits there: it never
@@ -187,10 +201,35 @@ void cancel_by_caller(remote_actor* self, const caf::actor_addr& caller, std::ui
   }
 }
 
-// (rchunk, head, data) from the router: to the request's sink in order, as
-// a local pool's chunk; anything else is classified, and a stream that
+// A chunk, from BASP (rchunk) or the link: to the request's sink in order,
+// as a local pool's chunk; anything else is classified, and a stream that
 // breaks the protocol is answered with the error and cancelled there.
-void take_chunk(remote_actor* self, const remote::stream_head* h, const std::string& data);
+void take_chunk(remote_actor* self, const remote::stream_head& h, const std::string& data) {
+  auto& st = self->state;
+  auto i = st.pending.find(h.id);
+  if (i == st.pending.end()) {
+    ++(h.id <= st.next_id ? st.late_messages : st.bad_messages);
+    return;
+  }
+  auto& p = i->second;
+  auto broken = [&](std::string why) {
+    ++st.bad_messages;
+    abandon(self, h.id, make_error(errc::protocol_error, "remote node " + st.where() + ": " + why));
+  };
+  if (!p.sink)
+    return broken("a chunk for request " + std::to_string(h.id) + ", which asked for no stream");
+  if (h.seq != p.next_seq)
+    return broken("chunk " + std::to_string(h.seq) + " of request " + std::to_string(h.id)
+                  + " where " + std::to_string(p.next_seq) + " was due");
+  auto value = remote::parse_data(data, st.cfg.max_json_depth);
+  if (!value) {
+    ++st.bad_messages;
+    return abandon(self, h.id, value.error());
+  }
+  ++p.next_seq;
+  ++st.chunks;
+  self->send(p.sink, chunk_atom::value, stream_chunk{p.ref, h.seq, std::move(*value), h.id, h.ack});
+}
 
 void on_chunk(remote_actor* self, const std::string& head, const std::string& data) {
   auto& st = self->state;
@@ -204,35 +243,7 @@ void on_chunk(remote_actor* self, const std::string& head, const std::string& da
     ++st.bad_messages;
     return;
   }
-  take_chunk(self, &*h, data);
-}
-
-// A chunk that names its stream, from BASP or the link.
-void take_chunk(remote_actor* self, const remote::stream_head* h, const std::string& data) {
-  auto& st = self->state;
-  auto i = st.pending.find(h->id);
-  if (i == st.pending.end()) {
-    ++(h->id <= st.next_id ? st.late_messages : st.bad_messages);
-    return;
-  }
-  auto& p = i->second;
-  auto broken = [&](std::string why) {
-    ++st.bad_messages;
-    abandon(self, h->id, make_error(errc::protocol_error, "remote node " + st.where() + ": " + why));
-  };
-  if (!p.sink)
-    return broken("a chunk for request " + std::to_string(h->id) + ", which asked for no stream");
-  if (h->seq != p.next_seq)
-    return broken("chunk " + std::to_string(h->seq) + " of request " + std::to_string(h->id)
-                  + " where " + std::to_string(p.next_seq) + " was due");
-  auto value = remote::parse_data(data, st.cfg.max_json_depth);
-  if (!value) {
-    ++st.bad_messages;
-    return abandon(self, h->id, value.error());
-  }
-  ++p.next_seq;
-  ++st.chunks;
-  self->send(p.sink, chunk_atom::value, stream_chunk{p.ref, h->seq, std::move(*value), h->id, h->ack});
+  take_chunk(self, *h, data);
 }
 
 // (ack, id, seq) from a sink: passed to the router, which acknowledges the
@@ -247,12 +258,8 @@ void on_ack(remote_actor* self, std::uint64_t id, std::uint64_t seq) {
   if (!p.sink || seq >= p.next_seq || seq < p.acked || !st.router)
     return;
   p.acked = seq + 1;
-  if (st.link) {
-    std::string f;
-    remote::append_link_frame(f, remote::link_kind::ack, id, {}, seq);
-    st.link->write(std::move(f));
-    return;
-  }
+  if (st.link)
+    return write_link_frame(st, remote::link_kind::ack, id, seq);
   self->send(st.router, remote::rack_atom::value, remote::head_text({id, seq, false}));
 }
 
@@ -276,10 +283,7 @@ void went_down(remote_actor* self, const std::string& why) {
   if (st.router)
     self->demonitor(st.router);
   st.router = nullptr;
-  if (st.link)
-    st.link->close();
-  st.link = nullptr;
-  st.link_wait = false;
+  forget_link(st);
   ++st.generation;
   fail_all(self, make_error(errc::node_down, "remote node " + st.where() + ": " + why));
   schedule_retry(self);
@@ -336,10 +340,7 @@ bool open_link(remote_actor* self, const json& offer) {
 // The link could not be had: requests go by BASP, and status says why.
 void without_link(remote_actor* self, const std::string& why) {
   auto& st = self->state;
-  if (st.link)
-    st.link->close();
-  st.link = nullptr;
-  st.link_wait = false;
+  forget_link(st);
   st.link_note = "request link: " + why + "; requests go by BASP";
   now_connected(self);
 }
@@ -519,7 +520,7 @@ void on_link_frames(remote_actor* self, std::vector<std::string>& bodies) {
     }
     if (f->kind == remote::link_kind::chunk) {
       remote::stream_head h{f->id, f->seq, f->ack};
-      take_chunk(self, &h, std::string(f->text));
+      take_chunk(self, h, std::string(f->text));
       continue;
     }
     if (st.pending.count(f->id) == 0) {

@@ -172,7 +172,7 @@ void forward_chunk(router_actor* self, stream_chunk& c) {
   auto room = router_guard::max_message_bytes();
   if (call.link)
     if (auto l = self->state.links.find(call.link.get()); l != self->state.links.end())
-      room = std::min(room, static_cast<std::uint32_t>(std::min<std::size_t>(l->second.max_frame, room)));
+      room = static_cast<std::uint32_t>(std::min<std::size_t>(l->second.max_frame, room));
   if (head.size() + data.size() + chunk_envelope_bytes > room) {
     call.failed = make_error(errc::resource_exhausted,
                              "chunk " + std::to_string(c.seq) + " of " + std::to_string(data.size())
