@@ -115,7 +115,7 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
     return failure("node_down", problem);
   self->monitor(router);
   std::string text;
-  switch (ask(self, router, caf::make_message(remote::rhello_atom::value, remote::hello_text()),
+  switch (ask(self, router, caf::make_message(remote::rhello_atom::value, remote::hello_text(false)),
               std::min(deadline, clock::now() + connect_timeout), text)) {
     case outcome::reply:
       if (auto r = remote::parse_reply(text); !r)

@@ -167,6 +167,18 @@ struct remote_streams_fixture {
 
 TEST_SUITE("remote streams") {
 
+TEST_CASE("a hello says whether its caller wants a request link; without the field it does") {
+  bool wants = false;
+  CHECK(remote::check_hello(remote::hello_text(), &wants).empty());
+  CHECK(wants);
+  CHECK(remote::check_hello(remote::hello_text(false), &wants).empty());
+  CHECK_FALSE(wants);
+  CHECK(remote::check_hello(R"({"app":"dspex","protocol":1,"link":"no"})", &wants).empty());
+  CHECK(wants);  // only false declines
+  CHECK_FALSE(remote::check_hello(R"({"app":"other","protocol":1})", &wants).empty());
+  CHECK_FALSE(wants);
+}
+
 TEST_CASE("a request link frame: each kind reads back as written; a bad one is a protocol_error") {
   std::string out;
   remote::append_link_frame(out, remote::link_kind::hello, 0, "token");
@@ -448,6 +460,13 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "batches: the router answers each requ
   auto h = remote::parse_reply(hello);
   REQUIRE(h);
   CHECK((*h)["batch"].get<std::size_t>() > 0);
+  CHECK((*h)["link"]["token"].is_string());
+  // A caller that says it cannot use a request link is handed no token.
+  self->request(*router, 10s, remote::rhello_atom::value, remote::hello_text(false))
+    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  auto declined = remote::parse_reply(hello);
+  REQUIRE(declined);
+  CHECK_FALSE(declined->contains("link"));
   // Three requests: one good, one refused (no command), one whose text
   // names another id than the batch gives it.
   auto good = make_command("pid", json::object());

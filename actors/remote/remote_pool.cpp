@@ -298,14 +298,24 @@ void now_connected(remote_actor* self) {
   ++st.connects;
 }
 
+// Why this side cannot use a request link (its hello then asks for none);
+// empty when it can.
+std::string link_unusable(remote_actor* self) {
+  if (self->state.cfg.tls)
+    return "tls: requests go by BASP";
+  if (!driven_io_loop(self->home_system()))
+    return "this actor system runs no io scheduler: requests go by BASP";
+  return {};
+}
+
 // The hello offered a request link: connect it, and be connected once it is
 // up (or has failed: then by BASP). False when there is none to use (none
 // offered, tls, or no io loop in this actor system).
 bool open_link(remote_actor* self, const json& offer) {
   auto& st = self->state;
+  st.link_note = link_unusable(self);
   auto l = offer.find("link");
-  st.link_note.clear();
-  if (l == offer.end() || !l->is_object())
+  if (!st.link_note.empty() || l == offer.end() || !l->is_object())
     return false;
   auto port = l->find("port");
   auto token = l->find("token");
@@ -315,15 +325,7 @@ bool open_link(remote_actor* self, const json& offer) {
     st.link_note = "the hello offered a request link that cannot be read";
     return false;
   }
-  if (st.cfg.tls) {
-    st.link_note = "tls: requests go by BASP";
-    return false;
-  }
   auto loop = driven_io_loop(self->home_system());
-  if (!loop) {
-    st.link_note = "this actor system runs no io scheduler: requests go by BASP";
-    return false;
-  }
   // "TOKEN MAX": the router writes no frame larger than this side reads.
   std::string hello;
   remote::append_link_frame(hello, remote::link_kind::hello, 0,
@@ -412,7 +414,7 @@ void connect(remote_actor* self) {
           return failed("nothing is published at that port");
         auto router = caf::actor_cast<caf::actor>(ptr);
         self->request(router, self->state.cfg.connect_timeout, remote::rhello_atom::value,
-                      remote::hello_text())
+                      remote::hello_text(link_unusable(self).empty()))
           .then(
             [self, gen, failed, router](std::string& text) {
               auto& s = self->state;

@@ -53,8 +53,8 @@ bool is_loopback(const std::string& host) {
   return ::inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
-std::string hello_text() {
-  return dump(stamped(json::object()));
+std::string hello_text(bool wants_link) {
+  return dump(stamped(wants_link ? json::object() : json{{"link", false}}));
 }
 
 namespace {
@@ -97,9 +97,12 @@ std::string read_stamped(const std::string& text, json& j) {
 
 } // namespace
 
-std::string check_hello(const std::string& text) {
+std::string check_hello(const std::string& text, bool* wants_link) {
   json j;
-  return read_stamped(text, j);
+  auto why = read_stamped(text, j);
+  if (wants_link)
+    *wants_link = why.empty() && j.value("link", json(true)) != json(false);
+  return why;
 }
 
 std::string exec_text(const command_request& cmd, const std::string& pool, std::uint64_t id,

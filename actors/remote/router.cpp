@@ -451,13 +451,15 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
   });
   return {
     [self](remote::rhello_atom, const std::string& hello) -> std::string {
-      if (auto why = remote::check_hello(hello); !why.empty())
+      bool wants_link = true;
+      if (auto why = remote::check_hello(hello, &wants_link); !why.empty())
         return remote::reply_text(make_error(errc::invalid_request, why));
       // "batch": this router takes (rbatch), with at most that many bytes;
       // "link": where the caller's request link goes.
       json reply{{"pools", self->state.hooks.pools},
                  {"batch", remote::batch_bytes(router_guard::max_message_bytes())}};
-      offer_link(self, reply);
+      if (wants_link)
+        offer_link(self, reply);
       return remote::reply_text(reply);
     },
     [self](remote::rexec_atom, const std::string& text) -> caf::result<std::string> {

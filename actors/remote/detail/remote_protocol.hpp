@@ -73,9 +73,12 @@ bool parse_endpoint(const std::string& text, std::string& host, std::uint16_t& p
 bool is_loopback(const std::string& host);
 
 /// The hello a side sends, and the check of the other side's: empty when it
-/// speaks our app and protocol, else why not.
-std::string hello_text();
-std::string check_hello(const std::string& text);
+/// speaks our app and protocol, else why not. `wants_link` false says the
+/// caller cannot use a request link (tls, no io loop, a one-shot `dspex exec
+/// --node`): the router then hands out no token for it, which would hold
+/// a link slot until it expired. A hello without the field wants one.
+std::string hello_text(bool wants_link = true);
+std::string check_hello(const std::string& text, bool* wants_link = nullptr);
 
 /// A request as text: the exec (or status) object plus app and protocol.
 /// Copies and dumps cmd.args, both recursive: check their depth first
