@@ -8,6 +8,8 @@
 
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/node.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/cli/control.hpp>
 
 #include "support/system_config.hpp"
@@ -17,10 +19,14 @@
 #include "support/proc_status.hpp"
 #include "test_paths.hpp"
 
+#include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
+
 #include <arpa/inet.h>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <netinet/in.h>
 #include <filesystem>
@@ -482,6 +488,70 @@ TEST_CASE_FIXTURE(remote_fixture, "a listening node whose io loop has its own th
   REQUIRE(b->exited.wait(0ms));
   CHECK_MESSAGE(b->exited.get().code() == 0, b->output());
   CHECK(wait_until([&] { return far_state() == "down"; }));
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames: the node's memory stays bounded (io loop on its own thread)") {
+  // With the io loop on a thread of its own (DSPEX_IO_THREAD=1, embedders
+  // without the io scheduler) the link is read on one thread and its frames
+  // taken by the router on another, with nothing but the router's pace
+  // between them: a caller's flood of cancels for ids it never used (each
+  // answered by nothing, so no write ever pushes back) must not pile up in
+  // the router's mailbox.
+  write_configs();
+  b = start(b_cfg, b_sock, {{"DSPEX_IO_THREAD", "1"}});
+  // The caller: an actor system of its own, which gets a token by a hello.
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  cc.set("middleman.heartbeat-interval", caf::timespan{250ms});  // the node drops a silent peer
+  caf::actor_system sys{cc};
+  auto router = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+  REQUIRE(router);
+  caf::scoped_actor self{sys};
+  std::string hello;
+  self->request(*router, 10s, remote::rhello_atom::value, remote::hello_text())
+    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  auto offer = remote::parse_reply(hello);
+  REQUIRE(offer);
+  REQUIRE((*offer)["link"]["token"].is_string());
+  int fd = connect_loopback((*offer)["link"]["port"].get<int>());
+  std::string out;
+  remote::append_link_frame(out, remote::link_kind::hello, 0,
+                            (*offer)["link"]["token"].get<std::string>() + " 1048576");
+  REQUIRE(::send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()));
+  char back[13];
+  REQUIRE(::recv(fd, back, sizeof back, MSG_WAITALL) == 13);  // the router's hello
+  CHECK(back[4] == static_cast<char>(remote::link_kind::hello));
+  // 6 s of cancels, as fast as the node takes them.
+  std::string flood;
+  for (std::uint64_t id = 1; flood.size() < (1u << 20); ++id)
+    remote::append_link_frame(flood, remote::link_kind::cancel, 1000000 + id);
+  const long rss_before = rss_kb(b->proc->pid());
+  long rss_most = rss_before;
+  std::size_t sent = 0;
+  const auto until = std::chrono::steady_clock::now() + 6s;
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 100) == 1) {
+      auto n = ::send(fd, flood.data(), flood.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno == EAGAIN)
+        continue;
+      int err = errno;
+      REQUIRE_MESSAGE(n > 0, "the link was shut after " << sent << " bytes (errno " << err << "): " << status(b_sock)["listen"].dump());
+      sent += static_cast<std::size_t>(n);
+      if (n < static_cast<ssize_t>(flood.size()))
+        flood = flood.substr(static_cast<std::size_t>(n)) + flood.substr(0, static_cast<std::size_t>(n));
+    }
+    rss_most = std::max(rss_most, rss_kb(b->proc->pid()));
+  }
+  MESSAGE("sent " << sent / (1 << 20) << " MiB of cancels; node RSS " << rss_before / 1024 << " -> "
+                  << rss_most / 1024 << " MiB at most");
+  CHECK(sent > (64u << 20));
+  CHECK(rss_most < rss_before + 192 * 1024);
+  ::close(fd);
+  // The node serves on.
+  start_local();
+  REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
+  CHECK(exec_far("ping").value("ok", false));
 }
 
 TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at once, long handshake timeout or not") {
