@@ -317,32 +317,19 @@ bool parse_plain_string(std::string_view v, json& out) {
   return true;
 }
 
-// The value that ends the envelope: `s` is `V}`.
-bool parse_last_member(std::string_view s, json& out) {
-  if (s.size() < 2 || s.back() != '}')
-    return false;
-  s.remove_suffix(1);
-  if (parse_plain_string(s, out))
-    return true;
-  auto v = json::parse(s.begin(), s.end(), nullptr, false);
-  if (v.is_discarded())
-    return false;
-  out = std::move(v);
-  return true;
-}
 
 bool parse_plain_success(std::string_view s, reply& rep) {
   if (!skip(s, R"({"id":)") || !skip_uint(s, rep.id))
     return false;
   if (skip(s, R"(,"type":"chunk","seq":)")) {
     // A chunk as the worker spells it: {"id":N,"type":"chunk","seq":S,"data":X}.
-    if (!skip_uint(s, rep.seq) || !skip(s, R"(,"data":)") || !parse_last_member(s, rep.result))
+    if (!skip_uint(s, rep.seq) || !skip(s, R"(,"data":)") || !parse_closing_value(s, rep.result))
       return false;
     rep.kind = frame_kind::chunk;
     rep.success = true;
     return true;
   }
-  if (!skip(s, R"(,"success":true,"result":)") || !parse_last_member(s, rep.result))
+  if (!skip(s, R"(,"success":true,"result":)") || !parse_closing_value(s, rep.result))
     return false;
   rep.success = true;
   return true;
@@ -548,6 +535,19 @@ std::variant<request, protocol_error> parse_request(std::string_view body) {
   if (sid != j->end() && sid->is_string())
     req.session_id = sid->get<std::string>();
   return req;
+}
+
+bool parse_closing_value(std::string_view s, json& out) {
+  if (s.size() < 2 || s.back() != '}')
+    return false;
+  s.remove_suffix(1);
+  if (parse_plain_string(s, out))
+    return true;
+  auto v = json::parse(s.begin(), s.end(), nullptr, false);
+  if (v.is_discarded())
+    return false;
+  out = std::move(v);
+  return true;
 }
 
 } // namespace dspex::bridge

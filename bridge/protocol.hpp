@@ -149,6 +149,12 @@ bool is_valid_utf8(std::string_view s) noexcept;
 std::variant<reply, protocol_error> parse_reply(std::string_view body,
                                                 std::size_t max_depth = default_max_json_depth);
 
+/// The JSON value V of a text `V}` (the last member of an envelope whose
+/// head was matched as text): false when it is not exactly that. What the
+/// fast paths of reply parsing use, here and in remote_protocol.cpp, so
+/// that only the result goes through the JSON parser.
+bool parse_closing_value(std::string_view s, json& out);
+
 /// Parses a frame body as a request (the worker's side; used by tests); never throws.
 std::variant<request, protocol_error> parse_request(std::string_view body);
 

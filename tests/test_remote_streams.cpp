@@ -167,6 +167,36 @@ struct remote_streams_fixture {
 
 TEST_SUITE("remote streams") {
 
+TEST_CASE("a reply text: the fast path for a plain success gives what the full parse gives") {
+  // What parse_reply must equal: the text parsed whole, its result taken.
+  auto whole = [](const std::string& text) -> std::optional<json> {
+    auto j = json::parse(text, nullptr, false);
+    if (!j.is_object() || j.value("ok", false) != true || !j.contains("result"))
+      return std::nullopt;
+    return j["result"];
+  };
+  std::vector<std::string> texts;
+  for (const json& v : {json::object(), json{{"status", "ok"}, {"pid", 12}, {"uptime_s", 0.25}},
+                        json("pl\"ain\\ \u00e9 \n"), json(""), json(-3), json(1.5e300), json(nullptr),
+                        json(true), json::array({1, json::array(), json::object()}),
+                        json{{"}", "{"}, {"a", json::array({"}"})}}})
+    texts.push_back(remote::reply_text(v));
+  const std::string head = R"({"app":"dspex","protocol":1,"ok":true,"result":)";
+  for (const char* tail : {R"(1,"extra":2})", R"(1,"result":2})", R"({"a":1}  )", R"(})", R"("a"}x)",
+                           R"("a"}})", R"([1,2})", R"("\u0041"})", R"("a\x"})", "\"\xff\"}", R"(01})",
+                           R"(nul})", R"(1 })", R"( 1})"})
+    texts.push_back(head + tail);
+  texts.push_back(remote::reply_text(make_error(errc::unavailable, "gone")));
+  for (const auto& t : texts) {
+    CAPTURE(t);
+    auto fast = remote::parse_reply(t);
+    auto expected = whole(t);
+    REQUIRE(static_cast<bool>(fast) == expected.has_value());
+    if (expected)
+      CHECK(*fast == *expected);
+  }
+}
+
 TEST_CASE("a hello says whether its caller wants a request link; without the field it does") {
   bool wants = false;
   CHECK(remote::check_hello(remote::hello_text(), &wants).empty());

@@ -1,5 +1,7 @@
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
 
+#include <dspex/bridge/protocol.hpp>
+
 #include <arpa/inet.h>
 
 namespace dspex::remote {
@@ -14,7 +16,9 @@ json stamped(json j) {
 
 json parse_object(const std::string& text) {
   auto j = json::parse(text, nullptr, false);
-  return j.is_object() ? j : json();
+  if (!j.is_object())
+    return json();
+  return j;  // (not `cond ? j : json()`: that copies the whole tree)
 }
 
 std::string dump(const json& j) {
@@ -292,6 +296,15 @@ caf::expected<json> parse_reply(const std::string& text, std::size_t max_depth) 
   if (bridge::text_depth_exceeds(text, bridge::envelope_depth(max_depth)))
     return make_error(errc::result_too_deep,
                       bridge::depth_message("the remote node's reply", max_depth));
+  // A success exactly as reply_text writes it: only the result is parsed,
+  // no envelope object is built (its map was most of a remote_pool's
+  // parse). Anything else takes the full parse below, with the same verdict.
+  static const std::string ok_head = stamp_prefix() + ",\"ok\":true,\"result\":";
+  if (text.size() > ok_head.size() && text.compare(0, ok_head.size(), ok_head) == 0) {
+    json result;
+    if (bridge::parse_closing_value(std::string_view(text).substr(ok_head.size()), result))
+      return result;
+  }
   auto j = parse_object(text);
   if (!j.is_object())
     return make_error(errc::protocol_error, "the remote node's reply is not a JSON object");
