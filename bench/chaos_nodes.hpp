@@ -17,7 +17,8 @@
 // is down, stopped or cut off against before the faults, whether the killed
 // and the partitioned members rejoined (routed to again; must be yes), and
 // failover times (a fault -> the last request in flight then answered; a
-// restart -> routed to again).
+// restart or a heal -> routed to again; the load goes on until the healed
+// member is routed to, at most 10 s past the fault phase).
 // --assert makes a must-be figure the exit status 1.
 #pragma once
 
