@@ -317,7 +317,6 @@ bool parse_plain_string(std::string_view v, json& out) {
   return true;
 }
 
-
 bool parse_plain_success(std::string_view s, reply& rep) {
   if (!skip(s, R"({"id":)") || !skip_uint(s, rep.id))
     return false;
