@@ -245,12 +245,6 @@ bool skip(std::string_view& s, std::string_view prefix) {
   return true;
 }
 
-// The successful reply exactly as the Python worker spells it,
-// {"id":N,"success":true,"result":R}: only R goes through the JSON parser,
-// and no envelope object is built (three keys, three allocations and a map
-// per reply, the largest user-space item of the host's profile). Anything
-// else, valid or not, is left to the full parse, so verdicts and results
-// are the same either way.
 // An unsigned JSON integer at the start of `s`, taken off it. No sign, no
 // blank; out of range (above uint64) the full parse calls it not an id.
 bool skip_uint(std::string_view& s, std::uint64_t& n) {
@@ -317,6 +311,12 @@ bool parse_plain_string(std::string_view v, json& out) {
   return true;
 }
 
+// The successful reply exactly as the Python worker spells it,
+// {"id":N,"success":true,"result":R}: only R goes through the JSON parser,
+// and no envelope object is built (three keys, three allocations and a map
+// per reply, the largest user-space item of the host's profile). Anything
+// else, valid or not, is left to the full parse, so verdicts and results
+// are the same either way.
 bool parse_plain_success(std::string_view s, reply& rep) {
   if (!skip(s, R"({"id":)") || !skip_uint(s, rep.id))
     return false;
