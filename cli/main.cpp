@@ -10,6 +10,7 @@
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/node/node.hpp>
 #include <dspex/bridge/descriptor_limit.hpp>
+#include <dspex/bridge/json_limits.hpp>
 #include <dspex/metrics/exporter.hpp>
 
 #include <CLI/CLI.hpp>
@@ -489,6 +490,16 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*exec) {
+    // No node takes args deeper than the limit, and copying and writing
+    // them here would recurse that deep: refused before the parse, as a
+    // node would refuse them.
+    if (bridge::text_depth_exceeds(exec_args, bridge::max_json_depth_limit))
+      return cli::print_reply(
+        json{{"ok", false},
+             {"error", {{"class", "invalid_request"},
+                        {"message", bridge::depth_message("the args", bridge::max_json_depth_limit)
+                                      + "; no node accepts more"}}}},
+        exec_compact);
     auto args = json::parse(exec_args, nullptr, false);
     if (!args.is_object())
       return fail("args must be a JSON object, found: " + exec_args);

@@ -630,7 +630,9 @@ TEST_CASE_FIXTURE(run_fixture, "control socket of a real dspex run: 20,000 and 1
     CHECK(contains(error_message(r), "max_json_depth"));
     REQUIRE_MESSAGE(alive(), node->output());
   }
-  // The CLI client too (its own process parses and sends the text).
+  // The CLI client too: args deeper than any node takes (max_json_depth_limit)
+  // are refused in its own process, before it copies them (which would
+  // recurse that deep), with the class a node would answer.
   int code = 0;
   auto out = run_cli(loop, {"exec", "echo", deep_args_text(20000), "--control", sock}, &code);
   CHECK(code == 1);
