@@ -493,12 +493,14 @@ TEST_CASE_FIXTURE(remote_fixture, "a listening node whose io loop has its own th
 TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames: the node's memory stays bounded (io loop on its own thread)") {
   // With the io loop on a thread of its own (DSPEX_IO_THREAD=1, embedders
   // without the io scheduler) the link is read on one thread and its frames
-  // taken by the router on another, with nothing but the router's pace
-  // between them: a caller's flood of cancels for ids it never used (each
-  // answered by nothing, so no write ever pushes back) must not pile up in
-  // the router's mailbox.
+  // taken by the router on another: a caller's flood of cancels for ids it
+  // never used (each answered by nothing, so no write ever pushes back)
+  // must not pile up in the router's mailbox when the router is the slower
+  // (link_unread_bound: the link stops reading). An ASan build's router is
+  // (RSS grew by 268 MiB there before the bound); its quarantine, which
+  // holds freed memory back, is off so that RSS says what is live.
   write_configs();
-  b = start(b_cfg, b_sock, {{"DSPEX_IO_THREAD", "1"}});
+  b = start(b_cfg, b_sock, {{"DSPEX_IO_THREAD", "1"}, {"ASAN_OPTIONS", "detect_leaks=0:quarantine_size_mb=0"}});
   // The caller: an actor system of its own, which gets a token by a hello.
   caf::actor_system_config cc;
   cc.load<caf::io::middleman>();
@@ -546,7 +548,7 @@ TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames:
   MESSAGE("sent " << sent / (1 << 20) << " MiB of cancels; node RSS " << rss_before / 1024 << " -> "
                   << rss_most / 1024 << " MiB at most");
   CHECK(sent > (64u << 20));
-  CHECK(rss_most < rss_before + 192 * 1024);
+  CHECK(rss_most < rss_before + 128 * 1024);
   ::close(fd);
   // The node serves on.
   start_local();

@@ -209,6 +209,69 @@ TEST_CASE("a hello says whether its caller wants a request link; without the fie
   CHECK_FALSE(wants);
 }
 
+TEST_CASE("a request link whose owner does not take its frames stops reading, and reads on once they are taken") {
+  // The owner: an actor that does not receive until told, so every frame
+  // the link reads waits in its mailbox (link_unread_bound).
+  caf::actor_system_config cc;
+  caf::actor_system sys{cc};
+  caf::scoped_actor owner{sys};
+  auto loop = std::make_shared<bridge::io_loop>();
+  boost::asio::ip::tcp::acceptor acc(loop->context(), {boost::asio::ip::make_address("127.0.0.1"), 0});
+  int peer = connect_loopback(acc.local_endpoint().port());
+  boost::asio::ip::tcp::socket sock(loop->context());
+  acc.accept(sock);
+  auto link = std::make_shared<remote::request_link>(loop, std::move(sock), 1 << 20);
+  link->start(owner->address(), 0, false);
+  // The peer writes cancels until the kernel takes no more for a second.
+  std::string flood;
+  for (std::uint64_t id = 1; flood.size() < (1u << 20); ++id)
+    remote::append_link_frame(flood, remote::link_kind::cancel, id);
+  auto push = [&](std::chrono::milliseconds stall) {
+    std::size_t sent = 0;
+    auto quiet_since = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - quiet_since < stall && sent < (256u << 20)) {
+      auto n = ::send(peer, flood.data(), flood.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+        quiet_since = std::chrono::steady_clock::now();
+        flood = flood.substr(static_cast<std::size_t>(n)) + flood.substr(0, static_cast<std::size_t>(n));
+      } else {
+        std::this_thread::sleep_for(5ms);
+      }
+    }
+    return sent;
+  };
+  const auto sent = push(1000ms);
+  // What waits in the mailbox: about link_unread_bound (one read past it),
+  // not what was sent; the rest waits in the kernel, and the peer stalled.
+  std::size_t frames = 0, events = 0;
+  auto take_all = [&] {
+    bool more = true;
+    while (more)
+      owner->receive([&](remote::link_event& ev) { frames += ev.bodies.size(), ++events; },
+                     caf::after(std::chrono::milliseconds(200)) >> [&] { more = false; });
+  };
+  const auto waiting = owner->mailbox().size();
+  MESSAGE("sent " << sent / 1024 << " KiB before the peer stalled; " << waiting << " events waiting");
+  CHECK(sent < (256u << 20));
+  CHECK(waiting <= 64);
+  // Taken: the link reads on, and what the peer could not send goes.
+  take_all();
+  const auto first = frames;
+  CHECK(first > 0);
+  push(1000ms);
+  take_all();
+  CHECK(frames > first);
+  // The link goes before the loop it holds (its last handler must not be
+  // the one that destroys the loop, on the loop's own thread).
+  link->close();
+  std::weak_ptr<remote::request_link> gone = link;
+  link.reset();
+  take_all();
+  ::close(peer);
+  CHECK(wait_until([&] { return gone.expired(); }, 10s));
+}
+
 TEST_CASE("a request link frame: each kind reads back as written; a bad one is a protocol_error") {
   std::string out;
   remote::append_link_frame(out, remote::link_kind::hello, 0, "token");

@@ -182,7 +182,7 @@ void request_link::read_hello() {
           one.push_back(std::move(self->hello_body_));
           self->deliver(std::move(one));
           if (!self->done_)
-            self->read_more();
+            self->read_on();
         });
     });
 }
@@ -205,16 +205,53 @@ void request_link::read_more() {
       if (!bodies.empty())
         self->deliver(std::move(bodies));
       if (!self->done_)
+        self->read_on();
+    });
+}
+
+void request_link::read_on() {
+  if (unread_.load() > link_unread_bound) {
+    paused_.store(true);
+    // The owner may have taken them all between the check and the store:
+    // then exactly one of it (taken) and this reads on.
+    if (unread_.load() > link_unread_bound || !paused_.exchange(false))
+      return;
+  }
+  read_more();
+}
+
+void request_link::taken(std::size_t bytes) {
+  if (unread_.fetch_sub(bytes) - bytes <= link_unread_bound && paused_.exchange(false))
+    loop_->post([self = shared_from_this()] {
+      if (!self->done_)
         self->read_more();
     });
 }
 
 void request_link::deliver(std::vector<std::string> bodies) {
+  // What the frames hold in the owner's mailbox, the strings' own share
+  // included, until the event's last copy gives it back.
+  std::size_t bytes = 0;
+  for (auto& b : bodies)
+    bytes += b.size() + sizeof(std::string);
+  unread_ += bytes;
+  struct credit_back {
+    credit_back(std::weak_ptr<request_link> l, std::size_t n) : link(std::move(l)), bytes(n) {}
+    credit_back(const credit_back&) = delete;
+    credit_back& operator=(const credit_back&) = delete;
+    ~credit_back() {
+      if (auto l = link.lock())
+        l->taken(bytes);
+    }
+    std::weak_ptr<request_link> link;
+    std::size_t bytes;
+  };
   link_event ev;
   ev.what = link_event::frames;
   ev.link = shared_from_this();
   ev.bodies = std::move(bodies);
   ev.generation = generation_;
+  ev.credit = std::make_shared<credit_back>(weak_from_this(), bytes);
   if (auto a = caf::actor_cast<caf::actor>(owner_))
     caf::anon_send(a, std::move(ev));
   else

@@ -68,6 +68,14 @@ inline constexpr std::size_t link_hello_max_bytes = 256;
 inline constexpr int link_keepalive_s = 2;
 inline constexpr unsigned link_user_timeout_ms = 10000;
 
+/// Bytes of frames a link hands its owner that the owner has not yet taken
+/// (its link_event messages still in the mailbox). Past it the link reads
+/// no more until they are taken: with the io loop on a thread of its own,
+/// a peer's cheap frames (cancels, acks) could otherwise be read faster than
+/// the owner takes them and pile up in its mailbox. One read's frames always
+/// go, so a frame of any allowed size passes.
+inline constexpr std::size_t link_unread_bound = 1 << 20;
+
 /// A link port's counters, shared by its listener and its links.
 struct link_port_counters {
   std::atomic<std::size_t> live{0};       ///< links whose socket exists
@@ -103,6 +111,9 @@ struct link_event {
   /// for it, without holding it (a timer must not keep a link alive, nor
   /// its count against the cap).
   const request_link* key = nullptr;
+  /// frames: gives the bytes back to the link (link_unread_bound) when the
+  /// last copy of this event is gone: handled, or dropped with a dead owner.
+  std::shared_ptr<void> credit;
 };
 
 class request_link : public std::enable_shared_from_this<request_link> {
@@ -137,6 +148,8 @@ public:
 private:
   void read_hello();
   void read_more();
+  void read_on();  // read_more, unless link_unread_bound is passed: then paused
+  void taken(std::size_t bytes);  // any thread: the owner took that many
   void deliver(std::vector<std::string> bodies);
   void shut();  // on the loop: closes the socket, drops what waits
   void fail(std::string why);
@@ -155,6 +168,8 @@ private:
   std::string writing_;  // handed to async_write; not empty while it runs
   std::string pending_;  // queued behind it
   bool done_ = false;    // closed or failed: nothing more is read or written
+  std::atomic<std::size_t> unread_{0};  // delivered, not yet taken by the owner
+  std::atomic<bool> paused_{false};     // no read outstanding until taken() resumes
   std::shared_ptr<link_port_counters> counters_;
 };
 
