@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <unistd.h>
 
 namespace dspex::bridge {
@@ -35,18 +36,22 @@ std::string run_of_scope(const std::string& scope) {
 int sweep_scope(const std::string& scope) {
   if (scope.empty())
     return 0;
-  int killed = 0;
+  // Passes until one finds nobody new (a process may start another while
+  // it is read); one killed stays visible until reaped, and counts once.
+  std::set<pid_t> killed;
   for (int pass = 0; pass < 8; ++pass) {
     int found = 0;
     for_each_pid([&](pid_t pid) {
-      if (pid != ::getpid() && scope_of(pid) == scope && ::kill(pid, SIGKILL) == 0)
+      if (pid != ::getpid() && killed.count(pid) == 0 && scope_of(pid) == scope
+          && ::kill(pid, SIGKILL) == 0) {
+        killed.insert(pid);
         ++found;
+      }
     });
-    killed += found;
     if (found == 0)
       break;
   }
-  return killed;
+  return static_cast<int>(killed.size());
 }
 
 } // namespace dspex::bridge
