@@ -553,7 +553,8 @@ TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames:
   // The node serves on.
   start_local();
   REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
-  CHECK(exec_far("ping").value("ok", false));
+  auto pong = exec_far("ping");
+  CHECK_MESSAGE(pong.value("ok", false), pong.dump());
 }
 
 TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at once, long handshake timeout or not") {

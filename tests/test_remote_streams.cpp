@@ -244,24 +244,43 @@ TEST_CASE("a request link whose owner does not take its frames stops reading, an
   const auto sent = push(1000ms);
   // What waits in the mailbox: about link_unread_bound (one read past it),
   // not what was sent; the rest waits in the kernel, and the peer stalled.
-  std::size_t frames = 0, events = 0;
-  auto take_all = [&] {
+  // Held here, the events keep their credit: the link stays paused.
+  std::size_t frames = 0;
+  std::vector<remote::link_event> held;
+  constexpr std::uint64_t given_back = 99;  // (the link's own tag is 0)
+  auto receive_all = [&](bool hold) {
     bool more = true;
     while (more)
-      owner->receive([&](remote::link_event& ev) { frames += ev.bodies.size(), ++events; },
-                     caf::after(std::chrono::milliseconds(200)) >> [&] { more = false; });
+      owner->receive(
+        [&](remote::link_event& ev) {
+          if (ev.generation != given_back)
+            frames += ev.bodies.size();
+          if (hold)
+            held.push_back(std::move(ev));
+        },
+        caf::after(std::chrono::milliseconds(200)) >> [&] { more = false; });
   };
-  const auto waiting = owner->mailbox().size();
-  MESSAGE("sent " << sent / 1024 << " KiB before the peer stalled; " << waiting << " events waiting");
+  receive_all(true);
+  MESSAGE("sent " << sent / 1024 << " KiB before the peer stalled; " << held.size() << " events waiting");
   CHECK(sent < (256u << 20));
-  CHECK(waiting <= 64);
+  CHECK(held.size() <= 64);
   // Taken: the link reads on, and what the peer could not send goes.
-  take_all();
   const auto first = frames;
   CHECK(first > 0);
+  // Given back through the mailbox, so that their credit returns inside
+  // CAF, as in the node (tsan.supp: CAF's own handover is invisible to TSan).
+  for (auto& ev : held) {
+    ev.generation = given_back;
+    owner->send(owner, std::move(ev));
+  }
+  held.clear();
+  auto take_all = [&] { receive_all(false); };
+  take_all();
+  CHECK(frames > first);  // what the kernel held
+  const auto second = frames;
   push(1000ms);
   take_all();
-  CHECK(frames > first);
+  CHECK(frames > second);  // and what the peer sends now
   // The link goes before the loop it holds (its last handler must not be
   // the one that destroys the loop, on the loop's own thread).
   link->close();
@@ -510,7 +529,7 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "the router as a peer sees it: a bound
       .receive([&](std::string& t) { reply = t; }, [](caf::error&) {});
     auto r = remote::parse_reply(reply);
     REQUIRE_FALSE(r);
-    CHECK(is(r.error(), errc::invalid_request));
+    CHECK_MESSAGE(is(r.error(), errc::invalid_request), reply.substr(0, 300));
     return detail_of(r.error());
   };
   CHECK(bad_exec(remote::exec_text(req, "", 7, false)).find("in flight already") != std::string::npos);
