@@ -294,12 +294,13 @@ json node::status() {
     groups[name] = r.is_object() ? r : json{{"state", "restarting"}};
   }
   json listening = nullptr;
-  if (d.router)
+  if (d.router) {
+    auto r = ask(self, d.router, caf::make_message(status_atom::value));
     listening = {{"host", d.listen_host}, {"port", d.listen_port}, {"tls", d.listen_tls},
                  {"guard", d.guard ? d.guard->counters() : json(nullptr)},
-                 {"request_link", d.link_listener
-                                    ? ask(self, d.router, caf::make_message(status_atom::value))
-                                    : json(nullptr)}};
+                 {"dropped_messages", r.value("dropped_messages", json(nullptr))},
+                 {"request_link", d.link_listener ? r.value("request_link", json(nullptr)) : json(nullptr)}};
+  }
   return json{{"mode", to_string(d.mode)},
               {"remotes", remotes},
               {"groups", groups},

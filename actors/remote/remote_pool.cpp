@@ -535,6 +535,7 @@ void on_link_frames(remote_actor* self, std::vector<std::string>& bodies) {
 
 caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
   self->state.cfg = std::move(cfg);
+  remote::drop_unexpected(self, self->state.bad_messages);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (st.router && msg.source == st.router.address())

@@ -85,6 +85,8 @@ struct router_state {
   /// the peer, or failed: an oversized frame, a peer that does not read).
   /// (Refused over the cap: the listener's counters.)
   std::uint64_t link_timeouts = 0, link_bad = 0, link_lost = 0, link_opened = 0;
+  /// Messages of no kind the router takes (remote::drop_unexpected).
+  std::uint64_t dropped_messages = 0;
   static inline const char* name = "dspex.router";
 
   router_state() = default;
@@ -430,6 +432,7 @@ void offer_link(router_actor* self, json& reply) {
 
 caf::behavior router(router_actor* self, router_hooks hooks) {
   self->state.hooks = std::move(hooks);
+  remote::drop_unexpected(self, self->state.dropped_messages);
   // A remote caller gone (its node died or disconnected, or the actor
   // exited): everything it runs here is cancelled.
   self->set_down_handler([self](caf::down_msg& dm) {
@@ -502,16 +505,18 @@ caf::behavior router(router_actor* self, router_hooks hooks) {
     },
     [self](remote::link_event& ev) { on_link_event(self, ev); },
     [self](lflush_atom) { flush_links(self); },
-    // node::status: the request link's counters (null: no link port).
+    // node::status: what was dropped, and the request link's counters
+    // (null: no link port).
     [self](status_atom) -> json {
       auto& st = self->state;
-      if (st.hooks.link_port == 0)
-        return nullptr;
-      return json{{"port", st.hooks.link_port},      {"open", st.links.size()},
-                  {"opened", st.link_opened},
-                  {"refused", st.hooks.link_counters ? st.hooks.link_counters->refused.load() : 0},
-                  {"handshake_timeouts", st.link_timeouts}, {"bad", st.link_bad},
-                  {"lost", st.link_lost}};
+      json link = nullptr;
+      if (st.hooks.link_port != 0)
+        link = json{{"port", st.hooks.link_port},      {"open", st.links.size()},
+                    {"opened", st.link_opened},
+                    {"refused", st.hooks.link_counters ? st.hooks.link_counters->refused.load() : 0},
+                    {"handshake_timeouts", st.link_timeouts}, {"bad", st.link_bad},
+                    {"lost", st.link_lost}};
+      return json{{"dropped_messages", st.dropped_messages}, {"request_link", std::move(link)}};
     },
     [self](remote::rstatus_atom, const std::string& text) -> caf::result<std::string> {
       if (auto why = remote::check_hello(text); !why.empty())

@@ -43,6 +43,7 @@
 
 #include <caf/atom.hpp>
 #include <caf/expected.hpp>
+#include <caf/scheduled_actor.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -150,5 +151,18 @@ caf::expected<batch_head> parse_batch_head(const std::string& text, std::size_t 
 
 /// The errc named `name` ("node_down"), if any.
 std::optional<errc> errc_named(const std::string& name);
+
+/// For an actor a peer can address over BASP (the router, a remote_pool):
+/// a message of no kind it takes is counted in `counter` and dropped, its
+/// sender (if it asked) told unexpected_message. CAF's default prints the
+/// whole message to stdout: a peer could write what it likes, as large as
+/// a message may be, into the operator's log.
+template <class Actor>
+void drop_unexpected(Actor* self, std::uint64_t& counter) {
+  self->set_default_handler([&counter](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+    ++counter;
+    return caf::sec::unexpected_message;
+  });
+}
 
 } // namespace dspex::remote
