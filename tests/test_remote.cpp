@@ -157,6 +157,11 @@ struct remote_fixture {
     return s.contains("remotes") ? s["remotes"]["far"].value("state", "") : "";
   }
   json far() { return status(a_sock)["remotes"]["far"]; }
+  // What both nodes said, for a failure's message.
+  std::string outputs() {
+    return "far: " + status(a_sock)["remotes"]["far"].dump() + "\nremote node:\n"
+           + (b ? b->output() : "") + "\nlocal node:\n" + (a ? a->output() : "");
+  }
 
   json exec_far(const std::string& cmd, json args = json::object()) {
     return cli::control_call(
@@ -211,7 +216,7 @@ TEST_CASE_FIXTURE(remote_fixture, "requests through a remote_pool reach the remo
   write_configs();
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   auto remote_pids = worker_pids(status(b_sock));
   auto local_pids = worker_pids(status(a_sock));
   REQUIRE(remote_pids.size() == 2);
@@ -262,7 +267,7 @@ TEST_CASE_FIXTURE(remote_fixture, "SIGKILL of the remote node: node_down for eve
   write_configs();
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   auto local_pid = a->proc->pid();
 
   // Requests that only node_down can end: fault_hang never answers and the
@@ -291,7 +296,7 @@ TEST_CASE_FIXTURE(remote_fixture, "SIGKILL of the remote node: node_down for eve
 
   // A new remote node on the same port: the local node reconnects by itself.
   start_remote();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }, 60s));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }, 60s), outputs());
   auto remote_pids = worker_pids(status(b_sock));
   auto r = exec_far("ping");
   REQUIRE_MESSAGE(r.value("ok", false), r.dump());
@@ -305,7 +310,7 @@ TEST_CASE_FIXTURE(remote_fixture, "a hung remote node (SIGSTOP) is dropped by th
   write_configs();
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   json reply;
   std::thread caller([&] { reply = exec_far("fault_hang"); });
   REQUIRE(wait_until([&] { return far()["in_flight"] == 1; }));
@@ -322,7 +327,7 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS with a CA made here: mutual authenticatio
   write_configs({{"tls", tls("remote")}}, {{"tls", tls("local")}}, {{"tls", true}});
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }, 30s));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }, 30s), outputs());
   auto remote_pids = worker_pids(status(b_sock));
   auto r = exec_far("ping");
   REQUIRE_MESSAGE(r.value("ok", false), r.dump());
@@ -372,7 +377,7 @@ TEST_CASE_FIXTURE(remote_fixture, "TLS churn: third parties of every kind come a
   write_configs({{"tls", tls("remote")}}, {{"tls", tls("local")}}, {{"tls", true}});
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }, 30s));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }, 30s), outputs());
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, failed{0};
   std::string first_failure;
@@ -421,7 +426,7 @@ TEST_CASE_FIXTURE(remote_fixture, "request_link false: the same requests, stream
   write_configs({{"request_link", false}});
   start_remote();
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   CHECK(far()["link"] == "none");
   CHECK(status(b_sock)["listen"]["request_link"].is_null());
   auto remote_pids = worker_pids(status(b_sock));
@@ -463,7 +468,7 @@ TEST_CASE_FIXTURE(remote_fixture, "the request link cut under load: each request
   CHECK(ok + down == 120);
   CHECK(other == 0);
   CHECK(down >= 1);
-  REQUIRE(wait_until([&] { return far()["link"] == "up" && far_state() == "connected"; }, 30s));
+  REQUIRE_MESSAGE(wait_until([&] { return far()["link"] == "up" && far_state() == "connected"; }, 30s), outputs());
   CHECK(far()["links"] == 2);
   CHECK(far()["in_flight"] == 0);
   CHECK(exec_far("ping").value("ok", false));
@@ -550,7 +555,10 @@ TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames:
   CHECK(sent > (64u << 20));
   CHECK(rss_most < rss_before + 128 * 1024);
   ::close(fd);
-  // The node serves on.
+  // The node serves on, once it has taken what the kernel still held for the
+  // link (under a sanitizer that takes seconds, in which a node connecting
+  // meanwhile could miss heartbeats).
+  REQUIRE_MESSAGE(wait_until([&] { return status(b_sock)["listen"]["request_link"]["open"] == 0; }, 20s), status(b_sock)["listen"].dump() << b->output());
   start_local();
   REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
   auto pong = exec_far("ping");
@@ -571,7 +579,7 @@ TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at on
   }
   CHECK(wait_until([&] { return links()["open"] == 0; }, 20s));
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   CHECK(far()["link"] == "up");
   CHECK(links()["refused"] == 0);
   CHECK(links()["bad"] == 12);
@@ -589,7 +597,7 @@ TEST_CASE_FIXTURE(remote_fixture, "a link the router refuses: the remote_pool se
     strangers.push_back(connect_loopback(link_port));
   REQUIRE(wait_until([&] { return links()["open"] == 3; }, 20s));
   start_local();
-  REQUIRE(wait_until([&] { return far_state() == "connected"; }));
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }), outputs());
   CHECK(far()["link"] == "none");
   CHECK_MESSAGE(far().value("link_note", "").find("request link") != std::string::npos, far().dump());
   for (int i = 0; i < 5; ++i)
