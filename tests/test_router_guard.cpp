@@ -7,7 +7,11 @@
 #include <doctest/doctest.h>
 
 #include <dspex/actors/node/config.hpp>
+#include <dspex/actors/remote/detail/remote_protocol.hpp>
 #include <dspex/cli/control.hpp>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
@@ -202,6 +206,40 @@ TEST_CASE("out of descriptors: connections are shed, the node does not spin, and
     ::close(fd);
   CHECK(wait_until([&] { return n.remote_ping(); }, 30s));
   CHECK(n.guard()["refused"].get<int>() > 0);
+}
+
+TEST_CASE("a peer cannot reach another node through a listening node, nor speak as it") {
+  // The peer (this process) is connected to both nodes. It sends to b's
+  // router as c's router: CAF sends that as a routed message naming c as
+  // its source, which b would believe, and answer c through the peer.
+  guarded_node b, c;
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  auto rb = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
+  auto rc = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(c.port));
+  REQUIRE(rb);
+  REQUIRE(rc);
+  caf::scoped_actor self{sys};
+  self->monitor(*rb);
+  caf::send_as(*rc, *rb, remote::rhello_atom::value, remote::hello_text(false));
+  // b closes that connection: every proxy of its actors here goes down.
+  bool down = false;
+  self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
+  CHECK(down);
+  CHECK_MESSAGE(b.guard()["relays_refused"] == 1, b.status().dump() << b.p->output());
+  // Nothing reached c: its router dropped nothing, and serves.
+  std::this_thread::sleep_for(300ms);
+  CHECK(c.status()["listen"]["dropped_messages"] == 0);
+  CHECK(c.remote_ping());
+  // b serves the same peer again, as itself, on a new connection.
+  auto again = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
+  REQUIRE(again);
+  std::string hello;
+  self->request(*again, 10s, remote::rhello_atom::value, remote::hello_text(false))
+    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  CHECK(remote::parse_reply(hello));
+  CHECK(b.remote_ping());
 }
 
 TEST_CASE("listen limits are config errors when out of range") {

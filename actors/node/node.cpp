@@ -300,6 +300,8 @@ json node::status() {
   json listening = nullptr;
   if (d.router) {
     auto r = ask(self, d.router, caf::make_message(status_atom::value));
+    if (!r.is_object())
+      r = json::object();  // no answer within the ask's bound: unknown
     listening = {{"host", d.listen_host}, {"port", d.listen_port}, {"tls", d.listen_tls},
                  {"guard", d.guard ? d.guard->counters() : json(nullptr)},
                  {"dropped_messages", r.value("dropped_messages", json(nullptr))},

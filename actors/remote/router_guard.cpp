@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <caf/io/basp/connection_state.hpp>
 #include <caf/io/basp/header.hpp>
+#include <caf/io/basp/instance.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/system_messages.hpp>
 
@@ -48,6 +49,7 @@ std::atomic<int> nports{0};
 std::atomic<std::uint32_t> max_payload{default_max_remote_message_bytes};
 std::atomic<std::uint32_t> max_asked{0};  // the largest any node set; 0: none did
 std::atomic<std::uint64_t> oversized{0};
+std::atomic<std::uint64_t> relays{0};
 int spare_fd = -1;  // the descriptor given up to shed a connection on EMFILE
 
 ino_t inode_of(int fd) {
@@ -190,9 +192,38 @@ connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_
                              caf::io::basp::header& hdr, bool is_payload)
   __asm__(DSPEX_BASP_HANDLE);
 
+namespace {
+
+// Whether a payload that names its source and destination node (a routed
+// message, a monitor or down message) comes from the peer on this
+// connection and is for this node. CAF 0.17 forwards one for another node
+// to it and takes the source it names on trust: through a listening node,
+// any peer could reach the nodes it is connected to, as any other node.
+// dspex connects every remote_pool directly, so it never needs either.
+bool own_route(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
+               const caf::io::basp::header& hdr) {
+  using caf::io::basp::message_type;
+  if (hdr.operation != message_type::routed_message && hdr.operation != message_type::monitor_message
+      && hdr.operation != message_type::down_message)
+    return true;
+  caf::binary_deserializer source{ctx, dm.buf};
+  caf::node_id from, to;
+  if (source(from, to))
+    return true;  // unreadable: CAF refuses it itself
+  auto* basp = static_cast<caf::io::basp::instance*>(self);
+  return to == basp->this_node() && from == basp->tbl().lookup_direct(dm.handle);
+}
+
+} // namespace
+
 connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
                              caf::io::basp::header& hdr, bool is_payload) {
   static const auto next = real<handle_fn>(DSPEX_BASP_HANDLE);
+  if (is_payload && nports.load(std::memory_order_acquire) > 0 && !own_route(self, ctx, dm, hdr)) {
+    // Closes this connection alone, as for an oversized header.
+    relays.fetch_add(1, std::memory_order_relaxed);
+    return connection_state::malformed_basp_message;
+  }
   auto res = next(self, ctx, dm, hdr, is_payload);
   if (is_payload)
     return res;
@@ -267,6 +298,7 @@ nlohmann::json router_guard::counters() const {
           {"handshake_timeouts", st_->handshake_timeouts},
           {"handshake_timeout_ms", st_->limits.handshake_timeout.count()},
           {"oversized_messages", oversized.load()},
+          {"relays_refused", relays.load()},
           {"max_message_bytes", max_payload.load()},
           {"guard_active", active()}};
 }

@@ -1,7 +1,7 @@
 // The guard on CAF 0.17's network path: what the middleman does not bound
 // by itself, dspex bounds here, without a second hop.
 //
-// CAF 0.17.6 (Debian's libcaf-io, libcaf-openssl) has four holes that an
+// CAF 0.17.6 (Debian's libcaf-io, libcaf-openssl) has five holes that an
 // outside client can use against a listening node:
 // - a BASP header's payload_len is trusted: 32 bytes make the broker
 //   allocate and zero-fill up to 4 GiB before the payload arrives;
@@ -14,7 +14,14 @@
 //   only in a log statement Debian's build compiles out), so a failed
 //   handshake of one client leaves an error that makes SSL_get_error report
 //   SSL_ERROR_SSL on the next healthy connection's read: TLS links drop
-//   whenever another client comes or goes.
+//   whenever another client comes or goes;
+// - a routed message (and a monitor or down message) names its source and
+//   destination node, and BASP believes both: it forwards one meant for
+//   another node there, and takes one "from" any node as from it. Through
+//   a listening node a peer reaches every node that node is connected to,
+//   and speaks as any of them. dspex never routes (every remote_pool
+//   connects directly), so the guard closes a connection that sends one
+//   not from its own peer or not for this node.
 //
 // The dspex binary (and any executable linking the dspex library) defines
 // the functions CAF calls at those points — `accept`, SSL_read/SSL_write/
@@ -52,7 +59,8 @@ public:
   ~router_guard();
 
   /// Counters for status: connections open, refused (cap, EMFILE),
-  /// handshake timeouts, oversized headers (process-wide).
+  /// handshake timeouts, oversized headers and refused relays
+  /// (process-wide).
   nlohmann::json counters() const;
 
   /// Sets the process-wide BASP payload bound (the largest asked for wins:
