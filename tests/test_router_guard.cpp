@@ -242,6 +242,58 @@ TEST_CASE("a peer cannot reach another node through a listening node, nor speak 
   CHECK(b.remote_ping());
 }
 
+TEST_CASE("a peer's control messages are refused: the router lives, and serves every other caller") {
+  guarded_node b;
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  caf::scoped_actor self{sys};
+  auto connect = [&] {
+    auto r = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
+    REQUIRE(r);
+    return *r;
+  };
+  // Each of these would end the router, cancel another caller's requests,
+  // link the node's own actors or answer the router's own requests; b
+  // closes the connection that sent it (every proxy here goes down).
+  using send_fn = std::function<void(const caf::actor&)>;
+  std::vector<std::pair<std::string, send_fn>> attacks{
+    {"exit kill", [](const caf::actor& r) { caf::anon_send_exit(r, caf::exit_reason::kill); }},
+    {"async error", [](const caf::actor& r) { caf::anon_send(r, caf::make_error(caf::sec::runtime_error)); }},
+    {"down_msg", [](const caf::actor& r) { caf::anon_send(r, caf::down_msg{r.address(), caf::exit_reason::kill}); }},
+    {"link", [](const caf::actor& r) { caf::anon_send(r, caf::link_atom::value, caf::actor_cast<caf::strong_actor_ptr>(r)); }},
+    {"response", [&](const caf::actor& r) {
+       r->enqueue(caf::make_mailbox_element(self->ctrl(), caf::make_message_id(1).response_id(), {},
+                                            caf::make_error(caf::sec::runtime_error)),
+                  nullptr);
+     }},
+  };
+  int refused = 0;
+  for (auto& [what, attack] : attacks) {
+    CAPTURE(what);
+    auto r = connect();
+    self->monitor(r);
+    attack(r);
+    bool down = false;
+    self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
+    CHECK(down);
+    CHECK(b.guard()["messages_refused"] == ++refused);
+    CHECK(b.status()["listen"]["dropped_messages"] == 0);  // the router answers
+  }
+  // A message to one of CAF's named servers is dropped; the connection stays.
+  auto r = connect();
+  auto basp = sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
+  self->send(basp, caf::forward_atom::value, r.node(), caf::atom("ConfigServ"),
+             caf::make_message(caf::subscribe_atom::value, std::string("key")));
+  REQUIRE(wait_until([&] { return b.guard()["named_dropped"].get<int>() >= 1; }, 30s));
+  std::string hello;
+  self->request(r, 10s, remote::rhello_atom::value, remote::hello_text(false))
+    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  CHECK(remote::parse_reply(hello));
+  CHECK(b.guard()["messages_refused"] == refused);
+  CHECK(b.remote_ping());
+}
+
 TEST_CASE("listen limits are config errors when out of range") {
   auto j = default_config();
   j["listen_max_connections"] = 0;

@@ -67,7 +67,7 @@ caf::error node::listen(const tree_config& cfg) {
                                               + d.sys.render(port.error()));
   }
   d.listen_port = *port;
-  d.guard = router_guard::watch(d.sys, d.listen_port, cfg.listen_limits);
+  d.guard = router_guard::watch(d.sys, d.listen_port, d.router.id(), cfg.listen_limits);
   if (!router_guard::active())
     std::fprintf(stderr, "dspex: warning: the router port's guard is not bound in this "
                          "executable (docs/security.md): no connection cap, handshake "

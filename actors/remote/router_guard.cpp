@@ -1,9 +1,10 @@
 #include <dspex/actors/remote/detail/router_guard.hpp>
 
+#include <dspex/actors/remote/detail/basp_screen.hpp>
+
 #include <caf/all.hpp>
 #include <caf/io/basp/connection_state.hpp>
 #include <caf/io/basp/header.hpp>
-#include <caf/io/basp/instance.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/io/system_messages.hpp>
 
@@ -28,6 +29,7 @@ namespace dspex {
 
 struct router_guard::state {
   std::uint16_t port = 0;
+  caf::actor_id router = 0;  ///< the actor published on the port
   listen_limits limits;
   struct conn {
     ino_t ino = 0;  ///< the socket's inode: a reused descriptor number is not ours
@@ -49,7 +51,9 @@ std::atomic<int> nports{0};
 std::atomic<std::uint32_t> max_payload{default_max_remote_message_bytes};
 std::atomic<std::uint32_t> max_asked{0};  // the largest any node set; 0: none did
 std::atomic<std::uint64_t> oversized{0};
-std::atomic<std::uint64_t> relays{0};
+std::atomic<std::uint64_t> relays{0};            // basp_screen: relay
+std::atomic<std::uint64_t> refused_messages{0};  // basp_screen: refuse
+std::atomic<std::uint64_t> dropped{0};           // basp_screen: drop
 int spare_fd = -1;  // the descriptor given up to shed a connection on EMFILE
 
 ino_t inode_of(int fd) {
@@ -194,24 +198,14 @@ connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_
 
 namespace {
 
-// Whether a payload that names its source and destination node (a routed
-// message, a monitor or down message) comes from the peer on this
-// connection and is for this node. CAF 0.17 forwards one for another node
-// to it and takes the source it names on trust: through a listening node,
-// any peer could reach the nodes it is connected to, as any other node.
-// dspex connects every remote_pool directly, so it never needs either.
-bool own_route(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
-               const caf::io::basp::header& hdr) {
-  using caf::io::basp::message_type;
-  if (hdr.operation != message_type::routed_message && hdr.operation != message_type::monitor_message
-      && hdr.operation != message_type::down_message)
-    return true;
-  caf::binary_deserializer source{ctx, dm.buf};
-  caf::node_id from, to;
-  if (source(from, to))
-    return true;  // unreadable: CAF refuses it itself
-  auto* basp = static_cast<caf::io::basp::instance*>(self);
-  return to == basp->this_node() && from == basp->tbl().lookup_direct(dm.handle);
+// Whether `id` is the router of a port guarded here: it asks nothing of a
+// peer, so no peer answers it.
+bool is_router(caf::actor_id id) {
+  std::lock_guard<std::mutex> g(mtx);
+  for (auto& [port, weak] : ports)
+    if (auto st = weak.lock(); st && st->router == id)
+      return true;
+  return false;
 }
 
 } // namespace
@@ -219,10 +213,21 @@ bool own_route(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
 connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
                              caf::io::basp::header& hdr, bool is_payload) {
   static const auto next = real<handle_fn>(DSPEX_BASP_HANDLE);
-  if (is_payload && nports.load(std::memory_order_acquire) > 0 && !own_route(self, ctx, dm, hdr)) {
-    // Closes this connection alone, as for an oversized header.
-    relays.fetch_add(1, std::memory_order_relaxed);
-    return connection_state::malformed_basp_message;
+  if (is_payload && nports.load(std::memory_order_acquire) > 0) {
+    // Refused: closes this connection alone, as for an oversized header.
+    switch (basp_screen::screen(self, ctx, dm, hdr, is_router)) {
+      case basp_screen::verdict::pass:
+        break;
+      case basp_screen::verdict::drop:
+        dropped.fetch_add(1, std::memory_order_relaxed);
+        return connection_state::await_header;
+      case basp_screen::verdict::relay:
+        relays.fetch_add(1, std::memory_order_relaxed);
+        return connection_state::malformed_basp_message;
+      case basp_screen::verdict::refuse:
+        refused_messages.fetch_add(1, std::memory_order_relaxed);
+        return connection_state::malformed_basp_message;
+    }
   }
   auto res = next(self, ctx, dm, hdr, is_payload);
   if (is_payload)
@@ -262,9 +267,10 @@ router_guard::router_guard(caf::actor_system& sys, std::shared_ptr<state> st)
 }
 
 std::unique_ptr<router_guard> router_guard::watch(caf::actor_system& sys, std::uint16_t port,
-                                                  listen_limits limits) {
+                                                  caf::actor_id router, listen_limits limits) {
   auto st = std::make_shared<state>();
   st->port = port;
+  st->router = router;
   st->limits = limits;
   {
     std::lock_guard<std::mutex> g(mtx);
@@ -299,6 +305,8 @@ nlohmann::json router_guard::counters() const {
           {"handshake_timeout_ms", st_->limits.handshake_timeout.count()},
           {"oversized_messages", oversized.load()},
           {"relays_refused", relays.load()},
+          {"messages_refused", refused_messages.load()},
+          {"named_dropped", dropped.load()},
           {"max_message_bytes", max_payload.load()},
           {"guard_active", active()}};
 }

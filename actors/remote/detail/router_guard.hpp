@@ -15,13 +15,11 @@
 //   handshake of one client leaves an error that makes SSL_get_error report
 //   SSL_ERROR_SSL on the next healthy connection's read: TLS links drop
 //   whenever another client comes or goes;
-// - a routed message (and a monitor or down message) names its source and
-//   destination node, and BASP believes both: it forwards one meant for
-//   another node there, and takes one "from" any node as from it. Through
-//   a listening node a peer reaches every node that node is connected to,
-//   and speaks as any of them. dspex never routes (every remote_pool
-//   connects directly), so the guard closes a connection that sends one
-//   not from its own peer or not for this node.
+// - a peer's message is delivered to any actor it can name, whatever it
+//   holds: an exit_msg that kills the router, a forged down_msg, a
+//   response to a request the router made of a pool, a routed message
+//   that is relayed to the node it names or taken as from it
+//   (detail/basp_screen.hpp: the guard refuses all but what dspex sends).
 //
 // The dspex binary (and any executable linking the dspex library) defines
 // the functions CAF calls at those points — `accept`, SSL_read/SSL_write/
@@ -54,13 +52,16 @@ public:
   /// shuts down those that do not finish their handshake in time (a sweep
   /// runs on the middleman's own thread, so no descriptor is touched while
   /// CAF may close it).
+  /// `router`: the actor published there (no peer answers it anything).
+  /// Every BASP message of a process with a guarded port is screened
+  /// (detail/basp_screen.hpp).
   static std::unique_ptr<router_guard> watch(caf::actor_system& sys, std::uint16_t port,
-                                             listen_limits limits);
+                                             caf::actor_id router, listen_limits limits);
   ~router_guard();
 
   /// Counters for status: connections open, refused (cap, EMFILE),
-  /// handshake timeouts, oversized headers and refused relays
-  /// (process-wide).
+  /// handshake timeouts; process-wide: oversized headers, refused relays
+  /// and messages, dropped messages to a name.
   nlohmann::json counters() const;
 
   /// Sets the process-wide BASP payload bound (the largest asked for wins:
