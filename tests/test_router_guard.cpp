@@ -8,6 +8,7 @@
 
 #include <dspex/actors/node/config.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/router_guard.hpp>
 #include <dspex/cli/control.hpp>
 
 #include <caf/all.hpp>
@@ -291,6 +292,43 @@ TEST_CASE("a peer's control messages are refused: the router lives, and serves e
     .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
   CHECK(remote::parse_reply(hello));
   CHECK(b.guard()["messages_refused"] == refused);
+  CHECK(b.remote_ping());
+}
+
+TEST_CASE("a peer speaking from more live actors than max_peer_actors is cut off; one that lets them go is not") {
+  // CAF keeps a proxy for each actor a peer sends from (the router a
+  // monitored caller) until the peer says it is down: a peer naming fresh
+  // actor ids would grow the node without bound.
+  guarded_node b;
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  auto rb = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
+  REQUIRE(rb);
+  caf::scoped_actor self{sys};
+  // First, twice the bound in turn, each gone before the next: down
+  // messages keep the count low.
+  const int bound = static_cast<int>(router_guard::max_peer_actors);
+  for (int i = 0; i < 2 * bound; ++i) {
+    caf::scoped_actor one{sys};
+    one->request(*rb, 10s, remote::rexec_atom::value, std::string("{}"))
+      .receive([](std::string&) {}, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  }
+  CHECK(b.guard()["actors_refused"] == 0);
+  // Then as many alive at once, each sending once: cut off past the bound.
+  self->monitor(*rb);
+  std::vector<caf::actor> alive;
+  for (int i = 0; i < bound + 50; ++i)
+    alive.push_back(sys.spawn([r = *rb](caf::event_based_actor* a) {
+      a->send(r, remote::rexec_atom::value, std::string("{}"));
+      return caf::behavior{[](const std::string&) {}, [](caf::error&) {}};
+    }));
+  bool down = false;
+  self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
+  CHECK(down);
+  CHECK(b.guard()["actors_refused"] == 1);
+  for (auto& a : alive)
+    caf::anon_send_exit(a, caf::exit_reason::kill);
   CHECK(b.remote_ping());
 }
 

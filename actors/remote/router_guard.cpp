@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace dspex {
 
@@ -36,6 +37,10 @@ struct router_guard::state {
     std::chrono::steady_clock::time_point accepted;
     bool hello = false;  ///< the peer's BASP client handshake arrived
     bool shut = false;   ///< shut down by the sweep; CAF closes it
+    /// The peer's actors that sent here and are not known to be down: CAF
+    /// keeps a proxy for each (and the router a caller) until a down
+    /// message or the connection's end.
+    std::unordered_set<caf::actor_id> sources;
   };
   std::unordered_map<int, conn> conns;  // by descriptor; guarded by `mtx`
   std::uint64_t accepted = 0, refused = 0, handshake_timeouts = 0;
@@ -54,6 +59,7 @@ std::atomic<std::uint64_t> oversized{0};
 std::atomic<std::uint64_t> relays{0};            // basp_screen: relay
 std::atomic<std::uint64_t> refused_messages{0};  // basp_screen: refuse
 std::atomic<std::uint64_t> dropped{0};           // basp_screen: drop
+std::atomic<std::uint64_t> actors_refused{0};    // over max_peer_actors
 int spare_fd = -1;  // the descriptor given up to shed a connection on EMFILE
 
 ino_t inode_of(int fd) {
@@ -131,6 +137,24 @@ void note_hello(int fd) {
     if (auto st = weak.lock())
       if (auto i = st->conns.find(fd); i != st->conns.end() && i->second.ino == inode_of(fd))
         i->second.hello = true;
+}
+
+// The peer on `fd` (a connection accepted on a guarded port) sends from
+// actor `id`, or says it is down (`gone`): false when that makes more than
+// max_peer_actors of its actors known here at once.
+bool note_source(int fd, caf::actor_id id, bool gone) {
+  std::lock_guard<std::mutex> g(mtx);
+  for (auto& [port, weak] : ports)
+    if (auto st = weak.lock())
+      if (auto i = st->conns.find(fd); i != st->conns.end()) {
+        auto& known = i->second.sources;
+        if (gone)
+          known.erase(id);
+        else if (known.insert(id).second)
+          return known.size() <= router_guard::max_peer_actors;
+        return true;
+      }
+  return true;
 }
 
 // Runs on the middleman's thread (posted), the one that accepts and closes
@@ -217,6 +241,12 @@ connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_
     // Refused: closes this connection alone, as for an oversized header.
     switch (basp_screen::screen(self, ctx, dm, hdr, is_router)) {
       case basp_screen::verdict::pass:
+        if (hdr.source_actor != 0
+            && !note_source(static_cast<int>(dm.handle.id()), hdr.source_actor,
+                            hdr.operation == caf::io::basp::message_type::down_message)) {
+          actors_refused.fetch_add(1, std::memory_order_relaxed);
+          return connection_state::malformed_basp_message;
+        }
         break;
       case basp_screen::verdict::drop:
         dropped.fetch_add(1, std::memory_order_relaxed);
@@ -307,6 +337,7 @@ nlohmann::json router_guard::counters() const {
           {"relays_refused", relays.load()},
           {"messages_refused", refused_messages.load()},
           {"named_dropped", dropped.load()},
+          {"actors_refused", actors_refused.load()},
           {"max_message_bytes", max_payload.load()},
           {"guard_active", active()}};
 }

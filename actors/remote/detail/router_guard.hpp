@@ -59,9 +59,15 @@ public:
                                              caf::actor_id router, listen_limits limits);
   ~router_guard();
 
+  /// The most actors of one peer known here at once (sent something, not
+  /// down since): past it the connection is closed. CAF keeps a proxy for
+  /// each, and a peer names its own actor ids; a dspex peer speaks from one
+  /// actor per remote_pool.
+  static constexpr std::size_t max_peer_actors = 1024;
+
   /// Counters for status: connections open, refused (cap, EMFILE),
   /// handshake timeouts; process-wide: oversized headers, refused relays
-  /// and messages, dropped messages to a name.
+  /// and messages, dropped messages to a name, peers over max_peer_actors.
   nlohmann::json counters() const;
 
   /// Sets the process-wide BASP payload bound (the largest asked for wins:
