@@ -126,6 +126,10 @@ private:
   std::shared_ptr<impl> impl_;
 };
 
+/// A failed reply as the control protocol writes it: {"ok": false,
+/// "error": {"class": cls, "message": message}}.
+json error_reply(const std::string& cls, const std::string& message);
+
 /// Sends one request; returns the reply or {"ok": false, "error": {class,
 /// message}}: unavailable when no node answers the connect or no reply comes
 /// within `reply_timeout` (0: derived from the request's timeout_ms),

@@ -22,10 +22,6 @@ using namespace std::chrono_literals;
 
 constexpr auto connect_timeout = 5s;
 
-json failure(const std::string& cls, const std::string& message) {
-  return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
-}
-
 int remaining_ms(clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
   return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
@@ -96,7 +92,7 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
     }
     if (n == 0) {
       if (buf.empty())
-        return failure("protocol_error",
+        return error_reply("protocol_error",
                        "the node at " + path + " closed the connection without a reply");
       line = std::move(buf);  // a last line without newline: judged by the caller
       buf.clear();
@@ -109,21 +105,21 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
         pollfd p{fd, POLLIN, 0};
         if (::poll(&p, 1, -1) >= 0 || errno == EINTR)
           continue;
-        return failure("protocol_error", std::string("waiting for a line: ") + std::strerror(errno));
+        return error_reply("protocol_error", std::string("waiting for a line: ") + std::strerror(errno));
       }
       if (wait_for(fd, POLLIN, *deadline))
         continue;
-      return failure("unavailable", "no reply from the node at " + path + " within "
+      return error_reply("unavailable", "no reply from the node at " + path + " within "
                                       + std::to_string(budget.count()) + " ms");
     }
-    return failure("protocol_error", std::string("reading the reply: ") + std::strerror(errno));
+    return error_reply("protocol_error", std::string("reading the reply: ") + std::strerror(errno));
   }
 }
 
 std::optional<json> parse_reply(const std::string& path, const std::string& line, json& out) {
   out = json::parse(line, nullptr, false);
   if (out.is_discarded() || !out.is_object())
-    return failure("protocol_error", "unreadable reply from the node at " + path);
+    return error_reply("protocol_error", "unreadable reply from the node at " + path);
   return std::nullopt;
 }
 
@@ -145,11 +141,11 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(a.sun_path))
-    return failure("unavailable", "invalid control path \"" + path + "\"");
+    return error_reply("unavailable", "invalid control path \"" + path + "\"");
   std::memcpy(a.sun_path, path.data(), path.size());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
-    return failure("unavailable", std::string("socket: ") + std::strerror(errno));
+    return error_reply("unavailable", std::string("socket: ") + std::strerror(errno));
   out.fd = fd;
 
   // A Unix connect never blocks half-way: it succeeds, or the backlog is
@@ -163,7 +159,7 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
       std::this_thread::sleep_for(10ms);
       continue;
     }
-    return failure("unavailable", "cannot reach a running node at " + path + ": "
+    return error_reply("unavailable", "cannot reach a running node at " + path + ": "
                                     + (e == EAGAIN ? "it accepts no connection (busy)"
                                                    : std::string(std::strerror(e))));
   }
@@ -180,7 +176,7 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_for(fd, POLLOUT, deadline))
       continue;
     return refusal_or(fd, path,
-                      failure("unavailable", "cannot send the request to " + path + ": "
+                      error_reply("unavailable", "cannot send the request to " + path + ": "
                                                + (n < 0 ? std::strerror(errno) : "connection closed")));
   }
   return std::nullopt;
@@ -224,6 +220,10 @@ json control_stream(const std::string& path, const json& request,
     if (!on_line(last))
       return last;
   }
+}
+
+json error_reply(const std::string& cls, const std::string& message) {
+  return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
 }
 
 } // namespace dspex::cli

@@ -51,10 +51,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-json error_reply(const std::string& cls, const std::string& message) {
-  return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
-}
-
 // The class once, in "class"; the message is what follows it (issue 26).
 json error_json(const caf::error& e) {
   return error_object(e);

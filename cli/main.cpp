@@ -495,10 +495,8 @@ int main(int argc, char** argv) {
     // node would refuse them.
     if (bridge::text_depth_exceeds(exec_args, bridge::max_json_depth_limit))
       return cli::print_reply(
-        json{{"ok", false},
-             {"error", {{"class", "invalid_request"},
-                        {"message", bridge::depth_message("the args", bridge::max_json_depth_limit)
-                                      + "; no node accepts more"}}}},
+        cli::error_reply("invalid_request", bridge::depth_message("the args", bridge::max_json_depth_limit)
+                                              + "; no node accepts more"),
         exec_compact);
     auto args = json::parse(exec_args, nullptr, false);
     if (!args.is_object())

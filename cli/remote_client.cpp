@@ -6,6 +6,7 @@
 // seen lost. Replies look like the control socket's, so the printing is the
 // same.
 #include "commands.hpp"
+#include "control.hpp"
 #include "control_request.hpp"
 
 #include <dspex/actors/remote/network.hpp>
@@ -20,10 +21,6 @@ namespace dspex::cli {
 namespace {
 
 using namespace std::chrono_literals;
-
-json failure(const std::string& cls, const std::string& message) {
-  return {{"ok", false}, {"error", {{"class", cls}, {"message", message}}}};
-}
 
 // As the control socket's replies: the class once, in "class" (issue 26).
 json as_reply(const caf::expected<json>& r) {
@@ -91,7 +88,7 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
   std::string host, why;
   std::uint16_t port = 0;
   if (!remote::parse_endpoint(endpoint, host, port, why))
-    return failure("invalid_request", "--node: " + why);
+    return error_reply("invalid_request", "--node: " + why);
   caf::actor_system_config cfg;
   recommended_settings(cfg);
   if (auto err = network_settings(cfg, tls))
@@ -112,28 +109,28 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
       },
       [&](caf::error& e) { problem = "cannot connect to " + endpoint + ": " + sys.render(e); });
   if (!problem.empty())
-    return failure("node_down", problem);
+    return error_reply("node_down", problem);
   self->monitor(router);
   std::string text;
   switch (ask(self, router, caf::make_message(remote::rhello_atom::value, remote::hello_text(false)),
               std::min(deadline, clock::now() + connect_timeout), text)) {
     case outcome::reply:
       if (auto r = remote::parse_reply(text); !r)
-        return failure("node_down", "hello refused: " + describe(r.error()));
+        return error_reply("node_down", "hello refused: " + describe(r.error()));
       break;
     case outcome::timeout:
-      return failure("node_down", endpoint + ": no answer to hello in time");
+      return error_reply("node_down", endpoint + ": no answer to hello in time");
     default:
-      return failure("node_down", endpoint + ": hello: " + text);
+      return error_reply("node_down", endpoint + ": hello: " + text);
   }
   switch (ask(self, router, std::move(msg), deadline, text)) {
     case outcome::reply:
       return as_reply(remote::parse_reply(text));
     case outcome::timeout:
-      return failure("command_timeout", "no reply from " + endpoint + " within "
+      return error_reply("command_timeout", "no reply from " + endpoint + " within "
                                           + std::to_string(budget.count()) + " ms");
     default:
-      return failure("node_down", endpoint + ": " + text);
+      return error_reply("node_down", endpoint + ": " + text);
   }
 }
 
