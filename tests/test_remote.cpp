@@ -22,6 +22,9 @@
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
 
+#include <functional>
+#include <mutex>
+
 #include <arpa/inet.h>
 #include <atomic>
 #include <csignal>
@@ -563,6 +566,60 @@ TEST_CASE_FIXTURE(remote_fixture, "a caller flooding its link with cheap frames:
   REQUIRE(wait_until([&] { return far()["link"] == "up"; }));
   auto pong = exec_far("ping");
   CHECK_MESSAGE(pong.value("ok", false), pong.dump());
+}
+
+TEST_CASE_FIXTURE(remote_fixture, "a hostile node a remote_pool calls cannot end it: its control messages are refused") {
+  // The node `far` points at is this test: a router of its own that
+  // answers the hello, then sends the remote_pool an exit with reason kill,
+  // which CAF treats as fatal whatever the actor's handlers say. Were it
+  // delivered, the remote_pool would be restarted after each connect, until
+  // its supervisor gave up and took the tree with it.
+  write_configs();
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  std::mutex mx;
+  std::vector<caf::actor> callers;
+  auto fake = sys.spawn([&](caf::event_based_actor* self) -> caf::behavior {
+    return {[&, self](remote::rhello_atom, const std::string&) {
+      std::lock_guard<std::mutex> g(mx);
+      callers.push_back(caf::actor_cast<caf::actor>(self->current_sender()));
+      return remote::reply_text(json{{"pools", json::array({"default"})}});
+    }};
+  });
+  auto published = sys.middleman().publish(fake, static_cast<std::uint16_t>(port), "127.0.0.1", true);
+  REQUIRE(published);
+  start_local();
+  REQUIRE_MESSAGE(wait_until([&] { return far_state() == "connected"; }, 30s), outputs());
+  auto far_restarts = [&] {
+    std::function<int(const json&)> find = [&](const json& n) -> int {
+      if (n.value("id", "") == "far")
+        return n.value("restarts", 0);
+      for (auto& c : n.value("children", json::array()))
+        if (int r = find(c); r >= 0)
+          return r;
+      return -1;
+    };
+    return find(status(a_sock)["tree"]);
+  };
+  CHECK(far_restarts() == 0);
+  for (int i = 0; i < 3; ++i) {
+    caf::actor target;
+    {
+      std::lock_guard<std::mutex> g(mx);
+      target = callers.back();
+    }
+    caf::anon_send_exit(target, caf::exit_reason::kill);
+    // The calling node closes the connection that sent it, and connects again.
+    REQUIRE_MESSAGE(wait_until([&] { return far()["connects"] == i + 2 && far_state() == "connected"; }, 30s),
+                    outputs());
+  }
+  CHECK(far_restarts() == 0);
+  std::lock_guard<std::mutex> g(mx);
+  CHECK(callers.size() == 4);
+  for (std::size_t i = 1; i < callers.size(); ++i)
+    CHECK(callers[i] == callers[0]);  // one remote_pool, never restarted
+  caf::anon_send_exit(fake, caf::exit_reason::user_shutdown);
 }
 
 TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at once, long handshake timeout or not") {

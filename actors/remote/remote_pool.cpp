@@ -97,6 +97,8 @@ struct remote_state {
   std::uint64_t links = 0;  // links opened
   /// The request_timeout_ms of batched requests, behind one timer.
   deadline_book deadlines;
+  /// BASP messages are screened while it lives (router_guard::screening).
+  std::shared_ptr<void> screening = router_guard::screening();
   static inline const char* name = "dspex.remote_pool";
 
   remote_state() = default;

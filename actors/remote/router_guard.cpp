@@ -60,6 +60,7 @@ std::atomic<std::uint64_t> relays{0};            // basp_screen: relay
 std::atomic<std::uint64_t> refused_messages{0};  // basp_screen: refuse
 std::atomic<std::uint64_t> dropped{0};           // basp_screen: drop
 std::atomic<std::uint64_t> actors_refused{0};    // over max_peer_actors
+std::atomic<int> screeners{0};  // router_guard::screening() tokens alive
 int spare_fd = -1;  // the descriptor given up to shed a connection on EMFILE
 
 ino_t inode_of(int fd) {
@@ -127,7 +128,7 @@ int guarded_accept(router_guard::state& st, accept_fn next, int fd, sockaddr* ad
     return -1;
   }
   ++st.accepted;
-  st.conns[c] = {inode_of(c), steady::now(), false, false};
+  st.conns[c] = {inode_of(c), steady::now(), false, false, {}};
   return c;
 }
 
@@ -237,7 +238,8 @@ bool is_router(caf::actor_id id) {
 connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_data_msg& dm,
                              caf::io::basp::header& hdr, bool is_payload) {
   static const auto next = real<handle_fn>(DSPEX_BASP_HANDLE);
-  if (is_payload && nports.load(std::memory_order_acquire) > 0) {
+  if (is_payload
+      && (nports.load(std::memory_order_acquire) > 0 || screeners.load(std::memory_order_acquire) > 0)) {
     // Refused: closes this connection alone, as for an oversized header.
     switch (basp_screen::screen(self, ctx, dm, hdr, is_router)) {
       case basp_screen::verdict::pass:
@@ -347,6 +349,11 @@ void router_guard::max_message_bytes(std::uint32_t n) {
   while (n > cur && !max_asked.compare_exchange_weak(cur, n)) {
   }
   max_payload.store(max_asked.load());
+}
+
+std::shared_ptr<void> router_guard::screening() {
+  screeners.fetch_add(1, std::memory_order_acq_rel);
+  return std::shared_ptr<void>(nullptr, [](void*) { screeners.fetch_sub(1, std::memory_order_acq_rel); });
 }
 
 std::uint32_t router_guard::max_message_bytes() {

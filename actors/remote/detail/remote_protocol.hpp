@@ -154,14 +154,18 @@ std::optional<errc> errc_named(const std::string& name);
 
 /// For an actor a peer can address over BASP (the router, a remote_pool):
 /// a message of no kind it takes is counted in `counter` and dropped, its
-/// sender (if it asked) told unexpected_message. CAF's default prints the
-/// whole message to stdout: a peer could write what it likes, as large as
-/// a message may be, into the operator's log.
+/// sender told unexpected_message if it asked. CAF's default prints the
+/// whole message to stdout (a peer could write what it likes, as large as
+/// a message may be, into the operator's log) and answers a one-way
+/// message with a one-way error, which a screening peer refuses
+/// (basp_screen.hpp): nothing goes back for one.
 template <class Actor>
 void drop_unexpected(Actor* self, std::uint64_t& counter) {
-  self->set_default_handler([&counter](caf::scheduled_actor*, caf::message_view&) -> caf::result<caf::message> {
+  self->set_default_handler([&counter](caf::scheduled_actor* me, caf::message_view&) -> caf::result<caf::message> {
     ++counter;
-    return caf::sec::unexpected_message;
+    if (me->current_mailbox_element()->mid.is_request())
+      return caf::sec::unexpected_message;
+    return caf::delegated<caf::message>();  // (no answer is sent)
   });
 }
 

@@ -27,9 +27,10 @@
 // `caf::io::basp::instance::handle` — and the dynamic linker binds CAF's
 // calls to them (ELF interposition, as LD_PRELOAD does); each does its
 // check and calls the real function. `active()` says whether the binding
-// took. Everything else in the process passes through untouched: only
-// listeners registered here are guarded, and the SSL wrappers only clear
-// the error queue first, as OpenSSL's manual asks of every caller.
+// took. Only listeners registered here are guarded; BASP messages are
+// screened while one is, or while a remote_pool runs (screening()); a
+// process with neither passes through untouched, and the SSL wrappers only
+// clear the error queue first, as OpenSSL's manual asks of every caller.
 #pragma once
 
 #include <dspex/actors/remote/network.hpp>
@@ -69,6 +70,13 @@ public:
   /// handshake timeouts; process-wide: oversized headers, refused relays
   /// and messages, dropped messages to a name, peers over max_peer_actors.
   nlohmann::json counters() const;
+
+  /// While the returned token lives, the process's BASP messages are
+  /// screened (detail/basp_screen.hpp) even with no port guarded: a
+  /// remote_pool holds one, so that the node it calls cannot end it (an
+  /// exit with reason kill, again after each restart, until its supervisor
+  /// gives up) or answer for another node.
+  static std::shared_ptr<void> screening();
 
   /// Sets the process-wide BASP payload bound (the largest asked for wins:
   /// several nodes in one process share CAF's code).
