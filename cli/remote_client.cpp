@@ -11,6 +11,7 @@
 
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/router_guard.hpp>
 
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
@@ -89,12 +90,17 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
   std::uint16_t port = 0;
   if (!remote::parse_endpoint(endpoint, host, port, why))
     return error_reply("invalid_request", "--node: " + why);
+  // The node's messages are screened as a remote_pool's are (it takes
+  // only the responses to its own requests); nor does CAF's spawn server
+  // here answer the "info" the node's middleman asks of every new peer.
+  auto screening = router_guard::screening();
   caf::actor_system_config cfg;
   recommended_settings(cfg);
   if (auto err = network_settings(cfg, tls))
     return {{"ok", false}, {"error", error_object(err)}};
   caf::actor_system sys{cfg};
   caf::scoped_actor self{sys};
+  auto client = router_guard::screening(sys.node(), self->id());
   auto mm = tls.enabled() ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
   caf::actor router;
   std::string problem;

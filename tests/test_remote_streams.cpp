@@ -11,6 +11,7 @@
 #include <dspex/actors/node/node.hpp>
 #include <dspex/actors/pool/call.hpp>
 #include <dspex/actors/remote/detail/remote_protocol.hpp>
+#include <dspex/actors/remote/detail/router_guard.hpp>
 #include <dspex/actors/remote/detail/request_link.hpp>
 #include <dspex/actors/remote/network.hpp>
 #include <dspex/actors/remote/remote_pool.hpp>
@@ -485,6 +486,9 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "the router as a peer sees it: a bound
   auto router = sys->middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
   REQUIRE(router);
   caf::scoped_actor self{*sys};
+  // It speaks to the router as a remote_pool does: this process screens
+  // what its peers send (a remote_pool runs in it) and lets them answer it.
+  auto as_client = router_guard::screening(sys->node(), self->id());
   auto next_chunk = [&](remote::stream_head& h, json& data) {
     bool got = false;
     self->receive(
@@ -571,6 +575,9 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "batches: the router answers each requ
   auto router = sys->middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
   REQUIRE(router);
   caf::scoped_actor self{*sys};
+  // It speaks to the router as a remote_pool does: this process screens
+  // what its peers send (a remote_pool runs in it) and lets them answer it.
+  auto as_client = router_guard::screening(sys->node(), self->id());
   std::string hello;
   self->request(*router, 10s, remote::rhello_atom::value, remote::hello_text())
     .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
@@ -645,6 +652,9 @@ TEST_CASE_FIXTURE(remote_streams_fixture, "a batched request past the remote_poo
   rc.port = static_cast<std::uint16_t>(port);
   rc.request_timeout = 300ms;
   caf::scoped_actor self{*sys};
+  // It speaks to the router as a remote_pool does: this process screens
+  // what its peers send (a remote_pool runs in it) and lets them answer it.
+  auto as_client = router_guard::screening(sys->node(), self->id());
   auto rp = spawn_remote_pool(self.ptr(), rc);
   REQUIRE(rp);
   REQUIRE(wait_until([&] {

@@ -97,8 +97,9 @@ struct remote_state {
   std::uint64_t links = 0;  // links opened
   /// The request_timeout_ms of batched requests, behind one timer.
   deadline_book deadlines;
-  /// BASP messages are screened while it lives (router_guard::screening).
-  std::shared_ptr<void> screening = router_guard::screening();
+  /// BASP messages are screened while it lives, and may come to it
+  /// (router_guard::screening).
+  std::shared_ptr<void> screening;
   static inline const char* name = "dspex.remote_pool";
 
   remote_state() = default;
@@ -537,6 +538,7 @@ void on_link_frames(remote_actor* self, std::vector<std::string>& bodies) {
 
 caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
   self->state.cfg = std::move(cfg);
+  self->state.screening = router_guard::screening(self->node(), self->id());
   remote::drop_unexpected(self, self->state.bad_messages);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;

@@ -30,7 +30,6 @@ namespace dspex {
 
 struct router_guard::state {
   std::uint16_t port = 0;
-  caf::actor_id router = 0;  ///< the actor published on the port
   listen_limits limits;
   struct conn {
     ino_t ino = 0;  ///< the socket's inode: a reused descriptor number is not ours
@@ -61,6 +60,9 @@ std::atomic<std::uint64_t> refused_messages{0};  // basp_screen: refuse
 std::atomic<std::uint64_t> dropped{0};           // basp_screen: drop
 std::atomic<std::uint64_t> actors_refused{0};    // over max_peer_actors
 std::atomic<int> screeners{0};  // router_guard::screening() tokens alive
+// The local actors that take messages from peers, by node and id (a
+// process may hold several actor systems); guarded by `mtx`.
+std::map<std::pair<caf::node_id, caf::actor_id>, basp_screen::receiver> receivers;
 int spare_fd = -1;  // the descriptor given up to shed a connection on EMFILE
 
 ino_t inode_of(int fd) {
@@ -149,10 +151,15 @@ bool note_source(int fd, caf::actor_id id, bool gone) {
     if (auto st = weak.lock())
       if (auto i = st->conns.find(fd); i != st->conns.end()) {
         auto& known = i->second.sources;
-        if (gone)
+        if (gone) {
           known.erase(id);
-        else if (known.insert(id).second)
+        } else if (known.insert(id).second) {
+          if (i->second.ino != inode_of(fd)) {  // CAF closed that one: not ours
+            st->conns.erase(i);
+            return true;
+          }
           return known.size() <= router_guard::max_peer_actors;
+        }
         return true;
       }
   return true;
@@ -223,14 +230,26 @@ connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_
 
 namespace {
 
-// Whether `id` is the router of a port guarded here: it asks nothing of a
-// peer, so no peer answers it.
-bool is_router(caf::actor_id id) {
+basp_screen::receiver who(const caf::node_id& node, caf::actor_id id) {
   std::lock_guard<std::mutex> g(mtx);
-  for (auto& [port, weak] : ports)
-    if (auto st = weak.lock(); st && st->router == id)
-      return true;
-  return false;
+  auto i = receivers.find({node, id});
+  return i == receivers.end() ? basp_screen::receiver::other : i->second;
+}
+
+// Screening on while it lives; `id` (not 0) a receiver of `node` meanwhile.
+std::shared_ptr<void> hold(const caf::node_id& node, caf::actor_id id, basp_screen::receiver as) {
+  screeners.fetch_add(1, std::memory_order_acq_rel);
+  if (id != 0) {
+    std::lock_guard<std::mutex> g(mtx);
+    receivers[{node, id}] = as;
+  }
+  return std::shared_ptr<void>(nullptr, [node, id](void*) {
+    if (id != 0) {
+      std::lock_guard<std::mutex> g(mtx);
+      receivers.erase({node, id});
+    }
+    screeners.fetch_sub(1, std::memory_order_acq_rel);
+  });
 }
 
 } // namespace
@@ -241,7 +260,7 @@ connection_state basp_handle(void* self, caf::execution_unit* ctx, caf::io::new_
   if (is_payload
       && (nports.load(std::memory_order_acquire) > 0 || screeners.load(std::memory_order_acquire) > 0)) {
     // Refused: closes this connection alone, as for an oversized header.
-    switch (basp_screen::screen(self, ctx, dm, hdr, is_router)) {
+    switch (basp_screen::screen(self, ctx, dm, hdr, who)) {
       case basp_screen::verdict::pass:
         if (hdr.source_actor != 0
             && !note_source(static_cast<int>(dm.handle.id()), hdr.source_actor,
@@ -302,7 +321,6 @@ std::unique_ptr<router_guard> router_guard::watch(caf::actor_system& sys, std::u
                                                   caf::actor_id router, listen_limits limits) {
   auto st = std::make_shared<state>();
   st->port = port;
-  st->router = router;
   st->limits = limits;
   {
     std::lock_guard<std::mutex> g(mtx);
@@ -312,6 +330,7 @@ std::unique_ptr<router_guard> router_guard::watch(caf::actor_system& sys, std::u
     nports.store(static_cast<int>(ports.size()), std::memory_order_release);
   }
   std::unique_ptr<router_guard> g(new router_guard(sys, st));
+  g->router_ = hold(sys.node(), router, basp_screen::receiver::router);
   // A quarter of the timeout: a silent connection goes within 1.25x of it.
   auto every = std::max(std::chrono::milliseconds(10), limits.handshake_timeout / 4);
   g->ticker_ = sys.spawn<caf::hidden>(ticker, &sys.middleman(), st,
@@ -338,7 +357,7 @@ nlohmann::json router_guard::counters() const {
           {"oversized_messages", oversized.load()},
           {"relays_refused", relays.load()},
           {"messages_refused", refused_messages.load()},
-          {"named_dropped", dropped.load()},
+          {"messages_dropped", dropped.load()},
           {"actors_refused", actors_refused.load()},
           {"max_message_bytes", max_payload.load()},
           {"guard_active", active()}};
@@ -351,9 +370,8 @@ void router_guard::max_message_bytes(std::uint32_t n) {
   max_payload.store(max_asked.load());
 }
 
-std::shared_ptr<void> router_guard::screening() {
-  screeners.fetch_add(1, std::memory_order_acq_rel);
-  return std::shared_ptr<void>(nullptr, [](void*) { screeners.fetch_sub(1, std::memory_order_acq_rel); });
+std::shared_ptr<void> router_guard::screening(const caf::node_id& node, caf::actor_id client) {
+  return hold(node, client, basp_screen::receiver::client);
 }
 
 std::uint32_t router_guard::max_message_bytes() {

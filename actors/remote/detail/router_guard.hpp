@@ -76,7 +76,9 @@ public:
   /// remote_pool holds one, so that the node it calls cannot end it (an
   /// exit with reason kill, again after each restart, until its supervisor
   /// gives up) or answer for another node.
-  static std::shared_ptr<void> screening();
+  /// `client` (with its node): an actor that asks a router and takes its
+  /// messages meanwhile (a remote_pool; 0: none).
+  static std::shared_ptr<void> screening(const caf::node_id& node = {}, caf::actor_id client = 0);
 
   /// Sets the process-wide BASP payload bound (the largest asked for wins:
   /// several nodes in one process share CAF's code).
@@ -95,6 +97,7 @@ private:
   caf::actor_system& sys_;
   std::shared_ptr<state> st_;
   caf::actor ticker_;
+  std::shared_ptr<void> router_;  // the router a receiver of the screen
 };
 
 } // namespace dspex
