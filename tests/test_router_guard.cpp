@@ -13,6 +13,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/io/basp/header.hpp>
 
 #include "support/cli_process.hpp"
 #include "support/wait.hpp"
@@ -294,6 +295,44 @@ TEST_CASE("a peer's control messages are refused: the router lives, and serves e
     .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
   CHECK(remote::parse_reply(hello));
   CHECK(b.guard()["messages_refused"] == refused);
+  CHECK(b.remote_ping());
+}
+
+TEST_CASE("a client handshake naming the node itself is refused") {
+  // BASP takes the node a client handshake names on trust: named as the
+  // node itself, the peer's routed messages would pass as from the node's
+  // own actors. Written by hand, as CAF would, with the node's own id.
+  guarded_node b;
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  int fd = connect_loopback(b.port);
+  auto read_exactly = [&](std::size_t n) {
+    std::vector<char> buf(n);
+    REQUIRE(::recv(fd, buf.data(), n, MSG_WAITALL) == static_cast<ssize_t>(n));
+    return buf;
+  };
+  namespace basp = caf::io::basp;
+  basp::header hdr;
+  auto head = read_exactly(basp::header_size);
+  caf::binary_deserializer hd{sys, head};
+  REQUIRE_FALSE(hd(hdr));
+  REQUIRE(hdr.operation == basp::message_type::server_handshake);
+  auto payload = read_exactly(hdr.payload_len);
+  caf::binary_deserializer pd{sys, payload};
+  caf::node_id node;
+  REQUIRE_FALSE(pd(node));
+  std::vector<char> body, out;
+  caf::binary_serializer ps{sys, body};
+  REQUIRE_FALSE(ps(node));
+  basp::header ch{basp::message_type::client_handshake, 0, static_cast<uint32_t>(body.size()), 0, 0, 0};
+  caf::binary_serializer hs{sys, out};
+  REQUIRE_FALSE(hs(ch));
+  out.insert(out.end(), body.begin(), body.end());
+  REQUIRE(::send(fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()));
+  CHECK(closed_by_peer(fd, 20s));
+  ::close(fd);
+  CHECK(b.guard()["relays_refused"] == 1);
   CHECK(b.remote_ping());
 }
 
