@@ -622,6 +622,38 @@ TEST_CASE_FIXTURE(remote_fixture, "a hostile node a remote_pool calls cannot end
   caf::anon_send_exit(fake, caf::exit_reason::user_shutdown);
 }
 
+TEST_CASE_FIXTURE(remote_fixture, "a remote_pool takes its hello's answer from the router only") {
+  // CAF matches a response to a request by its id alone. Here the node
+  // `far` points at answers every hello from another actor than the router
+  // it published, with the id of the hello: the remote_pool does not
+  // connect on it.
+  write_configs();
+  caf::actor_system_config cc;
+  cc.load<caf::io::middleman>();
+  caf::actor_system sys{cc};
+  auto other = sys.spawn([](caf::event_based_actor*) { return caf::behavior{[](int) {}}; });
+  std::atomic<int> hellos{0};
+  auto fake = sys.spawn([&, other](caf::event_based_actor* self) -> caf::behavior {
+    return {[&, self, other](remote::rhello_atom, const std::string&) -> caf::result<std::string> {
+      ++hellos;
+      auto* e = self->current_mailbox_element();
+      e->sender->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(other), e->mid.response_id(),
+                                                   {}, remote::reply_text(json{{"pools", json::array({"default"})}})),
+                         nullptr);
+      return caf::delegated<std::string>();
+    }};
+  });
+  auto published = sys.middleman().publish(fake, static_cast<std::uint16_t>(port), "127.0.0.1", true);
+  REQUIRE(published);
+  start_local();
+  REQUIRE(wait_until([&] { return hellos >= 2; }, 30s));
+  auto f = far();
+  CHECK(f["state"] != "connected");
+  CHECK_MESSAGE(f.value("last_error", "").find("answered by another actor") != std::string::npos, f.dump());
+  caf::anon_send_exit(fake, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(other, caf::exit_reason::user_shutdown);
+}
+
 TEST_CASE_FIXTURE(remote_fixture, "strangers shut at once free their slots at once, long handshake timeout or not") {
   write_configs({{"listen_max_connections", 4}, {"listen_handshake_timeout_ms", 600000}});
   start_remote();

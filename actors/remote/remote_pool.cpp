@@ -423,6 +423,10 @@ void connect(remote_actor* self) {
               auto& s = self->state;
               if (s.generation != gen)
                 return;
+              // CAF matches a response by its id alone: another peer of
+              // this process could answer first (docs/security.md).
+              if (self->current_sender() != caf::actor_cast<caf::strong_actor_ptr>(router))
+                return failed("hello answered by another actor than the router");
               auto r = remote::parse_reply(text);
               if (!r)
                 return failed("hello refused: " + describe(r.error()));
@@ -594,6 +598,9 @@ caf::behavior remote_pool(remote_actor* self, remote_pool_config cfg) {
       self->request(st.router, wait, remote::rexec_atom::value,
                     remote::exec_text(cmd, st.cfg.pool, id, stream))
         .then([self, id](std::string& text) {
+                if (self->current_sender() != caf::actor_cast<caf::strong_actor_ptr>(self->state.router))
+                  return answer(self, id, make_error(errc::protocol_error,
+                                                     "answered by another actor than the router"));
                 answer(self, id, remote::parse_reply(text, self->state.cfg.max_json_depth));
               },
               [self, id](caf::error& e) {
