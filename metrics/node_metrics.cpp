@@ -189,6 +189,31 @@ void group_families(family_set& fs, const json& groups) {
   }
 }
 
+// A listening node: its router port's connections, and what the router
+// guard closed, refused or dropped (docs/security.md "The router port").
+void listen_families(family_set& fs, const json& listen) {
+  if (!listen.is_object())
+    return;
+  auto& guard = obj(listen, "guard");
+  sample(fs.add("dspex_listen_connections", "Connections open on the router port", MetricType::Gauge), {},
+         num(guard, "connections"));
+  auto& refused = fs.add("dspex_listen_refused_total",
+                         "Router port connections the guard refused or closed, by reason",
+                         MetricType::Counter);
+  static const std::pair<const char*, const char*> reasons[] = {
+    {"refused", "capacity"},        {"handshake_timeouts", "handshake_timeout"},
+    {"oversized_messages", "oversized"}, {"relays_refused", "relay"},
+    {"messages_refused", "message"},     {"actors_refused", "actors"}};
+  for (auto& [key, reason] : reasons)
+    sample(refused, {{"reason", reason}}, num(guard, key));
+  auto& dropped = fs.add("dspex_listen_dropped_messages_total",
+                         "BASP messages dropped: by the screen (to an actor that takes none) "
+                         "or by the router (of a kind it does not take)",
+                         MetricType::Counter);
+  sample(dropped, {{"by", "screen"}}, num(guard, "messages_dropped"));
+  sample(dropped, {{"by", "router"}}, num(listen, "dropped_messages"));
+}
+
 } // namespace
 
 std::vector<MetricFamily> node_families(const json& status) {
@@ -201,6 +226,7 @@ std::vector<MetricFamily> node_families(const json& status) {
 
     pool_families(fs, obj(status, "pools"));
     group_families(fs, obj(status, "groups"));
+    listen_families(fs, status.value("listen", json()));
 
     std::vector<std::string> sups;
     std::vector<std::pair<std::string, int>> procs;

@@ -7,6 +7,7 @@
 #include <dspex/actors/node/node.hpp>
 
 #include "support/cli_process.hpp"
+#include "support/loopback.hpp"
 #include "support/scratch_dir.hpp"
 #include "support/wait.hpp"
 #include "test_paths.hpp"
@@ -255,6 +256,37 @@ TEST_CASE_FIXTURE(metrics_fixture, "metrics.listen from the config; a worker res
              == 1
            && sample(body, R"(dspex_worker_crashes_total{pool="default"})") == 1;
   }, 30s));
+  stop(*node);
+}
+
+TEST_CASE_FIXTURE(metrics_fixture, "a listening node's router guard is counted: connections, refusals by reason") {
+  auto j = json::parse(std::ifstream(config));
+  const int listen_port = free_port();
+  j["listen"] = "127.0.0.1:" + std::to_string(listen_port);
+  std::ofstream(config) << j.dump(2);
+  std::unique_ptr<cli_process> node;
+  int port = start(node, {"--metrics", "127.0.0.1:0"});
+  auto body = body_of(http_get(port, "/metrics"));
+  INFO(body);
+  CHECK(sample(body, R"(dspex_listen_connections)") == 0);
+  CHECK(sample(body, R"(dspex_listen_refused_total{reason="oversized"})") == 0);
+  CHECK(sample(body, R"(dspex_listen_dropped_messages_total{by="router"})") == 0);
+  // A BASP header announcing 4 GiB: that connection is closed, and counted.
+  int fd = connect_loopback(listen_port);
+  unsigned char hdr[32] = {1, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0};
+  REQUIRE(::send(fd, hdr, sizeof hdr, MSG_NOSIGNAL) == 32);
+  CHECK(closed_by_peer(fd, 20s));
+  ::close(fd);
+  body = body_of(http_get(port, "/metrics"));
+  INFO(body);
+  CHECK(sample(body, R"(dspex_listen_refused_total{reason="oversized"})") == 1);
+  CHECK(sample(body, R"(dspex_listen_refused_total{reason="message"})") == 0);
+  if (has_promtool()) {
+    std::string report;
+    auto rc = promtool_check(body, dir + "/scrape.txt", report);
+    INFO("promtool: " << report);
+    CHECK(rc == 0);
+  }
   stop(*node);
 }
 
