@@ -170,6 +170,18 @@ struct metrics_fixture {
     return std::stoi(line.substr(colon + 1));
   }
 
+  // promtool's verdict on a scrape, where it is installed.
+  void lint(const std::string& body) {
+    if (!has_promtool()) {
+      MESSAGE("promtool not installed (Debian package prometheus): exposition not linted");
+      return;
+    }
+    std::string report;
+    auto rc = promtool_check(body, dir + "/scrape.txt", report);
+    INFO("promtool: " << report);
+    CHECK(rc == 0);
+  }
+
   void stop(cli_process& node) {
     node.proc->signal(SIGTERM);
     REQUIRE(node.exited.wait(60s));
@@ -201,14 +213,7 @@ TEST_CASE_FIXTURE(metrics_fixture, "/metrics is valid for promtool and counts tr
   CHECK(sample(body, R"(dspex_worker_resident_bytes{path="root/pool_sup/workers/w1"})") > 0);
   double ok0 = std::max(0.0, sample(body, R"(dspex_requests_total{pool="default",result="ok"})"));
 
-  if (has_promtool()) {
-    std::string report;
-    auto rc = promtool_check(body, dir + "/scrape.txt", report);
-    INFO("promtool: " << report);
-    CHECK(rc == 0);
-  } else {
-    MESSAGE("promtool not installed (Debian package prometheus): exposition not linted");
-  }
+  lint(body);
 
   int code = 0;
   for (int i = 0; i < 3; ++i) {
@@ -227,12 +232,7 @@ TEST_CASE_FIXTURE(metrics_fixture, "/metrics is valid for promtool and counts tr
         == ok0 + 4);
   CHECK(sample(body, R"(dspex_sessions)") == 1);
   CHECK(sample(body, R"(dspex_sessions_created_total)") == 1);
-  if (has_promtool()) {
-    std::string report;
-    auto rc = promtool_check(body, dir + "/scrape.txt", report);
-    INFO("promtool: " << report);
-    CHECK(rc == 0);
-  }
+  lint(body);
   stop(*node);
 }
 
@@ -281,12 +281,7 @@ TEST_CASE_FIXTURE(metrics_fixture, "a listening node's router guard is counted: 
   INFO(body);
   CHECK(sample(body, R"(dspex_listen_refused_total{reason="oversized"})") == 1);
   CHECK(sample(body, R"(dspex_listen_refused_total{reason="message"})") == 0);
-  if (has_promtool()) {
-    std::string report;
-    auto rc = promtool_check(body, dir + "/scrape.txt", report);
-    INFO("promtool: " << report);
-    CHECK(rc == 0);
-  }
+  lint(body);
   stop(*node);
 }
 
@@ -428,12 +423,7 @@ TEST_CASE_FIXTURE(metrics_fixture, "idle and slowloris clients cannot hold back 
     REQUIRE(r.rfind("HTTP/1.1 200 ", 0) == 0);
     auto body = body_of(r);
     CHECK(sample(body, R"(dspex_workers{pool="default",state="idle"})") == 2);
-    if (has_promtool()) {
-      std::string report;
-      auto rc = promtool_check(body, dir + "/scrape.txt", report);
-      INFO("promtool: " << report);
-      CHECK(rc == 0);
-    }
+    lint(body);
   }
 
   // Each is closed by its request deadline: trickling does not extend it.
