@@ -93,7 +93,7 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
     if (n == 0) {
       if (buf.empty())
         return error_reply("protocol_error",
-                       "the node at " + path + " closed the connection without a reply");
+                           "the node at " + path + " closed the connection without a reply");
       line = std::move(buf);  // a last line without newline: judged by the caller
       buf.clear();
       return std::nullopt;
@@ -110,7 +110,7 @@ std::optional<json> read_line(int fd, const std::string& path, std::string& buf,
       if (wait_for(fd, POLLIN, *deadline))
         continue;
       return error_reply("unavailable", "no reply from the node at " + path + " within "
-                                      + std::to_string(budget.count()) + " ms");
+                                          + std::to_string(budget.count()) + " ms");
     }
     return error_reply("protocol_error", std::string("reading the reply: ") + std::strerror(errno));
   }
@@ -160,8 +160,8 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
       continue;
     }
     return error_reply("unavailable", "cannot reach a running node at " + path + ": "
-                                    + (e == EAGAIN ? "it accepts no connection (busy)"
-                                                   : std::string(std::strerror(e))));
+                                        + (e == EAGAIN ? "it accepts no connection (busy)"
+                                                       : std::string(std::strerror(e))));
   }
 
   auto text = dump_line(request);
@@ -177,7 +177,7 @@ std::optional<json> connect_and_send(const std::string& path, const json& reques
       continue;
     return refusal_or(fd, path,
                       error_reply("unavailable", "cannot send the request to " + path + ": "
-                                               + (n < 0 ? std::strerror(errno) : "connection closed")));
+                                                   + (n < 0 ? std::strerror(errno) : "connection closed")));
   }
   return std::nullopt;
 }

@@ -90,9 +90,9 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
   std::uint16_t port = 0;
   if (!remote::parse_endpoint(endpoint, host, port, why))
     return error_reply("invalid_request", "--node: " + why);
-  // The node's messages are screened as a remote_pool's are (it takes
-  // only the responses to its own requests); nor does CAF's spawn server
-  // here answer the "info" the node's middleman asks of every new peer.
+  // The node's messages are screened as a remote_pool's are (its replies
+  // come to this one actor); nor does CAF's spawn server here answer the
+  // "info" the node's middleman asks of every new peer.
   auto screening = router_guard::screening();
   caf::actor_system_config cfg;
   recommended_settings(cfg);
@@ -134,7 +134,7 @@ json call(const std::string& endpoint, const tls_options& tls, caf::message msg,
       return as_reply(remote::parse_reply(text));
     case outcome::timeout:
       return error_reply("command_timeout", "no reply from " + endpoint + " within "
-                                          + std::to_string(budget.count()) + " ms");
+                                              + std::to_string(budget.count()) + " ms");
     default:
       return error_reply("node_down", endpoint + ": " + text);
   }

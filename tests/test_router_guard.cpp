@@ -93,6 +93,38 @@ struct guarded_node {
   int pid() { return p->proc->pid(); }
 };
 
+// This test as a BASP peer of the nodes: an actor system of its own, with
+// a middleman, and an actor to speak from.
+struct peer {
+  caf::actor_system_config cc;
+  caf::actor_system sys{with_middleman(cc)};
+  caf::scoped_actor self{sys};
+
+  static caf::actor_system_config& with_middleman(caf::actor_system_config& c) {
+    c.load<caf::io::middleman>();
+    return c;
+  }
+  // The router a node publishes on `port`.
+  caf::actor connect(int port) {
+    auto r = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(port));
+    REQUIRE(r);
+    return *r;
+  }
+  // Whether a down message comes (an actor `self` monitors went down).
+  bool down_within(std::chrono::seconds limit) {
+    bool down = false;
+    self->receive([&](caf::down_msg&) { down = true; }, caf::after(limit) >> [] {});
+    return down;
+  }
+  // Whether `router` answers a hello with a valid reply.
+  bool hello(const caf::actor& router) {
+    std::string text;
+    self->request(router, 10s, remote::rhello_atom::value, remote::hello_text(false))
+      .receive([&](std::string& t) { text = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+    return static_cast<bool>(remote::parse_reply(text));
+  }
+};
+
 } // namespace
 
 TEST_SUITE("router_guard") {
@@ -221,46 +253,26 @@ TEST_CASE("a peer cannot reach another node through a listening node, nor speak 
   // router as c's router: CAF sends that as a routed message naming c as
   // its source, which b would believe, and answer c through the peer.
   guarded_node b, c;
-  caf::actor_system_config cc;
-  cc.load<caf::io::middleman>();
-  caf::actor_system sys{cc};
-  auto rb = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
-  auto rc = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(c.port));
-  REQUIRE(rb);
-  REQUIRE(rc);
-  caf::scoped_actor self{sys};
-  self->monitor(*rb);
-  caf::send_as(*rc, *rb, remote::rhello_atom::value, remote::hello_text(false));
+  peer p;
+  auto rb = p.connect(b.port);
+  auto rc = p.connect(c.port);
+  p.self->monitor(rb);
+  caf::send_as(rc, rb, remote::rhello_atom::value, remote::hello_text(false));
   // b closes that connection: every proxy of its actors here goes down.
-  bool down = false;
-  self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
-  CHECK(down);
+  CHECK(p.down_within(30s));
   CHECK_MESSAGE(b.guard()["relays_refused"] == 1, b.status().dump() << b.p->output());
   // Nothing reached c: its router dropped nothing, and serves.
   std::this_thread::sleep_for(300ms);
   CHECK(c.status()["listen"]["dropped_messages"] == 0);
   CHECK(c.remote_ping());
   // b serves the same peer again, as itself, on a new connection.
-  auto again = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
-  REQUIRE(again);
-  std::string hello;
-  self->request(*again, 10s, remote::rhello_atom::value, remote::hello_text(false))
-    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
-  CHECK(remote::parse_reply(hello));
+  CHECK(p.hello(p.connect(b.port)));
   CHECK(b.remote_ping());
 }
 
 TEST_CASE("a peer's control messages are refused: the router lives, and serves every other caller") {
   guarded_node b;
-  caf::actor_system_config cc;
-  cc.load<caf::io::middleman>();
-  caf::actor_system sys{cc};
-  caf::scoped_actor self{sys};
-  auto connect = [&] {
-    auto r = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
-    REQUIRE(r);
-    return *r;
-  };
+  peer p;
   // Each of these would end the router, cancel another caller's requests,
   // link the node's own actors or answer the router's own requests; b
   // closes the connection that sent it (every proxy here goes down).
@@ -272,7 +284,7 @@ TEST_CASE("a peer's control messages are refused: the router lives, and serves e
     {"link", [](const caf::actor& r) { caf::anon_send(r, caf::link_atom::value, caf::actor_cast<caf::strong_actor_ptr>(r)); }},
     {"a handler's own atom", [](const caf::actor& r) { caf::anon_send(r, caf::atom("status")); }},
     {"response", [&](const caf::actor& r) {
-       r->enqueue(caf::make_mailbox_element(self->ctrl(), caf::make_message_id(1).response_id(), {},
+       r->enqueue(caf::make_mailbox_element(p.self->ctrl(), caf::make_message_id(1).response_id(), {},
                                             caf::make_error(caf::sec::runtime_error)),
                   nullptr);
      }},
@@ -280,26 +292,21 @@ TEST_CASE("a peer's control messages are refused: the router lives, and serves e
   int refused = 0;
   for (auto& [what, attack] : attacks) {
     CAPTURE(what);
-    auto r = connect();
-    self->monitor(r);
+    auto r = p.connect(b.port);
+    p.self->monitor(r);
     attack(r);
-    bool down = false;
-    self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
-    CHECK(down);
+    CHECK(p.down_within(30s));
     CHECK(b.guard()["messages_refused"] == ++refused);
     CHECK(b.status()["listen"]["dropped_messages"] == 0);  // the router answers
   }
   // A message to one of CAF's named servers is dropped; the connection stays.
-  auto r = connect();
+  auto r = p.connect(b.port);
   const int dropped = b.guard()["messages_dropped"].get<int>();
-  auto basp = sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
-  self->send(basp, caf::forward_atom::value, r.node(), caf::atom("ConfigServ"),
-             caf::make_message(caf::subscribe_atom::value, std::string("key")));
+  auto basp = p.sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
+  p.self->send(basp, caf::forward_atom::value, r.node(), caf::atom("ConfigServ"),
+               caf::make_message(caf::subscribe_atom::value, std::string("key")));
   REQUIRE(wait_until([&] { return b.guard()["messages_dropped"].get<int>() > dropped; }, 30s));
-  std::string hello;
-  self->request(r, 10s, remote::rhello_atom::value, remote::hello_text(false))
-    .receive([&](std::string& t) { hello = t; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
-  CHECK(remote::parse_reply(hello));
+  CHECK(p.hello(r));
   CHECK(b.guard()["messages_refused"] == refused);
   CHECK(b.remote_ping());
 }
@@ -309,9 +316,8 @@ TEST_CASE("a client handshake naming the node itself is refused") {
   // node itself, the peer's routed messages would pass as from the node's
   // own actors. Written by hand, as CAF would, with the node's own id.
   guarded_node b;
-  caf::actor_system_config cc;
-  cc.load<caf::io::middleman>();
-  caf::actor_system sys{cc};
+  peer p;  // (for CAF's serializers)
+  auto& sys = p.sys;
   int fd = connect_loopback(b.port);
   auto read_exactly = [&](std::size_t n) {
     std::vector<char> buf(n);
@@ -347,32 +353,26 @@ TEST_CASE("a peer speaking from more live actors than max_peer_actors is cut off
   // monitored caller) until the peer says it is down: a peer naming fresh
   // actor ids would grow the node without bound.
   guarded_node b;
-  caf::actor_system_config cc;
-  cc.load<caf::io::middleman>();
-  caf::actor_system sys{cc};
-  auto rb = sys.middleman().remote_actor("127.0.0.1", static_cast<std::uint16_t>(b.port));
-  REQUIRE(rb);
-  caf::scoped_actor self{sys};
+  peer p;
+  auto rb = p.connect(b.port);
   // First, twice the bound in turn, each gone before the next: down
   // messages keep the count low.
   const int bound = static_cast<int>(router_guard::max_peer_actors);
   for (int i = 0; i < 2 * bound; ++i) {
-    caf::scoped_actor one{sys};
-    one->request(*rb, 10s, remote::rexec_atom::value, std::string("{}"))
+    caf::scoped_actor one{p.sys};
+    one->request(rb, 10s, remote::rexec_atom::value, std::string("{}"))
       .receive([](std::string&) {}, [](caf::error& e) { FAIL(caf::to_string(e)); });
   }
   CHECK(b.guard()["actors_refused"] == 0);
   // Then as many alive at once, each sending once: cut off past the bound.
-  self->monitor(*rb);
+  p.self->monitor(rb);
   std::vector<caf::actor> alive;
   for (int i = 0; i < bound + 50; ++i)
-    alive.push_back(sys.spawn([r = *rb](caf::event_based_actor* a) {
+    alive.push_back(p.sys.spawn([r = rb](caf::event_based_actor* a) {
       a->send(r, remote::rexec_atom::value, std::string("{}"));
       return caf::behavior{[](const std::string&) {}, [](caf::error&) {}};
     }));
-  bool down = false;
-  self->receive([&](caf::down_msg&) { down = true; }, caf::after(std::chrono::seconds(30)) >> [] {});
-  CHECK(down);
+  CHECK(p.down_within(30s));
   CHECK(b.guard()["actors_refused"] == 1);
   for (auto& a : alive)
     caf::anon_send_exit(a, caf::exit_reason::kill);

@@ -305,7 +305,7 @@ json node::status() {
     listening = {{"host", d.listen_host}, {"port", d.listen_port}, {"tls", d.listen_tls},
                  {"guard", d.guard ? d.guard->counters() : json(nullptr)},
                  {"dropped_messages", r.value("dropped_messages", json(nullptr))},
-                 {"request_link", d.link_listener ? r.value("request_link", json(nullptr)) : json(nullptr)}};
+                 {"request_link", r.value("request_link", json(nullptr))}};  // null: no link port
   }
   return json{{"mode", to_string(d.mode)},
               {"remotes", remotes},

@@ -77,11 +77,7 @@ bool plain_types(const std::string& types) {
       return false;
     rest.remove_prefix(1);
     auto end = rest.find('+');
-    auto name = rest.substr(0, end);
-    bool known = false;
-    for (auto p : plain)
-      known = known || name == p;
-    if (!known)
+    if (std::find(plain.begin(), plain.end(), rest.substr(0, end)) == plain.end())
       return false;
     rest.remove_prefix(end == std::string_view::npos ? rest.size() : end);
   }

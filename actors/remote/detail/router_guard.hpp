@@ -68,7 +68,8 @@ public:
 
   /// Counters for status: connections open, refused (cap, EMFILE),
   /// handshake timeouts; process-wide: oversized headers, refused relays
-  /// and messages, dropped messages to a name, peers over max_peer_actors.
+  /// and messages, dropped messages (to a name, or to an actor that takes
+  /// none), peers over max_peer_actors.
   nlohmann::json counters() const;
 
   /// While the returned token lives, the process's BASP messages are
